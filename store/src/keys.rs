@@ -1,0 +1,317 @@
+//! The etcd key layout of DESIGN.md as typed functions: each returns a [`Key`] or
+//! [`Prefix`] that knows the record type stored there.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use crate::names::{check_segment, AppName, NameError};
+use crate::records::{App, Build, Machine, Release, SshKey, Token, UnitState};
+
+/// One key and the type of record it holds.
+pub struct Key<T> {
+    path: String,
+    record: PhantomData<fn() -> T>,
+}
+
+impl<T> Key<T> {
+    fn new(path: String) -> Key<T> {
+        Key {
+            path,
+            record: PhantomData,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.path
+    }
+}
+
+impl<T> Clone for Key<T> {
+    fn clone(&self) -> Self {
+        Key::new(self.path.clone())
+    }
+}
+
+impl<T> fmt::Debug for Key<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.path)
+    }
+}
+
+impl<T> fmt::Display for Key<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.path)
+    }
+}
+
+/// A directory of keys that all hold the same record type.
+///
+/// With `direct_children_only`, deeper keys are skipped: `/paz/apps/` holds both
+/// apps (`/paz/apps/web`) and their releases (`/paz/apps/web/releases/3`).
+pub struct Prefix<T> {
+    path: String,
+    direct_children_only: bool,
+    record: PhantomData<fn() -> T>,
+}
+
+impl<T> Prefix<T> {
+    fn new(path: String, direct_children_only: bool) -> Prefix<T> {
+        Prefix {
+            path,
+            direct_children_only,
+            record: PhantomData,
+        }
+    }
+
+    /// The prefix itself, ending in `/`.
+    pub fn as_str(&self) -> &str {
+        &self.path
+    }
+
+    /// Whether `key` (a full key under this prefix) belongs to this directory.
+    pub fn contains(&self, key: &str) -> bool {
+        match key.strip_prefix(&self.path) {
+            Some(rest) => !rest.is_empty() && !(self.direct_children_only && rest.contains('/')),
+            None => false,
+        }
+    }
+
+    /// The part of `key` after the prefix (e.g. the app name under `/paz/apps/`).
+    pub fn child_name<'a>(&self, key: &'a str) -> &'a str {
+        key.strip_prefix(&self.path).unwrap_or(key)
+    }
+}
+
+impl<T> Clone for Prefix<T> {
+    fn clone(&self) -> Self {
+        Prefix::new(self.path.clone(), self.direct_children_only)
+    }
+}
+
+impl<T> fmt::Debug for Prefix<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.path)
+    }
+}
+
+/// Turns an SSH fingerprint (`SHA256:<base64>`) into a key segment: base64 may hold
+/// `/` and `+`, so the segment uses the URL-safe alphabet. The record keeps the
+/// fingerprint exactly as `ssh-keygen -lf` prints it.
+pub fn fingerprint_segment(fingerprint: &str) -> String {
+    fingerprint.replace('/', "_").replace('+', "-")
+}
+
+/// The key layout under one prefix (default `/paz`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    root: String,
+}
+
+impl Keys {
+    /// `root` is the cluster prefix, e.g. `/paz`; a trailing `/` is ignored.
+    pub fn new(root: &str) -> Keys {
+        Keys {
+            root: root.trim_end_matches('/').to_string(),
+        }
+    }
+
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// Everything Paz stores.
+    pub fn everything(&self) -> Prefix<Vec<u8>> {
+        Prefix::new(format!("{}/", self.root), false)
+    }
+
+    pub fn domain(&self) -> Key<String> {
+        Key::new(format!("{}/config/domain", self.root))
+    }
+
+    /// `fingerprint` as `ssh-keygen -lf` prints it.
+    pub fn ssh_key(&self, fingerprint: &str) -> Result<Key<SshKey>, NameError> {
+        let segment = fingerprint_segment(fingerprint);
+        check_segment("key fingerprint", &segment)?;
+        Ok(Key::new(format!("{}/keys/{segment}", self.root)))
+    }
+
+    pub fn ssh_keys(&self) -> Prefix<SshKey> {
+        Prefix::new(format!("{}/keys/", self.root), true)
+    }
+
+    pub fn token(&self, id: &str) -> Result<Key<Token>, NameError> {
+        check_segment("token id", id)?;
+        Ok(Key::new(format!("{}/tokens/{id}", self.root)))
+    }
+
+    pub fn tokens(&self) -> Prefix<Token> {
+        Prefix::new(format!("{}/tokens/", self.root), true)
+    }
+
+    pub fn app(&self, app: &AppName) -> Key<App> {
+        Key::new(format!("{}/apps/{app}", self.root))
+    }
+
+    pub fn apps(&self) -> Prefix<App> {
+        Prefix::new(format!("{}/apps/", self.root), true)
+    }
+
+    pub fn release(&self, app: &AppName, n: u64) -> Key<Release> {
+        Key::new(format!("{}/apps/{app}/releases/{n}", self.root))
+    }
+
+    pub fn releases(&self, app: &AppName) -> Prefix<Release> {
+        Prefix::new(format!("{}/apps/{app}/releases/", self.root), true)
+    }
+
+    /// The number of the release that serves.
+    pub fn current(&self, app: &AppName) -> Key<u64> {
+        Key::new(format!("{}/apps/{app}/current", self.root))
+    }
+
+    pub fn build(&self, app: &AppName, id: &str) -> Result<Key<Build>, NameError> {
+        check_segment("build id", id)?;
+        Ok(Key::new(format!("{}/builds/{app}/{id}", self.root)))
+    }
+
+    pub fn builds(&self, app: &AppName) -> Prefix<Build> {
+        Prefix::new(format!("{}/builds/{app}/", self.root), true)
+    }
+
+    pub fn machine(&self, machine_id: &str) -> Result<Key<Machine>, NameError> {
+        check_segment("machine id", machine_id)?;
+        Ok(Key::new(format!("{}/machines/{machine_id}", self.root)))
+    }
+
+    pub fn machines(&self) -> Prefix<Machine> {
+        Prefix::new(format!("{}/machines/", self.root), true)
+    }
+
+    /// The unit file text: this unit should run.
+    pub fn unit(&self, unit_name: &str) -> Result<Key<String>, NameError> {
+        check_segment("unit name", unit_name)?;
+        Ok(Key::new(format!("{}/units/{unit_name}", self.root)))
+    }
+
+    pub fn units(&self) -> Prefix<String> {
+        Prefix::new(format!("{}/units/", self.root), true)
+    }
+
+    /// The machine id the scheduler placed a unit on.
+    pub fn schedule(&self, unit_name: &str) -> Result<Key<String>, NameError> {
+        check_segment("unit name", unit_name)?;
+        Ok(Key::new(format!("{}/schedule/{unit_name}", self.root)))
+    }
+
+    pub fn schedules(&self) -> Prefix<String> {
+        Prefix::new(format!("{}/schedule/", self.root), true)
+    }
+
+    pub fn unit_state(&self, unit_name: &str) -> Result<Key<UnitState>, NameError> {
+        check_segment("unit name", unit_name)?;
+        Ok(Key::new(format!("{}/state/{unit_name}", self.root)))
+    }
+
+    pub fn unit_states(&self) -> Prefix<UnitState> {
+        Prefix::new(format!("{}/state/", self.root), true)
+    }
+
+    /// `ip:port` of one healthy instance, announced by its sidekick (2015 Paz format).
+    pub fn service(
+        &self,
+        app: &AppName,
+        release: u64,
+        instance: &str,
+    ) -> Result<Key<String>, NameError> {
+        check_segment("instance", instance)?;
+        Ok(Key::new(format!(
+            "{}/services/{app}/{release}/{instance}",
+            self.root
+        )))
+    }
+
+    /// Every announced instance of an app, all releases.
+    pub fn services_of(&self, app: &AppName) -> Prefix<String> {
+        Prefix::new(format!("{}/services/{app}/", self.root), false)
+    }
+
+    /// Every announced instance of every app (what the proxy watches).
+    pub fn services(&self) -> Prefix<String> {
+        Prefix::new(format!("{}/services/", self.root), false)
+    }
+
+    /// The election key of a leader-elected role (e.g. `scheduler`).
+    pub fn leader(&self, role: &str) -> Result<Key<String>, NameError> {
+        check_segment("role", role)?;
+        Ok(Key::new(format!("{}/leader/{role}", self.root)))
+    }
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys::new("/paz")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::expect;
+
+    #[test]
+    fn layout_matches_design() {
+        let keys = Keys::default();
+        let app = AppName::new("myapp").unwrap();
+        let layout = [
+            keys.domain().to_string(),
+            keys.ssh_key("SHA256:ab/c+d").unwrap().to_string(),
+            keys.token("t1").unwrap().to_string(),
+            keys.app(&app).to_string(),
+            keys.release(&app, 7).to_string(),
+            keys.current(&app).to_string(),
+            keys.build(&app, "b1").unwrap().to_string(),
+            keys.machine("m1").unwrap().to_string(),
+            keys.unit("myapp-v7-web-1.service").unwrap().to_string(),
+            keys.schedule("myapp-v7-web-1.service").unwrap().to_string(),
+            keys.unit_state("myapp-v7-web-1.service").unwrap().to_string(),
+            keys.service(&app, 7, "1").unwrap().to_string(),
+            keys.leader("scheduler").unwrap().to_string(),
+        ];
+        expect![[r#"
+            /paz/config/domain
+            /paz/keys/SHA256:ab_c-d
+            /paz/tokens/t1
+            /paz/apps/myapp
+            /paz/apps/myapp/releases/7
+            /paz/apps/myapp/current
+            /paz/builds/myapp/b1
+            /paz/machines/m1
+            /paz/units/myapp-v7-web-1.service
+            /paz/schedule/myapp-v7-web-1.service
+            /paz/state/myapp-v7-web-1.service
+            /paz/services/myapp/7/1
+            /paz/leader/scheduler"#]]
+        .assert_eq(&layout.join("\n"));
+    }
+
+    #[test]
+    fn apps_prefix_skips_releases() {
+        let keys = Keys::new("/paz/");
+        let apps = keys.apps();
+        assert!(apps.contains("/paz/apps/web"));
+        assert!(!apps.contains("/paz/apps/web/releases/1"));
+        assert!(!apps.contains("/paz/apps/"));
+        assert!(!apps.contains("/paz/other/web"));
+        assert_eq!(apps.child_name("/paz/apps/web"), "web");
+        assert!(keys.services().contains("/paz/services/web/3/1"));
+    }
+
+    #[test]
+    fn segments_with_key_syntax_are_refused() {
+        let keys = Keys::default();
+        assert!(keys.machine("../apps").is_err());
+        assert!(keys.unit("a/b.service").is_err());
+        assert!(keys.token("").is_err());
+        assert!(keys.service(&AppName::new("a").unwrap(), 1, "x/y").is_err());
+    }
+}

@@ -1,0 +1,28 @@
+//! Paz's cluster state in etcd: the only crate that talks to etcd.
+//!
+//! - [`Keys`] is the key layout of DESIGN.md, typed: each key knows its record.
+//! - [`Store`] gets, lists, puts and deletes typed records under a timeout, and
+//!   applies [`Transaction`]s whose conflicts are typed ([`ConflictKind`]).
+//! - [`Lease`] and [`Registration`] tie keys to the life of their owner.
+//! - [`Watch`] streams typed changes under a prefix and survives reconnects.
+//! - [`LocalEtcd`] runs a private etcd server as a child process.
+
+#![forbid(unsafe_code)]
+
+mod client;
+mod error;
+mod keys;
+mod lease;
+mod local_etcd;
+pub mod names;
+pub mod records;
+mod watch;
+
+pub use client::{Entry, Listing, Store, StoreConfig, Transaction, Versioned};
+pub use error::{ConflictKind, Result, StoreError};
+pub use keys::{fingerprint_segment, Key, Keys, Prefix};
+pub use lease::{Lease, Registration};
+pub use local_etcd::{LocalEtcd, LocalEtcdError};
+pub use names::{AppName, NameError};
+pub use records::Record;
+pub use watch::{SnapshotReason, Watch, WatchEvent};

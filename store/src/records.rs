@@ -1,0 +1,320 @@
+//! The typed records stored under the key layout, and how each is encoded.
+//!
+//! Records are JSON, except values that the 2015 tools and humans read directly:
+//! unit files are plain text, `current` is a decimal number, service addresses are
+//! `ip:port`, the domain and schedule entries are plain strings.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::AppName;
+
+/// A value that can be stored at a key: how it is written and read back.
+pub trait Record: Sized + Send + 'static {
+    fn encode(&self) -> Vec<u8>;
+    fn decode(bytes: &[u8]) -> Result<Self, String>;
+}
+
+/// Plain UTF-8 text (unit files, `ip:port`, machine ids, the domain).
+impl Record for String {
+    fn encode(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        String::from_utf8(bytes.to_vec()).map_err(|_| "value is not UTF-8 text".to_string())
+    }
+}
+
+/// Raw bytes, for tools that look at every key whatever it holds.
+impl Record for Vec<u8> {
+    fn encode(&self) -> Vec<u8> {
+        self.clone()
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        Ok(bytes.to_vec())
+    }
+}
+
+/// A decimal number (release numbers).
+impl Record for u64 {
+    fn encode(&self) -> Vec<u8> {
+        self.to_string().into_bytes()
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .ok_or_else(|| "value is not a decimal number".to_string())
+    }
+}
+
+macro_rules! json_record {
+    ($($name:ty),* $(,)?) => {$(
+        impl Record for $name {
+            fn encode(&self) -> Vec<u8> {
+                serde_json::to_vec(self).expect("records always serialize")
+            }
+            fn decode(bytes: &[u8]) -> Result<Self, String> {
+                serde_json::from_slice(bytes).map_err(|error| error.to_string())
+            }
+        }
+    )*};
+}
+
+json_record!(App, Release, SshKey, Token, Build, Machine, UnitState);
+
+/// What a key or token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, including creating apps and managing keys.
+    Admin,
+    /// Push and manage the apps listed in `apps` only.
+    Deployer,
+}
+
+/// `/paz/keys/<fingerprint>`: an SSH public key allowed to connect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshKey {
+    pub name: String,
+    /// As `ssh-keygen -lf` prints it: `SHA256:<base64>`.
+    pub fingerprint: String,
+    /// The OpenSSH one-line form (`ssh-ed25519 AAAA... comment`).
+    pub public_key: String,
+    pub role: Role,
+    /// Apps a deployer may use; empty for admins.
+    #[serde(default)]
+    pub apps: Vec<AppName>,
+}
+
+/// `/paz/tokens/<id>`: an API, registry or webhook credential. Only the secret's
+/// SHA-256 is stored; the secret is shown once when the token is made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    pub name: String,
+    pub secret_sha256: String,
+    pub role: Role,
+    #[serde(default)]
+    pub apps: Vec<AppName>,
+}
+
+/// `/paz/apps/<app>`: an app's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct App {
+    pub name: AppName,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+    /// Extra domains routed to the app besides `<app>.<domain>`.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// The port the app listens on; `None` means the image's first exposed port, else 5000.
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub health: Health,
+    #[serde(default)]
+    pub scale: Scale,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub deploy: DeploySettings,
+}
+
+impl App {
+    /// A new app with the documented defaults.
+    pub fn new(name: AppName, created_at: u64) -> App {
+        App {
+            name,
+            created_at,
+            domains: Vec::new(),
+            port: None,
+            health: Health::default(),
+            scale: Scale::default(),
+            env: BTreeMap::new(),
+            deploy: DeploySettings::default(),
+        }
+    }
+}
+
+/// How an instance is checked before it takes traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub path: String,
+    /// Seconds one check may take.
+    pub timeout: u64,
+    pub attempts: u32,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            path: "/".to_string(),
+            timeout: 5,
+            attempts: 3,
+        }
+    }
+}
+
+/// How many instances of each process type run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scale {
+    pub web: u32,
+    #[serde(default)]
+    pub worker: u32,
+}
+
+impl Default for Scale {
+    fn default() -> Self {
+        Scale { web: 1, worker: 0 }
+    }
+}
+
+/// What deploys the app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploySettings {
+    /// The branch whose pushes deploy; `None` means `main`, or `master`.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// A registry repository whose new tags deploy the app (`deploy:follow`).
+    #[serde(default)]
+    pub image_repo: Option<String>,
+    /// A glob on tags of `image_repo`; `None` means every tag.
+    #[serde(default)]
+    pub tag_pattern: Option<String>,
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        DeploySettings {
+            branch: None,
+            image_repo: None,
+            tag_pattern: None,
+        }
+    }
+}
+
+/// Why a release was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReleaseCause {
+    Push,
+    Image,
+    Rollback,
+    Config,
+    Scale,
+}
+
+/// Where a release is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReleaseStatus {
+    /// Recorded, not yet rolled out.
+    Pending,
+    /// Being rolled out.
+    Deploying,
+    /// Serving (it is, or was, `current`).
+    Active,
+    /// Its instances did not become healthy; it never took traffic.
+    Failed,
+    /// Replaced by a later release.
+    Superseded,
+}
+
+/// `/paz/apps/<app>/releases/<n>`: one immutable version of an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub n: u64,
+    /// `repo@sha256:digest`.
+    pub image: String,
+    #[serde(default)]
+    pub git_sha: Option<String>,
+    /// The app's env at the time of the release.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub created_at: u64,
+    /// Key name or token name that caused it.
+    pub by: String,
+    pub cause: ReleaseCause,
+    pub status: ReleaseStatus,
+}
+
+/// Where a build is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// `/paz/builds/<app>/<id>`: one build of a pushed commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Build {
+    pub git_sha: String,
+    pub status: BuildStatus,
+    pub started_at: u64,
+    #[serde(default)]
+    pub finished_at: Option<u64>,
+    /// The build log, relative to the data dir (`builds/<app>/<id>.log`).
+    pub log_path: String,
+}
+
+/// `/paz/machines/<machine-id>`: a live agent (on a lease).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    /// The address other hosts reach this machine's containers on.
+    pub addr: String,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    pub started_at: u64,
+}
+
+/// A unit's state as its agent reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActiveState {
+    Activating,
+    Active,
+    Deactivating,
+    Inactive,
+    Failed,
+}
+
+/// `/paz/state/<unit-name>`: the agent's report on a unit (on a lease).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitState {
+    pub machine: String,
+    pub active: ActiveState,
+    #[serde(default)]
+    pub container: Option<String>,
+    /// Seconds since the Unix epoch.
+    pub since: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::expect;
+
+    #[test]
+    fn app_record_is_readable_json_with_defaults() {
+        let app = App::new(AppName::new("web").unwrap(), 1700000000);
+        expect![[r#"{"name":"web","created_at":1700000000,"domains":[],"port":null,"health":{"path":"/","timeout":5,"attempts":3},"scale":{"web":1,"worker":0},"env":{},"deploy":{"branch":null,"image_repo":null,"tag_pattern":null}}"#]]
+        .assert_eq(&String::from_utf8(app.encode()).unwrap());
+        let minimal = App::decode(br#"{"name":"web","created_at":1}"#).unwrap();
+        assert_eq!(minimal.scale, Scale { web: 1, worker: 0 });
+        assert_eq!(minimal.health, Health::default());
+    }
+
+    #[test]
+    fn bad_values_decode_to_errors_not_panics() {
+        assert!(App::decode(b"not json").is_err());
+        assert!(App::decode(br#"{"name":"Bad_Name","created_at":1}"#)
+            .unwrap_err()
+            .contains("app name `Bad_Name` is invalid"));
+        assert_eq!(u64::decode(b"7").unwrap(), 7);
+        assert!(u64::decode(b"seven").is_err());
+        assert!(String::decode(&[0xff, 0xfe]).is_err());
+    }
+}

@@ -1,0 +1,31 @@
+//! The shared harness of Paz's integration tests: a real etcd per test process,
+//! the real Docker Engine, the real `git` and `ssh` clients, and guards that
+//! clean up what a test made, also when it panics.
+//!
+//! Nothing here is a fake: a test that needs a service it cannot reach fails
+//! with a message saying how to start it (`scripts/test` does).
+
+#![forbid(unsafe_code)]
+
+pub mod docker;
+pub mod etcd;
+pub mod git;
+pub mod process;
+pub mod temp;
+
+pub use docker::{busybox_image, docker, DockerCleanup, BUSYBOX_IMAGE};
+pub use etcd::{own_etcd, shared_etcd, test_store, OwnEtcd};
+pub use git::{git, SshIdentity};
+pub use process::ChildGuard;
+pub use temp::temp_dir;
+
+/// Sends `tracing` output of the code under test to the test's captured output.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
