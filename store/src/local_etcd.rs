@@ -83,6 +83,11 @@ impl LocalEtcd {
         format!("http://{}", self.client_addr)
     }
 
+    /// The address clients connect to.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }

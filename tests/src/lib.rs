@@ -10,12 +10,14 @@
 pub mod docker;
 pub mod etcd;
 pub mod git;
+pub mod link;
 pub mod process;
 pub mod temp;
 
 pub use docker::{busybox_image, docker, DockerCleanup, BUSYBOX_IMAGE};
 pub use etcd::{own_etcd, shared_etcd, test_store, OwnEtcd};
 pub use git::{git, SshIdentity};
+pub use link::Link;
 pub use process::ChildGuard;
 pub use temp::temp_dir;
 

@@ -176,3 +176,17 @@ async fn invalid_endpoints_are_refused_before_connecting() {
         .unwrap_err();
     assert!(error.to_string().contains("invalid etcd endpoint `https://x:1`"), "{error}");
 }
+
+#[tokio::test]
+async fn an_etcd_that_accepts_but_never_answers_gives_a_timeout_not_a_hang() {
+    let own = tests::own_etcd().await;
+    let pid = nix::unistd::Pid::from_raw(own.etcd.pid().unwrap() as i32);
+    // A stopped process: the kernel still accepts connections, nobody answers.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let mut config = store::StoreConfig::new(vec![own.etcd.client_url()]);
+    config.timeout = std::time::Duration::from_secs(2);
+    let error = store::Store::connect(config).await.unwrap_err();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(matches!(error, StoreError::Unreachable { .. }), "{error}");
+    assert!(error.to_string().contains("within 2s"), "{error}");
+}

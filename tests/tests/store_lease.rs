@@ -1,0 +1,118 @@
+//! Leases against a real etcd: a key registered by a process lives exactly as
+//! long as that process.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use store::{AppName, Store, WatchEvent};
+
+async fn wait_until_gone(store: &Store, key: &store::Key<String>, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    while store.get(key).await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{key} still exists after {}s",
+            within.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_key_registered_by_a_process_vanishes_after_the_process_is_killed() {
+    let url = tests::shared_etcd().await.url();
+    let prefix = tests::etcd::unique_prefix("lease-owner-dies");
+    let store = tests::etcd::connect(&url, &prefix).await;
+    let key = store.keys().service(&AppName::new("web").unwrap(), 1, "1").unwrap();
+
+    let mut holder = tests::ChildGuard::spawn(
+        Command::new(env!("CARGO_BIN_EXE_lease-holder"))
+            .args([url.as_str(), prefix.as_str(), "web", "2"])
+            .stdout(Stdio::piped()),
+    );
+    let mut line = String::new();
+    BufReader::new(holder.child().stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "registered");
+    assert_eq!(store.get(&key).await.unwrap().unwrap().value, "127.0.0.1:5000");
+
+    // Still there well past its TTL while the owner lives: the lease is kept alive.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(store.get(&key).await.unwrap().is_some(), "kept alive past the 2s TTL");
+
+    let mut watch = store.watch(&store.keys().services());
+    assert!(matches!(watch.next_event().await, Some(WatchEvent::Snapshot { .. })));
+    holder.signal(nix::sys::signal::Signal::SIGKILL);
+    let event = tokio::time::timeout(Duration::from_secs(20), watch.next_event())
+        .await
+        .expect("the key was not deleted within 20s of its owner's death");
+    assert!(
+        matches!(&event, Some(WatchEvent::Delete { key: deleted, .. }) if deleted == key.as_str()),
+        "{event:?}"
+    );
+    assert!(store.get(&key).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn dropping_a_registration_deletes_its_key_without_waiting_for_the_ttl() {
+    let store = tests::test_store("lease-drop").await;
+    let key = store.keys().machine("m1").unwrap();
+    let machine = store::records::Machine {
+        addr: "10.0.0.1".to_string(),
+        metadata: Default::default(),
+        started_at: 1,
+    };
+    let registration = store.register(&key, &machine, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(store.get(&key).await.unwrap().unwrap().value, machine);
+    drop(registration);
+    // Well under the 60s TTL: the lease was revoked, not left to expire.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.get(&key).await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "the key outlived its dropped registration");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_registration_writes_its_key_again_after_its_lease_is_lost() {
+    let own = tests::own_etcd().await;
+    let url = own.etcd.client_url();
+    let store = tests::etcd::connect(&url, "/paz").await;
+    let key = store.keys().service(&AppName::new("web").unwrap(), 3, "1").unwrap();
+    let _registration = store
+        .register(&key, &"10.0.0.2:8080".to_string(), Duration::from_secs(2))
+        .await
+        .unwrap();
+
+    // The lease ends under the owner's feet (as when etcd could not be reached for a TTL).
+    let leases = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &url, "lease", "list"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&leases.stdout).to_string();
+    // `etcdctl lease list` prints "found N leases" and then one hex id a line.
+    let lease_id = listed
+        .lines()
+        .find(|line| !line.is_empty() && line.chars().all(|c| c.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("no lease in `etcdctl lease list`: {listed}"));
+    let revoked = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &url, "lease", "revoke", lease_id.trim()])
+        .output()
+        .unwrap();
+    assert!(revoked.status.success(), "{revoked:?}");
+    wait_until_gone(&store, &key, Duration::from_secs(5)).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = store.get(&key).await.unwrap() {
+            assert_eq!(value.value, "10.0.0.2:8080");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the registration did not come back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
