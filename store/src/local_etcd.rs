@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -131,6 +132,13 @@ impl LocalEtcd {
         }
     }
 
+    /// If it has exited by itself, how; `None` while it runs (or after `stop`).
+    pub fn exit_status(&mut self) -> Option<String> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status.to_string())
+    }
+
     /// Kills it at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -169,6 +177,9 @@ impl LocalEtcd {
             .args(["--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", &format!("paz={peer_url}")])
             .args(["--logger", "zap", "--log-outputs", "stderr"])
+            // Its own process group: a terminal's Ctrl-C reaches only Paz, which
+            // then stops etcd last, after the roles that use it.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);

@@ -12,6 +12,8 @@ pub enum NameError {
         "app name `{name}` is invalid: {reason}; use 1 to 63 lowercase letters, digits and dashes, starting with a letter and not ending with a dash"
     )]
     App { name: String, reason: &'static str },
+    #[error("domain `{name}` is invalid: {reason}; use dot-separated labels of lowercase letters, digits and dashes, such as paz.example.com")]
+    Domain { name: String, reason: &'static str },
     #[error("{what} `{name}` is invalid: {reason}; use 1 to 128 letters, digits, dots, dashes, underscores or colons")]
     Segment {
         what: &'static str,
@@ -116,6 +118,40 @@ pub fn check_segment<'a>(what: &'static str, name: &'a str) -> Result<&'a str, N
     Ok(name)
 }
 
+/// Checks a DNS name used for routing (the base domain, `domains:add`).
+pub fn check_domain(name: &str) -> Result<&str, NameError> {
+    let refuse = |reason| {
+        Err(NameError::Domain {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return refuse("it is empty");
+    }
+    if name.len() > 253 {
+        return refuse("it is longer than 253 characters");
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return refuse("it has an empty label");
+        }
+        if label.len() > 63 {
+            return refuse("a label is longer than 63 characters");
+        }
+        if !label
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return refuse("it has a character other than a-z, 0-9, - and .");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return refuse("a label starts or ends with a dash");
+        }
+    }
+    Ok(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +194,17 @@ mod tests {
         assert!(serde_json::from_str::<AppName>("\"ok-app\"").is_ok());
         let error = serde_json::from_str::<AppName>("\"../etc\"").unwrap_err();
         assert!(error.to_string().contains("app name `../etc` is invalid"));
+    }
+
+    #[test]
+    fn domains_are_dns_names() {
+        for good in ["paz.localhost", "a.b-c.example.com", "localhost"] {
+            assert_eq!(check_domain(good), Ok(good));
+        }
+        for bad in ["", "Paz.io", "a..b", ".a", "a.", "-a.b", "a_b.c", "a b"] {
+            let error = check_domain(bad).unwrap_err().to_string();
+            assert!(error.starts_with(&format!("domain `{bad}` is invalid")), "{error}");
+        }
     }
 
     #[test]

@@ -1,0 +1,63 @@
+//! The command line: subcommands and flags, each flag also an env var `PAZ_<FLAG>`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "paz", version, about = "Paz: git push to deploy, on your own servers")]
+pub(crate) struct Cli {
+    /// A TOML file with the same settings as the flags (flags and env vars win).
+    #[arg(long, env = "PAZ_CONFIG", global = true, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run all of Paz on this machine, with a local etcd unless --etcd is given.
+    Up(UpFlags),
+}
+
+/// `paz up` flags. Every one is optional here: the config file and the
+/// defaults fill in what is not given (see `config.rs`).
+#[derive(Debug, Default, Args)]
+pub(crate) struct UpFlags {
+    /// Everything Paz keeps on disk [default: /var/lib/paz]
+    #[arg(long, env = "PAZ_DATA_DIR", value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+
+    /// etcd client URLs, comma-separated [default: start a local etcd]
+    #[arg(long, env = "PAZ_ETCD", value_name = "URL[,URL]", value_delimiter = ',')]
+    pub(crate) etcd: Option<Vec<String>>,
+
+    /// The key prefix of this cluster in etcd [default: /paz]
+    #[arg(long, env = "PAZ_ETCD_PREFIX", value_name = "PREFIX")]
+    pub(crate) etcd_prefix: Option<String>,
+
+    /// Base domain: an app's URL is http://<app>.<domain> [default: paz.localhost]
+    #[arg(long, env = "PAZ_DOMAIN", value_name = "DOMAIN")]
+    pub(crate) domain: Option<String>,
+
+    /// git push and SSH verbs [default: 0.0.0.0:2222]
+    #[arg(long, env = "PAZ_SSH_LISTEN", value_name = "ADDR")]
+    pub(crate) ssh_listen: Option<String>,
+
+    /// Image registry and /hooks/* [default: 0.0.0.0:5000]
+    #[arg(long, env = "PAZ_REGISTRY_LISTEN", value_name = "ADDR")]
+    pub(crate) registry_listen: Option<String>,
+
+    /// The HTTP proxy in front of the apps [default: 0.0.0.0:80]
+    #[arg(long, env = "PAZ_HTTP_LISTEN", value_name = "ADDR")]
+    pub(crate) http_listen: Option<String>,
+
+    /// REST API and web UI [default: 127.0.0.1:9000]
+    #[arg(long, env = "PAZ_API_LISTEN", value_name = "ADDR")]
+    pub(crate) api_listen: Option<String>,
+
+    /// Adds this OpenSSH public key as admin `admin` if no admin key exists
+    #[arg(long, env = "PAZ_ADMIN_KEY", value_name = "FILE")]
+    pub(crate) admin_key: Option<PathBuf>,
+}

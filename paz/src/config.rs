@@ -1,0 +1,214 @@
+//! `paz up` settings: flags and env vars over the optional TOML config file over
+//! the defaults, parsed and checked once into [`UpConfig`] before anything starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+use crate::cli::UpFlags;
+
+/// Everything `paz up` runs with, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct UpConfig {
+    pub(crate) data_dir: PathBuf,
+    /// `None`: start a local etcd under `data_dir/etcd`.
+    pub(crate) etcd: Option<Vec<String>>,
+    pub(crate) etcd_prefix: String,
+    pub(crate) domain: String,
+    pub(crate) ssh_listen: SocketAddr,
+    pub(crate) registry_listen: SocketAddr,
+    pub(crate) http_listen: SocketAddr,
+    pub(crate) api_listen: SocketAddr,
+    pub(crate) admin_key: Option<PathBuf>,
+}
+
+/// The config file: the same names as the flags, with `_` for `-`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    etcd: Option<EtcdEndpoints>,
+    etcd_prefix: Option<String>,
+    domain: Option<String>,
+    ssh_listen: Option<String>,
+    registry_listen: Option<String>,
+    http_listen: Option<String>,
+    api_listen: Option<String>,
+    admin_key: Option<PathBuf>,
+}
+
+/// `etcd = "http://a:2379,http://b:2379"` or `etcd = ["http://a:2379", ...]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum EtcdEndpoints {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl EtcdEndpoints {
+    fn into_list(self) -> Vec<String> {
+        match self {
+            EtcdEndpoints::One(text) => text.split(',').map(str::to_string).collect(),
+            EtcdEndpoints::Many(list) => list,
+        }
+    }
+}
+
+impl UpConfig {
+    /// Merges flags (which include env vars), the config file and the defaults.
+    pub(crate) fn resolve(flags: UpFlags, config_file: Option<&Path>) -> anyhow::Result<UpConfig> {
+        let file = match config_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("config file {} is invalid", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = flags
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/paz"));
+        let data_dir = std::path::absolute(&data_dir)
+            .with_context(|| format!("data dir {} is not a usable path", data_dir.display()))?;
+        let etcd = flags.etcd.or(file.etcd.map(EtcdEndpoints::into_list));
+        let etcd = match etcd {
+            Some(list) => {
+                let list: Vec<String> = list
+                    .into_iter()
+                    .map(|url| url.trim().to_string())
+                    .filter(|url| !url.is_empty())
+                    .collect();
+                if list.is_empty() {
+                    bail!("--etcd is empty: give etcd URLs such as http://127.0.0.1:2379, or leave it out to start a local etcd");
+                }
+                Some(list)
+            }
+            None => None,
+        };
+        let etcd_prefix = flags
+            .etcd_prefix
+            .or(file.etcd_prefix)
+            .unwrap_or_else(|| "/paz".to_string());
+        if !etcd_prefix.starts_with('/') || etcd_prefix.trim_end_matches('/').is_empty() {
+            bail!("--etcd-prefix `{etcd_prefix}` is invalid: use a path such as /paz");
+        }
+        let domain = flags
+            .domain
+            .or(file.domain)
+            .unwrap_or_else(|| "paz.localhost".to_string());
+        store::names::check_domain(&domain).context("--domain")?;
+        let listen = |flag: &str, given: Option<String>, from_file: Option<String>, default: &str| {
+            let text = given.or(from_file).unwrap_or_else(|| default.to_string());
+            text.parse::<SocketAddr>().map_err(|_| {
+                anyhow::anyhow!("--{flag} `{text}` is invalid: use IP:PORT, such as {default}")
+            })
+        };
+        Ok(UpConfig {
+            data_dir,
+            etcd,
+            etcd_prefix,
+            domain,
+            ssh_listen: listen("ssh-listen", flags.ssh_listen, file.ssh_listen, "0.0.0.0:2222")?,
+            registry_listen: listen(
+                "registry-listen",
+                flags.registry_listen,
+                file.registry_listen,
+                "0.0.0.0:5000",
+            )?,
+            http_listen: listen("http-listen", flags.http_listen, file.http_listen, "0.0.0.0:80")?,
+            api_listen: listen("api-listen", flags.api_listen, file.api_listen, "127.0.0.1:9000")?,
+            admin_key: flags.admin_key.or(file.admin_key),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let config = UpConfig::resolve(UpFlags::default(), None).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/paz"));
+        assert_eq!(config.etcd, None);
+        assert_eq!(config.etcd_prefix, "/paz");
+        assert_eq!(config.domain, "paz.localhost");
+        assert_eq!(config.ssh_listen.to_string(), "0.0.0.0:2222");
+        assert_eq!(config.registry_listen.to_string(), "0.0.0.0:5000");
+        assert_eq!(config.http_listen.to_string(), "0.0.0.0:80");
+        assert_eq!(config.api_listen.to_string(), "127.0.0.1:9000");
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let file = write(
+            "domain = \"file.example\"\netcd = \"http://a:1,http://b:2\"\nssh_listen = \"127.0.0.1:2200\"\n",
+        );
+        let flags = UpFlags {
+            domain: Some("flag.example".to_string()),
+            ..UpFlags::default()
+        };
+        let config = UpConfig::resolve(flags, Some(file.path())).unwrap();
+        assert_eq!(config.domain, "flag.example");
+        assert_eq!(config.etcd.unwrap(), ["http://a:1", "http://b:2"]);
+        assert_eq!(config.ssh_listen.to_string(), "127.0.0.1:2200");
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_what_to_use() {
+        let error = |flags: UpFlags, file: Option<&str>| {
+            let file = file.map(write);
+            format!(
+                "{:#}",
+                UpConfig::resolve(flags, file.as_ref().map(|f| f.path())).unwrap_err()
+            )
+        };
+        let message = error(
+            UpFlags {
+                ssh_listen: Some("nonsense".into()),
+                ..UpFlags::default()
+            },
+            None,
+        );
+        assert_eq!(message, "--ssh-listen `nonsense` is invalid: use IP:PORT, such as 0.0.0.0:2222");
+        let message = error(
+            UpFlags {
+                domain: Some("Bad_Domain".into()),
+                ..UpFlags::default()
+            },
+            None,
+        );
+        assert!(message.starts_with("--domain: domain `Bad_Domain` is invalid"), "{message}");
+        let message = error(UpFlags::default(), Some("data_dri = \"/x\"\n"));
+        assert!(message.contains("is invalid") && message.contains("unknown field `data_dri`"), "{message}");
+        let message = error(
+            UpFlags {
+                etcd: Some(vec![" ".into()]),
+                ..UpFlags::default()
+            },
+            None,
+        );
+        assert!(message.starts_with("--etcd is empty"), "{message}");
+        let message = error(
+            UpFlags {
+                etcd_prefix: Some("paz".into()),
+                ..UpFlags::default()
+            },
+            None,
+        );
+        assert!(message.starts_with("--etcd-prefix `paz` is invalid"), "{message}");
+        let missing = UpConfig::resolve(UpFlags::default(), Some(Path::new("/nonexistent/paz.toml")))
+            .unwrap_err();
+        assert!(format!("{missing:#}").starts_with("cannot read config file /nonexistent/paz.toml"));
+    }
+}

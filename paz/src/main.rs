@@ -1,0 +1,43 @@
+//! The `paz` binary: parses the command line, sets up logging, runs the role.
+
+#![forbid(unsafe_code)]
+
+mod admin_key;
+mod cli;
+mod config;
+mod up;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PAZ_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("paz: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            cli::Command::Up(flags) => {
+                let config = config::UpConfig::resolve(flags, cli.config.as_deref())?;
+                up::run(config).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("paz: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

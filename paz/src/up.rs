@@ -1,0 +1,173 @@
+//! `paz up`: all of Paz on one machine. Starts a local etcd unless `--etcd` is
+//! given, prepares the cluster state, runs until SIGINT or SIGTERM, then shuts
+//! down in order: the roles first, etcd last.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use store::{LocalEtcd, Store, StoreConfig};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+use crate::admin_key;
+use crate::config::UpConfig;
+
+/// How long shutdown may take before Paz kills what is left.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
+    info!(
+        data_dir = %config.data_dir.display(),
+        etcd = ?config.etcd,
+        etcd_prefix = %config.etcd_prefix,
+        domain = %config.domain,
+        ssh_listen = %config.ssh_listen,
+        registry_listen = %config.registry_listen,
+        http_listen = %config.http_listen,
+        api_listen = %config.api_listen,
+        "starting paz up"
+    );
+    // Read the admin key before starting anything, so a bad file changes nothing.
+    let admin_key = match &config.admin_key {
+        Some(path) => Some(admin_key::read(path)?),
+        None => None,
+    };
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create data dir {}: choose another with --data-dir",
+            config.data_dir.display()
+        )
+    })?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+
+    let mut local_etcd = None;
+    let endpoints = match &config.etcd {
+        Some(endpoints) => endpoints.clone(),
+        None => {
+            let etcd = LocalEtcd::start(&config.data_dir.join("etcd"))
+                .await
+                .context("cannot start the local etcd")?;
+            let url = etcd.client_url();
+            local_etcd = Some(etcd);
+            vec![url]
+        }
+    };
+    let started = prepare(&config, endpoints, admin_key.as_ref()).await;
+    let store = match started {
+        Ok(store) => store,
+        Err(error) => {
+            if let Some(etcd) = local_etcd.as_mut() {
+                etcd.stop().await;
+            }
+            return Err(error);
+        }
+    };
+
+    print_banner(&config, &store, local_etcd.as_ref());
+    let outcome = wait_for_shutdown(local_etcd.as_mut()).await;
+
+    info!("shutting down");
+    let shutdown = async {
+        if let Some(etcd) = local_etcd.as_mut() {
+            etcd.stop().await;
+            info!("local etcd stopped");
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_TIMEOUT, shutdown).await.is_err() {
+        warn!("shutdown took longer than {}s; killing what is left", SHUTDOWN_TIMEOUT.as_secs());
+        if let Some(etcd) = local_etcd.as_mut() {
+            etcd.kill();
+        }
+    }
+    outcome
+}
+
+/// Connects to the store and writes the settings the cluster shares.
+async fn prepare(
+    config: &UpConfig,
+    endpoints: Vec<String>,
+    admin_key: Option<&store::records::SshKey>,
+) -> anyhow::Result<Store> {
+    let mut store_config = StoreConfig::new(endpoints);
+    store_config.prefix = config.etcd_prefix.clone();
+    let store = Store::connect(store_config).await?;
+    let domain_key = store.keys().domain();
+    let current = store.get(&domain_key).await?;
+    if current.as_ref().map(|d| &d.value) != Some(&config.domain) {
+        store.put(&domain_key, &config.domain).await?;
+        info!(domain = %config.domain, "base domain set");
+    }
+    if let Some(key) = admin_key {
+        if admin_key::add_if_no_admin(&store, key).await? {
+            info!(fingerprint = %key.fingerprint, "admin key added as `admin`");
+        } else {
+            info!("an admin key exists already; --admin-key left unused");
+        }
+    }
+    Ok(store)
+}
+
+/// Resolves on SIGINT or SIGTERM (Ok), or when the local etcd dies (Err).
+async fn wait_for_shutdown(mut local_etcd: Option<&mut LocalEtcd>) -> anyhow::Result<()> {
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => return Ok(()),
+            _ = terminate.recv() => return Ok(()),
+            _ = check.tick() => {
+                if let Some(status) = local_etcd.as_mut().and_then(|etcd| etcd.exit_status()) {
+                    error!(%status, "the local etcd exited");
+                    let log = local_etcd.as_ref().map(|etcd| etcd.log_path().display().to_string());
+                    bail!("the local etcd exited ({status}); see {}", log.unwrap_or_default());
+                }
+            }
+        }
+    }
+}
+
+/// Holds an exclusive lock on `<data-dir>/paz.lock` for as long as Paz runs, so
+/// two Paz processes never share one data dir (and one etcd data dir).
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
+    let path = data_dir.join("paz.lock");
+    let mut file = File::options()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    if file.try_lock().is_err() {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        bail!(
+            "another paz (pid {}) is using data dir {}: stop it or choose another --data-dir",
+            holder.trim(),
+            data_dir.display()
+        );
+    }
+    file.set_len(0)?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
+}
+
+fn print_banner(config: &UpConfig, store: &Store, local_etcd: Option<&LocalEtcd>) {
+    let etcd = match local_etcd {
+        Some(etcd) => format!(
+            "{} (local, pid {}, data in {})",
+            etcd.client_url(),
+            etcd.pid().unwrap_or_default(),
+            etcd.data_dir().display()
+        ),
+        None => store.endpoints().to_string(),
+    };
+    println!("paz is up");
+    println!("  etcd      {etcd}");
+    println!("  prefix    {}", config.etcd_prefix);
+    println!("  data dir  {}", config.data_dir.display());
+    println!("  domain    {}", config.domain);
+    println!("stop with Ctrl-C");
+}

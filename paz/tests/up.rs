@@ -1,0 +1,289 @@
+//! `paz up` from the outside: the real binary, its own etcd, signals, and bad input.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tests::ChildGuard;
+
+/// `paz` with no PAZ_* settings inherited from the environment.
+fn paz() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_paz"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PAZ_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// A running `paz up` and what its banner said.
+struct Running {
+    paz: ChildGuard,
+    etcd_url: String,
+    etcd_pid: Option<u32>,
+}
+
+/// Starts `paz up ARGS` and waits for its banner.
+fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
+    let mut paz = ChildGuard::spawn(
+        paz()
+            .arg("up")
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    );
+    let stdout = paz.child().stdout.take().unwrap();
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut etcd_line = None;
+    loop {
+        let line = received
+            .recv_timeout(Duration::from_secs(60))
+            .expect("paz up printed no banner within 60s");
+        if let Some(rest) = line.trim().strip_prefix("etcd ") {
+            etcd_line = Some(rest.trim().to_string());
+        }
+        if line.starts_with("stop with Ctrl-C") {
+            break;
+        }
+    }
+    let etcd_line = etcd_line.expect("the banner names etcd");
+    let etcd_url = etcd_line.split_whitespace().next().unwrap().to_string();
+    let etcd_pid = etcd_line
+        .split("pid ")
+        .nth(1)
+        .map(|rest| rest.split(',').next().unwrap().parse().unwrap());
+    Running {
+        paz,
+        etcd_url,
+        etcd_pid,
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie still has /proc/<pid>; it is dead for our purpose.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.contains(") Z "))
+        .unwrap_or(false)
+}
+
+fn wait_until_dead(pid: u32, what: &str) {
+    for _ in 0..200 {
+        if !alive(pid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} (pid {pid}) is still running 10s later");
+}
+
+#[tokio::test]
+async fn paz_up_starts_its_own_etcd_and_a_signal_stops_both() {
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        let dir = tests::temp_dir();
+        let data_dir = dir.path().to_str().unwrap();
+        let mut running = start(&["--data-dir", data_dir], &[]);
+        let etcd_pid = running.etcd_pid.expect("a local etcd");
+        assert!(alive(etcd_pid));
+        assert!(dir.path().join("etcd/member").is_dir(), "etcd keeps its data in <data-dir>/etcd");
+
+        let store = tests::etcd::connect(&running.etcd_url, "/paz").await;
+        let domain = store.get(&store.keys().domain()).await.unwrap().unwrap();
+        assert_eq!(domain.value, "paz.localhost");
+
+        running.paz.signal(signal);
+        let status = running
+            .paz
+            .wait_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("paz did not exit within 30s of {signal}"));
+        assert!(status.success(), "paz exits 0 on {signal}: {status}");
+        wait_until_dead(etcd_pid, "etcd");
+    }
+}
+
+#[tokio::test]
+async fn killing_paz_with_sigkill_leaves_no_etcd_behind() {
+    let dir = tests::temp_dir();
+    let mut running = start(&["--data-dir", dir.path().to_str().unwrap()], &[]);
+    let etcd_pid = running.etcd_pid.unwrap();
+    running.paz.signal(Signal::SIGKILL);
+    running.paz.wait_timeout(Duration::from_secs(10)).unwrap();
+    wait_until_dead(etcd_pid, "etcd after paz was killed");
+}
+
+#[tokio::test]
+async fn state_survives_a_restart_on_the_same_data_dir() {
+    let dir = tests::temp_dir();
+    let data_dir = dir.path().to_str().unwrap();
+    let mut running = start(&["--data-dir", data_dir], &[]);
+    let store = tests::etcd::connect(&running.etcd_url, "/paz").await;
+    let key = store.keys().unit("kept.service").unwrap();
+    store.put(&key, &"[Service]\n".to_string()).await.unwrap();
+    drop(store);
+    running.paz.signal(Signal::SIGTERM);
+    assert!(running.paz.wait_timeout(Duration::from_secs(30)).unwrap().success());
+
+    let running = start(&["--data-dir", data_dir, "--domain", "apps.example.com"], &[]);
+    let store = tests::etcd::connect(&running.etcd_url, "/paz").await;
+    assert_eq!(store.get(&key).await.unwrap().unwrap().value, "[Service]\n");
+    let domain = store.get(&store.keys().domain()).await.unwrap().unwrap();
+    assert_eq!(domain.value, "apps.example.com");
+}
+
+#[tokio::test]
+async fn a_second_paz_on_the_same_data_dir_is_refused() {
+    let dir = tests::temp_dir();
+    let data_dir = dir.path().to_str().unwrap();
+    let running = start(&["--data-dir", data_dir], &[]);
+    let output = paz().args(["up", "--data-dir", data_dir]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "paz: another paz (pid {}) is using data dir {data_dir}: stop it or choose another --data-dir",
+            running.paz.id()
+        )),
+        "{stderr}"
+    );
+    assert!(alive(running.etcd_pid.unwrap()), "the first paz's etcd is untouched");
+}
+
+#[tokio::test]
+async fn with_etcd_given_paz_uses_it_and_reads_settings_from_env_and_config_file() {
+    let etcd = tests::shared_etcd().await;
+    let prefix = tests::etcd::unique_prefix("up-external");
+    let dir = tests::temp_dir();
+    let config = dir.path().join("paz.toml");
+    std::fs::write(&config, format!("etcd = \"{}\"\ndomain = \"from-file.example\"\n", etcd.url())).unwrap();
+    let data_dir = dir.path().join("data");
+    let running = start(
+        &["--config", config.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap()],
+        &[("PAZ_ETCD_PREFIX", prefix.as_str()), ("PAZ_DOMAIN", "from-env.example")],
+    );
+    assert_eq!(running.etcd_pid, None, "no local etcd when --etcd is given");
+    assert!(!data_dir.join("etcd").exists());
+    let store = tests::etcd::connect(&etcd.url(), &prefix).await;
+    let domain = store.get(&store.keys().domain()).await.unwrap().unwrap();
+    assert_eq!(domain.value, "from-env.example", "env var wins over the config file");
+}
+
+#[test]
+fn an_unreachable_etcd_fails_fast_with_a_clear_message() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tests::temp_dir();
+    let output = paz()
+        .args(["up", "--data-dir", dir.path().to_str().unwrap()])
+        .args(["--etcd", &format!("http://127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("paz: cannot reach etcd at http://127.0.0.1:{port} within 5s")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_flags_are_refused_before_anything_is_made() {
+    let dir = tests::temp_dir();
+    let data_dir = dir.path().join("never-made");
+    for (flag, value, message) in [
+        ("--ssh-listen", "nonsense", "paz: --ssh-listen `nonsense` is invalid: use IP:PORT, such as 0.0.0.0:2222"),
+        ("--domain", "Not_A_Domain", "paz: --domain: domain `Not_A_Domain` is invalid"),
+        ("--etcd-prefix", "relative", "paz: --etcd-prefix `relative` is invalid: use a path such as /paz"),
+    ] {
+        let output = paz()
+            .args(["up", "--data-dir", data_dir.to_str().unwrap(), flag, value])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{flag}: {stderr}");
+        assert!(!data_dir.exists(), "{flag}: nothing is made");
+    }
+}
+
+#[tokio::test]
+async fn admin_key_is_added_once_with_the_fingerprint_ssh_keygen_prints() {
+    let etcd = tests::shared_etcd().await;
+    for kind in ["ed25519", "ecdsa", "rsa"] {
+        let prefix = tests::etcd::unique_prefix("up-admin-key");
+        let identity = tests::SshIdentity::new(kind);
+        let public_key = identity.private_key.with_extension("pub");
+        let dir = tests::temp_dir();
+        let mut running = start(
+            &[
+                "--etcd", &etcd.url(),
+                "--etcd-prefix", &prefix,
+                "--data-dir", dir.path().to_str().unwrap(),
+                "--admin-key", public_key.to_str().unwrap(),
+            ],
+            &[],
+        );
+        let store = tests::etcd::connect(&etcd.url(), &prefix).await;
+        let key = store.keys().ssh_key(&identity.fingerprint()).unwrap();
+        let record = store.get(&key).await.unwrap().unwrap_or_else(|| panic!("{kind} key not added")).value;
+        assert_eq!(record.name, "admin");
+        assert_eq!(record.fingerprint, identity.fingerprint());
+        assert_eq!(record.role, store::records::Role::Admin);
+        assert_eq!(record.public_key, identity.public_key);
+        running.paz.signal(Signal::SIGTERM);
+        running.paz.wait_timeout(Duration::from_secs(30)).unwrap();
+
+        // An admin exists now: another --admin-key is not added.
+        let other = tests::SshIdentity::new("ed25519");
+        let other_file = other.private_key.with_extension("pub");
+        let _running = start(
+            &[
+                "--etcd", &etcd.url(),
+                "--etcd-prefix", &prefix,
+                "--data-dir", dir.path().to_str().unwrap(),
+                "--admin-key", other_file.to_str().unwrap(),
+            ],
+            &[],
+        );
+        let keys = store.list(&store.keys().ssh_keys()).await.unwrap();
+        assert_eq!(keys.entries.len(), 1, "{kind}: only the first admin key");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_admin_key_is_refused_and_nothing_is_written() {
+    let etcd = tests::shared_etcd().await;
+    let prefix = tests::etcd::unique_prefix("up-bad-admin-key");
+    let identity = tests::SshIdentity::new("ed25519");
+    let dir = tests::temp_dir();
+    let garbage = dir.path().join("garbage.pub");
+    std::fs::write(&garbage, "ssh-ed25519 not-base64 me@host\n").unwrap();
+    for (file, message) in [
+        (identity.private_key.as_path(), "is a private key: give the public key (the .pub file) to --admin-key"),
+        (garbage.as_path(), "is not an OpenSSH public key"),
+        (Path::new("/nonexistent.pub"), "cannot read admin key /nonexistent.pub"),
+    ] {
+        let output = paz()
+            .args(["up", "--etcd", &etcd.url(), "--etcd-prefix", &prefix])
+            .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+            .arg("--admin-key")
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{}: {stderr}", file.display());
+    }
+    let store = tests::etcd::connect(&etcd.url(), &prefix).await;
+    let everything = store.list(&store.keys().everything()).await.unwrap();
+    assert!(everything.entries.is_empty(), "nothing written: {:?}", everything.entries);
+}
