@@ -49,7 +49,11 @@ pub(crate) fn read(path: &Path) -> anyhow::Result<SshKey> {
 /// Adds `key` unless some admin key exists; returns whether it was added.
 pub(crate) async fn add_if_no_admin(store: &Store, key: &SshKey) -> anyhow::Result<bool> {
     let keys = store.list(&store.keys().ssh_keys()).await?;
-    if keys.entries.iter().any(|entry| entry.value.role == Role::Admin) {
+    if keys
+        .entries
+        .iter()
+        .any(|entry| entry.value.role == Role::Admin)
+    {
         return Ok(false);
     }
     let record_key = store.keys().ssh_key(&key.fingerprint)?;

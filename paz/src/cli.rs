@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "paz", version, about = "Paz: git push to deploy, on your own servers")]
+#[command(
+    name = "paz",
+    version,
+    about = "Paz: git push to deploy, on your own servers"
+)]
 pub(crate) struct Cli {
     /// A TOML file with the same settings as the flags (flags and env vars win).
     #[arg(long, env = "PAZ_CONFIG", global = true, value_name = "FILE")]
@@ -30,7 +34,12 @@ pub(crate) struct UpFlags {
     pub(crate) data_dir: Option<PathBuf>,
 
     /// etcd client URLs, comma-separated [default: start a local etcd]
-    #[arg(long, env = "PAZ_ETCD", value_name = "URL[,URL]", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "PAZ_ETCD",
+        value_name = "URL[,URL]",
+        value_delimiter = ','
+    )]
     pub(crate) etcd: Option<Vec<String>>,
 
     /// The key prefix of this cluster in etcd [default: /paz]

@@ -101,26 +101,42 @@ impl UpConfig {
             .or(file.domain)
             .unwrap_or_else(|| "paz.localhost".to_string());
         store::names::check_domain(&domain).context("--domain")?;
-        let listen = |flag: &str, given: Option<String>, from_file: Option<String>, default: &str| {
-            let text = given.or(from_file).unwrap_or_else(|| default.to_string());
-            text.parse::<SocketAddr>().map_err(|_| {
-                anyhow::anyhow!("--{flag} `{text}` is invalid: use IP:PORT, such as {default}")
-            })
-        };
+        let listen =
+            |flag: &str, given: Option<String>, from_file: Option<String>, default: &str| {
+                let text = given.or(from_file).unwrap_or_else(|| default.to_string());
+                text.parse::<SocketAddr>().map_err(|_| {
+                    anyhow::anyhow!("--{flag} `{text}` is invalid: use IP:PORT, such as {default}")
+                })
+            };
         Ok(UpConfig {
             data_dir,
             etcd,
             etcd_prefix,
             domain,
-            ssh_listen: listen("ssh-listen", flags.ssh_listen, file.ssh_listen, "0.0.0.0:2222")?,
+            ssh_listen: listen(
+                "ssh-listen",
+                flags.ssh_listen,
+                file.ssh_listen,
+                "0.0.0.0:2222",
+            )?,
             registry_listen: listen(
                 "registry-listen",
                 flags.registry_listen,
                 file.registry_listen,
                 "0.0.0.0:5000",
             )?,
-            http_listen: listen("http-listen", flags.http_listen, file.http_listen, "0.0.0.0:80")?,
-            api_listen: listen("api-listen", flags.api_listen, file.api_listen, "127.0.0.1:9000")?,
+            http_listen: listen(
+                "http-listen",
+                flags.http_listen,
+                file.http_listen,
+                "0.0.0.0:80",
+            )?,
+            api_listen: listen(
+                "api-listen",
+                flags.api_listen,
+                file.api_listen,
+                "127.0.0.1:9000",
+            )?,
             admin_key: flags.admin_key.or(file.admin_key),
         })
     }
@@ -180,7 +196,10 @@ mod tests {
             },
             None,
         );
-        assert_eq!(message, "--ssh-listen `nonsense` is invalid: use IP:PORT, such as 0.0.0.0:2222");
+        assert_eq!(
+            message,
+            "--ssh-listen `nonsense` is invalid: use IP:PORT, such as 0.0.0.0:2222"
+        );
         let message = error(
             UpFlags {
                 domain: Some("Bad_Domain".into()),
@@ -188,9 +207,15 @@ mod tests {
             },
             None,
         );
-        assert!(message.starts_with("--domain: domain `Bad_Domain` is invalid"), "{message}");
+        assert!(
+            message.starts_with("--domain: domain `Bad_Domain` is invalid"),
+            "{message}"
+        );
         let message = error(UpFlags::default(), Some("data_dri = \"/x\"\n"));
-        assert!(message.contains("is invalid") && message.contains("unknown field `data_dri`"), "{message}");
+        assert!(
+            message.contains("is invalid") && message.contains("unknown field `data_dri`"),
+            "{message}"
+        );
         let message = error(
             UpFlags {
                 etcd: Some(vec![" ".into()]),
@@ -206,9 +231,13 @@ mod tests {
             },
             None,
         );
-        assert!(message.starts_with("--etcd-prefix `paz` is invalid"), "{message}");
-        let missing = UpConfig::resolve(UpFlags::default(), Some(Path::new("/nonexistent/paz.toml")))
-            .unwrap_err();
+        assert!(
+            message.starts_with("--etcd-prefix `paz` is invalid"),
+            "{message}"
+        );
+        let missing =
+            UpConfig::resolve(UpFlags::default(), Some(Path::new("/nonexistent/paz.toml")))
+                .unwrap_err();
         assert!(format!("{missing:#}").starts_with("cannot read config file /nonexistent/paz.toml"));
     }
 }

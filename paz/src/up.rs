@@ -76,8 +76,14 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
             info!("local etcd stopped");
         }
     };
-    if tokio::time::timeout(SHUTDOWN_TIMEOUT, shutdown).await.is_err() {
-        warn!("shutdown took longer than {}s; killing what is left", SHUTDOWN_TIMEOUT.as_secs());
+    if tokio::time::timeout(SHUTDOWN_TIMEOUT, shutdown)
+        .await
+        .is_err()
+    {
+        warn!(
+            "shutdown took longer than {}s; killing what is left",
+            SHUTDOWN_TIMEOUT.as_secs()
+        );
         if let Some(etcd) = local_etcd.as_mut() {
             etcd.kill();
         }

@@ -96,7 +96,10 @@ async fn paz_up_starts_its_own_etcd_and_a_signal_stops_both() {
         let mut running = start(&["--data-dir", data_dir], &[]);
         let etcd_pid = running.etcd_pid.expect("a local etcd");
         assert!(alive(etcd_pid));
-        assert!(dir.path().join("etcd/member").is_dir(), "etcd keeps its data in <data-dir>/etcd");
+        assert!(
+            dir.path().join("etcd/member").is_dir(),
+            "etcd keeps its data in <data-dir>/etcd"
+        );
 
         let store = tests::etcd::connect(&running.etcd_url, "/paz").await;
         let domain = store.get(&store.keys().domain()).await.unwrap().unwrap();
@@ -132,9 +135,16 @@ async fn state_survives_a_restart_on_the_same_data_dir() {
     store.put(&key, &"[Service]\n".to_string()).await.unwrap();
     drop(store);
     running.paz.signal(Signal::SIGTERM);
-    assert!(running.paz.wait_timeout(Duration::from_secs(30)).unwrap().success());
+    assert!(running
+        .paz
+        .wait_timeout(Duration::from_secs(30))
+        .unwrap()
+        .success());
 
-    let running = start(&["--data-dir", data_dir, "--domain", "apps.example.com"], &[]);
+    let running = start(
+        &["--data-dir", data_dir, "--domain", "apps.example.com"],
+        &[],
+    );
     let store = tests::etcd::connect(&running.etcd_url, "/paz").await;
     assert_eq!(store.get(&key).await.unwrap().unwrap().value, "[Service]\n");
     let domain = store.get(&store.keys().domain()).await.unwrap().unwrap();
@@ -156,7 +166,10 @@ async fn a_second_paz_on_the_same_data_dir_is_refused() {
         )),
         "{stderr}"
     );
-    assert!(alive(running.etcd_pid.unwrap()), "the first paz's etcd is untouched");
+    assert!(
+        alive(running.etcd_pid.unwrap()),
+        "the first paz's etcd is untouched"
+    );
 }
 
 #[tokio::test]
@@ -165,22 +178,44 @@ async fn with_etcd_given_paz_uses_it_and_reads_settings_from_env_and_config_file
     let prefix = tests::etcd::unique_prefix("up-external");
     let dir = tests::temp_dir();
     let config = dir.path().join("paz.toml");
-    std::fs::write(&config, format!("etcd = \"{}\"\ndomain = \"from-file.example\"\n", etcd.url())).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "etcd = \"{}\"\ndomain = \"from-file.example\"\n",
+            etcd.url()
+        ),
+    )
+    .unwrap();
     let data_dir = dir.path().join("data");
     let running = start(
-        &["--config", config.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap()],
-        &[("PAZ_ETCD_PREFIX", prefix.as_str()), ("PAZ_DOMAIN", "from-env.example")],
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ],
+        &[
+            ("PAZ_ETCD_PREFIX", prefix.as_str()),
+            ("PAZ_DOMAIN", "from-env.example"),
+        ],
     );
     assert_eq!(running.etcd_pid, None, "no local etcd when --etcd is given");
     assert!(!data_dir.join("etcd").exists());
     let store = tests::etcd::connect(&etcd.url(), &prefix).await;
     let domain = store.get(&store.keys().domain()).await.unwrap().unwrap();
-    assert_eq!(domain.value, "from-env.example", "env var wins over the config file");
+    assert_eq!(
+        domain.value, "from-env.example",
+        "env var wins over the config file"
+    );
 }
 
 #[test]
 fn an_unreachable_etcd_fails_fast_with_a_clear_message() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = tests::temp_dir();
     let output = paz()
         .args(["up", "--data-dir", dir.path().to_str().unwrap()])
@@ -190,7 +225,9 @@ fn an_unreachable_etcd_fails_fast_with_a_clear_message() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains(&format!("paz: cannot reach etcd at http://127.0.0.1:{port} within 5s")),
+        stderr.contains(&format!(
+            "paz: cannot reach etcd at http://127.0.0.1:{port} within 5s"
+        )),
         "{stderr}"
     );
 }
@@ -200,9 +237,21 @@ fn bad_flags_are_refused_before_anything_is_made() {
     let dir = tests::temp_dir();
     let data_dir = dir.path().join("never-made");
     for (flag, value, message) in [
-        ("--ssh-listen", "nonsense", "paz: --ssh-listen `nonsense` is invalid: use IP:PORT, such as 0.0.0.0:2222"),
-        ("--domain", "Not_A_Domain", "paz: --domain: domain `Not_A_Domain` is invalid"),
-        ("--etcd-prefix", "relative", "paz: --etcd-prefix `relative` is invalid: use a path such as /paz"),
+        (
+            "--ssh-listen",
+            "nonsense",
+            "paz: --ssh-listen `nonsense` is invalid: use IP:PORT, such as 0.0.0.0:2222",
+        ),
+        (
+            "--domain",
+            "Not_A_Domain",
+            "paz: --domain: domain `Not_A_Domain` is invalid",
+        ),
+        (
+            "--etcd-prefix",
+            "relative",
+            "paz: --etcd-prefix `relative` is invalid: use a path such as /paz",
+        ),
     ] {
         let output = paz()
             .args(["up", "--data-dir", data_dir.to_str().unwrap(), flag, value])
@@ -225,16 +274,25 @@ async fn admin_key_is_added_once_with_the_fingerprint_ssh_keygen_prints() {
         let dir = tests::temp_dir();
         let mut running = start(
             &[
-                "--etcd", &etcd.url(),
-                "--etcd-prefix", &prefix,
-                "--data-dir", dir.path().to_str().unwrap(),
-                "--admin-key", public_key.to_str().unwrap(),
+                "--etcd",
+                &etcd.url(),
+                "--etcd-prefix",
+                &prefix,
+                "--data-dir",
+                dir.path().to_str().unwrap(),
+                "--admin-key",
+                public_key.to_str().unwrap(),
             ],
             &[],
         );
         let store = tests::etcd::connect(&etcd.url(), &prefix).await;
         let key = store.keys().ssh_key(&identity.fingerprint()).unwrap();
-        let record = store.get(&key).await.unwrap().unwrap_or_else(|| panic!("{kind} key not added")).value;
+        let record = store
+            .get(&key)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{kind} key not added"))
+            .value;
         assert_eq!(record.name, "admin");
         assert_eq!(record.fingerprint, identity.fingerprint());
         assert_eq!(record.role, store::records::Role::Admin);
@@ -247,10 +305,14 @@ async fn admin_key_is_added_once_with_the_fingerprint_ssh_keygen_prints() {
         let other_file = other.private_key.with_extension("pub");
         let _running = start(
             &[
-                "--etcd", &etcd.url(),
-                "--etcd-prefix", &prefix,
-                "--data-dir", dir.path().to_str().unwrap(),
-                "--admin-key", other_file.to_str().unwrap(),
+                "--etcd",
+                &etcd.url(),
+                "--etcd-prefix",
+                &prefix,
+                "--data-dir",
+                dir.path().to_str().unwrap(),
+                "--admin-key",
+                other_file.to_str().unwrap(),
             ],
             &[],
         );
@@ -268,9 +330,15 @@ async fn a_bad_admin_key_is_refused_and_nothing_is_written() {
     let garbage = dir.path().join("garbage.pub");
     std::fs::write(&garbage, "ssh-ed25519 not-base64 me@host\n").unwrap();
     for (file, message) in [
-        (identity.private_key.as_path(), "is a private key: give the public key (the .pub file) to --admin-key"),
+        (
+            identity.private_key.as_path(),
+            "is a private key: give the public key (the .pub file) to --admin-key",
+        ),
         (garbage.as_path(), "is not an OpenSSH public key"),
-        (Path::new("/nonexistent.pub"), "cannot read admin key /nonexistent.pub"),
+        (
+            Path::new("/nonexistent.pub"),
+            "cannot read admin key /nonexistent.pub",
+        ),
     ] {
         let output = paz()
             .args(["up", "--etcd", &etcd.url(), "--etcd-prefix", &prefix])
@@ -285,5 +353,9 @@ async fn a_bad_admin_key_is_refused_and_nothing_is_written() {
     }
     let store = tests::etcd::connect(&etcd.url(), &prefix).await;
     let everything = store.list(&store.keys().everything()).await.unwrap();
-    assert!(everything.entries.is_empty(), "nothing written: {:?}", everything.entries);
+    assert!(
+        everything.entries.is_empty(),
+        "nothing written: {:?}",
+        everything.entries
+    );
 }

@@ -118,16 +118,14 @@ impl Store {
             .with_timeout(config.timeout)
             .with_keep_alive(Duration::from_secs(5), config.timeout)
             .with_keep_alive_while_idle(true);
-        let client = match tokio::time::timeout(
-            config.timeout,
-            Client::connect(&endpoints, Some(options)),
-        )
-        .await
-        {
-            Ok(Ok(client)) => client,
-            Ok(Err(error)) => return Err(unreachable(error.to_string())),
-            Err(_) => return Err(unreachable("no answer".to_string())),
-        };
+        let client =
+            match tokio::time::timeout(config.timeout, Client::connect(&endpoints, Some(options)))
+                .await
+            {
+                Ok(Ok(client)) => client,
+                Ok(Err(error)) => return Err(unreachable(error.to_string())),
+                Err(_) => return Err(unreachable("no answer".to_string())),
+            };
         let store = Store {
             client,
             keys: Keys::new(&config.prefix),
@@ -245,7 +243,12 @@ impl Store {
         self.put_raw(key.as_str(), value.encode(), None).await
     }
 
-    pub(crate) async fn put_raw(&self, key: &str, value: Vec<u8>, lease: Option<i64>) -> Result<i64> {
+    pub(crate) async fn put_raw(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: Option<i64>,
+    ) -> Result<i64> {
         let mut client = self.client();
         let options = lease.map(|id| PutOptions::new().with_lease(id));
         let response = self
@@ -258,7 +261,10 @@ impl Store {
     pub async fn delete<T>(&self, key: &Key<T>) -> Result<bool> {
         let mut client = self.client();
         let response = self
-            .call(|| format!("delete {key}"), client.delete(key.as_str(), None))
+            .call(
+                || format!("delete {key}"),
+                client.delete(key.as_str(), None),
+            )
             .await?;
         Ok(response.deleted() > 0)
     }
@@ -284,7 +290,11 @@ impl Store {
     }
 
     /// Deletes `key` only if it is unchanged since `expected_revision`.
-    pub async fn delete_if_unchanged<T>(&self, key: &Key<T>, expected_revision: i64) -> Result<i64> {
+    pub async fn delete_if_unchanged<T>(
+        &self,
+        key: &Key<T>,
+        expected_revision: i64,
+    ) -> Result<i64> {
         self.transaction()
             .delete_if_unchanged(key, expected_revision)
             .commit()
@@ -348,7 +358,8 @@ impl std::fmt::Debug for Transaction<'_> {
 impl Transaction<'_> {
     /// Requires `key` to be absent.
     pub fn require_absent<T>(mut self, key: &Key<T>) -> Self {
-        self.conditions.push(Condition::Absent(key.as_str().to_string()));
+        self.conditions
+            .push(Condition::Absent(key.as_str().to_string()));
         self
     }
 
@@ -377,7 +388,8 @@ impl Transaction<'_> {
 
     /// Update-if-unchanged.
     pub fn update<T: Record>(self, key: &Key<T>, expected_revision: i64, value: &T) -> Self {
-        self.require_unchanged(key, expected_revision).put(key, value)
+        self.require_unchanged(key, expected_revision)
+            .put(key, value)
     }
 
     pub fn delete_if_unchanged<T>(self, key: &Key<T>, expected_revision: i64) -> Self {
@@ -391,7 +403,9 @@ impl Transaction<'_> {
             .conditions
             .iter()
             .map(|condition| match condition {
-                Condition::Absent(key) => Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
+                Condition::Absent(key) => {
+                    Compare::create_revision(key.as_str(), CompareOp::Equal, 0)
+                }
                 Condition::Unchanged(key, revision) => {
                     Compare::mod_revision(key.as_str(), CompareOp::Equal, *revision)
                 }
@@ -407,7 +421,10 @@ impl Transaction<'_> {
                 }
             })
             .collect();
-        let txn = Txn::new().when(compares).and_then(self.writes).or_else(reads);
+        let txn = Txn::new()
+            .when(compares)
+            .and_then(self.writes)
+            .or_else(reads);
         let described = self
             .conditions
             .iter()

@@ -38,7 +38,9 @@ pub enum StoreError {
     },
     #[error("{}", conflict_message(*kind, key))]
     Conflict { key: String, kind: ConflictKind },
-    #[error("the value at {key} is not what Paz expects ({reason}): fix or delete it with etcdctl")]
+    #[error(
+        "the value at {key} is not what Paz expects ({reason}): fix or delete it with etcdctl"
+    )]
     Decode { key: String, reason: String },
     #[error(transparent)]
     InvalidName(#[from] NameError),

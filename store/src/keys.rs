@@ -71,7 +71,7 @@ impl<T> Prefix<T> {
     /// Whether `key` (a full key under this prefix) belongs to this directory.
     pub fn contains(&self, key: &str) -> bool {
         match key.strip_prefix(&self.path) {
-            Some(rest) => !rest.is_empty() && !(self.direct_children_only && rest.contains('/')),
+            Some(rest) => !(rest.is_empty() || self.direct_children_only && rest.contains('/')),
             None => false,
         }
     }
@@ -273,7 +273,9 @@ mod tests {
             keys.machine("m1").unwrap().to_string(),
             keys.unit("myapp-v7-web-1.service").unwrap().to_string(),
             keys.schedule("myapp-v7-web-1.service").unwrap().to_string(),
-            keys.unit_state("myapp-v7-web-1.service").unwrap().to_string(),
+            keys.unit_state("myapp-v7-web-1.service")
+                .unwrap()
+                .to_string(),
             keys.service(&app, 7, "1").unwrap().to_string(),
             keys.leader("scheduler").unwrap().to_string(),
         ];

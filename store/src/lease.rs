@@ -94,8 +94,13 @@ impl Store {
         let id = granted.id();
         let (expired_sender, expired) = watch::channel(false);
         let keeper = tokio::spawn(
-            keep_alive(self.clone(), id, Duration::from_secs(ttl_seconds as u64), expired_sender)
-                .instrument(tracing::debug_span!("lease", id = format_args!("{id:x}"))),
+            keep_alive(
+                self.clone(),
+                id,
+                Duration::from_secs(ttl_seconds as u64),
+                expired_sender,
+            )
+            .instrument(tracing::debug_span!("lease", id = format_args!("{id:x}"))),
         );
         Ok(Lease {
             id,
@@ -171,7 +176,10 @@ async fn keep_alive(store: Store, id: i64, ttl: Duration, expired: watch::Sender
     loop {
         let mut client = store.client();
         let opened = store
-            .call(|| format!("keep lease {id:x} alive"), client.lease_keep_alive(id))
+            .call(
+                || format!("keep lease {id:x} alive"),
+                client.lease_keep_alive(id),
+            )
             .await;
         let (mut keeper, mut responses) = match opened {
             Ok(pair) => pair,

@@ -3,8 +3,8 @@
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -18,7 +18,9 @@ use crate::client::{Store, StoreConfig};
 /// Why the local etcd could not be run.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalEtcdError {
-    #[error("cannot find `{program}` on PATH: install it with scripts/setup (Debian package {package})")]
+    #[error(
+        "cannot find `{program}` on PATH: install it with scripts/setup (Debian package {package})"
+    )]
     NotInstalled {
         program: &'static str,
         package: &'static str,

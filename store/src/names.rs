@@ -203,7 +203,10 @@ mod tests {
         }
         for bad in ["", "Paz.io", "a..b", ".a", "a.", "-a.b", "a_b.c", "a b"] {
             let error = check_domain(bad).unwrap_err().to_string();
-            assert!(error.starts_with(&format!("domain `{bad}` is invalid")), "{error}");
+            assert!(
+                error.starts_with(&format!("domain `{bad}` is invalid")),
+                "{error}"
+            );
         }
     }
 

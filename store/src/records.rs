@@ -171,7 +171,7 @@ impl Default for Scale {
 }
 
 /// What deploys the app.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeploySettings {
     /// The branch whose pushes deploy; `None` means `main`, or `master`.
     #[serde(default)]
@@ -182,16 +182,6 @@ pub struct DeploySettings {
     /// A glob on tags of `image_repo`; `None` means every tag.
     #[serde(default)]
     pub tag_pattern: Option<String>,
-}
-
-impl Default for DeploySettings {
-    fn default() -> Self {
-        DeploySettings {
-            branch: None,
-            image_repo: None,
-            tag_pattern: None,
-        }
-    }
 }
 
 /// Why a release was made.

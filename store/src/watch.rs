@@ -118,7 +118,8 @@ impl Store {
     fn start_watch<T: Record>(&self, prefix: &Prefix<T>, start: Start) -> Watch<T> {
         let (sender, events) = mpsc::channel(256);
         let span = tracing::info_span!("watch", prefix = prefix.as_str());
-        let task = tokio::spawn(run_watch(self.clone(), prefix.clone(), start, sender).instrument(span));
+        let task =
+            tokio::spawn(run_watch(self.clone(), prefix.clone(), start, sender).instrument(span));
         Watch { events, task }
     }
 }
@@ -210,7 +211,10 @@ async fn run_watch<T: Record>(
                 break;
             }
             if response.canceled() {
-                warn!(reason = response.cancel_reason(), "etcd cancelled the watch; reopening");
+                warn!(
+                    reason = response.cancel_reason(),
+                    "etcd cancelled the watch; reopening"
+                );
                 break;
             }
             for event in response.events() {

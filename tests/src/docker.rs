@@ -15,6 +15,10 @@ use tokio::sync::OnceCell;
 /// The base image of test apps: busybox from the host's `busybox-static`.
 pub const BUSYBOX_IMAGE: &str = "paz-test/busybox:latest";
 
+/// Marks the base image with the version of the recipe below.
+const BUSYBOX_LABEL: &str = "paz-test.busybox";
+const BUSYBOX_VERSION: &str = "1";
+
 /// The label that marks what a test made: `paz-test=<test id>`.
 pub const TEST_LABEL: &str = "paz-test";
 
@@ -38,8 +42,15 @@ pub async fn docker() -> Docker {
 pub async fn busybox_image(docker: &Docker) -> &'static str {
     static MADE: OnceCell<()> = OnceCell::const_new();
     MADE.get_or_init(|| async {
-        if docker.inspect_image(BUSYBOX_IMAGE).await.is_ok() {
-            return;
+        // An image made by an older harness (or by hand) is replaced.
+        if let Ok(image) = docker.inspect_image(BUSYBOX_IMAGE).await {
+            let labels = image
+                .config
+                .and_then(|config| config.labels)
+                .unwrap_or_default();
+            if labels.get(BUSYBOX_LABEL).map(String::as_str) == Some(BUSYBOX_VERSION) {
+                return;
+            }
         }
         let rootfs = busybox_rootfs(Path::new("/bin/busybox"));
         let options = CreateImageOptionsBuilder::new()
@@ -49,6 +60,7 @@ pub async fn busybox_image(docker: &Docker) -> &'static str {
             .changes(vec![
                 "ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
                 "CMD [\"sh\"]".to_string(),
+                format!("LABEL {BUSYBOX_LABEL}={BUSYBOX_VERSION}"),
             ])
             .build();
         docker
@@ -64,7 +76,10 @@ pub async fn busybox_image(docker: &Docker) -> &'static str {
 /// A tar of a root filesystem with busybox and a link for each of its applets.
 fn busybox_rootfs(busybox: &Path) -> Vec<u8> {
     let missing = || -> ! {
-        panic!("{} is missing: run scripts/test, which installs busybox-static", busybox.display())
+        panic!(
+            "{} is missing: run scripts/test, which installs busybox-static",
+            busybox.display()
+        )
     };
     let applets = std::process::Command::new(busybox)
         .arg("--list")
@@ -160,7 +175,10 @@ impl Drop for DockerCleanup {
                     .build();
                 for container in docker.list_containers(Some(list)).await.unwrap_or_default() {
                     let Some(id) = container.id else { continue };
-                    let remove = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+                    let remove = RemoveContainerOptionsBuilder::new()
+                        .force(true)
+                        .v(true)
+                        .build();
                     let _ = docker.remove_container(&id, Some(remove)).await;
                 }
                 for image in images {

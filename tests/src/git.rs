@@ -22,7 +22,16 @@ impl SshIdentity {
         let dir = temp_dir();
         let private_key = dir.path().join(format!("id_{kind}"));
         let output = Command::new("ssh-keygen")
-            .args(["-q", "-t", kind, "-N", "", "-C", &format!("paz-test-{kind}"), "-f"])
+            .args([
+                "-q",
+                "-t",
+                kind,
+                "-N",
+                "",
+                "-C",
+                &format!("paz-test-{kind}"),
+                "-f",
+            ])
             .arg(&private_key)
             .output()
             .expect("cannot run ssh-keygen: run scripts/test, which installs openssh-client");

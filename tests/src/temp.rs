@@ -26,7 +26,11 @@ fn sweep_stale_dirs() {
         let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("paz-test-")) else {
             continue;
         };
-        let Some(pid) = rest.split('-').next().and_then(|pid| pid.parse::<u32>().ok()) else {
+        let Some(pid) = rest
+            .split('-')
+            .next()
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {

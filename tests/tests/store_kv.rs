@@ -14,7 +14,10 @@ async fn typed_records_round_trip_and_list_skips_releases() {
     let keys = store.keys().clone();
     let web = AppName::new("web").unwrap();
     store.put(&keys.app(&web), &app("web")).await.unwrap();
-    store.put(&keys.app(&AppName::new("api").unwrap()), &app("api")).await.unwrap();
+    store
+        .put(&keys.app(&AppName::new("api").unwrap()), &app("api"))
+        .await
+        .unwrap();
     let release = Release {
         n: 1,
         image: "127.0.0.1:5000/web@sha256:abc".to_string(),
@@ -30,14 +33,29 @@ async fn typed_records_round_trip_and_list_skips_releases() {
 
     let read = store.get(&keys.app(&web)).await.unwrap().unwrap();
     assert_eq!(read.value, app("web"));
-    assert_eq!(store.get(&keys.release(&web, 1)).await.unwrap().unwrap().value, release);
-    assert_eq!(store.get(&keys.current(&web)).await.unwrap().unwrap().value, 1);
+    assert_eq!(
+        store
+            .get(&keys.release(&web, 1))
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        release
+    );
+    assert_eq!(
+        store.get(&keys.current(&web)).await.unwrap().unwrap().value,
+        1
+    );
 
     let apps = store.list(&keys.apps()).await.unwrap();
     let names: Vec<&str> = apps.entries.iter().map(|e| e.value.name.as_str()).collect();
     assert_eq!(names, ["api", "web"], "releases and current are not apps");
     assert!(apps.invalid.is_empty());
-    assert!(store.get(&keys.app(&AppName::new("nope").unwrap())).await.unwrap().is_none());
+    assert!(store
+        .get(&keys.app(&AppName::new("nope").unwrap()))
+        .await
+        .unwrap()
+        .is_none());
 }
 
 /// Writes `value` at `key` with the real `etcdctl`, as an operator might.
@@ -54,7 +72,10 @@ fn etcdctl_put(url: &str, key: &str, value: &str) {
 async fn a_value_that_is_not_a_record_is_reported_with_its_key() {
     let store = tests::test_store("kv-decode").await;
     let keys = store.keys().clone();
-    store.put(&keys.app(&AppName::new("good").unwrap()), &app("good")).await.unwrap();
+    store
+        .put(&keys.app(&AppName::new("good").unwrap()), &app("good"))
+        .await
+        .unwrap();
     let broken = format!("{}/apps/broken", keys.root());
     etcdctl_put(&tests::shared_etcd().await.url(), &broken, "not json");
 
@@ -69,7 +90,9 @@ async fn a_value_that_is_not_a_record_is_reported_with_its_key() {
         .unwrap_err();
     assert!(matches!(error, StoreError::Decode { .. }));
     assert!(
-        error.to_string().starts_with(&format!("the value at {broken} is not what Paz expects")),
+        error
+            .to_string()
+            .starts_with(&format!("the value at {broken} is not what Paz expects")),
         "{error}"
     );
 }
@@ -80,8 +103,15 @@ async fn create_if_absent_conflicts_when_the_key_exists() {
     let key = store.keys().app(&AppName::new("web").unwrap());
     store.create(&key, &app("web")).await.unwrap();
     let error = store.create(&key, &app("web")).await.unwrap_err();
-    assert_eq!(error.conflict(), Some(ConflictKind::AlreadyExists), "{error}");
-    assert!(error.to_string().ends_with("/apps/web already exists"), "{error}");
+    assert_eq!(
+        error.conflict(),
+        Some(ConflictKind::AlreadyExists),
+        "{error}"
+    );
+    assert!(
+        error.to_string().ends_with("/apps/web already exists"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -97,15 +127,27 @@ async fn update_if_unchanged_conflicts_when_someone_else_wrote_first() {
     store.update(&key, read.mod_revision, &first).await.unwrap();
     let mut second = read.value.clone();
     second.port = Some(9090);
-    let error = store.update(&key, read.mod_revision, &second).await.unwrap_err();
+    let error = store
+        .update(&key, read.mod_revision, &second)
+        .await
+        .unwrap_err();
     assert_eq!(error.conflict(), Some(ConflictKind::Changed), "{error}");
-    assert_eq!(store.get(&key).await.unwrap().unwrap().value.port, Some(8080));
+    assert_eq!(
+        store.get(&key).await.unwrap().unwrap().value.port,
+        Some(8080)
+    );
 
     let latest = store.get(&key).await.unwrap().unwrap();
     store.delete(&key).await.unwrap();
-    let error = store.update(&key, latest.mod_revision, &second).await.unwrap_err();
+    let error = store
+        .update(&key, latest.mod_revision, &second)
+        .await
+        .unwrap_err();
     assert_eq!(error.conflict(), Some(ConflictKind::Gone), "{error}");
-    assert!(store.get(&key).await.unwrap().is_none(), "a failed update writes nothing");
+    assert!(
+        store.get(&key).await.unwrap().is_none(),
+        "a failed update writes nothing"
+    );
 }
 
 #[tokio::test]
@@ -126,9 +168,18 @@ async fn a_transaction_is_all_or_nothing() {
         .commit()
         .await
         .unwrap_err();
-    assert!(matches!(error, StoreError::Conflict { kind: ConflictKind::Changed, .. }));
+    assert!(matches!(
+        error,
+        StoreError::Conflict {
+            kind: ConflictKind::Changed,
+            ..
+        }
+    ));
     assert!(store.get(&keys.app(&web)).await.unwrap().is_none());
-    assert_eq!(store.get(&keys.current(&web)).await.unwrap().unwrap().value, 2);
+    assert_eq!(
+        store.get(&keys.current(&web)).await.unwrap().unwrap().value,
+        2
+    );
 }
 
 #[tokio::test]
@@ -166,7 +217,10 @@ async fn calls_on_a_store_whose_etcd_died_fail_with_a_timeout_or_refusal() {
         "{error}"
     );
     let message = error.to_string();
-    assert!(message.contains("/paz/apps/web"), "the error names the call: {message}");
+    assert!(
+        message.contains("/paz/apps/web"),
+        "the error names the call: {message}"
+    );
 }
 
 #[tokio::test]
@@ -174,7 +228,12 @@ async fn invalid_endpoints_are_refused_before_connecting() {
     let error = store::Store::connect(store::StoreConfig::new(vec!["https://x:1".into()]))
         .await
         .unwrap_err();
-    assert!(error.to_string().contains("invalid etcd endpoint `https://x:1`"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("invalid etcd endpoint `https://x:1`"),
+        "{error}"
+    );
 }
 
 #[tokio::test]

@@ -24,7 +24,10 @@ async fn a_key_registered_by_a_process_vanishes_after_the_process_is_killed() {
     let url = tests::shared_etcd().await.url();
     let prefix = tests::etcd::unique_prefix("lease-owner-dies");
     let store = tests::etcd::connect(&url, &prefix).await;
-    let key = store.keys().service(&AppName::new("web").unwrap(), 1, "1").unwrap();
+    let key = store
+        .keys()
+        .service(&AppName::new("web").unwrap(), 1, "1")
+        .unwrap();
 
     let mut holder = tests::ChildGuard::spawn(
         Command::new(env!("CARGO_BIN_EXE_lease-holder"))
@@ -36,14 +39,23 @@ async fn a_key_registered_by_a_process_vanishes_after_the_process_is_killed() {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line.trim(), "registered");
-    assert_eq!(store.get(&key).await.unwrap().unwrap().value, "127.0.0.1:5000");
+    assert_eq!(
+        store.get(&key).await.unwrap().unwrap().value,
+        "127.0.0.1:5000"
+    );
 
     // Still there well past its TTL while the owner lives: the lease is kept alive.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert!(store.get(&key).await.unwrap().is_some(), "kept alive past the 2s TTL");
+    assert!(
+        store.get(&key).await.unwrap().is_some(),
+        "kept alive past the 2s TTL"
+    );
 
     let mut watch = store.watch(&store.keys().services());
-    assert!(matches!(watch.next_event().await, Some(WatchEvent::Snapshot { .. })));
+    assert!(matches!(
+        watch.next_event().await,
+        Some(WatchEvent::Snapshot { .. })
+    ));
     holder.signal(nix::sys::signal::Signal::SIGKILL);
     let event = tokio::time::timeout(Duration::from_secs(20), watch.next_event())
         .await
@@ -64,13 +76,19 @@ async fn dropping_a_registration_deletes_its_key_without_waiting_for_the_ttl() {
         metadata: Default::default(),
         started_at: 1,
     };
-    let registration = store.register(&key, &machine, Duration::from_secs(60)).await.unwrap();
+    let registration = store
+        .register(&key, &machine, Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(store.get(&key).await.unwrap().unwrap().value, machine);
     drop(registration);
     // Well under the 60s TTL: the lease was revoked, not left to expire.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while store.get(&key).await.unwrap().is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "the key outlived its dropped registration");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the key outlived its dropped registration"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -80,7 +98,10 @@ async fn a_registration_writes_its_key_again_after_its_lease_is_lost() {
     let own = tests::own_etcd().await;
     let url = own.etcd.client_url();
     let store = tests::etcd::connect(&url, "/paz").await;
-    let key = store.keys().service(&AppName::new("web").unwrap(), 3, "1").unwrap();
+    let key = store
+        .keys()
+        .service(&AppName::new("web").unwrap(), 3, "1")
+        .unwrap();
     let _registration = store
         .register(&key, &"10.0.0.2:8080".to_string(), Duration::from_secs(2))
         .await
@@ -112,7 +133,10 @@ async fn a_registration_writes_its_key_again_after_its_lease_is_lost() {
             assert_eq!(value.value, "10.0.0.2:8080");
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the registration did not come back");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the registration did not come back"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

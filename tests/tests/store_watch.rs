@@ -18,7 +18,9 @@ fn describe(event: &WatchEvent<String>) -> String {
         WatchEvent::Put { key, value, .. } => format!("put {} {value}", short(key)),
         WatchEvent::Delete { key, .. } => format!("delete {}", short(key)),
         WatchEvent::Invalid { key, .. } => format!("invalid {}", short(key)),
-        WatchEvent::Snapshot { entries, reason, .. } => {
+        WatchEvent::Snapshot {
+            entries, reason, ..
+        } => {
             let keys: Vec<&str> = entries.iter().map(|e| short(&e.key)).collect();
             format!("snapshot {reason:?} [{}]", keys.join(" "))
         }
@@ -30,7 +32,10 @@ fn short(key: &str) -> &str {
 }
 
 async fn put_unit(store: &Store, name: &str, text: &str) {
-    store.put(&store.keys().unit(name).unwrap(), &text.to_string()).await.unwrap();
+    store
+        .put(&store.keys().unit(name).unwrap(), &text.to_string())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -43,7 +48,10 @@ async fn a_watch_delivers_each_event_once_and_in_order_across_an_etcd_restart() 
     let link = tests::Link::start(own.etcd.client_addr()).await;
     let watcher_store = tests::etcd::connect(&link.url(), "/paz").await;
     let mut watch = watcher_store.watch(&watcher_store.keys().units());
-    assert_eq!(describe(&next(&mut watch, "the snapshot").await), "snapshot Initial []");
+    assert_eq!(
+        describe(&next(&mut watch, "the snapshot").await),
+        "snapshot Initial []"
+    );
 
     let writer = tests::etcd::connect(&url, "/paz").await;
     put_unit(&writer, "a.service", "1").await;
@@ -59,7 +67,10 @@ async fn a_watch_delivers_each_event_once_and_in_order_across_an_etcd_restart() 
     let writer = tests::etcd::connect(&url, "/paz").await;
     put_unit(&writer, "c.service", "1").await;
     put_unit(&writer, "a.service", "2").await;
-    writer.delete(&writer.keys().unit("b.service").unwrap()).await.unwrap();
+    writer
+        .delete(&writer.keys().unit("b.service").unwrap())
+        .await
+        .unwrap();
     put_unit(&writer, "d.service", "1").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     link.restore();
@@ -68,13 +79,21 @@ async fn a_watch_delivers_each_event_once_and_in_order_across_an_etcd_restart() 
     let mut last_revision = 0;
     while seen.last().map(String::as_str) != Some("put d.service 1") {
         let event = next(&mut watch, "the changes made while the watcher was away").await;
-        assert!(event.revision() > last_revision, "events arrive in revision order");
+        assert!(
+            event.revision() > last_revision,
+            "events arrive in revision order"
+        );
         last_revision = event.revision();
         seen.push(describe(&event));
     }
     assert_eq!(
         seen,
-        ["put c.service 1", "put a.service 2", "delete b.service", "put d.service 1"]
+        [
+            "put c.service 1",
+            "put a.service 2",
+            "delete b.service",
+            "put d.service 1"
+        ]
     );
     // Nothing is repeated after the last event either.
     put_unit(&writer, "e.service", "1").await;
@@ -88,15 +107,27 @@ async fn a_watch_whose_history_was_compacted_reads_the_prefix_again_and_says_so(
     put_unit(&store, "a.service", "1").await;
     let listing = store.list(&store.keys().units()).await.unwrap();
     put_unit(&store, "b.service", "1").await;
-    store.delete(&store.keys().unit("a.service").unwrap()).await.unwrap();
+    store
+        .delete(&store.keys().unit("a.service").unwrap())
+        .await
+        .unwrap();
     put_unit(&store, "c.service", "1").await;
-    store.compact(store.revision().await.unwrap()).await.unwrap();
+    store
+        .compact(store.revision().await.unwrap())
+        .await
+        .unwrap();
 
     // Resuming after the listing is impossible now: its history is gone.
     let mut watch = store.watch_from(&store.keys().units(), listing.revision + 1);
     let event = next(&mut watch, "the snapshot after compaction").await;
     assert_eq!(describe(&event), "snapshot Compacted [b.service c.service]");
-    assert!(matches!(event, WatchEvent::Snapshot { reason: SnapshotReason::Compacted, .. }));
+    assert!(matches!(
+        event,
+        WatchEvent::Snapshot {
+            reason: SnapshotReason::Compacted,
+            ..
+        }
+    ));
     put_unit(&store, "d.service", "1").await;
     assert_eq!(describe(&next(&mut watch, "d").await), "put d.service 1");
 }
@@ -107,11 +138,17 @@ async fn a_watch_on_apps_sees_apps_only_and_flags_invalid_values() {
     let keys = store.keys().clone();
     let web = store::AppName::new("web").unwrap();
     let mut watch = store.watch(&keys.apps());
-    assert!(matches!(next(&mut watch, "snapshot").await, WatchEvent::Snapshot { .. }));
+    assert!(matches!(
+        next(&mut watch, "snapshot").await,
+        WatchEvent::Snapshot { .. }
+    ));
 
     store.put(&keys.release(&web, 1), &release()).await.unwrap();
     store.put(&keys.current(&web), &1).await.unwrap();
-    store.put(&keys.app(&web), &store::records::App::new(web.clone(), 1)).await.unwrap();
+    store
+        .put(&keys.app(&web), &store::records::App::new(web.clone(), 1))
+        .await
+        .unwrap();
     match next(&mut watch, "the app").await {
         WatchEvent::Put { key, value, .. } => {
             assert_eq!(key, keys.app(&web).as_str());
