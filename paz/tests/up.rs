@@ -272,19 +272,22 @@ async fn admin_key_is_added_once_with_the_fingerprint_ssh_keygen_prints() {
         let identity = tests::SshIdentity::new(kind);
         let public_key = identity.private_key.with_extension("pub");
         let dir = tests::temp_dir();
-        let mut running = start(
-            &[
-                "--etcd",
-                &etcd.url(),
-                "--etcd-prefix",
-                &prefix,
-                "--data-dir",
-                dir.path().to_str().unwrap(),
-                "--admin-key",
-                public_key.to_str().unwrap(),
-            ],
-            &[],
-        );
+        let start_with_admin_key = |file: &Path| {
+            start(
+                &[
+                    "--etcd",
+                    &etcd.url(),
+                    "--etcd-prefix",
+                    &prefix,
+                    "--data-dir",
+                    dir.path().to_str().unwrap(),
+                    "--admin-key",
+                    file.to_str().unwrap(),
+                ],
+                &[],
+            )
+        };
+        let mut running = start_with_admin_key(&public_key);
         let store = tests::etcd::connect(&etcd.url(), &prefix).await;
         let key = store.keys().ssh_key(&identity.fingerprint()).unwrap();
         let record = store
@@ -303,19 +306,7 @@ async fn admin_key_is_added_once_with_the_fingerprint_ssh_keygen_prints() {
         // An admin exists now: another --admin-key is not added.
         let other = tests::SshIdentity::new("ed25519");
         let other_file = other.private_key.with_extension("pub");
-        let _running = start(
-            &[
-                "--etcd",
-                &etcd.url(),
-                "--etcd-prefix",
-                &prefix,
-                "--data-dir",
-                dir.path().to_str().unwrap(),
-                "--admin-key",
-                other_file.to_str().unwrap(),
-            ],
-            &[],
-        );
+        let _running = start_with_admin_key(&other_file);
         let keys = store.list(&store.keys().ssh_keys()).await.unwrap();
         assert_eq!(keys.entries.len(), 1, "{kind}: only the first admin key");
     }

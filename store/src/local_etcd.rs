@@ -64,21 +64,28 @@ impl LocalEtcd {
         };
         std::fs::create_dir_all(data_dir).map_err(io_error(data_dir))?;
         let data_dir = data_dir.canonicalize().map_err(io_error(data_dir))?;
-        // Hold both listeners until both ports are known, so they differ.
-        let client = TcpListener::bind("127.0.0.1:0").map_err(io_error(&data_dir))?;
-        let peer = TcpListener::bind("127.0.0.1:0").map_err(io_error(&data_dir))?;
-        let client_addr = client.local_addr().map_err(io_error(&data_dir))?;
-        let peer_addr = peer.local_addr().map_err(io_error(&data_dir))?;
-        drop((client, peer));
-        let mut etcd = LocalEtcd {
-            log_path: data_dir.with_extension("log"),
-            data_dir,
-            client_addr,
-            peer_addr,
-            child: None,
-        };
-        etcd.run().await?;
-        Ok(etcd)
+        let mut attempt = 1;
+        loop {
+            let (client_addr, peer_addr) = free_ports().map_err(io_error(&data_dir))?;
+            let mut etcd = LocalEtcd {
+                log_path: data_dir.with_extension("log"),
+                data_dir: data_dir.clone(),
+                client_addr,
+                peer_addr,
+                child: None,
+            };
+            match etcd.run().await {
+                Ok(()) => return Ok(etcd),
+                // Another process took a port between our check and etcd's bind.
+                Err(LocalEtcdError::Exited { tail, .. })
+                    if attempt < 3 && tail.contains("address already in use") =>
+                {
+                    warn!("a chosen port was taken meanwhile; trying other ports");
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// The URL clients connect to.
@@ -228,6 +235,13 @@ impl Drop for LocalEtcd {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Two distinct free loopback ports (both held until both are known).
+fn free_ports() -> std::io::Result<(SocketAddr, SocketAddr)> {
+    let client = TcpListener::bind("127.0.0.1:0")?;
+    let peer = TcpListener::bind("127.0.0.1:0")?;
+    Ok((client.local_addr()?, peer.local_addr()?))
 }
 
 fn find_program(program: &'static str, package: &'static str) -> Result<PathBuf, LocalEtcdError> {
