@@ -3,8 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context};
-use ssh_key::{Algorithm, HashAlg, PublicKey};
+use anyhow::Context;
 use store::records::{Role, SshKey};
 use store::Store;
 
@@ -12,38 +11,8 @@ use store::Store;
 pub(crate) fn read(path: &Path) -> anyhow::Result<SshKey> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read admin key {}", path.display()))?;
-    if text.contains("PRIVATE KEY") {
-        bail!(
-            "{} is a private key: give the public key (the .pub file) to --admin-key",
-            path.display()
-        );
-    }
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|line| !line.is_empty() && !line.starts_with('#'))
-        .with_context(|| format!("admin key {} is empty", path.display()))?;
-    let key = PublicKey::from_openssh(line).with_context(|| {
-        format!(
-            "admin key {} is not an OpenSSH public key (a line such as `ssh-ed25519 AAAA... me@host`)",
-            path.display()
-        )
-    })?;
-    match key.algorithm() {
-        Algorithm::Ed25519 | Algorithm::Ecdsa { .. } | Algorithm::Rsa { .. } => {}
-        other => bail!(
-            "admin key {} is a {} key: use an ed25519, ECDSA or RSA key",
-            path.display(),
-            other.as_str()
-        ),
-    }
-    Ok(SshKey {
-        name: "admin".to_string(),
-        fingerprint: key.fingerprint(HashAlg::Sha256).to_string(),
-        public_key: line.to_string(),
-        role: Role::Admin,
-        apps: Vec::new(),
-    })
+    verbs::keys::parse_public_key(&text, "admin", Role::Admin, Vec::new())
+        .with_context(|| format!("--admin-key {}", path.display()))
 }
 
 /// Adds `key` unless some admin key exists; returns whether it was added.

@@ -23,6 +23,69 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run all of Paz on this machine, with a local etcd unless --etcd is given.
     Up(UpFlags),
+    /// Manage SSH keys on this host, against etcd directly (e.g. the first admin key).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Run by git in each app repo; not for people.
+    #[command(hide = true)]
+    Hook {
+        #[command(subcommand)]
+        hook: HookCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Add the OpenSSH public key in FILE as NAME.
+    Add(KeysAddFlags),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeysAddFlags {
+    /// The key's name, shown in logs and recorded on what it changes
+    pub(crate) name: String,
+    /// The public key file (e.g. ~/.ssh/id_ed25519.pub)
+    pub(crate) file: PathBuf,
+    /// admin: everything; deployer: push and manage the apps in --apps
+    #[arg(long, default_value = "deployer", value_parser = ["admin", "deployer"])]
+    pub(crate) role: String,
+    /// The apps a deployer may use, comma-separated
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) apps: Vec<String>,
+    #[command(flatten)]
+    pub(crate) store: StoreFlags,
+}
+
+/// Where local commands find etcd.
+#[derive(Debug, Args)]
+pub(crate) struct StoreFlags {
+    /// The data dir of the paz up on this host, whose etcd URL it records [default: /var/lib/paz]
+    #[arg(long, env = "PAZ_DATA_DIR", value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// etcd client URLs, comma-separated [default: the one paz up on this host uses]
+    #[arg(
+        long,
+        env = "PAZ_ETCD",
+        value_name = "URL[,URL]",
+        value_delimiter = ','
+    )]
+    pub(crate) etcd: Option<Vec<String>>,
+    /// The key prefix of this cluster in etcd
+    #[arg(
+        long,
+        env = "PAZ_ETCD_PREFIX",
+        default_value = "/paz",
+        value_name = "PREFIX"
+    )]
+    pub(crate) etcd_prefix: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum HookCommand {
+    /// The pre-receive hook: hands the push to the running paz server.
+    PreReceive,
 }
 
 /// `paz up` flags. Every one is optional here: the config file and the

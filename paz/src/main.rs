@@ -5,12 +5,21 @@
 mod admin_key;
 mod cli;
 mod config;
+mod deploy;
+mod keys;
 mod up;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    // The hook's output goes to the pusher: no logging setup, nothing extra.
+    if let cli::Command::Hook {
+        hook: cli::HookCommand::PreReceive,
+    } = cli.command
+    {
+        return std::process::ExitCode::from(gitd::pre_receive_main().clamp(0, 255) as u8);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PAZ_LOG")
@@ -31,6 +40,10 @@ fn main() -> std::process::ExitCode {
                 let config = config::UpConfig::resolve(flags, cli.config.as_deref())?;
                 up::run(config).await
             }
+            cli::Command::Keys {
+                command: cli::KeysCommand::Add(flags),
+            } => keys::add(flags).await,
+            cli::Command::Hook { .. } => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

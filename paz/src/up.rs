@@ -4,7 +4,9 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -14,6 +16,7 @@ use tracing::{error, info, warn};
 
 use crate::admin_key;
 use crate::config::UpConfig;
+use crate::deploy::StoreOnly;
 
 /// How long shutdown may take before Paz kills what is left.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -55,40 +58,77 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
             vec![url]
         }
     };
-    let started = prepare(&config, endpoints, admin_key.as_ref()).await;
-    let store = match started {
-        Ok(store) => store,
-        Err(error) => {
-            if let Some(etcd) = local_etcd.as_mut() {
-                etcd.stop().await;
-            }
-            return Err(error);
-        }
-    };
+    let outcome = run_roles(&config, endpoints, admin_key.as_ref(), local_etcd.as_mut()).await;
 
-    print_banner(&config, &store, local_etcd.as_ref());
-    let outcome = wait_for_shutdown(local_etcd.as_mut()).await;
-
-    info!("shutting down");
-    let shutdown = async {
-        if let Some(etcd) = local_etcd.as_mut() {
-            etcd.stop().await;
-            info!("local etcd stopped");
-        }
-    };
-    if tokio::time::timeout(SHUTDOWN_TIMEOUT, shutdown)
-        .await
-        .is_err()
-    {
-        warn!(
-            "shutdown took longer than {}s; killing what is left",
-            SHUTDOWN_TIMEOUT.as_secs()
-        );
-        if let Some(etcd) = local_etcd.as_mut() {
+    // etcd goes last: the roles above have stopped using it.
+    if let Some(etcd) = local_etcd.as_mut() {
+        let _ = std::fs::remove_file(config.data_dir.join("etcd.url"));
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, etcd.stop())
+            .await
+            .is_err()
+        {
+            warn!("etcd did not stop in time; killing it");
             etcd.kill();
         }
+        info!("local etcd stopped");
     }
     outcome
+}
+
+/// Runs the roles until a signal (or the death of the local etcd), then stops
+/// them in order.
+async fn run_roles(
+    config: &UpConfig,
+    endpoints: Vec<String>,
+    admin_key: Option<&store::records::SshKey>,
+    mut local_etcd: Option<&mut LocalEtcd>,
+) -> anyhow::Result<()> {
+    if let Some(etcd) = local_etcd.as_deref() {
+        write_atomically(&config.data_dir.join("etcd.url"), &etcd.client_url())?;
+    }
+    let store = prepare(config, endpoints, admin_key).await?;
+    let ssh_listener = tokio::net::TcpListener::bind(config.ssh_listen)
+        .await
+        .with_context(|| format!("cannot listen on --ssh-listen {}", config.ssh_listen))?;
+    let ssh_addr = ssh_listener.local_addr()?;
+    let hook_program =
+        std::env::current_exe().context("cannot find the paz binary for git hooks")?;
+    let gitd = gitd::Gitd::new(
+        gitd::GitdConfig::new(config.data_dir.clone(), hook_program),
+        store.clone(),
+        Arc::new(StoreOnly),
+    )?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop_signal = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let mut ssh = tokio::spawn(gitd.serve(ssh_listener, stop_signal(stopped.clone())));
+
+    print_banner(config, &store, local_etcd.as_deref(), ssh_addr);
+    let outcome = tokio::select! {
+        outcome = wait_for_shutdown(local_etcd.as_deref_mut()) => outcome,
+        result = &mut ssh => Err(anyhow::anyhow!("the SSH server stopped: {:?}", result)),
+    };
+
+    info!("shutting down");
+    let _ = stop.send(true);
+    if !ssh.is_finished()
+        && tokio::time::timeout(SHUTDOWN_TIMEOUT, &mut ssh)
+            .await
+            .is_err()
+    {
+        warn!("the SSH server did not stop in time");
+        ssh.abort();
+    }
+    outcome
+}
+
+/// Writes `text` to `path` through a temp file and a rename.
+fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
+    let temp = path.with_extension("tmp");
+    std::fs::write(&temp, text)
+        .and_then(|()| std::fs::rename(&temp, path))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Connects to the store and writes the settings the cluster shares.
@@ -160,7 +200,7 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
     Ok(file)
 }
 
-fn print_banner(config: &UpConfig, store: &Store, local_etcd: Option<&LocalEtcd>) {
+fn print_banner(config: &UpConfig, store: &Store, local_etcd: Option<&LocalEtcd>, ssh: SocketAddr) {
     let etcd = match local_etcd {
         Some(etcd) => format!(
             "{} (local, pid {}, data in {})",
@@ -175,5 +215,9 @@ fn print_banner(config: &UpConfig, store: &Store, local_etcd: Option<&LocalEtcd>
     println!("  prefix    {}", config.etcd_prefix);
     println!("  data dir  {}", config.data_dir.display());
     println!("  domain    {}", config.domain);
+    println!(
+        "  ssh       {ssh}   git remote: ssh://paz@HOST:{}/APP",
+        ssh.port()
+    );
     println!("stop with Ctrl-C");
 }

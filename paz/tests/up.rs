@@ -32,6 +32,8 @@ fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
     let mut paz = ChildGuard::spawn(
         paz()
             .arg("up")
+            // A free port: tests run side by side.
+            .args(["--ssh-listen", "127.0.0.1:0"])
             .args(args)
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())

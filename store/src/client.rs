@@ -5,7 +5,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
+    TxnOpResponse,
 };
 
 use crate::error::{ConflictKind, Result, StoreError};
@@ -378,6 +379,15 @@ impl Transaction<'_> {
 
     pub fn delete<T>(mut self, key: &Key<T>) -> Self {
         self.writes.push(TxnOp::delete(key.as_str(), None));
+        self
+    }
+
+    /// Deletes every key under `prefix` (all of them, whatever record they hold).
+    pub fn delete_prefix<T>(mut self, prefix: &Prefix<T>) -> Self {
+        self.writes.push(TxnOp::delete(
+            prefix.as_str(),
+            Some(DeleteOptions::new().with_prefix()),
+        ));
         self
     }
 

@@ -156,6 +156,11 @@ impl Keys {
         Prefix::new(format!("{}/apps/", self.root), true)
     }
 
+    /// Everything stored below an app's own key (releases, `current`).
+    pub fn app_children(&self, app: &AppName) -> Prefix<Vec<u8>> {
+        Prefix::new(format!("{}/apps/{app}/", self.root), false)
+    }
+
     pub fn release(&self, app: &AppName, n: u64) -> Key<Release> {
         Key::new(format!("{}/apps/{app}/releases/{n}", self.root))
     }
@@ -172,6 +177,11 @@ impl Keys {
     pub fn build(&self, app: &AppName, id: &str) -> Result<Key<Build>, NameError> {
         check_segment("build id", id)?;
         Ok(Key::new(format!("{}/builds/{app}/{id}", self.root)))
+    }
+
+    /// Every build record of an app, whatever it holds.
+    pub fn builds_all(&self, app: &AppName) -> Prefix<Vec<u8>> {
+        Prefix::new(format!("{}/builds/{app}/", self.root), false)
     }
 
     pub fn builds(&self, app: &AppName) -> Prefix<Build> {

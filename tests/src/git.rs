@@ -76,8 +76,8 @@ impl SshIdentity {
         )
     }
 
-    /// Runs `ssh -p PORT user@host ARGS...` with this identity.
-    pub fn ssh(&self, destination: &str, port: u16, args: &[&str]) -> Output {
+    /// An `ssh -p PORT user@host ARGS...` command with this identity.
+    pub fn ssh_to(&self, destination: &str, port: u16, args: &[&str]) -> Command {
         let command = self.ssh_command();
         let mut parts = command.split_whitespace();
         let mut ssh = Command::new(parts.next().expect("ssh"));
@@ -85,7 +85,12 @@ impl SshIdentity {
             .args(["-p", &port.to_string(), destination])
             .args(args)
             .env("HOME", self.home());
-        ssh.output().expect("cannot run ssh")
+        ssh
+    }
+
+    /// Runs `ssh -p PORT user@host ARGS...` with this identity and no input.
+    pub fn ssh(&self, destination: &str, port: u16, args: &[&str]) -> Output {
+        self.ssh_with_input(destination, port, args, b"")
     }
 
     /// A `git` command in `dir` that uses this identity for SSH remotes.
@@ -111,4 +116,26 @@ pub fn git(dir: &Path, home: &Path) -> Command {
         .env("GIT_COMMITTER_EMAIL", "test@paz.localhost")
         .env("GIT_TERMINAL_PROMPT", "0");
     command
+}
+
+impl SshIdentity {
+    /// Runs `ssh -p PORT user@host ARGS...` with `input` on its stdin.
+    pub fn ssh_with_input(
+        &self,
+        destination: &str,
+        port: u16,
+        args: &[&str],
+        input: &[u8],
+    ) -> Output {
+        use std::io::Write;
+        let mut ssh = self.ssh_to(destination, port, args);
+        ssh.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = ssh.spawn().expect("cannot run ssh");
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin.write_all(input).expect("write ssh stdin");
+        drop(stdin);
+        child.wait_with_output().expect("wait for ssh")
+    }
 }

@@ -1,0 +1,456 @@
+//! One SSH connection: public-key auth against `/paz/keys`, then each session
+//! channel's `exec` request runs a git service or a verb. Shells, ptys,
+//! subsystems and forwarding are refused.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use russh::keys::ssh_key::PublicKey;
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, ChannelMsg, Pty};
+use store::records::SshKey;
+use store::{AppName, Store};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+use tracing::{info, warn, Instrument};
+use verbs::Caller;
+
+use crate::command::{self, GitService, Request};
+use crate::deploy::{DeployHandler, Pusher};
+use crate::hook::PushContext;
+
+/// What every connection shares.
+pub(crate) struct Shared {
+    pub(crate) verbs: verbs::Context,
+    pub(crate) deploy: Arc<dyn DeployHandler>,
+    /// The program the repo hooks run (`paz`), handed to them in the environment.
+    pub(crate) hook_program: PathBuf,
+    pub(crate) hook_socket: PathBuf,
+    /// Pushes whose `git receive-pack` runs now, by the id given to their hook.
+    pushes: Mutex<HashMap<String, PushContext>>,
+    /// One lock per app: pushes to an app run one after the other.
+    push_locks: Mutex<HashMap<AppName, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        verbs: verbs::Context,
+        deploy: Arc<dyn DeployHandler>,
+        hook_program: PathBuf,
+        hook_socket: PathBuf,
+    ) -> Shared {
+        Shared {
+            verbs,
+            deploy,
+            hook_program,
+            hook_socket,
+            pushes: Mutex::new(HashMap::new()),
+            push_locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.verbs.store
+    }
+
+    pub(crate) fn push_context(&self, id: &str) -> Option<PushContext> {
+        self.pushes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn push_lock(&self, app: &AppName) -> Arc<tokio::sync::Mutex<()>> {
+        self.push_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(app.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// The key with this fingerprint, if it may connect.
+    async fn find_key(&self, key: &PublicKey) -> Option<SshKey> {
+        if !verbs::keys::is_supported(&key.algorithm()) {
+            return None;
+        }
+        let fingerprint = verbs::keys::fingerprint(key);
+        let record_key = self.store().keys().ssh_key(&fingerprint).ok()?;
+        match self.store().get(&record_key).await {
+            Ok(Some(record)) if record.value.fingerprint == fingerprint => Some(record.value),
+            Ok(_) => None,
+            Err(error) => {
+                warn!(%error, "cannot check a key against the store; refusing it");
+                None
+            }
+        }
+    }
+}
+
+/// Removes a push from [`Shared::pushes`] when its `git receive-pack` ends.
+struct PushRegistration<'a> {
+    shared: &'a Shared,
+    id: String,
+}
+
+impl Drop for PushRegistration<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .pushes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+/// At most this many session channels per connection.
+const MAX_CHANNELS: usize = 4;
+
+/// The state of one client connection.
+pub(crate) struct Connection {
+    shared: Arc<Shared>,
+    peer: String,
+    key: Option<SshKey>,
+    /// Opened session channels waiting for their request.
+    channels: HashMap<ChannelId, Channel<Msg>>,
+    /// `GIT_PROTOCOL` sent by the client, per channel.
+    git_protocol: HashMap<ChannelId, String>,
+    /// Set once the client has asked for something; the handshake timeout ends then.
+    started: watch::Sender<bool>,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        peer: String,
+        started: watch::Sender<bool>,
+    ) -> Connection {
+        Connection {
+            shared,
+            peer,
+            key: None,
+            channels: HashMap::new(),
+            git_protocol: HashMap::new(),
+            started,
+        }
+    }
+}
+
+impl russh::server::Handler for Connection {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        // Only keys Paz knows are worth a signature check.
+        Ok(match self.shared.find_key(offer.public_key).await {
+            Some(_) => Auth::Accept,
+            None => Auth::reject(),
+        })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        match self.shared.find_key(key.public_key).await {
+            Some(record) => {
+                info!(peer = %self.peer, key = %record.name, "authenticated");
+                self.key = Some(record);
+                Ok(Auth::Accept)
+            }
+            None => {
+                info!(peer = %self.peer, fingerprint = %verbs::keys::fingerprint(key.public_key), "refused an unknown key");
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.key.is_some() && self.channels.len() < MAX_CHANNELS {
+            self.channels.insert(channel.id(), channel);
+            reply.accept().await;
+        }
+        // Otherwise dropping `reply` refuses the channel.
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let valid = value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '=' | ':' | '.' | '-' | '_'));
+        if name == "GIT_PROTOCOL" && valid && value.len() <= 128 {
+            self.git_protocol.insert(channel, value.to_string());
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(channel_handle) = self.channels.remove(&channel) else {
+            return session.channel_failure(channel);
+        };
+        session.channel_success(channel)?;
+        let _ = self.started.send(true);
+        let name = self
+            .key
+            .as_ref()
+            .map(|key| key.name.clone())
+            .unwrap_or_default();
+        tokio::spawn(async move {
+            let message = format!(
+                "paz: hello {name}; there is no shell here: run `ssh -p PORT paz@HOST help` to list the verbs"
+            );
+            refuse(channel_handle, &message).await;
+        });
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (Some(channel_handle), Some(key)) = (self.channels.remove(&channel), self.key.clone())
+        else {
+            return session.channel_failure(channel);
+        };
+        session.channel_success(channel)?;
+        let _ = self.started.send(true);
+        let git_protocol = self.git_protocol.remove(&channel);
+        let shared = self.shared.clone();
+        let command = data.to_vec();
+        let span = tracing::info_span!("exec", peer = %self.peer, key = %key.name);
+        tokio::spawn(
+            async move {
+                let code = execute(&shared, &key, channel_handle, &command, git_protocol).await;
+                info!(code, command = %String::from_utf8_lossy(&command), "done");
+            }
+            .instrument(span),
+        );
+        Ok(())
+    }
+}
+
+/// Writes `message` as one line on the channel's stderr and ends the channel
+/// with exit status 1.
+pub(crate) async fn refuse(channel: Channel<Msg>, message: &str) -> u32 {
+    finish(channel, "", message, 1).await
+}
+
+/// Writes `stdout` and `stderr` text, then the exit status, and closes.
+async fn finish(channel: Channel<Msg>, stdout: &str, stderr: &str, code: u32) -> u32 {
+    let (_, write_half) = channel.split();
+    if !stdout.is_empty() {
+        let mut out = write_half.make_writer();
+        let _ = out.write_all(stdout.as_bytes()).await;
+        let _ = out.write_all(b"\n").await;
+        let _ = out.flush().await;
+    }
+    if !stderr.is_empty() {
+        let mut err = write_half.make_writer_ext(Some(1));
+        let _ = err.write_all(stderr.as_bytes()).await;
+        let _ = err.write_all(b"\n").await;
+        let _ = err.flush().await;
+    }
+    let _ = write_half.exit_status(code).await;
+    let _ = write_half.eof().await;
+    let _ = write_half.close().await;
+    code
+}
+
+/// Runs what the client asked for on its channel; returns the exit code.
+async fn execute(
+    shared: &Shared,
+    key: &SshKey,
+    channel: Channel<Msg>,
+    command: &[u8],
+    git_protocol: Option<String>,
+) -> u32 {
+    match command::parse(command) {
+        Err(message) => refuse(channel, &format!("paz: {message}")).await,
+        Ok(Request::Git { service, app }) => {
+            serve_git(shared, key, channel, service, app, git_protocol).await
+        }
+        Ok(Request::Verb { verb, args, json }) => {
+            run_verb(shared, key, channel, &verb, &args, json).await
+        }
+    }
+}
+
+/// Largest stdin a verb accepts (a public key is well under this).
+const MAX_VERB_INPUT: usize = 64 * 1024;
+
+async fn run_verb(
+    shared: &Shared,
+    key: &SshKey,
+    mut channel: Channel<Msg>,
+    verb: &str,
+    args: &[String],
+    json: bool,
+) -> u32 {
+    let mut input = Vec::new();
+    if verbs::find(verb).is_some_and(|spec| spec.reads_stdin) {
+        while let Some(message) = channel.wait().await {
+            match message {
+                ChannelMsg::Data { data } => {
+                    input.extend_from_slice(&data);
+                    if input.len() > MAX_VERB_INPUT {
+                        return refuse(channel, "paz: the input is too large").await;
+                    }
+                }
+                ChannelMsg::Eof | ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+    }
+    let caller = Caller::from_key(key);
+    match verbs::run(&shared.verbs, &caller, verb, args, &input).await {
+        Ok(outcome) => {
+            let text = if json {
+                serde_json::to_string_pretty(&outcome.json).unwrap_or_default()
+            } else {
+                outcome.text
+            };
+            finish(channel, &text, "", 0).await
+        }
+        Err(error) => refuse(channel, &format!("paz: {error}")).await,
+    }
+}
+
+async fn serve_git(
+    shared: &Shared,
+    key: &SshKey,
+    channel: Channel<Msg>,
+    service: GitService,
+    app: AppName,
+    git_protocol: Option<String>,
+) -> u32 {
+    let caller = Caller::from_key(key);
+    if let Err(error) = caller.require_app(&app) {
+        return refuse(channel, &format!("paz: {error}")).await;
+    }
+    let store = shared.store();
+    let exists = match store.get(&store.keys().app(&app)).await {
+        Ok(record) => record.is_some(),
+        Err(error) => return refuse(channel, &format!("paz: {error}")).await,
+    };
+    let repo = shared.verbs.repo_path(&app);
+    if service == GitService::UploadPack {
+        if !exists {
+            return refuse(channel, &format!("paz: app `{app}` does not exist")).await;
+        }
+        if !repo.exists() {
+            return refuse(
+                channel,
+                &format!("paz: app `{app}` has no code yet: push to it first"),
+            )
+            .await;
+        }
+        return crate::git::run(service, &repo, Vec::new(), git_protocol, channel).await;
+    }
+
+    if !exists {
+        if !caller.is_admin() {
+            let message = format!(
+                "paz: app `{app}` does not exist, and `{}` may not create apps: an admin can run apps:create {app}",
+                key.name
+            );
+            return refuse(channel, &message).await;
+        }
+        match verbs::create_app(&shared.verbs, &app).await {
+            Ok(()) => info!(%app, "app created by its first push"),
+            Err(verbs::VerbError::Conflict(_)) => {}
+            Err(error) => return refuse(channel, &format!("paz: {error}")).await,
+        }
+    }
+
+    let lock = shared.push_lock(&app);
+    let _turn = match lock.clone().try_lock_owned() {
+        Ok(turn) => turn,
+        Err(_) => {
+            let mut err = channel.make_writer_ext(Some(1));
+            let _ = err
+                .write_all(
+                    format!("paz: waiting for another push to {app} to finish...\n").as_bytes(),
+                )
+                .await;
+            let _ = err.flush().await;
+            lock.lock_owned().await
+        }
+    };
+    if let Err(message) = crate::git::ensure_repo(&repo).await {
+        return refuse(channel, &message).await;
+    }
+    let push_id = hex::encode(rand::random::<[u8; 16]>());
+    shared
+        .pushes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(
+            push_id.clone(),
+            PushContext {
+                app: app.clone(),
+                pusher: Pusher {
+                    name: key.name.clone(),
+                    fingerprint: key.fingerprint.clone(),
+                },
+                repo: repo.clone(),
+            },
+        );
+    let _registration = PushRegistration {
+        shared,
+        id: push_id.clone(),
+    };
+    let env = vec![
+        ("PAZ_HOOK_PROGRAM".to_string(), shared.hook_program.clone()),
+        ("PAZ_HOOK_SOCKET".to_string(), shared.hook_socket.clone()),
+        ("PAZ_PUSH_ID".to_string(), PathBuf::from(push_id)),
+    ];
+    crate::git::run(service, &repo, env, git_protocol, channel).await
+}

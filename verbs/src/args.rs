@@ -1,0 +1,82 @@
+//! A verb's arguments: positionals and the `--flag [value]` options it takes.
+
+use std::collections::BTreeMap;
+
+use crate::error::VerbError;
+use crate::Verb;
+
+/// Flags that take a value; every other `--flag` is a switch.
+const VALUE_FLAGS: &[&str] = &["--role", "--apps"];
+
+#[derive(Debug)]
+pub(crate) struct Args {
+    usage: &'static str,
+    /// Flags are checked against the verb's usage line.
+    allowed: &'static str,
+    raw: Vec<String>,
+}
+
+impl Args {
+    pub(crate) fn new(verb: &Verb, raw: &[String]) -> Args {
+        Args {
+            usage: verb.usage,
+            allowed: verb.usage,
+            raw: raw.to_vec(),
+        }
+    }
+
+    pub(crate) fn usage(&self) -> VerbError {
+        VerbError::Usage(self.usage)
+    }
+
+    /// Splits into positionals and flags; refuses flags the usage does not name.
+    pub(crate) fn parse(&self) -> Result<(Vec<String>, BTreeMap<String, String>), VerbError> {
+        let mut positionals = Vec::new();
+        let mut flags = BTreeMap::new();
+        let mut words = self.raw.iter();
+        while let Some(word) = words.next() {
+            if let Some(name) = word.strip_prefix("--") {
+                let flag = format!("--{}", name.split('=').next().unwrap_or(name));
+                if !self
+                    .allowed
+                    .split_whitespace()
+                    .any(|part| part.trim_start_matches('[').trim_end_matches(']') == flag)
+                {
+                    return Err(VerbError::Invalid(format!(
+                        "unknown option `{flag}`: usage: {}",
+                        self.usage
+                    )));
+                }
+                let value = if let Some((_, value)) = name.split_once('=') {
+                    value.to_string()
+                } else if VALUE_FLAGS.contains(&flag.as_str()) {
+                    words.next().ok_or_else(|| self.usage())?.clone()
+                } else {
+                    String::new()
+                };
+                flags.insert(flag, value);
+            } else {
+                positionals.push(word.clone());
+            }
+        }
+        Ok((positionals, flags))
+    }
+
+    /// Exactly `count` positionals and no flags.
+    pub(crate) fn exactly(&self, count: usize) -> Result<Vec<String>, VerbError> {
+        let (positionals, flags) = self.parse()?;
+        if positionals.len() != count || !flags.is_empty() {
+            return Err(self.usage());
+        }
+        Ok(positionals)
+    }
+
+    /// At least `count` positionals and no flags.
+    pub(crate) fn at_least(&self, count: usize) -> Result<Vec<String>, VerbError> {
+        let (positionals, flags) = self.parse()?;
+        if positionals.len() < count || !flags.is_empty() {
+            return Err(self.usage());
+        }
+        Ok(positionals)
+    }
+}

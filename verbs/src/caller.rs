@@ -1,0 +1,74 @@
+//! Who runs a verb, and what their role lets them do.
+
+use store::records::{Role, SshKey, Token};
+use store::AppName;
+
+use crate::error::VerbError;
+
+/// The authenticated caller: an SSH key or an API token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The key's or token's name, recorded as `by` on what it changes.
+    pub name: String,
+    pub role: Role,
+    /// The apps a deployer may use.
+    pub apps: Vec<AppName>,
+}
+
+impl Caller {
+    pub fn from_key(key: &SshKey) -> Caller {
+        Caller {
+            name: key.name.clone(),
+            role: key.role,
+            apps: key.apps.clone(),
+        }
+    }
+
+    pub fn from_token(token: &Token) -> Caller {
+        Caller {
+            name: token.name.clone(),
+            role: token.role,
+            apps: token.apps.clone(),
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// Whether this caller may push to, clone and manage `app`.
+    pub fn may_use(&self, app: &AppName) -> bool {
+        self.is_admin() || self.apps.contains(app)
+    }
+
+    /// Refuses unless the caller is an admin; `what` names the refused action.
+    pub fn require_admin(&self, what: &str) -> Result<(), VerbError> {
+        if self.is_admin() {
+            return Ok(());
+        }
+        Err(VerbError::Denied(format!(
+            "`{}` is a deployer and may not {what}: that needs the admin role",
+            self.name
+        )))
+    }
+
+    /// Refuses unless the caller may use `app`.
+    pub fn require_app(&self, app: &AppName) -> Result<(), VerbError> {
+        if self.may_use(app) {
+            return Ok(());
+        }
+        let allowed = if self.apps.is_empty() {
+            "none".to_string()
+        } else {
+            self.apps
+                .iter()
+                .map(AppName::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Err(VerbError::Denied(format!(
+            "`{}` may not use app `{app}`: its apps are {allowed}; an admin can add it with ssh-keys:add --apps",
+            self.name
+        )))
+    }
+}

@@ -1,0 +1,220 @@
+//! SSH keys: parsing OpenSSH public keys into records, and the `ssh-keys:*` verbs.
+
+use serde_json::json;
+use ssh_key::{Algorithm, HashAlg, PublicKey};
+use store::names::check_segment;
+use store::records::{Role, SshKey};
+use store::AppName;
+
+use crate::args::Args;
+use crate::{Caller, Context, Outcome, VerbError};
+
+/// The SHA256 fingerprint of a key, as `ssh-keygen -lf` prints it.
+pub fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+/// Whether Paz accepts keys of this algorithm (ed25519, ECDSA and RSA).
+pub fn is_supported(algorithm: &Algorithm) -> bool {
+    matches!(
+        algorithm,
+        Algorithm::Ed25519 | Algorithm::Ecdsa { .. } | Algorithm::Rsa { .. }
+    )
+}
+
+/// Parses the first key line of `text` (an OpenSSH `.pub` file) into a record.
+pub fn parse_public_key(
+    text: &str,
+    name: &str,
+    role: Role,
+    apps: Vec<AppName>,
+) -> Result<SshKey, VerbError> {
+    check_segment("key name", name)?;
+    if text.contains("PRIVATE KEY") {
+        return Err(VerbError::Invalid(
+            "that is a private key: give the public key (the .pub file)".to_string(),
+        ));
+    }
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !line.starts_with('#'))
+        .ok_or_else(|| {
+            VerbError::Invalid("no public key given: pass the .pub file on stdin".to_string())
+        })?;
+    let key = PublicKey::from_openssh(line).map_err(|_| {
+        VerbError::Invalid(
+            "not an OpenSSH public key: give a line such as `ssh-ed25519 AAAA... me@host`"
+                .to_string(),
+        )
+    })?;
+    if !is_supported(&key.algorithm()) {
+        return Err(VerbError::Invalid(format!(
+            "{} keys are not accepted: use an ed25519, ECDSA or RSA key",
+            key.algorithm().as_str()
+        )));
+    }
+    Ok(SshKey {
+        name: name.to_string(),
+        fingerprint: fingerprint(&key),
+        public_key: line.to_string(),
+        role,
+        apps,
+    })
+}
+
+/// Adds `key` unless its fingerprint or its name is taken.
+pub async fn add_key(context: &Context, key: &SshKey) -> Result<(), VerbError> {
+    let store = &context.store;
+    let existing = store.list(&store.keys().ssh_keys()).await?;
+    if let Some(same) = existing
+        .entries
+        .iter()
+        .find(|entry| entry.value.fingerprint == key.fingerprint)
+    {
+        return Err(VerbError::Conflict(format!(
+            "this key is already added as `{}`",
+            same.value.name
+        )));
+    }
+    if existing
+        .entries
+        .iter()
+        .any(|entry| entry.value.name == key.name)
+    {
+        return Err(VerbError::Conflict(format!(
+            "a key named `{}` exists: remove it first or choose another name",
+            key.name
+        )));
+    }
+    store
+        .create(&store.keys().ssh_key(&key.fingerprint)?, key)
+        .await
+        .map_err(|error| match error.conflict() {
+            Some(_) => VerbError::Conflict("this key was added meanwhile".to_string()),
+            None => error.into(),
+        })?;
+    Ok(())
+}
+
+/// Parses `--role` and `--apps` (shared with tokens).
+pub(crate) fn role_and_apps(
+    flags: &std::collections::BTreeMap<String, String>,
+) -> Result<(Role, Vec<AppName>), VerbError> {
+    let role = match flags.get("--role").map(String::as_str) {
+        None | Some("deployer") => Role::Deployer,
+        Some("admin") => Role::Admin,
+        Some(other) => {
+            return Err(VerbError::Invalid(format!(
+                "role `{other}` is invalid: use admin or deployer"
+            )))
+        }
+    };
+    let apps = match flags.get("--apps") {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .filter(|name| !name.is_empty())
+            .map(AppName::new)
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    if role == Role::Admin && !apps.is_empty() {
+        return Err(VerbError::Invalid(
+            "--apps is for deployers: an admin may use every app".to_string(),
+        ));
+    }
+    Ok((role, apps))
+}
+
+fn describe(key: &SshKey) -> String {
+    let apps = key
+        .apps
+        .iter()
+        .map(AppName::as_str)
+        .collect::<Vec<_>>()
+        .join(",");
+    let role = match key.role {
+        Role::Admin => "admin",
+        Role::Deployer => "deployer",
+    };
+    format!(
+        "{}  {role}  {}  {}",
+        key.name,
+        key.fingerprint,
+        if apps.is_empty() { "-" } else { &apps }
+    )
+}
+
+pub(crate) async fn list(context: &Context, caller: &Caller) -> Result<Outcome, VerbError> {
+    caller.require_admin("list keys")?;
+    let listing = context.store.list(&context.store.keys().ssh_keys()).await?;
+    let keys: Vec<&SshKey> = listing.entries.iter().map(|entry| &entry.value).collect();
+    let text = keys
+        .iter()
+        .map(|key| describe(key))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Ok(Outcome::new(text, json!(keys)))
+}
+
+pub(crate) async fn add(
+    context: &Context,
+    caller: &Caller,
+    args: Args,
+    stdin: &[u8],
+) -> Result<Outcome, VerbError> {
+    let (positionals, flags) = args.parse()?;
+    let [name] = <[String; 1]>::try_from(positionals).map_err(|_| args.usage())?;
+    caller.require_admin("add keys")?;
+    let (role, apps) = role_and_apps(&flags)?;
+    let text = String::from_utf8_lossy(stdin);
+    let key = parse_public_key(&text, &name, role, apps)?;
+    add_key(context, &key).await?;
+    Ok(Outcome::new(
+        format!("added key {}", describe(&key)),
+        json!(key),
+    ))
+}
+
+pub(crate) async fn remove(
+    context: &Context,
+    caller: &Caller,
+    args: Args,
+) -> Result<Outcome, VerbError> {
+    let [wanted] = <[String; 1]>::try_from(args.exactly(1)?).map_err(|_| args.usage())?;
+    caller.require_admin("remove keys")?;
+    let store = &context.store;
+    let listing = store.list(&store.keys().ssh_keys()).await?;
+    let found = listing
+        .entries
+        .iter()
+        .find(|entry| entry.value.name == wanted || entry.value.fingerprint == wanted)
+        .ok_or_else(|| {
+            VerbError::NotFound(format!(
+                "no key named or with fingerprint `{wanted}`: see ssh-keys:list"
+            ))
+        })?;
+    let admins = listing
+        .entries
+        .iter()
+        .filter(|entry| entry.value.role == Role::Admin)
+        .count();
+    if found.value.role == Role::Admin && admins == 1 {
+        return Err(VerbError::Conflict(format!(
+            "`{}` is the last admin key: add another admin key before removing it",
+            found.value.name
+        )));
+    }
+    let key = store.keys().ssh_key(&found.value.fingerprint)?;
+    store
+        .delete_if_unchanged(&key, found.mod_revision)
+        .await
+        .map_err(|error| match error.conflict() {
+            Some(_) => VerbError::Conflict("the key changed meanwhile: try again".to_string()),
+            None => error.into(),
+        })?;
+    Ok(Outcome::new(
+        format!("removed key {}", describe(&found.value)),
+        json!(found.value),
+    ))
+}

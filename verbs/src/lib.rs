@@ -1,0 +1,221 @@
+//! Paz's verbs (`apps:create`, `config:set`, ...) as functions over the store:
+//! one implementation serves every front door (SSH commands now, the REST API
+//! later). A front door authenticates the caller, splits the command line and
+//! calls [`run`]; the verb checks the caller's rights and does the work.
+
+#![forbid(unsafe_code)]
+
+mod apps;
+mod args;
+mod caller;
+mod config;
+mod domains;
+mod error;
+mod health;
+pub mod keys;
+mod tokens;
+
+use std::path::PathBuf;
+
+use serde_json::json;
+use store::Store;
+
+pub use apps::create_app;
+pub use caller::Caller;
+pub use error::VerbError;
+pub use tokens::secret_sha256;
+
+/// What verbs work on.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub store: Store,
+    /// The data dir: git repos live in `<data_dir>/git/<app>.git`.
+    pub data_dir: PathBuf,
+}
+
+impl Context {
+    /// The bare repository of `app`.
+    pub fn repo_path(&self, app: &store::AppName) -> PathBuf {
+        self.data_dir.join("git").join(format!("{app}.git"))
+    }
+}
+
+/// A verb's result: text for people and JSON for scripts (`--json`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub text: String,
+    pub json: serde_json::Value,
+}
+
+impl Outcome {
+    fn new(text: impl Into<String>, json: serde_json::Value) -> Outcome {
+        Outcome {
+            text: text.into(),
+            json,
+        }
+    }
+}
+
+/// One verb as `help` lists it.
+#[derive(Debug, Clone, Copy)]
+pub struct Verb {
+    pub name: &'static str,
+    pub usage: &'static str,
+    pub summary: &'static str,
+    /// Whether it reads its input (e.g. a public key) from stdin.
+    pub reads_stdin: bool,
+}
+
+const fn verb(name: &'static str, usage: &'static str, summary: &'static str) -> Verb {
+    Verb {
+        name,
+        usage,
+        summary,
+        reads_stdin: false,
+    }
+}
+
+/// Every verb, in the order `help` lists them.
+pub const VERBS: &[Verb] = &[
+    verb("help", "help", "list the verbs"),
+    verb("apps:list", "apps:list", "list the apps you may use"),
+    verb("apps:create", "apps:create APP", "create an app (admin)"),
+    verb("apps:info", "apps:info APP", "show an app's settings"),
+    verb(
+        "apps:destroy",
+        "apps:destroy APP --force",
+        "delete an app, its releases and its repo (admin)",
+    ),
+    verb(
+        "ssh-keys:list",
+        "ssh-keys:list",
+        "list the SSH keys (admin)",
+    ),
+    Verb {
+        reads_stdin: true,
+        ..verb(
+            "ssh-keys:add",
+            "ssh-keys:add NAME [--role admin|deployer] [--apps A,B] < key.pub",
+            "add the public key on stdin (admin)",
+        )
+    },
+    verb(
+        "ssh-keys:remove",
+        "ssh-keys:remove NAME|FINGERPRINT",
+        "remove an SSH key (admin)",
+    ),
+    verb("tokens:list", "tokens:list", "list the API tokens (admin)"),
+    verb(
+        "tokens:create",
+        "tokens:create NAME [--role admin|deployer] [--apps A,B]",
+        "create an API token and print its secret once (admin)",
+    ),
+    verb(
+        "tokens:revoke",
+        "tokens:revoke NAME",
+        "revoke an API token (admin)",
+    ),
+    verb(
+        "config:show",
+        "config:show APP",
+        "show an app's environment",
+    ),
+    verb(
+        "config:get",
+        "config:get APP KEY",
+        "print one environment variable",
+    ),
+    verb(
+        "config:set",
+        "config:set APP KEY=VALUE ...",
+        "set environment variables",
+    ),
+    verb(
+        "config:unset",
+        "config:unset APP KEY ...",
+        "remove environment variables",
+    ),
+    verb(
+        "domains:list",
+        "domains:list APP",
+        "list the domains routed to an app",
+    ),
+    verb(
+        "domains:add",
+        "domains:add APP DOMAIN",
+        "route a domain to an app",
+    ),
+    verb(
+        "domains:remove",
+        "domains:remove APP DOMAIN",
+        "stop routing a domain to an app",
+    ),
+    verb(
+        "health:set",
+        "health:set APP [path=/up] [timeout=5] [attempts=3]",
+        "set how new instances are checked",
+    ),
+];
+
+/// The verb called `name`, if there is one.
+pub fn find(name: &str) -> Option<&'static Verb> {
+    VERBS.iter().find(|verb| verb.name == name)
+}
+
+/// Runs `verb` with `args` for `caller`. `stdin` is the caller's input for verbs
+/// that read it, and empty otherwise.
+pub async fn run(
+    context: &Context,
+    caller: &Caller,
+    verb: &str,
+    args: &[String],
+    stdin: &[u8],
+) -> Result<Outcome, VerbError> {
+    let Some(spec) = find(verb) else {
+        return Err(VerbError::UnknownVerb(verb.to_string()));
+    };
+    let args = args::Args::new(spec, args);
+    match spec.name {
+        "help" => Ok(help()),
+        "apps:list" => apps::list(context, caller).await,
+        "apps:create" => apps::create(context, caller, args).await,
+        "apps:info" => apps::info(context, caller, args).await,
+        "apps:destroy" => apps::destroy(context, caller, args).await,
+        "ssh-keys:list" => keys::list(context, caller).await,
+        "ssh-keys:add" => keys::add(context, caller, args, stdin).await,
+        "ssh-keys:remove" => keys::remove(context, caller, args).await,
+        "tokens:list" => tokens::list(context, caller).await,
+        "tokens:create" => tokens::create(context, caller, args).await,
+        "tokens:revoke" => tokens::revoke(context, caller, args).await,
+        "config:show" => config::show(context, caller, args).await,
+        "config:get" => config::get(context, caller, args).await,
+        "config:set" => config::set(context, caller, args).await,
+        "config:unset" => config::unset(context, caller, args).await,
+        "domains:list" => domains::list(context, caller, args).await,
+        "domains:add" => domains::add(context, caller, args).await,
+        "domains:remove" => domains::remove(context, caller, args).await,
+        "health:set" => health::set(context, caller, args).await,
+        other => Err(VerbError::UnknownVerb(other.to_string())),
+    }
+}
+
+fn help() -> Outcome {
+    let width = VERBS.iter().map(|verb| verb.usage.len()).max().unwrap_or(0);
+    let mut text = String::from("Paz verbs (add --json for machine-readable output):\n");
+    for verb in VERBS {
+        text.push_str(&format!("  {:width$}  {}\n", verb.usage, verb.summary));
+    }
+    let json = json!(VERBS
+        .iter()
+        .map(|verb| json!({"verb": verb.name, "usage": verb.usage, "summary": verb.summary}))
+        .collect::<Vec<_>>());
+    Outcome::new(text.trim_end(), json)
+}
+
+/// Seconds since the Unix epoch.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default()
+}

@@ -1,0 +1,108 @@
+//! `tokens:*` verbs: credentials for the REST API, the registry and webhooks.
+//! Only the SHA-256 of a secret is stored; the secret is shown once.
+
+use rand::RngExt;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use store::records::{Role, Token};
+use store::AppName;
+
+use crate::args::Args;
+use crate::keys::role_and_apps;
+use crate::{Caller, Context, Outcome, VerbError};
+
+/// The hex SHA-256 of a token secret, as stored.
+pub fn secret_sha256(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn describe(token: &Token) -> String {
+    let role = match token.role {
+        Role::Admin => "admin",
+        Role::Deployer => "deployer",
+    };
+    let apps = token
+        .apps
+        .iter()
+        .map(AppName::as_str)
+        .collect::<Vec<_>>()
+        .join(",");
+    format!(
+        "{}  {role}  {}",
+        token.name,
+        if apps.is_empty() { "-" } else { &apps }
+    )
+}
+
+pub(crate) async fn list(context: &Context, caller: &Caller) -> Result<Outcome, VerbError> {
+    caller.require_admin("list tokens")?;
+    let listing = context.store.list(&context.store.keys().tokens()).await?;
+    let text = listing
+        .entries
+        .iter()
+        .map(|entry| describe(&entry.value))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let json = json!(listing
+        .entries
+        .iter()
+        .map(|entry| json!({"name": entry.value.name, "role": entry.value.role, "apps": entry.value.apps}))
+        .collect::<Vec<_>>());
+    Ok(Outcome::new(text, json))
+}
+
+pub(crate) async fn create(
+    context: &Context,
+    caller: &Caller,
+    args: Args,
+) -> Result<Outcome, VerbError> {
+    let (positionals, flags) = args.parse()?;
+    let [name] = <[String; 1]>::try_from(positionals).map_err(|_| args.usage())?;
+    caller.require_admin("create tokens")?;
+    let (role, apps) = role_and_apps(&flags)?;
+    let key = context.store.keys().token(&name)?;
+    let random: [u8; 24] = rand::rng().random();
+    let secret = format!("paz_{}", hex::encode(random));
+    let token = Token {
+        name: name.clone(),
+        secret_sha256: secret_sha256(&secret),
+        role,
+        apps,
+    };
+    context
+        .store
+        .create(&key, &token)
+        .await
+        .map_err(|error| match error.conflict() {
+            Some(_) => VerbError::Conflict(format!(
+                "a token named `{name}` exists: revoke it first or choose another name"
+            )),
+            None => error.into(),
+        })?;
+    Ok(Outcome::new(
+        format!(
+            "created token {}\nsecret (shown once, keep it safe): {secret}",
+            describe(&token)
+        ),
+        json!({"name": name, "secret": secret, "role": token.role, "apps": token.apps}),
+    ))
+}
+
+pub(crate) async fn revoke(
+    context: &Context,
+    caller: &Caller,
+    args: Args,
+) -> Result<Outcome, VerbError> {
+    let [name] = <[String; 1]>::try_from(args.exactly(1)?).map_err(|_| args.usage())?;
+    caller.require_admin("revoke tokens")?;
+    let key = context.store.keys().token(&name)?;
+    if !context.store.delete(&key).await? {
+        return Err(VerbError::NotFound(format!(
+            "no token named `{name}`: see tokens:list"
+        )));
+    }
+    Ok(Outcome::new(
+        format!("revoked token {name}"),
+        json!({"name": name}),
+    ))
+}
