@@ -81,7 +81,7 @@ async fn run_roles(
     config: &UpConfig,
     endpoints: Vec<String>,
     admin_key: Option<&store::records::SshKey>,
-    mut local_etcd: Option<&mut LocalEtcd>,
+    local_etcd: Option<&mut LocalEtcd>,
 ) -> anyhow::Result<()> {
     if let Some(etcd) = local_etcd.as_deref() {
         write_atomically(&config.data_dir.join("etcd.url"), &etcd.client_url())?;
@@ -106,7 +106,7 @@ async fn run_roles(
 
     print_banner(config, &store, local_etcd.as_deref(), ssh_addr);
     let outcome = tokio::select! {
-        outcome = wait_for_shutdown(local_etcd.as_deref_mut()) => outcome,
+        outcome = wait_for_shutdown(local_etcd) => outcome,
         result = &mut ssh => Err(anyhow::anyhow!("the SSH server stopped: {:?}", result)),
     };
 

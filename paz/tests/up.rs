@@ -25,6 +25,7 @@ struct Running {
     paz: ChildGuard,
     etcd_url: String,
     etcd_pid: Option<u32>,
+    ssh_port: u16,
 }
 
 /// Starts `paz up ARGS` and waits for its banner.
@@ -49,12 +50,17 @@ fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
         }
     });
     let mut etcd_line = None;
+    let mut ssh_port = None;
     loop {
         let line = received
             .recv_timeout(Duration::from_secs(60))
             .expect("paz up printed no banner within 60s");
         if let Some(rest) = line.trim().strip_prefix("etcd ") {
             etcd_line = Some(rest.trim().to_string());
+        }
+        if let Some(rest) = line.trim().strip_prefix("ssh ") {
+            let address = rest.split_whitespace().next().unwrap();
+            ssh_port = Some(address.rsplit(':').next().unwrap().parse().unwrap());
         }
         if line.starts_with("stop with Ctrl-C") {
             break;
@@ -70,6 +76,7 @@ fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
         paz,
         etcd_url,
         etcd_pid,
+        ssh_port: ssh_port.expect("the banner names the ssh address"),
     }
 }
 
@@ -325,9 +332,9 @@ async fn a_bad_admin_key_is_refused_and_nothing_is_written() {
     for (file, message) in [
         (
             identity.private_key.as_path(),
-            "is a private key: give the public key (the .pub file) to --admin-key",
+            "that is a private key: give the public key (the .pub file)",
         ),
-        (garbage.as_path(), "is not an OpenSSH public key"),
+        (garbage.as_path(), "not an OpenSSH public key"),
         (
             Path::new("/nonexistent.pub"),
             "cannot read admin key /nonexistent.pub",
@@ -350,5 +357,115 @@ async fn a_bad_admin_key_is_refused_and_nothing_is_written() {
         everything.entries.is_empty(),
         "nothing written: {:?}",
         everything.entries
+    );
+}
+
+#[tokio::test]
+async fn a_push_to_paz_up_is_stored_and_paz_keys_add_lets_a_deployer_in() {
+    let admin = tests::SshIdentity::new("ed25519");
+    let admin_file = admin.private_key.with_extension("pub");
+    let dir = tests::temp_dir();
+    let data_dir = dir.path().to_str().unwrap();
+    let running = start(
+        &[
+            "--data-dir",
+            data_dir,
+            "--admin-key",
+            admin_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let url = format!("ssh://paz@127.0.0.1:{}/demo", running.ssh_port);
+
+    let work = tests::temp_dir();
+    let git = |args: &[&str]| {
+        let output = admin.git(work.path()).args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stderr).to_string()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(work.path().join("README"), "hello\n").unwrap();
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "first"]);
+    let pushed = git(&["push", &url, "main"]);
+    assert!(
+        pushed.contains("this Paz has no builder yet, so it was stored and not deployed"),
+        "{pushed}"
+    );
+
+    // The first deployer key, added on the host against the etcd paz up runs.
+    let deployer = tests::SshIdentity::new("ed25519");
+    let deployer_file = deployer.private_key.with_extension("pub");
+    let output = paz()
+        .args([
+            "keys",
+            "add",
+            "dana",
+            deployer_file.to_str().unwrap(),
+            "--apps",
+            "demo",
+            "--data-dir",
+            data_dir,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("added key dana ({}) as deployer", deployer.fingerprint())
+    );
+    let output = deployer.ssh("paz@127.0.0.1", running.ssh_port, &["apps:list"]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "demo");
+
+    // Bad input to paz keys add changes nothing.
+    let output = paz()
+        .args([
+            "keys",
+            "add",
+            "dana",
+            deployer_file.to_str().unwrap(),
+            "--data-dir",
+            data_dir,
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("this key is already added as `dana`"));
+    let output = paz()
+        .args([
+            "keys",
+            "add",
+            "x",
+            "/nonexistent.pub",
+            "--data-dir",
+            data_dir,
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read /nonexistent.pub"));
+    let output = paz()
+        .args([
+            "keys",
+            "add",
+            "x",
+            deployer_file.to_str().unwrap(),
+            "--data-dir",
+            "/nonexistent",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("no --etcd given and /nonexistent/etcd.url is missing"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }

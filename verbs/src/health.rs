@@ -40,9 +40,11 @@ pub(crate) async fn set(
             }
             Some(("timeout", value)) => timeout = Some(number(value, 300)?),
             Some(("attempts", value)) => attempts = Some(number(value, 100)? as u32),
-            _ => return Err(VerbError::Invalid(format!(
+            _ => {
+                return Err(VerbError::Invalid(format!(
                 "`{setting}` is not a health setting: use path=/up, timeout=SECONDS or attempts=N"
-            ))),
+            )))
+            }
         }
     }
     let (app, ()) = update(context, caller, &words[0], |app| {

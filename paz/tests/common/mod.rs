@@ -1,0 +1,232 @@
+//! What the SSH tests share: a gitd on a test store with an admin key, a deploy
+//! handler the test controls, and git helpers.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use gitd::{DeployHandler, Gitd, GitdConfig, Push};
+use store::records::Role;
+use store::Store;
+use tests::SshIdentity;
+use tokio::sync::{watch, Semaphore};
+
+/// A deploy handler for tests: it prints three steps, can be held between the
+/// first and the second until the test releases it, reads the pushed commit's
+/// message from git's quarantine, and refuses commits whose message says "fail".
+#[derive(Clone, Default)]
+pub struct TestHandler(Arc<HandlerState>);
+
+#[derive(Default)]
+pub struct HandlerState {
+    pushes: Mutex<Vec<Push>>,
+    /// When set, each deploy waits for one permit after its first line.
+    gate: Mutex<Option<Arc<Semaphore>>>,
+}
+
+impl std::ops::Deref for TestHandler {
+    type Target = HandlerState;
+    fn deref(&self) -> &HandlerState {
+        &self.0
+    }
+}
+
+impl TestHandler {
+    pub fn hold(&self) -> Arc<Semaphore> {
+        let gate = Arc::new(Semaphore::new(0));
+        *self.gate.lock().unwrap() = Some(gate.clone());
+        gate
+    }
+
+    pub fn pushed(&self) -> Vec<String> {
+        self.pushes
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|push| push.new_sha.clone())
+            .collect()
+    }
+}
+
+impl DeployHandler for TestHandler {
+    fn deploy(&self, push: Push, output: gitd::Output) -> BoxFuture<'static, Result<(), String>> {
+        let handler = self.clone();
+        Box::pin(async move {
+            handler.pushes.lock().unwrap().push(push.clone());
+            output
+                .line(format!("step 1: building {}", &push.new_sha[..7]))
+                .await;
+            let gate = handler.gate.lock().unwrap().clone();
+            if let Some(gate) = gate {
+                gate.acquire().await.unwrap().forget();
+            }
+            let message = Command::new("git")
+                .args(["log", "-1", "--format=%s", &push.new_sha])
+                .current_dir(&push.repo)
+                .envs(push.git_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .output()
+                .unwrap();
+            let message = String::from_utf8_lossy(&message.stdout).trim().to_string();
+            output.line(format!("step 2: commit says {message}")).await;
+            if message.contains("fail") {
+                return Err("the test handler refuses commits that say fail".to_string());
+            }
+            output
+                .line(format!(
+                    "step 3: deployed {} by {}",
+                    push.app, push.pusher.name
+                ))
+                .await;
+            Ok(())
+        })
+    }
+}
+
+pub struct Fixture {
+    pub store: Store,
+    pub data: tempfile::TempDir,
+    pub port: u16,
+    pub handler: TestHandler,
+    pub admin: SshIdentity,
+    _stop: watch::Sender<bool>,
+}
+
+pub async fn add_key(store: &Store, identity: &SshIdentity, name: &str, role: Role, apps: &[&str]) {
+    let apps = apps
+        .iter()
+        .map(|app| store::AppName::new(app).unwrap())
+        .collect();
+    let key = verbs::keys::parse_public_key(&identity.public_key, name, role, apps).unwrap();
+    store
+        .put(&store.keys().ssh_key(&key.fingerprint).unwrap(), &key)
+        .await
+        .unwrap();
+}
+
+pub async fn start_gitd(
+    store: Store,
+    data_dir: &Path,
+    handler: TestHandler,
+    tune: impl FnOnce(&mut GitdConfig),
+) -> (u16, watch::Sender<bool>, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut config = GitdConfig::new(
+        data_dir.to_path_buf(),
+        PathBuf::from(env!("CARGO_BIN_EXE_paz")),
+    );
+    tune(&mut config);
+    let gitd = Gitd::new(config, store, Arc::new(handler)).unwrap();
+    let host_key = gitd.host_public_key();
+    let (stop, mut stopped) = watch::channel(false);
+    tokio::spawn(gitd.serve(listener, async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    }));
+    (port, stop, host_key)
+}
+
+pub async fn fixture(test_name: &str) -> Fixture {
+    let store = tests::test_store(test_name).await;
+    let admin = SshIdentity::new("ed25519");
+    add_key(&store, &admin, "admin", Role::Admin, &[]).await;
+    let data = tests::temp_dir();
+    let handler = TestHandler::default();
+    let (port, stop, _) = start_gitd(store.clone(), data.path(), handler.clone(), |_| {}).await;
+    Fixture {
+        store,
+        data,
+        port,
+        handler,
+        admin,
+        _stop: stop,
+    }
+}
+
+impl Fixture {
+    pub fn url(&self, app: &str) -> String {
+        format!("ssh://paz@127.0.0.1:{}/{app}", self.port)
+    }
+
+    pub fn ssh(&self, who: &SshIdentity, args: &[&str]) -> Output {
+        who.ssh("paz@127.0.0.1", self.port, args)
+    }
+
+    pub fn repo(&self, app: &str) -> PathBuf {
+        self.data.path().join("git").join(format!("{app}.git"))
+    }
+
+    /// Every key and revision under the test's prefix, and every file under the
+    /// data dir's repos: what a refused request must leave as it was.
+    pub async fn state(&self) -> (Vec<(String, i64)>, Vec<PathBuf>) {
+        let listing = self
+            .store
+            .list(&self.store.keys().everything())
+            .await
+            .unwrap();
+        let keys = listing
+            .entries
+            .into_iter()
+            .map(|e| (e.key, e.mod_revision))
+            .collect();
+        let mut files = Vec::new();
+        let mut stack = vec![self.data.path().join("git")];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if entry.path().is_dir() {
+                    stack.push(entry.path());
+                }
+                files.push(entry.path());
+            }
+        }
+        files.sort();
+        (keys, files)
+    }
+}
+
+/// A work tree with one commit per message, on branch main.
+pub fn work_tree(who: &SshIdentity, messages: &[&str]) -> tempfile::TempDir {
+    let dir = tests::temp_dir();
+    run_git(who, dir.path(), &["init", "-q", "-b", "main"]);
+    for (n, message) in messages.iter().enumerate() {
+        std::fs::write(dir.path().join("file.txt"), format!("version {n}\n")).unwrap();
+        run_git(who, dir.path(), &["add", "."]);
+        run_git(who, dir.path(), &["commit", "-q", "-m", message]);
+    }
+    dir
+}
+
+pub fn run_git(who: &SshIdentity, dir: &Path, args: &[&str]) -> String {
+    let output = who.git(dir).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// The ref `name` on the server as `git ls-remote` shows it.
+pub fn remote_ref(fixture: &Fixture, who: &SshIdentity, app: &str, name: &str) -> Option<String> {
+    let dir = tests::temp_dir();
+    let output = who
+        .git(dir.path())
+        .args(["ls-remote", &fixture.url(app), name])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "ls-remote: {}", stderr(&output));
+    stdout(&output)
+        .split_whitespace()
+        .next()
+        .map(str::to_string)
+}
