@@ -77,7 +77,7 @@ pub(crate) async fn create(
     caller: &Caller,
     args: Args,
 ) -> Result<Outcome, VerbError> {
-    let [name] = <[String; 1]>::try_from(args.exactly(1)?).map_err(|_| args.usage())?;
+    let name = args.one()?;
     caller.require_admin("create apps")?;
     let app = AppName::new(&name)?;
     create_app(context, &app).await?;
@@ -108,7 +108,7 @@ pub(crate) async fn info(
     caller: &Caller,
     args: Args,
 ) -> Result<Outcome, VerbError> {
-    let [name] = <[String; 1]>::try_from(args.exactly(1)?).map_err(|_| args.usage())?;
+    let name = args.one()?;
     let (app, record) = load(context, caller, &name).await?;
     let app_record = record.value;
     let keys = context.store.keys();
@@ -154,8 +154,7 @@ pub(crate) async fn destroy(
     caller: &Caller,
     args: Args,
 ) -> Result<Outcome, VerbError> {
-    let (positionals, flags) = args.parse()?;
-    let [name] = <[String; 1]>::try_from(positionals).map_err(|_| args.usage())?;
+    let (name, flags) = args.one_and_flags()?;
     caller.require_admin("destroy apps")?;
     let (app, record) = load(context, caller, &name).await?;
     if !flags.contains_key("--force") {

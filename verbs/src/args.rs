@@ -10,9 +10,8 @@ const VALUE_FLAGS: &[&str] = &["--role", "--apps"];
 
 #[derive(Debug)]
 pub(crate) struct Args {
+    /// The verb's usage line; the flags it names are the ones allowed.
     usage: &'static str,
-    /// Flags are checked against the verb's usage line.
-    allowed: &'static str,
     raw: Vec<String>,
 }
 
@@ -20,7 +19,6 @@ impl Args {
     pub(crate) fn new(verb: &Verb, raw: &[String]) -> Args {
         Args {
             usage: verb.usage,
-            allowed: verb.usage,
             raw: raw.to_vec(),
         }
     }
@@ -38,7 +36,7 @@ impl Args {
             if let Some(name) = word.strip_prefix("--") {
                 let flag = format!("--{}", name.split('=').next().unwrap_or(name));
                 if !self
-                    .allowed
+                    .usage
                     .split_whitespace()
                     .any(|part| part.trim_start_matches('[').trim_end_matches(']') == flag)
                 {
@@ -60,6 +58,26 @@ impl Args {
             }
         }
         Ok((positionals, flags))
+    }
+
+    /// Exactly one positional and no flags.
+    pub(crate) fn one(&self) -> Result<String, VerbError> {
+        let [first] = <[String; 1]>::try_from(self.exactly(1)?).map_err(|_| self.usage())?;
+        Ok(first)
+    }
+
+    /// Exactly two positionals and no flags.
+    pub(crate) fn two(&self) -> Result<(String, String), VerbError> {
+        let [first, second] =
+            <[String; 2]>::try_from(self.exactly(2)?).map_err(|_| self.usage())?;
+        Ok((first, second))
+    }
+
+    /// Exactly one positional, and the flags the usage names.
+    pub(crate) fn one_and_flags(&self) -> Result<(String, BTreeMap<String, String>), VerbError> {
+        let (positionals, flags) = self.parse()?;
+        let [first] = <[String; 1]>::try_from(positionals).map_err(|_| self.usage())?;
+        Ok((first, flags))
     }
 
     /// Exactly `count` positionals and no flags.

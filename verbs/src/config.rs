@@ -27,7 +27,7 @@ pub(crate) async fn show(
     caller: &Caller,
     args: Args,
 ) -> Result<Outcome, VerbError> {
-    let [name] = <[String; 1]>::try_from(args.exactly(1)?).map_err(|_| args.usage())?;
+    let name = args.one()?;
     let (app, record) = load(context, caller, &name).await?;
     let env = record.value.env;
     let text = if env.is_empty() {
@@ -46,7 +46,7 @@ pub(crate) async fn get(
     caller: &Caller,
     args: Args,
 ) -> Result<Outcome, VerbError> {
-    let [name, key] = <[String; 2]>::try_from(args.exactly(2)?).map_err(|_| args.usage())?;
+    let (name, key) = args.two()?;
     let (app, record) = load(context, caller, &name).await?;
     let value = record.value.env.get(&key).ok_or_else(|| {
         VerbError::NotFound(format!("{app} has no config {key}: see config:show {app}"))

@@ -12,7 +12,7 @@ pub(crate) async fn list(
     caller: &Caller,
     args: Args,
 ) -> Result<Outcome, VerbError> {
-    let [name] = <[String; 1]>::try_from(args.exactly(1)?).map_err(|_| args.usage())?;
+    let name = args.one()?;
     let (app, record) = load(context, caller, &name).await?;
     let base = context
         .store
@@ -32,7 +32,7 @@ pub(crate) async fn add(
     caller: &Caller,
     args: Args,
 ) -> Result<Outcome, VerbError> {
-    let [name, domain] = <[String; 2]>::try_from(args.exactly(2)?).map_err(|_| args.usage())?;
+    let (name, domain) = args.two()?;
     check_domain(&domain)?;
     // A domain routes to one app only.
     let apps = context.store.list(&context.store.keys().apps()).await?;
@@ -72,7 +72,7 @@ pub(crate) async fn remove(
     caller: &Caller,
     args: Args,
 ) -> Result<Outcome, VerbError> {
-    let [name, domain] = <[String; 2]>::try_from(args.exactly(2)?).map_err(|_| args.usage())?;
+    let (name, domain) = args.two()?;
     let (app, ()) = update(context, caller, &name, |app| {
         let before = app.domains.len();
         app.domains.retain(|existing| existing != &domain);

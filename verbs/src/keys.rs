@@ -163,8 +163,7 @@ pub(crate) async fn add(
     args: Args,
     stdin: &[u8],
 ) -> Result<Outcome, VerbError> {
-    let (positionals, flags) = args.parse()?;
-    let [name] = <[String; 1]>::try_from(positionals).map_err(|_| args.usage())?;
+    let (name, flags) = args.one_and_flags()?;
     caller.require_admin("add keys")?;
     let (role, apps) = role_and_apps(&flags)?;
     let text = String::from_utf8_lossy(stdin);
@@ -181,7 +180,7 @@ pub(crate) async fn remove(
     caller: &Caller,
     args: Args,
 ) -> Result<Outcome, VerbError> {
-    let [wanted] = <[String; 1]>::try_from(args.exactly(1)?).map_err(|_| args.usage())?;
+    let wanted = args.one()?;
     caller.require_admin("remove keys")?;
     let store = &context.store;
     let listing = store.list(&store.keys().ssh_keys()).await?;

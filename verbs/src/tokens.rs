@@ -56,8 +56,7 @@ pub(crate) async fn create(
     caller: &Caller,
     args: Args,
 ) -> Result<Outcome, VerbError> {
-    let (positionals, flags) = args.parse()?;
-    let [name] = <[String; 1]>::try_from(positionals).map_err(|_| args.usage())?;
+    let (name, flags) = args.one_and_flags()?;
     caller.require_admin("create tokens")?;
     let (role, apps) = role_and_apps(&flags)?;
     let key = context.store.keys().token(&name)?;
@@ -93,7 +92,7 @@ pub(crate) async fn revoke(
     caller: &Caller,
     args: Args,
 ) -> Result<Outcome, VerbError> {
-    let [name] = <[String; 1]>::try_from(args.exactly(1)?).map_err(|_| args.usage())?;
+    let name = args.one()?;
     caller.require_admin("revoke tokens")?;
     let key = context.store.keys().token(&name)?;
     if !context.store.delete(&key).await? {
