@@ -28,6 +28,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage the image registry on this host.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
     /// Run by git in each app repo; not for people.
     #[command(hide = true)]
     Hook {
@@ -80,6 +85,24 @@ pub(crate) struct StoreFlags {
         value_name = "PREFIX"
     )]
     pub(crate) etcd_prefix: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RegistryCommand {
+    /// Remove manifests and blobs no tag, release or upload refers to.
+    Gc(GcFlags),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GcFlags {
+    /// Only report what would be removed
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Leave anything younger than this many seconds (a push may be in flight)
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    pub(crate) min_age: u64,
+    #[command(flatten)]
+    pub(crate) store: StoreFlags,
 }
 
 #[derive(Debug, Subcommand)]

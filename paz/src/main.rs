@@ -11,6 +11,26 @@ mod up;
 
 use clap::Parser;
 
+/// `paz registry gc`: runs against the registry files of the data dir.
+async fn registry_gc(flags: cli::GcFlags) -> anyhow::Result<()> {
+    let (store, data_dir) = keys::connect(&flags.store).await?;
+    let storage = registry::Storage::new(data_dir.join("registry"));
+    let min_age = std::time::Duration::from_secs(flags.min_age);
+    let report = registry::collect(&storage, &store, flags.dry_run, min_age).await?;
+    let verb = if flags.dry_run { "would remove" } else { "removed" };
+    for manifest in &report.manifests {
+        println!("{verb} manifest {manifest}");
+    }
+    println!(
+        "{verb} {} manifests, {} blobs ({} bytes), {} abandoned uploads",
+        report.manifests.len(),
+        report.blobs.len(),
+        report.bytes,
+        report.uploads
+    );
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     // The hook's output goes to the pusher: no logging setup, nothing extra.
@@ -43,6 +63,9 @@ fn main() -> std::process::ExitCode {
             cli::Command::Keys {
                 command: cli::KeysCommand::Add(flags),
             } => keys::add(flags).await,
+            cli::Command::Registry {
+                command: cli::RegistryCommand::Gc(flags),
+            } => registry_gc(flags).await,
             cli::Command::Hook { .. } => unreachable!("handled before the runtime starts"),
         }
     });

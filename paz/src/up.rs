@@ -98,29 +98,39 @@ async fn run_roles(
         store.clone(),
         Arc::new(StoreOnly),
     )?;
+    let registry_listener = tokio::net::TcpListener::bind(config.registry_listen)
+        .await
+        .with_context(|| format!("cannot listen on --registry-listen {}", config.registry_listen))?;
+    let registry_addr = registry_listener.local_addr()?;
+    let registry = registry::Registry::new(config.data_dir.join("registry"), store.clone());
+
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop_signal = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     let mut ssh = tokio::spawn(gitd.serve(ssh_listener, stop_signal(stopped.clone())));
+    let mut images = tokio::spawn(registry.serve(registry_listener, stop_signal(stopped.clone())));
 
-    print_banner(config, &store, local_etcd.as_deref(), ssh_addr);
+    print_banner(config, &store, local_etcd.as_deref(), ssh_addr, registry_addr);
     let outcome = tokio::select! {
         outcome = wait_for_shutdown(local_etcd) => outcome,
-        result = &mut ssh => Err(anyhow::anyhow!("the SSH server stopped: {:?}", result)),
+        result = &mut ssh => Err(anyhow::anyhow!("the SSH server stopped: {result:?}")),
+        result = &mut images => Err(anyhow::anyhow!("the registry stopped: {result:?}")),
     };
 
     info!("shutting down");
     let _ = stop.send(true);
-    if !ssh.is_finished()
-        && tokio::time::timeout(SHUTDOWN_TIMEOUT, &mut ssh)
-            .await
-            .is_err()
-    {
-        warn!("the SSH server did not stop in time");
-        ssh.abort();
-    }
+    stop_role("SSH server", &mut ssh).await;
+    stop_role("registry", &mut images).await;
     outcome
+}
+
+/// Waits for a role's task to end after the stop signal, aborting it after the timeout.
+async fn stop_role<T>(name: &str, task: &mut tokio::task::JoinHandle<T>) {
+    if !task.is_finished() && tokio::time::timeout(SHUTDOWN_TIMEOUT, &mut *task).await.is_err() {
+        warn!("the {name} did not stop in time");
+        task.abort();
+    }
 }
 
 /// Writes `text` to `path` through a temp file and a rename.
@@ -200,7 +210,13 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
     Ok(file)
 }
 
-fn print_banner(config: &UpConfig, store: &Store, local_etcd: Option<&LocalEtcd>, ssh: SocketAddr) {
+fn print_banner(
+    config: &UpConfig,
+    store: &Store,
+    local_etcd: Option<&LocalEtcd>,
+    ssh: SocketAddr,
+    registry: SocketAddr,
+) {
     let etcd = match local_etcd {
         Some(etcd) => format!(
             "{} (local, pid {}, data in {})",
@@ -218,6 +234,10 @@ fn print_banner(config: &UpConfig, store: &Store, local_etcd: Option<&LocalEtcd>
     println!(
         "  ssh       {ssh}   git remote: ssh://paz@HOST:{}/APP",
         ssh.port()
+    );
+    println!(
+        "  registry  {registry}   docker login HOST:{} -u TOKEN-NAME",
+        registry.port()
     );
     println!("stop with Ctrl-C");
 }

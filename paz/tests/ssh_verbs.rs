@@ -341,7 +341,7 @@ async fn keys_are_added_from_stdin_listed_and_removed() {
         (another_key.as_str(), vec!["ssh-keys:add", "dana"], "a key named `dana` exists: remove it first or choose another name".to_string()),
         ("not a key", vec!["ssh-keys:add", "x"], "not an OpenSSH public key: give a line such as `ssh-ed25519 AAAA... me@host`".to_string()),
         ("", vec!["ssh-keys:add", "x"], "no public key given: pass the .pub file on stdin".to_string()),
-        (dana.public_key.as_str(), vec!["ssh-keys:add", "x", "--role", "root"], "role `root` is invalid: use admin or deployer".to_string()),
+        (dana.public_key.as_str(), vec!["ssh-keys:add", "x", "--role", "root"], "role `root` is invalid: use admin, deployer or machine".to_string()),
         (dana.public_key.as_str(), vec!["ssh-keys:add", "a/b"], "key name `a/b` is invalid: it has a character that is not allowed; use 1 to 128 letters, digits, dots, dashes, underscores or colons".to_string()),
     ] {
         let output = admin.ssh_with_input("paz@127.0.0.1", fixture.port, &args, input.as_bytes());

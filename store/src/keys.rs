@@ -5,7 +5,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use crate::names::{check_segment, AppName, NameError};
-use crate::records::{App, Build, Machine, Release, SshKey, Token, UnitState};
+use crate::records::{App, Build, ImageEvent, Machine, Release, SshKey, Token, UnitState};
 
 /// One key and the type of record it holds.
 pub struct Key<T> {
@@ -248,6 +248,16 @@ impl Keys {
     /// Every announced instance of every app (what the proxy watches).
     pub fn services(&self) -> Prefix<String> {
         Prefix::new(format!("{}/services/", self.root), false)
+    }
+
+    /// One image event; `id` sorts by time (zero-padded nanoseconds, then a suffix).
+    pub fn image_event(&self, id: &str) -> Result<Key<ImageEvent>, NameError> {
+        check_segment("event id", id)?;
+        Ok(Key::new(format!("{}/images/events/{id}", self.root)))
+    }
+
+    pub fn image_events(&self) -> Prefix<ImageEvent> {
+        Prefix::new(format!("{}/images/events/", self.root), true)
     }
 
     /// The election key of a leader-elected role (e.g. `scheduler`).

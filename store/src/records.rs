@@ -62,7 +62,7 @@ macro_rules! json_record {
     )*};
 }
 
-json_record!(App, Release, SshKey, Token, Build, Machine, UnitState);
+json_record!(App, Release, SshKey, Token, Build, Machine, UnitState, ImageEvent);
 
 /// What a key or token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +72,18 @@ pub enum Role {
     Admin,
     /// Push and manage the apps listed in `apps` only.
     Deployer,
+    /// Pull images only (tokens for agents).
+    Machine,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Deployer => "deployer",
+            Role::Machine => "machine",
+        }
+    }
 }
 
 /// `/paz/keys/<fingerprint>`: an SSH public key allowed to connect.
@@ -227,6 +239,43 @@ pub struct Release {
     pub by: String,
     pub cause: ReleaseCause,
     pub status: ReleaseStatus,
+}
+
+/// Where an image event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageSource {
+    /// A tagged manifest pushed to Paz's own registry.
+    Push,
+    /// `POST /hooks/registry`: another registry's notification.
+    Registry,
+    /// `POST /hooks/dockerhub`.
+    Dockerhub,
+    /// `POST /hooks/deploy`: `{app, image}`.
+    Deploy,
+}
+
+/// `/paz/images/events/<id>`: a new image is available (the deployer turns it
+/// into a deploy of the apps that follow the repository; the web UI lists them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageEvent {
+    /// As pushed, e.g. `web` or `127.0.0.1:5000/web/worker` for another registry.
+    pub repository: String,
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// `sha256:...`, when the source says it.
+    #[serde(default)]
+    pub digest: Option<String>,
+    #[serde(default)]
+    pub media_type: Option<String>,
+    /// The app the event is for, when the source names one (`/hooks/deploy`).
+    #[serde(default)]
+    pub app: Option<AppName>,
+    /// The token that caused it.
+    pub by: String,
+    pub source: ImageSource,
+    /// Seconds since the Unix epoch.
+    pub at: u64,
 }
 
 /// Where a build is in its life.

@@ -47,8 +47,9 @@ impl Caller {
             return Ok(());
         }
         Err(VerbError::Denied(format!(
-            "`{}` is a deployer and may not {what}: that needs the admin role",
-            self.name
+            "`{}` is a {} and may not {what}: that needs the admin role",
+            self.name,
+            self.role.as_str()
         )))
     }
 

@@ -104,9 +104,10 @@ pub(crate) fn role_and_apps(
     let role = match flags.get("--role").map(String::as_str) {
         None | Some("deployer") => Role::Deployer,
         Some("admin") => Role::Admin,
+        Some("machine") => Role::Machine,
         Some(other) => {
             return Err(VerbError::Invalid(format!(
-                "role `{other}` is invalid: use admin or deployer"
+                "role `{other}` is invalid: use admin, deployer or machine"
             )))
         }
     };
@@ -118,9 +119,9 @@ pub(crate) fn role_and_apps(
             .map(AppName::new)
             .collect::<Result<Vec<_>, _>>()?,
     };
-    if role == Role::Admin && !apps.is_empty() {
+    if role != Role::Deployer && !apps.is_empty() {
         return Err(VerbError::Invalid(
-            "--apps is for deployers: an admin may use every app".to_string(),
+            "--apps is for deployers: an admin may use every app, a machine only pulls".to_string(),
         ));
     }
     Ok((role, apps))
@@ -133,10 +134,7 @@ fn describe(key: &SshKey) -> String {
         .map(AppName::as_str)
         .collect::<Vec<_>>()
         .join(",");
-    let role = match key.role {
-        Role::Admin => "admin",
-        Role::Deployer => "deployer",
-    };
+    let role = key.role.as_str();
     format!(
         "{}  {role}  {}  {}",
         key.name,
@@ -166,6 +164,11 @@ pub(crate) async fn add(
     let (name, flags) = args.one_and_flags()?;
     caller.require_admin("add keys")?;
     let (role, apps) = role_and_apps(&flags)?;
+    if role == Role::Machine {
+        return Err(VerbError::Invalid(
+            "machine is a role for tokens (agents pulling images): give a key admin or deployer".to_string(),
+        ));
+    }
     let text = String::from_utf8_lossy(stdin);
     let key = parse_public_key(&text, &name, role, apps)?;
     add_key(context, &key).await?;

@@ -107,7 +107,7 @@ pub const VERBS: &[Verb] = &[
     verb("tokens:list", "tokens:list", "list the API tokens (admin)"),
     verb(
         "tokens:create",
-        "tokens:create NAME [--role admin|deployer] [--apps A,B]",
+        "tokens:create NAME [--role admin|deployer|machine] [--apps A,B]",
         "create an API token and print its secret once (admin)",
     ),
     verb(

@@ -4,7 +4,7 @@
 use rand::RngExt;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use store::records::{Role, Token};
+use store::records::Token;
 use store::AppName;
 
 use crate::args::Args;
@@ -17,10 +17,7 @@ pub fn secret_sha256(secret: &str) -> String {
 }
 
 fn describe(token: &Token) -> String {
-    let role = match token.role {
-        Role::Admin => "admin",
-        Role::Deployer => "deployer",
-    };
+    let role = token.role.as_str();
     let apps = token
         .apps
         .iter()

@@ -1,0 +1,181 @@
+//! Who is asking: Paz tokens (`/paz/tokens`) by HTTP Basic (user = token name,
+//! password = secret), by bearer secret, or by an HMAC-SHA256 signature of a
+//! webhook body. The token list is kept current by an etcd watch, so a revoked
+//! token stops working at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use axum::http::{header, HeaderMap};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use store::records::{Role, Token};
+use store::{AppName, Store, WatchEvent};
+use subtle::ConstantTimeEq;
+use tokio::task::JoinHandle;
+
+use crate::error::{RegistryError, Result};
+
+/// The tokens, by name, as etcd has them.
+#[derive(Debug, Default)]
+pub(crate) struct Tokens {
+    by_name: RwLock<HashMap<String, Token>>,
+    /// False until the first snapshot: until then each lookup asks etcd.
+    ready: std::sync::atomic::AtomicBool,
+}
+
+impl Tokens {
+    /// Starts the watch that keeps the list current.
+    pub(crate) fn watch(store: Store) -> (Arc<Tokens>, Arc<Store>, JoinHandle<()>) {
+        let tokens = Arc::new(Tokens::default());
+        let store = Arc::new(store);
+        let (list, watched) = (tokens.clone(), store.clone());
+        let task = tokio::spawn(async move {
+            let prefix = watched.keys().tokens();
+            let mut watch = watched.watch(&prefix);
+            while let Some(event) = watch.next_event().await {
+                let mut map = list.by_name.write().unwrap_or_else(|p| p.into_inner());
+                match event {
+                    WatchEvent::Snapshot { entries, .. } => {
+                        *map = entries.into_iter().map(|e| (e.value.name.clone(), e.value)).collect();
+                        list.ready.store(true, std::sync::atomic::Ordering::Release);
+                    }
+                    WatchEvent::Put { value, .. } => {
+                        map.insert(value.name.clone(), value);
+                    }
+                    WatchEvent::Delete { key, .. } | WatchEvent::Invalid { key, .. } => {
+                        map.remove(prefix.child_name(&key));
+                    }
+                }
+            }
+        });
+        (tokens, store, task)
+    }
+
+    fn ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    async fn all(&self, store: &Store) -> Vec<Token> {
+        if !self.ready() {
+            return store
+                .list(&store.keys().tokens())
+                .await
+                .map(|listing| listing.entries.into_iter().map(|e| e.value).collect())
+                .unwrap_or_default();
+        }
+        self.by_name.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    async fn by_name(&self, store: &Store, name: &str) -> Option<Token> {
+        if !self.ready() {
+            let key = store.keys().token(name).ok()?;
+            return store.get(&key).await.ok().flatten().map(|v| v.value);
+        }
+        self.by_name.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+}
+
+/// An authenticated caller and its rights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Principal {
+    pub(crate) name: String,
+    pub(crate) role: Role,
+    pub(crate) apps: Vec<AppName>,
+}
+
+impl Principal {
+    fn from_token(token: &Token) -> Principal {
+        Principal {
+            name: token.name.clone(),
+            role: token.role,
+            apps: token.apps.clone(),
+        }
+    }
+
+    fn owns(&self, repository: &str) -> bool {
+        let app = repository.split('/').next().unwrap_or(repository);
+        self.apps.iter().any(|owned| owned.as_str() == app)
+    }
+
+    pub(crate) fn may_pull(&self, repository: &str) -> bool {
+        matches!(self.role, Role::Admin | Role::Machine) || self.owns(repository)
+    }
+
+    pub(crate) fn may_push(&self, repository: &str) -> bool {
+        self.role == Role::Admin || (self.role == Role::Deployer && self.owns(repository))
+    }
+
+    pub(crate) fn may_use_app(&self, app: &AppName) -> bool {
+        self.role == Role::Admin || (self.role == Role::Deployer && self.apps.contains(app))
+    }
+
+    pub(crate) fn require_pull(&self, repository: &str) -> Result<()> {
+        if self.may_pull(repository) {
+            Ok(())
+        } else {
+            Err(RegistryError::denied(format!("token `{}` may not pull {repository}", self.name)))
+        }
+    }
+
+    pub(crate) fn require_push(&self, repository: &str) -> Result<()> {
+        if self.may_push(repository) {
+            Ok(())
+        } else {
+            let why = if self.role == Role::Machine { "machine tokens only pull" } else { "it is not one of the token's apps" };
+            Err(RegistryError::denied(format!("token `{}` may not push to {repository}: {why}", self.name)))
+        }
+    }
+}
+
+fn secret_matches(token: &Token, secret: &str) -> bool {
+    let hash = verbs::secret_sha256(secret);
+    hash.as_bytes().ct_eq(token.secret_sha256.as_bytes()).into()
+}
+
+/// The caller of a registry request, from its Basic credentials.
+pub(crate) async fn basic(tokens: &Tokens, store: &Store, headers: &HeaderMap) -> Result<Principal> {
+    let missing = || RegistryError::unauthorized("authenticate with a Paz token: docker login -u TOKEN-NAME (password: the token's secret)");
+    let value = headers.get(header::AUTHORIZATION).ok_or_else(missing)?;
+    let encoded = value.to_str().ok().and_then(|v| v.strip_prefix("Basic ")).ok_or_else(missing)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(missing)?;
+    let (name, secret) = decoded.split_once(':').ok_or_else(missing)?;
+    match tokens.by_name(store, name).await {
+        Some(token) if secret_matches(&token, secret) => Ok(Principal::from_token(&token)),
+        _ => Err(RegistryError::unauthorized("unknown token or wrong secret")),
+    }
+}
+
+/// The token whose secret is `secret` (bearer and `?token=` auth).
+pub(crate) async fn by_secret(tokens: &Tokens, store: &Store, secret: &str) -> Option<Principal> {
+    let mut found = None;
+    // Every token is compared, so the time taken says nothing about which matched.
+    for token in tokens.all(store).await {
+        if secret_matches(&token, secret) {
+            found = Some(Principal::from_token(&token));
+        }
+    }
+    found
+}
+
+/// The token whose HMAC-SHA256 key signed `body`. The key is the hex SHA-256
+/// of the token's secret (what etcd stores); `signature` is `sha256=<hex>`.
+pub(crate) async fn by_signature(tokens: &Tokens, store: &Store, body: &[u8], signature: &str) -> Option<Principal> {
+    let given = hex::decode(signature.strip_prefix("sha256=")?).ok()?;
+    let mut found = None;
+    for token in tokens.all(store).await {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(token.secret_sha256.as_bytes()) else {
+            continue;
+        };
+        mac.update(body);
+        if mac.verify_slice(&given).is_ok() {
+            found = Some(Principal::from_token(&token));
+        }
+    }
+    found
+}

@@ -1,0 +1,115 @@
+//! Paz's OCI image registry (distribution spec v1.1, pull and push), the image
+//! events it emits, and the inbound image webhooks, on one axum router.
+//!
+//! A component in the mini-redis manner: [`Registry::serve`] takes a bound
+//! listener and a shutdown future; [`Registry::router`] serves tests without
+//! a socket.
+
+#![forbid(unsafe_code)]
+
+mod auth;
+mod error;
+pub mod events;
+pub mod gc;
+mod handlers;
+mod hooks;
+mod names;
+mod storage;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderValue;
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use store::Store;
+use tokio::task::JoinHandle;
+
+pub use error::RegistryError;
+pub use gc::{collect, GcReport};
+pub use handlers::MAX_MANIFEST;
+pub use storage::Storage;
+
+/// What the handlers share.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub(crate) storage: Storage,
+    pub(crate) store: Arc<Store>,
+    pub(crate) tokens: Arc<auth::Tokens>,
+}
+
+/// The registry: storage under a root directory, auth and events on the store.
+#[derive(Debug)]
+pub struct Registry {
+    state: Arc<AppState>,
+    token_watch: JoinHandle<()>,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.token_watch.abort();
+    }
+}
+
+/// How long an upload may go unwritten before it counts as abandoned.
+const STALE_UPLOAD: Duration = Duration::from_secs(24 * 3600);
+
+impl Registry {
+    /// `root` is `<data-dir>/registry`. Must run inside a tokio runtime (it
+    /// starts the watch that keeps the token list current).
+    pub fn new(root: PathBuf, store: Store) -> Registry {
+        let (tokens, store, token_watch) = auth::Tokens::watch(store);
+        Registry {
+            state: Arc::new(AppState {
+                storage: Storage::new(root),
+                store,
+                tokens,
+            }),
+            token_watch,
+        }
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.state.storage
+    }
+
+    /// The HTTP surface: `/v2/...` and `/hooks/...`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/hooks/registry", post(hooks::registry))
+            .route("/hooks/dockerhub", post(hooks::dockerhub))
+            .route("/hooks/deploy", post(hooks::deploy))
+            .fallback(handlers::dispatch)
+            .layer(axum::middleware::map_response(api_version))
+            .layer(DefaultBodyLimit::disable())
+            .with_state(self.state.clone())
+    }
+
+    /// Serves until `shutdown` resolves; removes abandoned uploads as it goes.
+    pub async fn serve(self, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let sweeper = tokio::spawn(async move {
+            loop {
+                let removed = state.storage.remove_stale_uploads(STALE_UPLOAD).await;
+                if removed > 0 {
+                    tracing::info!(removed, "removed abandoned uploads");
+                }
+                tokio::time::sleep(Duration::from_secs(600)).await;
+            }
+        });
+        let result = axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await;
+        sweeper.abort();
+        result
+    }
+}
+
+async fn api_version(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert("Docker-Distribution-API-Version", HeaderValue::from_static("registry/2.0"));
+    response
+}
