@@ -17,7 +17,11 @@ async fn registry_gc(flags: cli::GcFlags) -> anyhow::Result<()> {
     let storage = registry::Storage::new(data_dir.join("registry"));
     let min_age = std::time::Duration::from_secs(flags.min_age);
     let report = registry::collect(&storage, &store, flags.dry_run, min_age).await?;
-    let verb = if flags.dry_run { "would remove" } else { "removed" };
+    let verb = if flags.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
     for manifest in &report.manifests {
         println!("{verb} manifest {manifest}");
     }

@@ -100,7 +100,12 @@ async fn run_roles(
     )?;
     let registry_listener = tokio::net::TcpListener::bind(config.registry_listen)
         .await
-        .with_context(|| format!("cannot listen on --registry-listen {}", config.registry_listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on --registry-listen {}",
+                config.registry_listen
+            )
+        })?;
     let registry_addr = registry_listener.local_addr()?;
     let registry = registry::Registry::new(config.data_dir.join("registry"), store.clone());
 
@@ -111,7 +116,13 @@ async fn run_roles(
     let mut ssh = tokio::spawn(gitd.serve(ssh_listener, stop_signal(stopped.clone())));
     let mut images = tokio::spawn(registry.serve(registry_listener, stop_signal(stopped.clone())));
 
-    print_banner(config, &store, local_etcd.as_deref(), ssh_addr, registry_addr);
+    print_banner(
+        config,
+        &store,
+        local_etcd.as_deref(),
+        ssh_addr,
+        registry_addr,
+    );
     let outcome = tokio::select! {
         outcome = wait_for_shutdown(local_etcd) => outcome,
         result = &mut ssh => Err(anyhow::anyhow!("the SSH server stopped: {result:?}")),
@@ -127,7 +138,11 @@ async fn run_roles(
 
 /// Waits for a role's task to end after the stop signal, aborting it after the timeout.
 async fn stop_role<T>(name: &str, task: &mut tokio::task::JoinHandle<T>) {
-    if !task.is_finished() && tokio::time::timeout(SHUTDOWN_TIMEOUT, &mut *task).await.is_err() {
+    if !task.is_finished()
+        && tokio::time::timeout(SHUTDOWN_TIMEOUT, &mut *task)
+            .await
+            .is_err()
+    {
         warn!("the {name} did not stop in time");
         task.abort();
     }

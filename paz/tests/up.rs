@@ -34,7 +34,12 @@ fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
         paz()
             .arg("up")
             // A free port: tests run side by side.
-            .args(["--ssh-listen", "127.0.0.1:0", "--registry-listen", "127.0.0.1:0"])
+            .args([
+                "--ssh-listen",
+                "127.0.0.1:0",
+                "--registry-listen",
+                "127.0.0.1:0",
+            ])
             .args(args)
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())

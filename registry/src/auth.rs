@@ -38,7 +38,10 @@ impl Tokens {
                 let mut map = list.by_name.write().unwrap_or_else(|p| p.into_inner());
                 match event {
                     WatchEvent::Snapshot { entries, .. } => {
-                        *map = entries.into_iter().map(|e| (e.value.name.clone(), e.value)).collect();
+                        *map = entries
+                            .into_iter()
+                            .map(|e| (e.value.name.clone(), e.value))
+                            .collect();
                         list.ready.store(true, std::sync::atomic::Ordering::Release);
                     }
                     WatchEvent::Put { value, .. } => {
@@ -65,7 +68,12 @@ impl Tokens {
                 .map(|listing| listing.entries.into_iter().map(|e| e.value).collect())
                 .unwrap_or_default();
         }
-        self.by_name.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.by_name
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     async fn by_name(&self, store: &Store, name: &str) -> Option<Token> {
@@ -73,7 +81,11 @@ impl Tokens {
             let key = store.keys().token(name).ok()?;
             return store.get(&key).await.ok().flatten().map(|v| v.value);
         }
-        self.by_name.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.by_name
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 }
 
@@ -115,7 +127,10 @@ impl Principal {
         if self.may_pull(repository) {
             Ok(())
         } else {
-            Err(RegistryError::denied(format!("token `{}` may not pull {repository}", self.name)))
+            Err(RegistryError::denied(format!(
+                "token `{}` may not pull {repository}",
+                self.name
+            )))
         }
     }
 
@@ -123,8 +138,15 @@ impl Principal {
         if self.may_push(repository) {
             Ok(())
         } else {
-            let why = if self.role == Role::Machine { "machine tokens only pull" } else { "it is not one of the token's apps" };
-            Err(RegistryError::denied(format!("token `{}` may not push to {repository}: {why}", self.name)))
+            let why = if self.role == Role::Machine {
+                "machine tokens only pull"
+            } else {
+                "it is not one of the token's apps"
+            };
+            Err(RegistryError::denied(format!(
+                "token `{}` may not push to {repository}: {why}",
+                self.name
+            )))
         }
     }
 }
@@ -135,10 +157,20 @@ fn secret_matches(token: &Token, secret: &str) -> bool {
 }
 
 /// The caller of a registry request, from its Basic credentials.
-pub(crate) async fn basic(tokens: &Tokens, store: &Store, headers: &HeaderMap) -> Result<Principal> {
-    let missing = || RegistryError::unauthorized("authenticate with a Paz token: docker login -u TOKEN-NAME (password: the token's secret)");
+pub(crate) async fn basic(
+    tokens: &Tokens,
+    store: &Store,
+    headers: &HeaderMap,
+) -> Result<Principal> {
+    let missing = || {
+        RegistryError::unauthorized("authenticate with a Paz token: docker login -u TOKEN-NAME (password: the token's secret)")
+    };
     let value = headers.get(header::AUTHORIZATION).ok_or_else(missing)?;
-    let encoded = value.to_str().ok().and_then(|v| v.strip_prefix("Basic ")).ok_or_else(missing)?;
+    let encoded = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Basic "))
+        .ok_or_else(missing)?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .ok()
@@ -165,7 +197,12 @@ pub(crate) async fn by_secret(tokens: &Tokens, store: &Store, secret: &str) -> O
 
 /// The token whose HMAC-SHA256 key signed `body`. The key is the hex SHA-256
 /// of the token's secret (what etcd stores); `signature` is `sha256=<hex>`.
-pub(crate) async fn by_signature(tokens: &Tokens, store: &Store, body: &[u8], signature: &str) -> Option<Principal> {
+pub(crate) async fn by_signature(
+    tokens: &Tokens,
+    store: &Store,
+    body: &[u8],
+    signature: &str,
+) -> Option<Principal> {
     let given = hex::decode(signature.strip_prefix("sha256=")?).ok()?;
     let mut found = None;
     for token in tokens.all(store).await {

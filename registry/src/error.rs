@@ -23,10 +23,18 @@ impl RegistryError {
     }
 
     pub fn blob_unknown(digest: &str) -> RegistryError {
-        Self::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", format!("blob {digest} is not in this repository"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "BLOB_UNKNOWN",
+            format!("blob {digest} is not in this repository"),
+        )
     }
     pub fn upload_unknown() -> RegistryError {
-        Self::new(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", "no such upload in this repository: start a new one with POST")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "BLOB_UPLOAD_UNKNOWN",
+            "no such upload in this repository: start a new one with POST",
+        )
     }
     pub fn upload_invalid(message: impl Into<String>) -> RegistryError {
         Self::new(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", message)
@@ -38,20 +46,30 @@ impl RegistryError {
         Self::new(
             StatusCode::BAD_REQUEST,
             "MANIFEST_BLOB_UNKNOWN",
-            format!("the manifest refers to {digest}, which is not in this repository: push it first"),
+            format!(
+                "the manifest refers to {digest}, which is not in this repository: push it first"
+            ),
         )
     }
     pub fn manifest_invalid(message: impl Into<String>) -> RegistryError {
         Self::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", message)
     }
     pub fn manifest_unknown(reference: &str) -> RegistryError {
-        Self::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", format!("manifest {reference} is not in this repository"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
+            format!("manifest {reference} is not in this repository"),
+        )
     }
     pub fn name_invalid(message: impl Into<String>) -> RegistryError {
         Self::new(StatusCode::BAD_REQUEST, "NAME_INVALID", message)
     }
     pub fn name_unknown(name: &str) -> RegistryError {
-        Self::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", format!("repository {name} is not known to this registry"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NAME_UNKNOWN",
+            format!("repository {name} is not known to this registry"),
+        )
     }
     pub fn size_invalid(message: impl Into<String>) -> RegistryError {
         Self::new(StatusCode::BAD_REQUEST, "SIZE_INVALID", message)
@@ -69,21 +87,34 @@ impl RegistryError {
         Self::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", message)
     }
     pub fn range_invalid(message: impl Into<String>) -> RegistryError {
-        Self::new(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID", message)
+        Self::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "BLOB_UPLOAD_INVALID",
+            message,
+        )
     }
     pub fn not_found() -> RegistryError {
-        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint: see the OCI distribution spec")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "no such endpoint: see the OCI distribution spec",
+        )
     }
     /// A failure of Paz itself; the detail is logged, the client gets a short message.
     pub fn internal(what: &str, error: impl std::fmt::Display) -> RegistryError {
         tracing::error!(%error, "{what}");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", format!("the registry failed to {what}; see its log"))
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UNKNOWN",
+            format!("the registry failed to {what}; see its log"),
+        )
     }
 }
 
 impl IntoResponse for RegistryError {
     fn into_response(self) -> Response {
-        let body = json!({"errors": [{"code": self.code, "message": self.message, "detail": null}]});
+        let body =
+            json!({"errors": [{"code": self.code, "message": self.message, "detail": null}]});
         let mut response = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

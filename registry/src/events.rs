@@ -16,13 +16,21 @@ pub async fn publish(store: &Store, mut event: ImageEvent) -> Result<(), StoreEr
     event.at = now.as_secs();
     // Zero-padded nanoseconds sort in time order; the suffix keeps two events
     // of one nanosecond apart.
-    let id = format!("{:020}-{}", now.as_nanos(), hex::encode(rand::random::<[u8; 3]>()));
+    let id = format!(
+        "{:020}-{}",
+        now.as_nanos(),
+        hex::encode(rand::random::<[u8; 3]>())
+    );
     store.put(&store.keys().image_event(&id)?, &event).await?;
     tracing::info!(repository = %event.repository, tag = ?event.tag, digest = ?event.digest, by = %event.by, source = ?event.source, "image event");
     let listing = store.list(&store.keys().image_events()).await?;
     let excess = listing.entries.len().saturating_sub(KEEP);
     for entry in listing.entries.iter().take(excess) {
-        let id = store.keys().image_events().child_name(&entry.key).to_string();
+        let id = store
+            .keys()
+            .image_events()
+            .child_name(&entry.key)
+            .to_string();
         store.delete(&store.keys().image_event(&id)?).await?;
     }
     Ok(())

@@ -33,14 +33,23 @@ fn age(path: &std::path::Path) -> Duration {
 fn release_repository(image: &str) -> Option<(String, String)> {
     let (name, digest) = image.split_once('@')?;
     let name = match name.split_once('/') {
-        Some((first, rest)) if first.contains(':') || first.contains('.') || first == "localhost" => rest,
+        Some((first, rest))
+            if first.contains(':') || first.contains('.') || first == "localhost" =>
+        {
+            rest
+        }
         _ => name,
     };
     Some((name.to_string(), digest.to_string()))
 }
 
 /// Runs a collection; with `dry_run` it only reports.
-pub async fn collect(storage: &Storage, store: &Store, dry_run: bool, min_age: Duration) -> Result<GcReport, store::StoreError> {
+pub async fn collect(
+    storage: &Storage,
+    store: &Store,
+    dry_run: bool,
+    min_age: Duration,
+) -> Result<GcReport, store::StoreError> {
     // Roots: every tag, and every release's image.
     let mut roots: BTreeSet<(String, String)> = BTreeSet::new();
     for repository in storage.repositories().await {
@@ -74,15 +83,28 @@ pub async fn collect(storage: &Storage, store: &Store, dry_run: bool, min_age: D
                 pending.push((repository.clone(), child.to_string()));
             }
         }
-        let Ok(bytes) = storage.read_blob(&digest).await else { continue };
-        let Ok(manifest) = serde_json::from_slice::<Value>(&bytes) else { continue };
-        for child in manifest.get("manifests").and_then(Value::as_array).into_iter().flatten() {
+        let Ok(bytes) = storage.read_blob(&digest).await else {
+            continue;
+        };
+        let Ok(manifest) = serde_json::from_slice::<Value>(&bytes) else {
+            continue;
+        };
+        for child in manifest
+            .get("manifests")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Some(child) = child.get("digest").and_then(Value::as_str) {
                 pending.push((repository.clone(), child.to_string()));
             }
         }
         let config = manifest.get("config").into_iter();
-        let layers = manifest.get("layers").and_then(Value::as_array).into_iter().flatten();
+        let layers = manifest
+            .get("layers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
         for blob in config.chain(layers) {
             if let Some(blob) = blob.get("digest").and_then(Value::as_str) {
                 kept_blobs.insert(blob.to_string());
@@ -96,8 +118,12 @@ pub async fn collect(storage: &Storage, store: &Store, dry_run: bool, min_age: D
     for repository in storage.repositories().await {
         let dir = repositories_dir.join(&repository);
         for digest in storage.manifests(&repository).await {
-            let path = dir.join("_manifests/revisions").join(digest.trim_start_matches("sha256:"));
-            if kept_manifests.contains(&(repository.clone(), digest.clone())) || age(&path) < min_age {
+            let path = dir
+                .join("_manifests/revisions")
+                .join(digest.trim_start_matches("sha256:"));
+            if kept_manifests.contains(&(repository.clone(), digest.clone()))
+                || age(&path) < min_age
+            {
                 continue;
             }
             report.manifests.push(format!("{repository}@{digest}"));

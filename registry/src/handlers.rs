@@ -85,7 +85,9 @@ async fn handle(state: &AppState, request: Request) -> Result<Response> {
     let method = request.method().clone();
     let head = method == Method::HEAD;
     match (method, route) {
-        (Method::GET | Method::HEAD, Route::Base) => Ok((StatusCode::OK, axum::Json(json!({}))).into_response()),
+        (Method::GET | Method::HEAD, Route::Base) => {
+            Ok((StatusCode::OK, axum::Json(json!({}))).into_response())
+        }
         (Method::GET, Route::Catalog) => catalog(state, &who, &query).await,
         (Method::GET, Route::Tags { name }) => {
             who.require_pull(&name)?;
@@ -143,7 +145,9 @@ async fn handle(state: &AppState, request: Request) -> Result<Response> {
             who.require_pull(&name)?;
             referrers(state, &name, &digest, &query).await
         }
-        (method, _) => Err(RegistryError::unsupported(format!("{method} is not supported on this endpoint"))),
+        (method, _) => Err(RegistryError::unsupported(format!(
+            "{method} is not supported on this endpoint"
+        ))),
     }
 }
 
@@ -152,9 +156,16 @@ fn header_value(text: &str) -> HeaderValue {
 }
 
 /// `n` and `last` of a paginated list, and the `Link` to the next page.
-fn paginate(items: Vec<String>, query: &HashMap<String, String>, path: &str) -> Result<(Vec<String>, Option<String>)> {
+fn paginate(
+    items: Vec<String>,
+    query: &HashMap<String, String>,
+    path: &str,
+) -> Result<(Vec<String>, Option<String>)> {
     let n = match query.get("n") {
-        Some(n) => Some(n.parse::<usize>().map_err(|_| RegistryError::size_invalid(format!("n={n} is not a number")))?),
+        Some(n) => Some(
+            n.parse::<usize>()
+                .map_err(|_| RegistryError::size_invalid(format!("n={n} is not a number")))?,
+        ),
         None => None,
     };
     let mut items: Vec<String> = match query.get("last") {
@@ -173,7 +184,11 @@ fn paginate(items: Vec<String>, query: &HashMap<String, String>, path: &str) -> 
     Ok((items, link))
 }
 
-async fn catalog(state: &AppState, who: &Principal, query: &HashMap<String, String>) -> Result<Response> {
+async fn catalog(
+    state: &AppState,
+    who: &Principal,
+    query: &HashMap<String, String>,
+) -> Result<Response> {
     let names: Vec<String> = state
         .storage
         .repositories()
@@ -184,7 +199,9 @@ async fn catalog(state: &AppState, who: &Principal, query: &HashMap<String, Stri
     let (names, link) = paginate(names, query, "/v2/_catalog")?;
     let mut response = axum::Json(json!({ "repositories": names })).into_response();
     if let Some(link) = link {
-        response.headers_mut().insert(header::LINK, header_value(&link));
+        response
+            .headers_mut()
+            .insert(header::LINK, header_value(&link));
     }
     Ok(response)
 }
@@ -197,7 +214,9 @@ async fn tags(state: &AppState, name: &str, query: &HashMap<String, String>) -> 
     let (tags, link) = paginate(tags, query, &format!("/v2/{name}/tags/list"))?;
     let mut response = axum::Json(json!({ "name": name, "tags": tags })).into_response();
     if let Some(link) = link {
-        response.headers_mut().insert(header::LINK, header_value(&link));
+        response
+            .headers_mut()
+            .insert(header::LINK, header_value(&link));
     }
     Ok(response)
 }
@@ -220,7 +239,13 @@ async fn resolve(state: &AppState, name: &str, reference: &Reference) -> Result<
     Ok((digest, media_type))
 }
 
-async fn get_manifest(state: &AppState, name: &str, reference: &Reference, headers: &HeaderMap, head: bool) -> Result<Response> {
+async fn get_manifest(
+    state: &AppState,
+    name: &str,
+    reference: &Reference,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response> {
     let (digest, media_type) = resolve(state, name, reference).await?;
     // Content negotiation: a client that lists types gets one of them or nothing.
     let accepted: Vec<String> = headers
@@ -247,18 +272,29 @@ async fn get_manifest(state: &AppState, name: &str, reference: &Reference, heade
     if let Reference::Tag(_) = reference {
         response = response.header(header::ETAG, format!("\"{digest}\""));
     }
-    let body = if head { Body::empty() } else { Body::from(bytes) };
-    response.body(body).map_err(|error| RegistryError::internal("build a response", error))
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(bytes)
+    };
+    response
+        .body(body)
+        .map_err(|error| RegistryError::internal("build a response", error))
 }
 
 /// The digests a manifest refers to, and its subject, after checking its shape.
-fn references(media_type: &str, manifest: &Value) -> Result<(Vec<String>, Vec<String>, Option<String>)> {
+fn references(
+    media_type: &str,
+    manifest: &Value,
+) -> Result<(Vec<String>, Vec<String>, Option<String>)> {
     let digest_of = |value: &Value, what: &str| -> Result<String> {
         let digest = value
             .get("digest")
             .and_then(Value::as_str)
             .ok_or_else(|| RegistryError::manifest_invalid(format!("{what} has no digest")))?;
-        names::check_digest(digest).map_err(|_| RegistryError::manifest_invalid(format!("{what} has an invalid digest {digest}")))
+        names::check_digest(digest).map_err(|_| {
+            RegistryError::manifest_invalid(format!("{what} has an invalid digest {digest}"))
+        })
     };
     let subject = match manifest.get("subject") {
         Some(subject) => Some(digest_of(subject, "the subject")?),
@@ -269,7 +305,10 @@ fn references(media_type: &str, manifest: &Value) -> Result<(Vec<String>, Vec<St
             .get("manifests")
             .and_then(Value::as_array)
             .ok_or_else(|| RegistryError::manifest_invalid("an index needs a manifests list"))?;
-        let digests = manifests.iter().map(|m| digest_of(m, "a manifest entry")).collect::<Result<_>>()?;
+        let digests = manifests
+            .iter()
+            .map(|m| digest_of(m, "a manifest entry"))
+            .collect::<Result<_>>()?;
         return Ok((Vec::new(), digests, subject));
     }
     let config = manifest
@@ -293,7 +332,13 @@ fn references(media_type: &str, manifest: &Value) -> Result<(Vec<String>, Vec<St
     Ok((blobs, Vec::new(), subject))
 }
 
-async fn put_manifest(state: &AppState, who: &Principal, name: &str, reference: &Reference, request: Request) -> Result<Response> {
+async fn put_manifest(
+    state: &AppState,
+    who: &Principal,
+    name: &str,
+    reference: &Reference,
+    request: Request,
+) -> Result<Response> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -301,17 +346,27 @@ async fn put_manifest(state: &AppState, who: &Principal, name: &str, reference: 
         .map(|v| v.split(';').next().unwrap_or("").trim().to_string());
     let bytes = axum::body::to_bytes(request.into_body(), MAX_MANIFEST + 1)
         .await
-        .map_err(|_| RegistryError::too_large(format!("a manifest may be at most {MAX_MANIFEST} bytes")))?;
+        .map_err(|_| {
+            RegistryError::too_large(format!("a manifest may be at most {MAX_MANIFEST} bytes"))
+        })?;
     if bytes.len() > MAX_MANIFEST {
-        return Err(RegistryError::too_large(format!("a manifest may be at most {MAX_MANIFEST} bytes")));
+        return Err(RegistryError::too_large(format!(
+            "a manifest may be at most {MAX_MANIFEST} bytes"
+        )));
     }
-    let manifest: Value = serde_json::from_slice(&bytes)
-        .map_err(|error| RegistryError::manifest_invalid(format!("the manifest is not JSON: {error}")))?;
-    let declared = manifest.get("mediaType").and_then(Value::as_str).map(str::to_string);
+    let manifest: Value = serde_json::from_slice(&bytes).map_err(|error| {
+        RegistryError::manifest_invalid(format!("the manifest is not JSON: {error}"))
+    })?;
+    let declared = manifest
+        .get("mediaType")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let media_type = content_type
         .filter(|t| !t.is_empty())
         .or(declared.clone())
-        .ok_or_else(|| RegistryError::manifest_invalid("give the manifest's media type in Content-Type"))?;
+        .ok_or_else(|| {
+            RegistryError::manifest_invalid("give the manifest's media type in Content-Type")
+        })?;
     if !MANIFEST_TYPES.contains(&media_type.as_str()) {
         return Err(RegistryError::manifest_invalid(format!(
             "media type {media_type} is not a manifest this registry stores: use one of {}",
@@ -328,7 +383,9 @@ async fn put_manifest(state: &AppState, who: &Principal, name: &str, reference: 
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
     if let Reference::Digest(given) = reference {
         if given != &digest {
-            return Err(RegistryError::digest_invalid(format!("the manifest's digest is {digest}, not {given}")));
+            return Err(RegistryError::digest_invalid(format!(
+                "the manifest's digest is {digest}, not {given}"
+            )));
         }
     }
     let (blobs, children, subject) = references(&media_type, &manifest)?;
@@ -347,24 +404,35 @@ async fn put_manifest(state: &AppState, who: &Principal, name: &str, reference: 
         Reference::Digest(_) => None,
     };
     state.storage.put_bytes(&digest, &bytes).await?;
-    state.storage.link_manifest(name, &digest, &media_type, tag).await?;
+    state
+        .storage
+        .link_manifest(name, &digest, &media_type, tag)
+        .await?;
     let mut response = Response::builder()
         .status(StatusCode::CREATED)
         .header(header::LOCATION, format!("/v2/{name}/manifests/{digest}"))
         .header("Docker-Content-Digest", &digest);
     if let Some(subject) = &subject {
-        let mut descriptor = json!({"mediaType": media_type, "digest": digest, "size": bytes.len()});
+        let mut descriptor =
+            json!({"mediaType": media_type, "digest": digest, "size": bytes.len()});
         let artifact_type = manifest
             .get("artifactType")
             .and_then(Value::as_str)
-            .or_else(|| manifest.pointer("/config/mediaType").and_then(Value::as_str));
+            .or_else(|| {
+                manifest
+                    .pointer("/config/mediaType")
+                    .and_then(Value::as_str)
+            });
         if let Some(artifact_type) = artifact_type {
             descriptor["artifactType"] = json!(artifact_type);
         }
         if let Some(annotations) = manifest.get("annotations") {
             descriptor["annotations"] = annotations.clone();
         }
-        state.storage.add_referrer(name, subject, &digest, &descriptor).await?;
+        state
+            .storage
+            .add_referrer(name, subject, &digest, &descriptor)
+            .await?;
         response = response.header("OCI-Subject", subject);
     }
     if let Some(tag) = tag {
@@ -382,9 +450,16 @@ async fn put_manifest(state: &AppState, who: &Principal, name: &str, reference: 
             },
         )
         .await
-        .map_err(|error| RegistryError::internal("announce the push (the manifest is stored: push again)", error))?;
+        .map_err(|error| {
+            RegistryError::internal(
+                "announce the push (the manifest is stored: push again)",
+                error,
+            )
+        })?;
     }
-    response.body(Body::empty()).map_err(|error| RegistryError::internal("build a response", error))
+    response
+        .body(Body::empty())
+        .map_err(|error| RegistryError::internal("build a response", error))
 }
 
 async fn delete_manifest(state: &AppState, name: &str, reference: &Reference) -> Result<Response> {
@@ -403,11 +478,21 @@ async fn delete_manifest(state: &AppState, name: &str, reference: &Reference) ->
 fn parse_range(text: &str, size: u64) -> Option<(u64, u64)> {
     let (start, end) = text.strip_prefix("bytes=")?.split_once('-')?;
     let start: u64 = start.parse().ok()?;
-    let end: u64 = if end.is_empty() { size.checked_sub(1)? } else { end.parse::<u64>().ok()?.min(size.checked_sub(1)?) };
+    let end: u64 = if end.is_empty() {
+        size.checked_sub(1)?
+    } else {
+        end.parse::<u64>().ok()?.min(size.checked_sub(1)?)
+    };
     (start <= end).then_some((start, end))
 }
 
-async fn get_blob(state: &AppState, name: &str, digest: &str, headers: &HeaderMap, head: bool) -> Result<Response> {
+async fn get_blob(
+    state: &AppState,
+    name: &str,
+    digest: &str,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response> {
     let size = state
         .storage
         .blob_size(name, digest)
@@ -434,7 +519,10 @@ async fn get_blob(state: &AppState, name: &str, digest: &str, headers: &HeaderMa
         .header(header::ACCEPT_RANGES, "bytes")
         .header("Docker-Content-Digest", digest);
     if status == StatusCode::PARTIAL_CONTENT {
-        response = response.header(header::CONTENT_RANGE, format!("bytes {start}-{}/{size}", start + length - 1));
+        response = response.header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{size}", start + length - 1),
+        );
     }
     let body = if head {
         Body::empty()
@@ -446,11 +534,17 @@ async fn get_blob(state: &AppState, name: &str, digest: &str, headers: &HeaderMa
             .map_err(|error| RegistryError::internal("read a blob", error))?;
         file_body(file, length)
     };
-    response.body(body).map_err(|error| RegistryError::internal("build a response", error))
+    response
+        .body(body)
+        .map_err(|error| RegistryError::internal("build a response", error))
 }
 
 fn upload_response(status: StatusCode, name: &str, id: &str, size: u64) -> Response {
-    let range = if size == 0 { "0-0".to_string() } else { format!("0-{}", size - 1) };
+    let range = if size == 0 {
+        "0-0".to_string()
+    } else {
+        format!("0-{}", size - 1)
+    };
     Response::builder()
         .status(status)
         .header(header::LOCATION, format!("/v2/{name}/blobs/uploads/{id}"))
@@ -471,7 +565,13 @@ fn blob_created(name: &str, digest: &str) -> Response {
         .unwrap_or_default()
 }
 
-async fn start_upload(state: &AppState, who: &Principal, name: &str, query: &HashMap<String, String>, request: Request) -> Result<Response> {
+async fn start_upload(
+    state: &AppState,
+    who: &Principal,
+    name: &str,
+    query: &HashMap<String, String>,
+    request: Request,
+) -> Result<Response> {
     if let Some(mount) = query.get("mount") {
         let digest = names::check_digest(mount)?;
         if let Some(from) = query.get("from") {
@@ -496,7 +596,11 @@ async fn start_upload(state: &AppState, who: &Principal, name: &str, query: &Has
         };
         let upload = state.storage.upload(name, &id).await?;
         let mut upload = upload.lock().await;
-        if let Err(error) = state.storage.append(&id, &mut upload, request.into_body()).await {
+        if let Err(error) = state
+            .storage
+            .append(&id, &mut upload, request.into_body())
+            .await
+        {
             state.storage.cancel(&id).await;
             return Err(error);
         }
@@ -508,15 +612,22 @@ async fn start_upload(state: &AppState, who: &Principal, name: &str, query: &Has
 
 /// `Content-Range: START-END`: the chunk must start where the upload ends.
 fn check_chunk_start(headers: &HeaderMap, size: u64) -> Result<()> {
-    let Some(range) = headers.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()) else {
+    let Some(range) = headers
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Ok(());
     };
-    let range = range.trim_start_matches("bytes ").trim_start_matches("bytes=");
+    let range = range
+        .trim_start_matches("bytes ")
+        .trim_start_matches("bytes=");
     let start = range
         .split('-')
         .next()
         .and_then(|start| start.trim().parse::<u64>().ok())
-        .ok_or_else(|| RegistryError::upload_invalid(format!("Content-Range `{range}` is not START-END")))?;
+        .ok_or_else(|| {
+            RegistryError::upload_invalid(format!("Content-Range `{range}` is not START-END"))
+        })?;
     if start != size {
         return Err(RegistryError::range_invalid(format!(
             "this chunk starts at {start}, but the upload has {size} bytes: send the chunk that starts at {size}"
@@ -525,28 +636,52 @@ fn check_chunk_start(headers: &HeaderMap, size: u64) -> Result<()> {
     Ok(())
 }
 
-async fn patch_upload(state: &AppState, name: &str, id: &str, request: Request) -> Result<Response> {
+async fn patch_upload(
+    state: &AppState,
+    name: &str,
+    id: &str,
+    request: Request,
+) -> Result<Response> {
     let upload = state.storage.upload(name, id).await?;
     let mut upload = upload.lock().await;
     if let Err(error) = check_chunk_start(request.headers(), upload.size) {
         if error.status == StatusCode::RANGE_NOT_SATISFIABLE {
             let mut response = error.into_response();
-            let range = if upload.size == 0 { "0-0".to_string() } else { format!("0-{}", upload.size - 1) };
-            response.headers_mut().insert(header::RANGE, header_value(&range));
-            response.headers_mut().insert(header::LOCATION, header_value(&format!("/v2/{name}/blobs/uploads/{id}")));
+            let range = if upload.size == 0 {
+                "0-0".to_string()
+            } else {
+                format!("0-{}", upload.size - 1)
+            };
+            response
+                .headers_mut()
+                .insert(header::RANGE, header_value(&range));
+            response.headers_mut().insert(
+                header::LOCATION,
+                header_value(&format!("/v2/{name}/blobs/uploads/{id}")),
+            );
             return Ok(response);
         }
         return Err(error);
     }
     let before = upload.size;
-    if let Err(error) = state.storage.append(id, &mut upload, request.into_body()).await {
+    if let Err(error) = state
+        .storage
+        .append(id, &mut upload, request.into_body())
+        .await
+    {
         state.storage.truncate(id, before).await;
         return Err(error);
     }
     Ok(upload_response(StatusCode::ACCEPTED, name, id, upload.size))
 }
 
-async fn put_upload(state: &AppState, name: &str, id: &str, query: &HashMap<String, String>, request: Request) -> Result<Response> {
+async fn put_upload(
+    state: &AppState,
+    name: &str,
+    id: &str,
+    query: &HashMap<String, String>,
+    request: Request,
+) -> Result<Response> {
     let digest = query
         .get("digest")
         .ok_or_else(|| RegistryError::digest_invalid("finish an upload with ?digest=sha256:..."))?;
@@ -555,7 +690,11 @@ async fn put_upload(state: &AppState, name: &str, id: &str, query: &HashMap<Stri
     let mut upload = upload.lock().await;
     check_chunk_start(request.headers(), upload.size)?;
     let before = upload.size;
-    if let Err(error) = state.storage.append(id, &mut upload, request.into_body()).await {
+    if let Err(error) = state
+        .storage
+        .append(id, &mut upload, request.into_body())
+        .await
+    {
         state.storage.truncate(id, before).await;
         return Err(error);
     }
@@ -563,20 +702,28 @@ async fn put_upload(state: &AppState, name: &str, id: &str, query: &HashMap<Stri
     Ok(blob_created(name, &digest))
 }
 
-async fn referrers(state: &AppState, name: &str, digest: &str, query: &HashMap<String, String>) -> Result<Response> {
+async fn referrers(
+    state: &AppState,
+    name: &str,
+    digest: &str,
+    query: &HashMap<String, String>,
+) -> Result<Response> {
     let mut descriptors = state.storage.referrers(name, digest).await;
     let filter = query.get("artifactType");
     if let Some(artifact_type) = filter {
-        descriptors.retain(|d| d.get("artifactType").and_then(Value::as_str) == Some(artifact_type.as_str()));
+        descriptors.retain(|d| {
+            d.get("artifactType").and_then(Value::as_str) == Some(artifact_type.as_str())
+        });
     }
     let index = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": descriptors,
     });
-    let mut response = Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/vnd.oci.image.index.v1+json");
+    let mut response = Response::builder().status(StatusCode::OK).header(
+        header::CONTENT_TYPE,
+        "application/vnd.oci.image.index.v1+json",
+    );
     if filter.is_some() {
         response = response.header("OCI-Filters-Applied", "artifactType");
     }

@@ -43,17 +43,30 @@ pub(crate) struct TokenQuery {
 }
 
 /// The caller of a webhook, or 401.
-async fn authenticate(state: &AppState, headers: &HeaderMap, query: &TokenQuery, body: &[u8]) -> Result<Principal, HookError> {
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &TokenQuery,
+    body: &[u8],
+) -> Result<Principal, HookError> {
     let unauthorized = || {
         HookError(
             StatusCode::UNAUTHORIZED,
             "authenticate with Authorization: Bearer <token secret>, ?token=<secret>, or X-Hub-Signature-256".to_string(),
         )
     };
-    if let Some(signature) = headers.get("X-Hub-Signature-256").and_then(|v| v.to_str().ok()) {
+    if let Some(signature) = headers
+        .get("X-Hub-Signature-256")
+        .and_then(|v| v.to_str().ok())
+    {
         return auth::by_signature(&state.tokens, &state.store, body, signature)
             .await
-            .ok_or_else(|| HookError(StatusCode::UNAUTHORIZED, "the signature does not match any token".to_string()));
+            .ok_or_else(|| {
+                HookError(
+                    StatusCode::UNAUTHORIZED,
+                    "the signature does not match any token".to_string(),
+                )
+            });
     }
     let secret = headers
         .get(header::AUTHORIZATION)
@@ -80,23 +93,41 @@ fn split_image(image: &str) -> (String, Option<String>, Option<String>) {
     // A colon after the last slash is a tag; one before it is a registry port.
     let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
     match rest[last_slash..].rfind(':') {
-        Some(i) => (rest[..last_slash + i].to_string(), Some(rest[last_slash + i + 1..].to_string()), digest),
+        Some(i) => (
+            rest[..last_slash + i].to_string(),
+            Some(rest[last_slash + i + 1..].to_string()),
+            digest,
+        ),
         None => (rest.to_string(), None, digest),
     }
 }
 
 /// The apps that follow `repository` (`deploy.image_repo`), which `who` may use.
-async fn followers(state: &AppState, who: &Principal, repository: &str) -> Result<Vec<AppName>, HookError> {
+async fn followers(
+    state: &AppState,
+    who: &Principal,
+    repository: &str,
+) -> Result<Vec<AppName>, HookError> {
     let apps = state
         .store
         .list(&state.store.keys().apps())
         .await
-        .map_err(|error| HookError(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read apps: {error}")))?;
+        .map_err(|error| {
+            HookError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read apps: {error}"),
+            )
+        })?;
     let following: Vec<AppName> = apps
         .entries
         .into_iter()
         .map(|e| e.value)
-        .filter(|app| app.deploy.image_repo.as_deref().is_some_and(|followed| same_repository(followed, repository)))
+        .filter(|app| {
+            app.deploy
+                .image_repo
+                .as_deref()
+                .is_some_and(|followed| same_repository(followed, repository))
+        })
         .map(|app| app.name)
         .collect();
     if following.is_empty() {
@@ -106,7 +137,13 @@ async fn followers(state: &AppState, who: &Principal, repository: &str) -> Resul
         ));
     }
     if !following.iter().any(|app| who.may_use_app(app)) {
-        return Err(HookError(StatusCode::FORBIDDEN, format!("token `{}` may not deploy the apps that follow {repository}", who.name)));
+        return Err(HookError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "token `{}` may not deploy the apps that follow {repository}",
+                who.name
+            ),
+        ));
     }
     Ok(following)
 }
@@ -114,7 +151,9 @@ async fn followers(state: &AppState, who: &Principal, repository: &str) -> Resul
 /// `docker.io/library/x`, `library/x` and `x` are one Docker Hub repository.
 fn same_repository(followed: &str, given: &str) -> bool {
     let normalize = |name: &str| {
-        let name = name.trim_start_matches("docker.io/").trim_start_matches("index.docker.io/");
+        let name = name
+            .trim_start_matches("docker.io/")
+            .trim_start_matches("index.docker.io/");
         name.strip_prefix("library/").unwrap_or(name).to_string()
     };
     normalize(followed) == normalize(given)
@@ -123,7 +162,12 @@ fn same_repository(followed: &str, given: &str) -> bool {
 async fn announce(state: &AppState, event: ImageEvent) -> Result<Response, HookError> {
     crate::events::publish(&state.store, event)
         .await
-        .map_err(|error| HookError(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot record the event: {error}")))?;
+        .map_err(|error| {
+            HookError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot record the event: {error}"),
+            )
+        })?;
     Ok((StatusCode::ACCEPTED, axum::Json(json!({"accepted": true}))).into_response())
 }
 
@@ -144,7 +188,9 @@ pub(crate) async fn registry(
         if event.get("action").and_then(Value::as_str) != Some("push") {
             continue;
         }
-        let target = event.get("target").ok_or_else(|| bad("a push event has no target"))?;
+        let target = event
+            .get("target")
+            .ok_or_else(|| bad("a push event has no target"))?;
         let repository = target
             .get("repository")
             .and_then(Value::as_str)
@@ -152,8 +198,14 @@ pub(crate) async fn registry(
         let tag = target.get("tag").and_then(Value::as_str);
         // Pushes of layers and untagged manifests are not new images.
         let Some(tag) = tag else { continue };
-        let digest = target.get("digest").and_then(Value::as_str).map(str::to_string);
-        let media_type = target.get("mediaType").and_then(Value::as_str).map(str::to_string);
+        let digest = target
+            .get("digest")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let media_type = target
+            .get("mediaType")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         followers(&state, &who, repository).await?;
         pushes.push(ImageEvent {
             repository: repository.to_string(),
@@ -224,19 +276,32 @@ pub(crate) async fn deploy(
         .get("image")
         .and_then(Value::as_str)
         .filter(|image| !image.is_empty() && !image.contains(char::is_whitespace))
-        .ok_or_else(|| bad("expected {\"app\": ..., \"image\": ...}: image is missing or has spaces"))?;
+        .ok_or_else(|| {
+            bad("expected {\"app\": ..., \"image\": ...}: image is missing or has spaces")
+        })?;
     let app = AppName::new(app).map_err(|error| bad(error.to_string()))?;
     if !who.may_use_app(&app) {
-        return Err(HookError(StatusCode::FORBIDDEN, format!("token `{}` may not deploy app `{app}`", who.name)));
+        return Err(HookError(
+            StatusCode::FORBIDDEN,
+            format!("token `{}` may not deploy app `{app}`", who.name),
+        ));
     }
     let exists = state
         .store
         .get(&state.store.keys().app(&app))
         .await
-        .map_err(|error| HookError(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read app {app}: {error}")))?
+        .map_err(|error| {
+            HookError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read app {app}: {error}"),
+            )
+        })?
         .is_some();
     if !exists {
-        return Err(HookError(StatusCode::NOT_FOUND, format!("app `{app}` does not exist")));
+        return Err(HookError(
+            StatusCode::NOT_FOUND,
+            format!("app `{app}` does not exist"),
+        ));
     }
     let (repository, tag, digest) = split_image(image);
     if let Some(digest) = &digest {
@@ -266,12 +331,22 @@ mod tests {
     fn images_split_into_repository_tag_and_digest() {
         let digest = format!("sha256:{}", "a".repeat(64));
         assert_eq!(split_image("web"), ("web".into(), None, None));
-        assert_eq!(split_image("web:v1"), ("web".into(), Some("v1".into()), None));
+        assert_eq!(
+            split_image("web:v1"),
+            ("web".into(), Some("v1".into()), None)
+        );
         assert_eq!(
             split_image(&format!("127.0.0.1:5000/web/api:v2@{digest}")),
-            ("127.0.0.1:5000/web/api".into(), Some("v2".into()), Some(digest.clone()))
+            (
+                "127.0.0.1:5000/web/api".into(),
+                Some("v2".into()),
+                Some(digest.clone())
+            )
         );
-        assert_eq!(split_image("127.0.0.1:5000/web"), ("127.0.0.1:5000/web".into(), None, None));
+        assert_eq!(
+            split_image("127.0.0.1:5000/web"),
+            ("127.0.0.1:5000/web".into(), None, None)
+        );
         assert!(same_repository("docker.io/library/nginx", "nginx"));
         assert!(!same_repository("acme/web", "acme/api"));
     }

@@ -90,7 +90,11 @@ impl Registry {
     }
 
     /// Serves until `shutdown` resolves; removes abandoned uploads as it goes.
-    pub async fn serve(self, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let state = self.state.clone();
         let sweeper = tokio::spawn(async move {
             loop {
@@ -101,15 +105,18 @@ impl Registry {
                 tokio::time::sleep(Duration::from_secs(600)).await;
             }
         });
-        let result = axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await;
+        let result = axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await;
         sweeper.abort();
         result
     }
 }
 
 async fn api_version(mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .insert("Docker-Distribution-API-Version", HeaderValue::from_static("registry/2.0"));
+    response.headers_mut().insert(
+        "Docker-Distribution-API-Version",
+        HeaderValue::from_static("registry/2.0"),
+    );
     response
 }

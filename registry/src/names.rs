@@ -35,7 +35,11 @@ pub(crate) enum Route {
 /// Parses a request path (`/v2/...`).
 pub(crate) fn parse_path(path: &str) -> Result<Route> {
     let Some(rest) = path.strip_prefix("/v2/") else {
-        return if path == "/v2" { Ok(Route::Base) } else { Err(RegistryError::not_found()) };
+        return if path == "/v2" {
+            Ok(Route::Base)
+        } else {
+            Err(RegistryError::not_found())
+        };
     };
     if rest.is_empty() {
         return Ok(Route::Base);
@@ -44,17 +48,30 @@ pub(crate) fn parse_path(path: &str) -> Result<Route> {
         return Ok(Route::Catalog);
     }
     if let Some(name) = rest.strip_suffix("/tags/list") {
-        return Ok(Route::Tags { name: check_name(name)? });
+        return Ok(Route::Tags {
+            name: check_name(name)?,
+        });
     }
-    if let Some(name) = rest.strip_suffix("/blobs/uploads/").or_else(|| rest.strip_suffix("/blobs/uploads")) {
-        return Ok(Route::UploadStart { name: check_name(name)? });
+    if let Some(name) = rest
+        .strip_suffix("/blobs/uploads/")
+        .or_else(|| rest.strip_suffix("/blobs/uploads"))
+    {
+        return Ok(Route::UploadStart {
+            name: check_name(name)?,
+        });
     }
     if let Some((name, id)) = rest.rsplit_once("/blobs/uploads/") {
         let id = check_upload_id(id)?;
-        return Ok(Route::Upload { name: check_name(name)?, id });
+        return Ok(Route::Upload {
+            name: check_name(name)?,
+            id,
+        });
     }
     if let Some((name, digest)) = rest.rsplit_once("/blobs/") {
-        return Ok(Route::Blob { name: check_name(name)?, digest: check_digest(digest)? });
+        return Ok(Route::Blob {
+            name: check_name(name)?,
+            digest: check_digest(digest)?,
+        });
     }
     if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
         let reference = if reference.contains(':') {
@@ -62,10 +79,16 @@ pub(crate) fn parse_path(path: &str) -> Result<Route> {
         } else {
             Reference::Tag(check_tag(reference)?)
         };
-        return Ok(Route::Manifest { name: check_name(name)?, reference });
+        return Ok(Route::Manifest {
+            name: check_name(name)?,
+            reference,
+        });
     }
     if let Some((name, digest)) = rest.rsplit_once("/referrers/") {
-        return Ok(Route::Referrers { name: check_name(name)?, digest: check_digest(digest)? });
+        return Ok(Route::Referrers {
+            name: check_name(name)?,
+            digest: check_digest(digest)?,
+        });
     }
     Err(RegistryError::not_found())
 }
@@ -114,7 +137,10 @@ fn spec_component(component: &str) -> bool {
             i += 1;
         }
         let separator = &component[separator_start..i];
-        let valid = separator == "." || separator == "_" || separator == "__" || separator.bytes().all(|b| b == b'-');
+        let valid = separator == "."
+            || separator == "_"
+            || separator == "__"
+            || separator.bytes().all(|b| b == b'-');
         if !valid || i == bytes.len() {
             return false;
         }
@@ -125,7 +151,9 @@ fn spec_component(component: &str) -> bool {
 pub(crate) fn check_tag(tag: &str) -> Result<String> {
     let mut chars = tag.chars();
     let valid = tag.len() <= 128
-        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if valid {
         Ok(tag.to_string())
@@ -139,7 +167,12 @@ pub(crate) fn check_tag(tag: &str) -> Result<String> {
 /// `sha256:<64 lowercase hex>`; other algorithms are not supported.
 pub(crate) fn check_digest(digest: &str) -> Result<String> {
     match digest.split_once(':') {
-        Some(("sha256", hex)) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => {
+        Some(("sha256", hex))
+            if hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+        {
             Ok(digest.to_string())
         }
         Some(("sha256", _)) => Err(RegistryError::digest_invalid(format!(
@@ -168,30 +201,50 @@ mod tests {
         let digest = format!("sha256:{}", "a".repeat(64));
         assert_eq!(parse_path("/v2/").unwrap(), Route::Base);
         assert_eq!(parse_path("/v2/_catalog").unwrap(), Route::Catalog);
-        assert_eq!(parse_path("/v2/web/tags/list").unwrap(), Route::Tags { name: "web".into() });
+        assert_eq!(
+            parse_path("/v2/web/tags/list").unwrap(),
+            Route::Tags { name: "web".into() }
+        );
         assert_eq!(
             parse_path("/v2/web/worker/manifests/v1.2").unwrap(),
-            Route::Manifest { name: "web/worker".into(), reference: Reference::Tag("v1.2".into()) }
+            Route::Manifest {
+                name: "web/worker".into(),
+                reference: Reference::Tag("v1.2".into())
+            }
         );
         assert_eq!(
             parse_path(&format!("/v2/web/manifests/{digest}")).unwrap(),
-            Route::Manifest { name: "web".into(), reference: Reference::Digest(digest.clone()) }
+            Route::Manifest {
+                name: "web".into(),
+                reference: Reference::Digest(digest.clone())
+            }
         );
-        assert_eq!(parse_path("/v2/web/blobs/uploads/").unwrap(), Route::UploadStart { name: "web".into() });
+        assert_eq!(
+            parse_path("/v2/web/blobs/uploads/").unwrap(),
+            Route::UploadStart { name: "web".into() }
+        );
         let id = "0123456789abcdef0123456789abcdef";
         assert_eq!(
             parse_path(&format!("/v2/web/blobs/uploads/{id}")).unwrap(),
-            Route::Upload { name: "web".into(), id: id.into() }
+            Route::Upload {
+                name: "web".into(),
+                id: id.into()
+            }
         );
         assert_eq!(
             parse_path(&format!("/v2/web/referrers/{digest}")).unwrap(),
-            Route::Referrers { name: "web".into(), digest }
+            Route::Referrers {
+                name: "web".into(),
+                digest
+            }
         );
     }
 
     #[test]
     fn bad_names_tags_and_digests_are_refused_with_the_spec_code() {
-        for name in ["Web", "web/a/b", "1web", "web/-x", "web/x-", "web/a..b", "web/", "../etc"] {
+        for name in [
+            "Web", "web/a/b", "1web", "web/-x", "web/x-", "web/a..b", "web/", "../etc",
+        ] {
             let error = check_name(name).unwrap_err();
             assert_eq!(error.code, "NAME_INVALID", "{name}");
         }
@@ -199,11 +252,32 @@ mod tests {
             assert!(check_name(name).is_ok(), "{name}");
         }
         assert_eq!(check_tag(".hidden").unwrap_err().code, "MANIFEST_INVALID");
-        assert_eq!(check_tag(&"a".repeat(129)).unwrap_err().code, "MANIFEST_INVALID");
-        assert_eq!(check_digest("sha256:abc").unwrap_err().code, "DIGEST_INVALID");
-        assert_eq!(check_digest(&format!("sha512:{}", "a".repeat(128))).unwrap_err().code, "DIGEST_INVALID");
-        assert_eq!(check_digest(&format!("sha256:{}", "A".repeat(64))).unwrap_err().code, "DIGEST_INVALID");
-        assert_eq!(parse_path("/v2/web/blobs/uploads/not-an-id").unwrap_err().code, "BLOB_UPLOAD_UNKNOWN");
+        assert_eq!(
+            check_tag(&"a".repeat(129)).unwrap_err().code,
+            "MANIFEST_INVALID"
+        );
+        assert_eq!(
+            check_digest("sha256:abc").unwrap_err().code,
+            "DIGEST_INVALID"
+        );
+        assert_eq!(
+            check_digest(&format!("sha512:{}", "a".repeat(128)))
+                .unwrap_err()
+                .code,
+            "DIGEST_INVALID"
+        );
+        assert_eq!(
+            check_digest(&format!("sha256:{}", "A".repeat(64)))
+                .unwrap_err()
+                .code,
+            "DIGEST_INVALID"
+        );
+        assert_eq!(
+            parse_path("/v2/web/blobs/uploads/not-an-id")
+                .unwrap_err()
+                .code,
+            "BLOB_UPLOAD_UNKNOWN"
+        );
         assert_eq!(parse_path("/v3/web").unwrap_err().code, "NOT_FOUND");
     }
 }

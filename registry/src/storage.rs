@@ -75,7 +75,10 @@ impl Storage {
 
     pub(crate) fn blob_path(&self, digest: &str) -> PathBuf {
         let hex = hex_of(digest);
-        self.root.join("blobs/sha256").join(&hex[..2.min(hex.len())]).join(hex)
+        self.root
+            .join("blobs/sha256")
+            .join(&hex[..2.min(hex.len())])
+            .join(hex)
     }
 
     fn repository(&self, repo: &str) -> PathBuf {
@@ -87,7 +90,9 @@ impl Storage {
     }
 
     fn revision(&self, repo: &str, digest: &str) -> PathBuf {
-        self.repository(repo).join("_manifests/revisions").join(hex_of(digest))
+        self.repository(repo)
+            .join("_manifests/revisions")
+            .join(hex_of(digest))
     }
 
     fn tag_path(&self, repo: &str, tag: &str) -> PathBuf {
@@ -105,15 +110,23 @@ impl Storage {
 
     /// The size of a blob the repository holds.
     pub(crate) async fn blob_size(&self, repo: &str, digest: &str) -> Option<u64> {
-        if !tokio::fs::try_exists(self.layer_link(repo, digest)).await.unwrap_or(false) {
+        if !tokio::fs::try_exists(self.layer_link(repo, digest))
+            .await
+            .unwrap_or(false)
+        {
             return None;
         }
-        tokio::fs::metadata(self.blob_path(digest)).await.ok().map(|m| m.len())
+        tokio::fs::metadata(self.blob_path(digest))
+            .await
+            .ok()
+            .map(|m| m.len())
     }
 
     /// Makes a stored blob part of `repo` (a push or a mount).
     pub(crate) async fn link_blob(&self, repo: &str, digest: &str) -> Result<()> {
-        write_atomically(&self.layer_link(repo, digest), b"").await.map_err(io_error("link a blob"))
+        write_atomically(&self.layer_link(repo, digest), b"")
+            .await
+            .map_err(io_error("link a blob"))
     }
 
     pub(crate) async fn unlink_blob(&self, repo: &str, digest: &str) -> Result<bool> {
@@ -135,32 +148,60 @@ impl Storage {
     pub(crate) async fn start_upload(&self, repo: &str) -> Result<String> {
         let id = hex::encode(rand::random::<[u8; 16]>());
         let dir = self.upload_dir(&id);
-        tokio::fs::create_dir_all(&dir).await.map_err(io_error("start an upload"))?;
-        tokio::fs::write(dir.join("data"), b"").await.map_err(io_error("start an upload"))?;
-        write_atomically(&dir.join("repository"), repo.as_bytes()).await.map_err(io_error("start an upload"))?;
-        self.uploads.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            id.clone(),
-            Arc::new(tokio::sync::Mutex::new(Upload { size: 0, hasher: Sha256::new() })),
-        );
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(io_error("start an upload"))?;
+        tokio::fs::write(dir.join("data"), b"")
+            .await
+            .map_err(io_error("start an upload"))?;
+        write_atomically(&dir.join("repository"), repo.as_bytes())
+            .await
+            .map_err(io_error("start an upload"))?;
+        self.uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id.clone(),
+                Arc::new(tokio::sync::Mutex::new(Upload {
+                    size: 0,
+                    hasher: Sha256::new(),
+                })),
+            );
         Ok(id)
     }
 
     /// The upload `id` of `repo`, rebuilt from its file if this process did not start it.
-    pub(crate) async fn upload(&self, repo: &str, id: &str) -> Result<Arc<tokio::sync::Mutex<Upload>>> {
+    pub(crate) async fn upload(
+        &self,
+        repo: &str,
+        id: &str,
+    ) -> Result<Arc<tokio::sync::Mutex<Upload>>> {
         let dir = self.upload_dir(id);
-        let owner = tokio::fs::read_to_string(dir.join("repository")).await.map_err(|_| RegistryError::upload_unknown())?;
+        let owner = tokio::fs::read_to_string(dir.join("repository"))
+            .await
+            .map_err(|_| RegistryError::upload_unknown())?;
         if owner != repo {
             return Err(RegistryError::upload_unknown());
         }
-        if let Some(upload) = self.uploads.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+        if let Some(upload) = self
+            .uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
             return Ok(upload.clone());
         }
-        let mut file = tokio::fs::File::open(dir.join("data")).await.map_err(|_| RegistryError::upload_unknown())?;
+        let mut file = tokio::fs::File::open(dir.join("data"))
+            .await
+            .map_err(|_| RegistryError::upload_unknown())?;
         let mut hasher = Sha256::new();
         let mut size = 0;
         let mut buffer = vec![0; 1 << 20];
         loop {
-            let read = file.read(&mut buffer).await.map_err(io_error("read an upload"))?;
+            let read = file
+                .read(&mut buffer)
+                .await
+                .map_err(io_error("read an upload"))?;
             if read == 0 {
                 break;
             }
@@ -168,7 +209,10 @@ impl Storage {
             size += read as u64;
         }
         let upload = Arc::new(tokio::sync::Mutex::new(Upload { size, hasher }));
-        self.uploads.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), upload.clone());
+        self.uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), upload.clone());
         Ok(upload)
     }
 
@@ -188,7 +232,10 @@ impl Storage {
                 RegistryError::upload_invalid(format!("the upload stream broke: {error}"))
             })?;
             hasher.update(&chunk);
-            writer.write_all(&chunk).await.map_err(io_error("write an upload"))?;
+            writer
+                .write_all(&chunk)
+                .await
+                .map_err(io_error("write an upload"))?;
             written += chunk.len() as u64;
         }
         writer.flush().await.map_err(io_error("write an upload"))?;
@@ -201,14 +248,24 @@ impl Storage {
 
     /// Cuts an upload's file back to the size its state knows (after a broken body).
     pub(crate) async fn truncate(&self, id: &str, size: u64) {
-        if let Ok(file) = tokio::fs::OpenOptions::new().write(true).open(self.upload_dir(id).join("data")).await {
+        if let Ok(file) = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(self.upload_dir(id).join("data"))
+            .await
+        {
             let _ = file.set_len(size).await;
         }
     }
 
     /// Checks the upload against `digest` and, if it matches, makes it a blob
     /// of `repo`. On a mismatch the upload is discarded and nothing is stored.
-    pub(crate) async fn finish(&self, repo: &str, id: &str, upload: &Upload, digest: &str) -> Result<u64> {
+    pub(crate) async fn finish(
+        &self,
+        repo: &str,
+        id: &str,
+        upload: &Upload,
+        digest: &str,
+    ) -> Result<u64> {
         let actual = format!("sha256:{}", hex::encode(upload.hasher.clone().finalize()));
         let dir = self.upload_dir(id);
         if actual != digest {
@@ -218,15 +275,23 @@ impl Storage {
             )));
         }
         let data = dir.join("data");
-        let file = tokio::fs::File::open(&data).await.map_err(io_error("finish an upload"))?;
-        file.sync_all().await.map_err(io_error("finish an upload"))?;
+        let file = tokio::fs::File::open(&data)
+            .await
+            .map_err(io_error("finish an upload"))?;
+        file.sync_all()
+            .await
+            .map_err(io_error("finish an upload"))?;
         drop(file);
         let target = self.blob_path(digest);
         if let Some(parent) = target.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(io_error("store a blob"))?;
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(io_error("store a blob"))?;
         }
         // Two pushes of one blob both end here; the content is the same either way.
-        tokio::fs::rename(&data, &target).await.map_err(io_error("store a blob"))?;
+        tokio::fs::rename(&data, &target)
+            .await
+            .map_err(io_error("store a blob"))?;
         self.link_blob(repo, digest).await?;
         self.cancel(id).await;
         Ok(upload.size)
@@ -234,7 +299,10 @@ impl Storage {
 
     /// Forgets an upload and removes its files.
     pub(crate) async fn cancel(&self, id: &str) {
-        self.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         let _ = tokio::fs::remove_dir_all(self.upload_dir(id)).await;
     }
 
@@ -244,11 +312,19 @@ impl Storage {
         if tokio::fs::try_exists(&target).await.unwrap_or(false) {
             return Ok(());
         }
-        write_atomically(&target, bytes).await.map_err(io_error("store a manifest"))
+        write_atomically(&target, bytes)
+            .await
+            .map_err(io_error("store a manifest"))
     }
 
     /// Records a manifest in `repo` with its media type, and the tag if any.
-    pub(crate) async fn link_manifest(&self, repo: &str, digest: &str, media_type: &str, tag: Option<&str>) -> Result<()> {
+    pub(crate) async fn link_manifest(
+        &self,
+        repo: &str,
+        digest: &str,
+        media_type: &str,
+        tag: Option<&str>,
+    ) -> Result<()> {
         write_atomically(&self.revision(repo, digest), media_type.as_bytes())
             .await
             .map_err(io_error("record a manifest"))?;
@@ -262,26 +338,37 @@ impl Storage {
 
     /// The digest a tag points at.
     pub(crate) async fn tag_digest(&self, repo: &str, tag: &str) -> Option<String> {
-        tokio::fs::read_to_string(self.tag_path(repo, tag)).await.ok()
+        tokio::fs::read_to_string(self.tag_path(repo, tag))
+            .await
+            .ok()
     }
 
     /// A manifest's media type, if `repo` holds it.
     pub(crate) async fn manifest_type(&self, repo: &str, digest: &str) -> Option<String> {
-        tokio::fs::read_to_string(self.revision(repo, digest)).await.ok()
+        tokio::fs::read_to_string(self.revision(repo, digest))
+            .await
+            .ok()
     }
 
     pub(crate) async fn read_blob(&self, digest: &str) -> Result<Vec<u8>> {
-        tokio::fs::read(self.blob_path(digest)).await.map_err(|_| RegistryError::blob_unknown(digest))
+        tokio::fs::read(self.blob_path(digest))
+            .await
+            .map_err(|_| RegistryError::blob_unknown(digest))
     }
 
     /// Deletes a tag; returns whether it existed.
     pub(crate) async fn delete_tag(&self, repo: &str, tag: &str) -> bool {
-        tokio::fs::remove_file(self.tag_path(repo, tag)).await.is_ok()
+        tokio::fs::remove_file(self.tag_path(repo, tag))
+            .await
+            .is_ok()
     }
 
     /// Deletes a manifest from `repo` and every tag that points at it.
     pub(crate) async fn delete_manifest(&self, repo: &str, digest: &str) -> Result<bool> {
-        if tokio::fs::remove_file(self.revision(repo, digest)).await.is_err() {
+        if tokio::fs::remove_file(self.revision(repo, digest))
+            .await
+            .is_err()
+        {
             return Ok(false);
         }
         for tag in self.tags(repo).await {
@@ -311,8 +398,12 @@ impl Storage {
         let mut names = Vec::new();
         for app in list_dir(&self.root.join("repositories")).await {
             let dir = self.repository(&app);
-            if tokio::fs::try_exists(dir.join("_manifests")).await.unwrap_or(false)
-                || tokio::fs::try_exists(dir.join("_layers")).await.unwrap_or(false)
+            if tokio::fs::try_exists(dir.join("_manifests"))
+                .await
+                .unwrap_or(false)
+                || tokio::fs::try_exists(dir.join("_layers"))
+                    .await
+                    .unwrap_or(false)
             {
                 names.push(app.clone());
             }
@@ -327,8 +418,18 @@ impl Storage {
     }
 
     /// Records that `manifest` (with `descriptor`) refers to `subject`.
-    pub(crate) async fn add_referrer(&self, repo: &str, subject: &str, manifest: &str, descriptor: &serde_json::Value) -> Result<()> {
-        let path = self.repository(repo).join("_referrers").join(hex_of(subject)).join(hex_of(manifest));
+    pub(crate) async fn add_referrer(
+        &self,
+        repo: &str,
+        subject: &str,
+        manifest: &str,
+        descriptor: &serde_json::Value,
+    ) -> Result<()> {
+        let path = self
+            .repository(repo)
+            .join("_referrers")
+            .join(hex_of(subject))
+            .join(hex_of(manifest));
         write_atomically(&path, descriptor.to_string().as_bytes())
             .await
             .map_err(io_error("record a referrer"))
@@ -336,10 +437,17 @@ impl Storage {
 
     /// Descriptors of the manifests that refer to `subject` and still exist.
     pub(crate) async fn referrers(&self, repo: &str, subject: &str) -> Vec<serde_json::Value> {
-        let dir = self.repository(repo).join("_referrers").join(hex_of(subject));
+        let dir = self
+            .repository(repo)
+            .join("_referrers")
+            .join(hex_of(subject));
         let mut found = Vec::new();
         for hex in list_dir(&dir).await {
-            if self.manifest_type(repo, &format!("sha256:{hex}")).await.is_none() {
+            if self
+                .manifest_type(repo, &format!("sha256:{hex}"))
+                .await
+                .is_none()
+            {
                 continue;
             }
             if let Ok(text) = tokio::fs::read_to_string(dir.join(&hex)).await {

@@ -166,7 +166,8 @@ pub(crate) async fn add(
     let (role, apps) = role_and_apps(&flags)?;
     if role == Role::Machine {
         return Err(VerbError::Invalid(
-            "machine is a role for tokens (agents pulling images): give a key admin or deployer".to_string(),
+            "machine is a role for tokens (agents pulling images): give a key admin or deployer"
+                .to_string(),
         ));
     }
     let text = String::from_utf8_lossy(stdin);
