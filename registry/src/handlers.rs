@@ -527,12 +527,7 @@ async fn get_blob(
     let body = if head {
         Body::empty()
     } else {
-        use tokio::io::AsyncSeekExt;
-        let mut file = state.storage.open_blob(digest).await?;
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(|error| RegistryError::internal("read a blob", error))?;
-        file_body(file, length)
+        file_body(state.storage.blob_path(digest), start, length)
     };
     response
         .body(body)

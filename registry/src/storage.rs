@@ -137,13 +137,6 @@ impl Storage {
         }
     }
 
-    /// Opens a blob for reading.
-    pub(crate) async fn open_blob(&self, digest: &str) -> Result<tokio::fs::File> {
-        tokio::fs::File::open(self.blob_path(digest))
-            .await
-            .map_err(|_| RegistryError::blob_unknown(digest))
-    }
-
     /// Starts an upload into `repo`; returns its id.
     pub(crate) async fn start_upload(&self, repo: &str) -> Result<String> {
         let id = hex::encode(rand::random::<[u8; 16]>());
@@ -501,8 +494,48 @@ pub(crate) async fn list_dir(dir: &Path) -> Vec<String> {
     names
 }
 
-/// A blob's bytes from `start`, `length` long, as a response body.
-pub(crate) fn file_body(file: tokio::fs::File, length: u64) -> Body {
-    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(length), 256 * 1024);
-    Body::from_stream(stream)
+/// `length` bytes of the file at `path` from `start`, as a response body.
+///
+/// One blocking thread reads 1 MiB chunks ahead of the socket: far fewer
+/// hand-offs than async file reads of small buffers.
+pub(crate) fn file_body(path: PathBuf, start: u64, length: u64) -> Body {
+    const CHUNK: usize = 1 << 20;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Seek};
+        let opened = std::fs::File::open(&path).and_then(|mut file| {
+            file.seek(std::io::SeekFrom::Start(start))?;
+            Ok(file)
+        });
+        let file = match opened {
+            Ok(file) => file,
+            Err(error) => {
+                let _ = sender.blocking_send(Err(error));
+                return;
+            }
+        };
+        let mut reader = file.take(length);
+        loop {
+            let mut buffer = vec![0; CHUNK];
+            let read = match reader.read(&mut buffer) {
+                Ok(0) => return,
+                Ok(read) => read,
+                Err(error) => {
+                    let _ = sender.blocking_send(Err(error));
+                    return;
+                }
+            };
+            buffer.truncate(read);
+            if sender.blocking_send(Ok(Bytes::from(buffer))).is_err() {
+                return;
+            }
+        }
+    });
+    Body::from_stream(tokio_stream_from(receiver))
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut receiver: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }
