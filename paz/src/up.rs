@@ -107,6 +107,7 @@ async fn run_roles(
             )
         })?;
     let registry_addr = registry_listener.local_addr()?;
+    issue_internal_tokens(&store, &config.data_dir).await?;
     let registry = registry::Registry::new(config.data_dir.join("registry"), store.clone());
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -146,6 +147,33 @@ async fn stop_role<T>(name: &str, task: &mut tokio::task::JoinHandle<T>) {
         warn!("the {name} did not stop in time");
         task.abort();
     }
+}
+
+/// The registry credentials of this Paz's own builder (`paz-builder`, admin:
+/// pushes every app's images) and agent (`paz-agent`, machine: pulls only).
+/// New secrets every start; only their hashes go to etcd, the secrets to
+/// `<data-dir>/internal-tokens.json` (mode 0600) for the roles on this host.
+async fn issue_internal_tokens(store: &Store, data_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut secrets = serde_json::Map::new();
+    for (role_name, name, role) in [
+        ("builder", "paz-builder", store::records::Role::Admin),
+        ("agent", "paz-agent", store::records::Role::Machine),
+    ] {
+        let (token, secret) = verbs::new_token(name, role, Vec::new());
+        store.put(&store.keys().token(name)?, &token).await?;
+        secrets.insert(
+            role_name.to_string(),
+            serde_json::json!({"name": name, "secret": secret}),
+        );
+    }
+    let path = data_dir.join("internal-tokens.json");
+    let temp = path.with_extension("tmp");
+    std::fs::write(&temp, serde_json::Value::Object(secrets).to_string())
+        .and_then(|()| std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600)))
+        .and_then(|()| std::fs::rename(&temp, &path))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 /// Writes `text` to `path` through a temp file and a rename.

@@ -442,7 +442,7 @@ async fn tokens_show_their_secret_once_and_store_only_its_hash() {
         &fixture,
         admin,
         &["tokens:create", "x", "--role", "admin", "--apps", "web"],
-        "--apps is for deployers: an admin may use every app",
+        "--apps is for deployers: an admin may use every app, a machine only pulls",
     )
     .await;
     assert_eq!(

@@ -26,6 +26,7 @@ struct Running {
     etcd_url: String,
     etcd_pid: Option<u32>,
     ssh_port: u16,
+    registry_port: u16,
 }
 
 /// Starts `paz up ARGS` and waits for its banner.
@@ -56,6 +57,7 @@ fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
     });
     let mut etcd_line = None;
     let mut ssh_port = None;
+    let mut registry_port = None;
     loop {
         let line = received
             .recv_timeout(Duration::from_secs(60))
@@ -66,6 +68,10 @@ fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
         if let Some(rest) = line.trim().strip_prefix("ssh ") {
             let address = rest.split_whitespace().next().unwrap();
             ssh_port = Some(address.rsplit(':').next().unwrap().parse().unwrap());
+        }
+        if let Some(rest) = line.trim().strip_prefix("registry ") {
+            let address = rest.split_whitespace().next().unwrap();
+            registry_port = Some(address.rsplit(':').next().unwrap().parse().unwrap());
         }
         if line.starts_with("stop with Ctrl-C") {
             break;
@@ -82,6 +88,7 @@ fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
         etcd_url,
         etcd_pid,
         ssh_port: ssh_port.expect("the banner names the ssh address"),
+        registry_port: registry_port.expect("the banner names the registry address"),
     }
 }
 
@@ -472,5 +479,52 @@ async fn a_push_to_paz_up_is_stored_and_paz_keys_add_lets_a_deployer_in() {
             .contains("no --etcd given and /nonexistent/etcd.url is missing"),
         "{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn paz_up_serves_the_registry_with_tokens_for_its_own_builder_and_agent() {
+    let dir = tests::temp_dir();
+    let running = start(&["--data-dir", dir.path().to_str().unwrap()], &[]);
+    let path = dir.path().join("internal-tokens.json");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the secrets are for root only");
+    let tokens: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let curl = |who: &str, method: &str, path: &str| {
+        let credentials = format!(
+            "{}:{}",
+            tokens[who]["name"].as_str().unwrap(),
+            tokens[who]["secret"].as_str().unwrap()
+        );
+        let output = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-X",
+                method,
+                "-u",
+                &credentials,
+            ])
+            .arg(format!("http://127.0.0.1:{}{path}", running.registry_port))
+            .output()
+            .expect("cannot run curl: run scripts/test, which installs it");
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    assert_eq!(curl("builder", "GET", "/v2/"), "200");
+    assert_eq!(
+        curl("builder", "POST", "/v2/web/blobs/uploads/"),
+        "202",
+        "the builder pushes"
+    );
+    assert_eq!(curl("agent", "GET", "/v2/"), "200");
+    assert_eq!(
+        curl("agent", "POST", "/v2/web/blobs/uploads/"),
+        "403",
+        "the agent only pulls"
     );
 }

@@ -77,15 +77,25 @@ impl Tokens {
     }
 
     async fn by_name(&self, store: &Store, name: &str) -> Option<Token> {
-        if !self.ready() {
-            let key = store.keys().token(name).ok()?;
-            return store.get(&key).await.ok().flatten().map(|v| v.value);
+        if self.ready() {
+            let cached = self
+                .by_name
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name)
+                .cloned();
+            if cached.is_some() {
+                return cached;
+            }
         }
-        self.by_name
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+        // Not watched yet, or made so recently that the watch has not caught up.
+        Self::fresh(store, name).await
+    }
+
+    /// The token as etcd has it now.
+    async fn fresh(store: &Store, name: &str) -> Option<Token> {
+        let key = store.keys().token(name).ok()?;
+        store.get(&key).await.ok().flatten().map(|v| v.value)
     }
 }
 
@@ -177,10 +187,18 @@ pub(crate) async fn basic(
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .ok_or_else(missing)?;
     let (name, secret) = decoded.split_once(':').ok_or_else(missing)?;
-    match tokens.by_name(store, name).await {
-        Some(token) if secret_matches(&token, secret) => Ok(Principal::from_token(&token)),
-        _ => Err(RegistryError::unauthorized("unknown token or wrong secret")),
+    if let Some(token) = tokens.by_name(store, name).await {
+        if secret_matches(&token, secret) {
+            return Ok(Principal::from_token(&token));
+        }
+        // The secret may have been rotated since the watch last heard.
+        if let Some(token) = Tokens::fresh(store, name).await {
+            if secret_matches(&token, secret) {
+                return Ok(Principal::from_token(&token));
+            }
+        }
     }
+    Err(RegistryError::unauthorized("unknown token or wrong secret"))
 }
 
 /// The token whose secret is `secret` (bearer and `?token=` auth).

@@ -504,11 +504,11 @@ async fn get_blob(
         Some(text) => match parse_range(text, size) {
             Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
             None => {
-                return Ok(Response::builder()
+                return Response::builder()
                     .status(StatusCode::RANGE_NOT_SATISFIABLE)
                     .header(header::CONTENT_RANGE, format!("bytes */{size}"))
                     .body(Body::empty())
-                    .map_err(|error| RegistryError::internal("build a response", error))?)
+                    .map_err(|error| RegistryError::internal("build a response", error))
             }
         },
     };

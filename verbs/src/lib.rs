@@ -23,7 +23,7 @@ use store::Store;
 pub use apps::create_app;
 pub use caller::Caller;
 pub use error::VerbError;
-pub use tokens::secret_sha256;
+pub use tokens::{new_token, secret_sha256};
 
 /// What verbs work on.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 use rand::RngExt;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use store::records::Token;
+use store::records::{Role, Token};
 use store::AppName;
 
 use crate::args::Args;
@@ -14,6 +14,19 @@ use crate::{Caller, Context, Outcome, VerbError};
 /// The hex SHA-256 of a token secret, as stored.
 pub fn secret_sha256(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A new token record and its secret (which is never stored).
+pub fn new_token(name: &str, role: Role, apps: Vec<AppName>) -> (Token, String) {
+    let random: [u8; 24] = rand::rng().random();
+    let secret = format!("paz_{}", hex::encode(random));
+    let token = Token {
+        name: name.to_string(),
+        secret_sha256: secret_sha256(&secret),
+        role,
+        apps,
+    };
+    (token, secret)
 }
 
 fn describe(token: &Token) -> String {
@@ -57,14 +70,7 @@ pub(crate) async fn create(
     caller.require_admin("create tokens")?;
     let (role, apps) = role_and_apps(&flags)?;
     let key = context.store.keys().token(&name)?;
-    let random: [u8; 24] = rand::rng().random();
-    let secret = format!("paz_{}", hex::encode(random));
-    let token = Token {
-        name: name.clone(),
-        secret_sha256: secret_sha256(&secret),
-        role,
-        apps,
-    };
+    let (token, secret) = new_token(&name, role, apps);
     context
         .store
         .create(&key, &token)
