@@ -1019,3 +1019,50 @@ async fn gc_removes_what_no_tag_or_release_refers_to() {
         200
     );
 }
+
+#[tokio::test]
+async fn concurrent_pushes_of_one_blob_both_succeed_and_store_it_once() {
+    let fixture = start_registry("reg-concurrent").await;
+    let bytes = vec![42u8; 3 * 1024 * 1024];
+    let digest = digest_of(&bytes);
+    let push = |repo: &'static str| {
+        let request = fixture
+            .request(
+                &fixture.admin,
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
+            )
+            .body(bytes.clone());
+        async move { request.send().await.unwrap().status() }
+    };
+    let (first, second, third) = tokio::join!(push("web"), push("web"), push("web/other"));
+    assert_eq!(
+        (first.as_u16(), second.as_u16(), third.as_u16()),
+        (201, 201, 201)
+    );
+    for repo in ["web", "web/other"] {
+        let body = fixture
+            .request(
+                &fixture.admin,
+                Method::GET,
+                &format!("/v2/{repo}/blobs/{digest}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(body.bytes().await.unwrap().len(), bytes.len());
+    }
+    let blobs = fixture.data.path().join("registry/blobs/sha256");
+    let stored: usize = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|dir| std::fs::read_dir(dir.unwrap().path()).unwrap().count())
+        .sum();
+    assert_eq!(stored, 1, "one copy of the content");
+    assert!(
+        std::fs::read_dir(fixture.data.path().join("registry/uploads"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "no upload left behind"
+    );
+}
