@@ -155,4 +155,25 @@ pub(crate) struct UpFlags {
     /// Adds this OpenSSH public key as admin `admin` if no admin key exists
     #[arg(long, env = "PAZ_ADMIN_KEY", value_name = "FILE")]
     pub(crate) admin_key: Option<PathBuf>,
+
+    /// The base image of a buildpack, e.g. static=busybox:1.36 (repeatable)
+    #[arg(
+        long,
+        env = "PAZ_BUILDPACK_IMAGE",
+        value_name = "NAME=IMAGE",
+        value_delimiter = ','
+    )]
+    pub(crate) buildpack_image: Vec<String>,
+
+    /// The longest a build may take, in seconds [default: 1800]
+    #[arg(long, env = "PAZ_BUILD_TIMEOUT", value_name = "SECONDS")]
+    pub(crate) build_timeout: Option<u64>,
+
+    /// How many builds run at once on this host [default: 1]
+    #[arg(long, env = "PAZ_BUILD_CONCURRENCY", value_name = "N")]
+    pub(crate) build_concurrency: Option<usize>,
+
+    /// The largest build context, in MiB [default: 1024]
+    #[arg(long, env = "PAZ_MAX_CONTEXT_MB", value_name = "MIB")]
+    pub(crate) max_context_mb: Option<u64>,
 }

@@ -22,6 +22,11 @@ pub(crate) struct UpConfig {
     pub(crate) http_listen: SocketAddr,
     pub(crate) api_listen: SocketAddr,
     pub(crate) admin_key: Option<PathBuf>,
+    /// Base images by buildpack name.
+    pub(crate) buildpack_images: std::collections::HashMap<String, String>,
+    pub(crate) build_timeout: std::time::Duration,
+    pub(crate) build_concurrency: usize,
+    pub(crate) max_context_bytes: u64,
 }
 
 /// The config file: the same names as the flags, with `_` for `-`.
@@ -37,6 +42,11 @@ struct FileConfig {
     http_listen: Option<String>,
     api_listen: Option<String>,
     admin_key: Option<PathBuf>,
+    /// `[buildpack_images]` table: `static = "busybox:1.36"`.
+    buildpack_images: Option<std::collections::HashMap<String, String>>,
+    build_timeout: Option<u64>,
+    build_concurrency: Option<usize>,
+    max_context_mb: Option<u64>,
 }
 
 /// `etcd = "http://a:2379,http://b:2379"` or `etcd = ["http://a:2379", ...]`.
@@ -138,8 +148,56 @@ impl UpConfig {
                 "127.0.0.1:9000",
             )?,
             admin_key: flags.admin_key.or(file.admin_key),
+            buildpack_images: buildpack_images(&flags.buildpack_image, file.buildpack_images)?,
+            build_timeout: std::time::Duration::from_secs(positive(
+                "build-timeout",
+                flags.build_timeout.or(file.build_timeout).unwrap_or(1800),
+            )?),
+            build_concurrency: positive(
+                "build-concurrency",
+                flags
+                    .build_concurrency
+                    .or(file.build_concurrency)
+                    .unwrap_or(1) as u64,
+            )? as usize,
+            max_context_bytes: positive(
+                "max-context-mb",
+                flags.max_context_mb.or(file.max_context_mb).unwrap_or(1024),
+            )? << 20,
         })
     }
+}
+
+fn positive(flag: &str, value: u64) -> anyhow::Result<u64> {
+    if value == 0 {
+        bail!("--{flag} must be at least 1");
+    }
+    Ok(value)
+}
+
+/// `NAME=IMAGE` flags over the file's `[buildpack_images]` table.
+fn buildpack_images(
+    flags: &[String],
+    file: Option<std::collections::HashMap<String, String>>,
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let mut images = file.unwrap_or_default();
+    for pair in flags.iter().filter(|pair| !pair.is_empty()) {
+        let (name, image) = pair.split_once('=').filter(|(name, image)| !name.is_empty() && !image.is_empty()).ok_or_else(|| {
+            anyhow::anyhow!("--buildpack-image `{pair}` is invalid: use NAME=IMAGE, such as static=busybox:1.36")
+        })?;
+        images.insert(name.to_string(), image.to_string());
+    }
+    let known: Vec<String> = builder::buildpacks::all()
+        .into_iter()
+        .map(|pack| pack.name)
+        .collect();
+    if let Some(unknown) = images.keys().find(|name| !known.contains(name)) {
+        bail!(
+            "--buildpack-image names `{unknown}`, which is not a buildpack: use one of {}",
+            known.join(", ")
+        );
+    }
+    Ok(images)
 }
 
 #[cfg(test)]

@@ -1,25 +1,37 @@
-//! The deploy handler `paz up` gives gitd while Paz has no builder: it accepts
-//! a push to the deploy branch, keeps the commit, and says plainly that nothing
-//! was built or deployed.
+//! The deploy handler `paz up` gives gitd: build the pushed commit with the
+//! builder, streaming its lines to the pusher, and record the release. The
+//! rollout itself is the deployer's (not part of this Paz yet).
 
+use builder::{BuildRequest, Builder};
 use futures::future::BoxFuture;
 use gitd::{DeployHandler, Output, Push};
 
-#[derive(Debug)]
-pub(crate) struct StoreOnly;
+#[derive(Debug, Clone)]
+pub(crate) struct BuildAndRelease {
+    pub(crate) builder: Builder,
+}
 
-impl DeployHandler for StoreOnly {
+impl DeployHandler for BuildAndRelease {
     fn deploy(&self, push: Push, output: Output) -> BoxFuture<'static, Result<(), String>> {
+        let builder = self.builder.clone();
         Box::pin(async move {
-            output
-                .line(format!(
-                    "received {} on {} for {}; this Paz has no builder yet, so it was stored and not deployed",
-                    &push.new_sha[..push.new_sha.len().min(12)],
-                    push.branch,
-                    push.app
-                ))
-                .await;
-            Ok(())
+            let (lines, mut received) = tokio::sync::mpsc::channel(64);
+            let forward = tokio::spawn(async move {
+                while let Some(line) = received.recv().await {
+                    output.line(line).await;
+                }
+            });
+            let request = BuildRequest {
+                app: push.app,
+                git_sha: push.new_sha,
+                repo: push.repo,
+                git_env: push.git_env,
+                by: push.pusher.name,
+            };
+            let built = builder.build(request, lines).await;
+            // Every line reaches the pusher before the verdict.
+            let _ = forward.await;
+            built.map(|_| ())
         })
     }
 }

@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 
 use crate::admin_key;
 use crate::config::UpConfig;
-use crate::deploy::StoreOnly;
+use crate::deploy::BuildAndRelease;
 
 /// How long shutdown may take before Paz kills what is left.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -91,13 +91,6 @@ async fn run_roles(
         .await
         .with_context(|| format!("cannot listen on --ssh-listen {}", config.ssh_listen))?;
     let ssh_addr = ssh_listener.local_addr()?;
-    let hook_program =
-        std::env::current_exe().context("cannot find the paz binary for git hooks")?;
-    let gitd = gitd::Gitd::new(
-        gitd::GitdConfig::new(config.data_dir.clone(), hook_program),
-        store.clone(),
-        Arc::new(StoreOnly),
-    )?;
     let registry_listener = tokio::net::TcpListener::bind(config.registry_listen)
         .await
         .with_context(|| {
@@ -107,7 +100,24 @@ async fn run_roles(
             )
         })?;
     let registry_addr = registry_listener.local_addr()?;
-    issue_internal_tokens(&store, &config.data_dir).await?;
+    let builder_credentials = issue_internal_tokens(&store, &config.data_dir).await?;
+    let mut builder_config = builder::BuilderConfig::new(
+        config.data_dir.clone(),
+        registry_host(registry_addr),
+        builder_credentials,
+    );
+    builder_config.base_images = config.buildpack_images.clone();
+    builder_config.timeout = config.build_timeout;
+    builder_config.concurrency = config.build_concurrency;
+    builder_config.context_limit = config.max_context_bytes;
+    let builder = builder::Builder::new(builder_config, store.clone());
+    let hook_program =
+        std::env::current_exe().context("cannot find the paz binary for git hooks")?;
+    let gitd = gitd::Gitd::new(
+        gitd::GitdConfig::new(config.data_dir.clone(), hook_program),
+        store.clone(),
+        Arc::new(BuildAndRelease { builder }),
+    )?;
     let registry = registry::Registry::new(config.data_dir.join("registry"), store.clone());
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -153,15 +163,19 @@ async fn stop_role<T>(name: &str, task: &mut tokio::task::JoinHandle<T>) {
 /// pushes every app's images) and agent (`paz-agent`, machine: pulls only).
 /// New secrets every start; only their hashes go to etcd, the secrets to
 /// `<data-dir>/internal-tokens.json` (mode 0600) for the roles on this host.
-async fn issue_internal_tokens(store: &Store, data_dir: &Path) -> anyhow::Result<()> {
+async fn issue_internal_tokens(store: &Store, data_dir: &Path) -> anyhow::Result<(String, String)> {
     use std::os::unix::fs::PermissionsExt;
     let mut secrets = serde_json::Map::new();
+    let mut builder_token = None;
     for (role_name, name, role) in [
         ("builder", "paz-builder", store::records::Role::Admin),
         ("agent", "paz-agent", store::records::Role::Machine),
     ] {
         let (token, secret) = verbs::new_token(name, role, Vec::new());
         store.put(&store.keys().token(name)?, &token).await?;
+        if role_name == "builder" {
+            builder_token = Some((name.to_string(), secret.clone()));
+        }
         secrets.insert(
             role_name.to_string(),
             serde_json::json!({"name": name, "secret": secret}),
@@ -173,7 +187,17 @@ async fn issue_internal_tokens(store: &Store, data_dir: &Path) -> anyhow::Result
         .and_then(|()| std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600)))
         .and_then(|()| std::fs::rename(&temp, &path))
         .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    Ok(builder_token.expect("the builder token was issued above"))
+}
+
+/// Where this host's Docker Engine reaches the registry: loopback when the
+/// registry listens on every address (Docker trusts plain HTTP there).
+fn registry_host(listening: SocketAddr) -> String {
+    if listening.ip().is_unspecified() || listening.ip().is_loopback() {
+        format!("127.0.0.1:{}", listening.port())
+    } else {
+        listening.to_string()
+    }
 }
 
 /// Writes `text` to `path` through a temp file and a rename.

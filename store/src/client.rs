@@ -311,6 +311,31 @@ impl Store {
         }
     }
 
+    /// Records `release` as the app's next release (its `n` is set here) and
+    /// returns the number; two writers racing get different numbers.
+    pub async fn create_release(
+        &self,
+        app: &crate::AppName,
+        mut release: crate::records::Release,
+    ) -> Result<u64> {
+        loop {
+            let listing = self.list(&self.keys.releases(app)).await?;
+            let next = listing
+                .entries
+                .iter()
+                .map(|entry| entry.value.n)
+                .max()
+                .unwrap_or(0)
+                + 1;
+            release.n = next;
+            match self.create(&self.keys.release(app, next), &release).await {
+                Ok(_) => return Ok(next),
+                Err(error) if error.conflict().is_some() => continue,
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     /// Discards history before `revision` (operators and tests; etcd also does it itself).
     pub async fn compact(&self, revision: i64) -> Result<()> {
         let mut client = self.client();

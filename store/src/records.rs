@@ -239,6 +239,13 @@ pub struct Release {
     pub by: String,
     pub cause: ReleaseCause,
     pub status: ReleaseStatus,
+    /// Process types from the Procfile (`web`, `worker`, ...) and their commands;
+    /// empty means the image's own command is `web`.
+    #[serde(default)]
+    pub processes: BTreeMap<String, String>,
+    /// The Procfile's `release:` command, run once before a rollout.
+    #[serde(default)]
+    pub release_command: Option<String>,
 }
 
 /// Where an image event came from.
@@ -297,6 +304,21 @@ pub struct Build {
     pub finished_at: Option<u64>,
     /// The build log, relative to the data dir (`builds/<app>/<id>.log`).
     pub log_path: String,
+    /// `Dockerfile`, or the buildpack that made one (`static`, `node`, ...).
+    #[serde(default)]
+    pub buildpack: Option<String>,
+    /// The image it made, `repo@sha256:...`.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// The git tree plus the build inputs: a push with the same key reuses `image`.
+    #[serde(default)]
+    pub cache_key: Option<String>,
+    /// Why it failed.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Who pushed.
+    #[serde(default)]
+    pub by: String,
 }
 
 /// `/paz/machines/<machine-id>`: a live agent (on a lease).

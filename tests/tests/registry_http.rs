@@ -907,6 +907,8 @@ async fn gc_removes_what_no_tag_or_release_refers_to() {
         by: "test".into(),
         cause: store::records::ReleaseCause::Image,
         status: store::records::ReleaseStatus::Active,
+        processes: Default::default(),
+        release_command: None,
     };
     fixture
         .store

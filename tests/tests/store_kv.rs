@@ -27,6 +27,8 @@ async fn typed_records_round_trip_and_list_skips_releases() {
         by: "admin".to_string(),
         cause: ReleaseCause::Push,
         status: ReleaseStatus::Active,
+        processes: Default::default(),
+        release_command: None,
     };
     store.put(&keys.release(&web, 1), &release).await.unwrap();
     store.put(&keys.current(&web), &1).await.unwrap();

@@ -184,5 +184,7 @@ fn release() -> store::records::Release {
         by: "test".to_string(),
         cause: store::records::ReleaseCause::Push,
         status: store::records::ReleaseStatus::Active,
+        processes: Default::default(),
+        release_command: None,
     }
 }

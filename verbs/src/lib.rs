@@ -7,6 +7,7 @@
 
 mod apps;
 mod args;
+mod builds;
 mod caller;
 mod config;
 mod domains;
@@ -150,6 +151,12 @@ pub const VERBS: &[Verb] = &[
         "domains:remove APP DOMAIN",
         "stop routing a domain to an app",
     ),
+    verb("builds", "builds APP", "list an app's builds, newest first"),
+    verb(
+        "builds:log",
+        "builds:log APP [ID]",
+        "print a build's log (the newest by default)",
+    ),
     verb(
         "health:set",
         "health:set APP [path=/up] [timeout=5] [attempts=3]",
@@ -195,6 +202,8 @@ pub async fn run(
         "domains:add" => domains::add(context, caller, args).await,
         "domains:remove" => domains::remove(context, caller, args).await,
         "health:set" => health::set(context, caller, args).await,
+        "builds" => builds::list(context, caller, args).await,
+        "builds:log" => builds::log(context, caller, args).await,
         other => Err(VerbError::UnknownVerb(other.to_string())),
     }
 }

@@ -1,0 +1,371 @@
+//! Buildpack detection and Dockerfile generation. The buildpacks are data
+//! (`buildpacks/*/`), embedded here at compile time.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Deserialize;
+
+/// One buildpack as its folder declares it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Buildpack {
+    pub name: String,
+    pub order: u32,
+    /// Files or folders at the repo root; any one selects this buildpack.
+    pub detect: Vec<String>,
+    pub base_image: String,
+    pub default_command: String,
+    #[serde(skip)]
+    pub template: &'static str,
+}
+
+macro_rules! embedded {
+    ($($name:literal),*) => {
+        [$((
+            include_str!(concat!("../../buildpacks/", $name, "/buildpack.toml")),
+            include_str!(concat!("../../buildpacks/", $name, "/Dockerfile")),
+        )),*]
+    };
+}
+
+/// Every buildpack, in the order they are tried.
+pub fn all() -> Vec<Buildpack> {
+    let mut packs: Vec<Buildpack> = embedded!("static", "node", "python", "go", "rust")
+        .into_iter()
+        .map(|(declaration, template)| {
+            let mut pack: Buildpack =
+                toml::from_str(declaration).expect("embedded buildpacks are valid");
+            pack.template = template;
+            pack
+        })
+        .collect();
+    packs.sort_by_key(|pack| pack.order);
+    packs
+}
+
+/// What the repo root holds, as far as detection needs to know.
+#[derive(Debug, Default, Clone)]
+pub struct Root {
+    /// Names of the files and folders at the root.
+    pub names: BTreeSet<String>,
+    /// Contents of the root files detection reads (`Procfile`, `Cargo.toml`).
+    pub files: HashMap<String, String>,
+}
+
+/// How an app is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// `Dockerfile`, or the buildpack's name.
+    pub buildpack: String,
+    /// The generated Dockerfile; `None` means the repo's own.
+    pub dockerfile: Option<String>,
+    /// Process types and commands from the Procfile.
+    pub processes: BTreeMap<String, String>,
+    pub release_command: Option<String>,
+}
+
+/// Parses a Procfile (`type: command` lines).
+pub fn procfile(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut processes = BTreeMap::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, command) = line
+            .split_once(':')
+            .ok_or_else(|| format!("Procfile line {} is not `type: command`", number + 1))?;
+        let name = name.trim();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "Procfile line {}: process type `{name}` may hold letters, digits, _ and - only",
+                number + 1
+            ));
+        }
+        if command.trim().is_empty() {
+            return Err(format!(
+                "Procfile line {}: process type `{name}` has no command",
+                number + 1
+            ));
+        }
+        processes.insert(name.to_string(), command.trim().to_string());
+    }
+    Ok(processes)
+}
+
+/// Chooses how to build `root`; `base_images` overrides buildpacks' base images.
+pub fn plan(root: &Root, base_images: &HashMap<String, String>) -> Result<Plan, String> {
+    let mut processes = match root.files.get("Procfile") {
+        Some(text) => procfile(text)?,
+        None => BTreeMap::new(),
+    };
+    let release_command = processes.remove("release");
+    if root.names.contains("Dockerfile") {
+        return Ok(Plan {
+            buildpack: "Dockerfile".to_string(),
+            dockerfile: None,
+            processes,
+            release_command,
+        });
+    }
+    let packs = all();
+    let Some(pack) = packs
+        .iter()
+        .find(|pack| pack.detect.iter().any(|name| root.names.contains(name)))
+    else {
+        let looked_for: Vec<String> = std::iter::once("Dockerfile".to_string())
+            .chain(
+                packs
+                    .iter()
+                    .map(|pack| format!("{} ({})", pack.detect.join(" or "), pack.name)),
+            )
+            .collect();
+        return Err(format!(
+            "nothing to build: no Dockerfile and no buildpack matches; looked for {}",
+            looked_for.join(", ")
+        ));
+    };
+    let mut values = HashMap::new();
+    values.insert(
+        "base_image",
+        base_images
+            .get(&pack.name)
+            .cloned()
+            .unwrap_or_else(|| pack.base_image.clone()),
+    );
+    values.insert(
+        "static_root",
+        if root.names.contains("public") {
+            "public/".to_string()
+        } else {
+            ".".to_string()
+        },
+    );
+    if pack.name == "rust" {
+        values.insert(
+            "binary",
+            rust_binary(
+                root.files
+                    .get("Cargo.toml")
+                    .map(String::as_str)
+                    .unwrap_or(""),
+            )?,
+        );
+    }
+    let default_command = fill(&pack.default_command, &values);
+    let web = processes.get("web").cloned().unwrap_or(default_command);
+    let command =
+        serde_json::to_string(&["sh", "-c", &format!("exec {web}")]).expect("strings serialize");
+    values.insert("command", command);
+    Ok(Plan {
+        buildpack: pack.name.clone(),
+        dockerfile: Some(fill(pack.template, &values)),
+        processes,
+        release_command,
+    })
+}
+
+fn fill(template: &str, values: &HashMap<&str, String>) -> String {
+    let mut text = template.to_string();
+    for (name, value) in values {
+        text = text.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    text
+}
+
+/// The binary a Cargo package builds (its package name).
+fn rust_binary(cargo_toml: &str) -> Result<String, String> {
+    let manifest: toml::Value = toml::from_str(cargo_toml)
+        .map_err(|error| format!("Cargo.toml is not valid TOML: {error}"))?;
+    let name = manifest
+        .get("package")
+        .and_then(|package| package.get("name"))
+        .and_then(toml::Value::as_str)
+        .ok_or_else(|| {
+            "Cargo.toml has no [package] name: the rust buildpack builds one package".to_string()
+        })?;
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "Cargo.toml package name `{name}` is not a plain binary name"
+        ));
+    }
+    Ok(name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::{expect, Expect};
+
+    fn root(names: &[&str], files: &[(&str, &str)]) -> Root {
+        Root {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            files: files
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.to_string()))
+                .collect(),
+        }
+    }
+
+    fn check(root: Root, expected: Expect) {
+        let plan = plan(&root, &HashMap::new()).unwrap();
+        expected.assert_eq(&format!(
+            "# {}\n{}",
+            plan.buildpack,
+            plan.dockerfile.unwrap_or_default()
+        ));
+    }
+
+    #[test]
+    fn static_sites_are_served_by_busybox_httpd() {
+        check(
+            root(&["index.html"], &[]),
+            expect![[r#"
+            # static
+            FROM busybox:1.36
+            COPY . /srv/www
+            ENV PORT=5000
+            EXPOSE 5000
+            CMD ["sh","-c","exec httpd -f -p ${PORT:-5000} -h /srv/www"]
+        "#]],
+        );
+        let with_public = plan(
+            &root(&["public", "README"], &[]),
+            &HashMap::from([("static".to_string(), "paz-test/busybox:latest".to_string())]),
+        )
+        .unwrap();
+        assert!(with_public
+            .dockerfile
+            .unwrap()
+            .starts_with("FROM paz-test/busybox:latest\nCOPY public/ /srv/www\n"));
+    }
+
+    #[test]
+    fn node_apps_install_then_run_the_procfile_web_command() {
+        check(
+            root(
+                &["package.json", "Procfile"],
+                &[(
+                    "Procfile",
+                    "web: node server.js\nworker: node jobs.js\nrelease: node migrate.js\n",
+                )],
+            ),
+            expect![[r#"
+            # node
+            FROM node:20-bookworm-slim
+            WORKDIR /app
+            ENV NODE_ENV=production
+            COPY package*.json ./
+            RUN if [ -f package-lock.json ]; then npm ci --omit=dev; else npm install --omit=dev; fi
+            COPY . .
+            ENV PORT=5000
+            EXPOSE 5000
+            CMD ["sh","-c","exec node server.js"]
+        "#]],
+        );
+        let plan = plan(
+            &root(
+                &["package.json", "Procfile"],
+                &[(
+                    "Procfile",
+                    "web: node server.js\nworker: node jobs.js\nrelease: node migrate.js\n",
+                )],
+            ),
+            &HashMap::new(),
+        )
+        .unwrap();
+        assert_eq!(plan.release_command.as_deref(), Some("node migrate.js"));
+        assert_eq!(plan.processes.keys().collect::<Vec<_>>(), ["web", "worker"]);
+    }
+
+    #[test]
+    fn python_go_and_rust_apps() {
+        check(
+            root(&["requirements.txt"], &[]),
+            expect![[r#"
+            # python
+            FROM python:3.12-slim-bookworm
+            WORKDIR /app
+            ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+            COPY . .
+            RUN if [ -f requirements.txt ]; then pip install -r requirements.txt; else pip install .; fi
+            ENV PORT=5000
+            EXPOSE 5000
+            CMD ["sh","-c","exec python app.py"]
+        "#]],
+        );
+        check(
+            root(&["go.mod", "main.go"], &[]),
+            expect![[r#"
+            # go
+            FROM golang:1.22-bookworm AS build
+            WORKDIR /src
+            COPY go.* ./
+            RUN go mod download
+            COPY . .
+            RUN CGO_ENABLED=0 go build -o /app/server .
+
+            FROM debian:bookworm-slim
+            COPY --from=build /app/server /app/server
+            ENV PORT=5000
+            EXPOSE 5000
+            CMD ["sh","-c","exec /app/server"]
+        "#]],
+        );
+        check(
+            root(
+                &["Cargo.toml"],
+                &[(
+                    "Cargo.toml",
+                    "[package]\nname = \"hello-web\"\nversion = \"0.1.0\"\n",
+                )],
+            ),
+            expect![[r#"
+            # rust
+            FROM rust:1-bookworm AS build
+            WORKDIR /src
+            COPY . .
+            RUN cargo build --release --locked || cargo build --release
+
+            FROM debian:bookworm-slim
+            COPY --from=build /src/target/release/hello-web /app/hello-web
+            ENV PORT=5000
+            EXPOSE 5000
+            CMD ["sh","-c","exec /app/hello-web"]
+        "#]],
+        );
+    }
+
+    #[test]
+    fn a_dockerfile_wins_and_nothing_to_detect_lists_what_was_looked_for() {
+        let plan = plan(&root(&["Dockerfile", "package.json"], &[]), &HashMap::new()).unwrap();
+        assert_eq!(
+            (plan.buildpack.as_str(), plan.dockerfile),
+            ("Dockerfile", None)
+        );
+        let error = super::plan(&root(&["README.md"], &[]), &HashMap::new()).unwrap_err();
+        expect![[r#"nothing to build: no Dockerfile and no buildpack matches; looked for Dockerfile, package.json (node), requirements.txt or pyproject.toml (python), go.mod (go), Cargo.toml (rust), index.html or public (static)"#]].assert_eq(&error);
+    }
+
+    #[test]
+    fn bad_procfiles_and_cargo_manifests_are_refused() {
+        assert_eq!(
+            procfile("web node x").unwrap_err(),
+            "Procfile line 1 is not `type: command`"
+        );
+        assert!(procfile("we b: x").unwrap_err().contains("letters, digits"));
+        assert!(procfile("web:   ").unwrap_err().contains("has no command"));
+        let error = super::plan(
+            &root(&["Cargo.toml"], &[("Cargo.toml", "[workspace]\n")]),
+            &HashMap::new(),
+        )
+        .unwrap_err();
+        assert!(error.contains("has no [package] name"), "{error}");
+    }
+}

@@ -1,0 +1,151 @@
+//! Building and pushing with the Docker Engine (bollard).
+
+use std::collections::HashMap;
+
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::{BuildImageOptionsBuilder, PushImageOptionsBuilder};
+use bollard::Docker;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::log::BuildLog;
+use crate::source::Source;
+
+/// A `Write` that hands the tar to the HTTP body in chunks.
+struct ChannelWriter {
+    sender: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buffer: Vec<u8>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= 1 << 20 {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::take(&mut self.buffer));
+        self.sender.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the build stopped reading its context",
+            )
+        })
+    }
+}
+
+/// Builds the context as `tag`, logging the build's lines indented.
+pub(crate) async fn build(
+    docker: &Docker,
+    source: Source,
+    dockerfile: Option<String>,
+    tag: &str,
+    labels: &HashMap<&str, String>,
+    log: &mut BuildLog,
+) -> Result<(), String> {
+    let (sender, mut receiver) = tokio::sync::mpsc::channel(4);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut writer = ChannelWriter {
+            sender,
+            buffer: Vec::new(),
+        };
+        source.write_tar(dockerfile.as_deref(), &mut writer)
+    });
+    let body = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx));
+    let options = BuildImageOptionsBuilder::new()
+        .dockerfile("Dockerfile")
+        .t(tag)
+        .rm(true)
+        .forcerm(true)
+        .labels(labels)
+        .build();
+    let mut stream = docker.build_image(options, None, Some(bollard::body_try_stream(body)));
+    let mut pending = String::new();
+    let mut failure = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(text) = info.stream {
+                    pending.push_str(&text);
+                    while let Some(end) = pending.find('\n') {
+                        let line: String = pending.drain(..=end).collect();
+                        let line = line.trim_end();
+                        if !line.is_empty() {
+                            log.line(format!("       {line}")).await;
+                        }
+                    }
+                }
+                if let Some(detail) = info.error_detail {
+                    failure = Some(
+                        detail
+                            .message
+                            .unwrap_or_else(|| "the build failed".to_string()),
+                    );
+                }
+            }
+            Err(error) => {
+                failure = Some(describe(error));
+                break;
+            }
+        }
+    }
+    if !pending.trim().is_empty() {
+        log.line(format!("       {}", pending.trim_end())).await;
+    }
+    let written = writer.await.map_err(|error| error.to_string())?;
+    match failure {
+        Some(message) => Err(message),
+        None => written,
+    }
+}
+
+fn describe(error: bollard::errors::Error) -> String {
+    match error {
+        bollard::errors::Error::DockerStreamError { error } => error,
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message,
+        other => other.to_string(),
+    }
+}
+
+/// Pushes `registry/app:tag` with the builder's token; returns the digest.
+pub(crate) async fn push(
+    docker: &Docker,
+    registry: &str,
+    app: &str,
+    tag: &str,
+    (name, secret): &(String, String),
+) -> Result<String, String> {
+    let credentials = DockerCredentials {
+        username: Some(name.clone()),
+        password: Some(secret.clone()),
+        serveraddress: Some(registry.to_string()),
+        ..Default::default()
+    };
+    let repository = format!("{registry}/{app}");
+    let options = PushImageOptionsBuilder::new().tag(tag).build();
+    let mut stream = docker.push_image(&repository, Some(options), Some(credentials));
+    let mut digest = None;
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|error| format!("cannot push the image: {}", describe(error)))?;
+        if let Some(detail) = info.error_detail {
+            return Err(format!(
+                "cannot push the image: {}",
+                detail.message.unwrap_or_default()
+            ));
+        }
+        if let Some(found) = info
+            .status
+            .as_deref()
+            .and_then(|status| status.split("digest: ").nth(1))
+        {
+            digest = found.split_whitespace().next().map(str::to_string);
+        }
+    }
+    digest.ok_or_else(|| "the registry did not report the pushed image's digest".to_string())
+}

@@ -1,0 +1,384 @@
+//! Paz's builder: turns a pushed commit into an image in Paz's registry.
+//!
+//! The commit's tree is read with git2 from the repo and git's quarantine
+//! (`source`), a Dockerfile is chosen or generated from a buildpack
+//! (`buildpacks`), the image is built and pushed with bollard (`docker`), and
+//! the build and the release are recorded in etcd. Every line goes to the
+//! pusher as it happens and to `<data-dir>/builds/<app>/<id>.log`.
+
+#![forbid(unsafe_code)]
+
+pub mod buildpacks;
+mod docker;
+mod log;
+pub mod source;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use store::records::{Build, BuildStatus, Release, ReleaseCause, ReleaseStatus};
+use store::{AppName, Store};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::log::BuildLog;
+
+/// How the builder runs.
+#[derive(Debug, Clone)]
+pub struct BuilderConfig {
+    /// Build logs go to `<data_dir>/builds/<app>/<id>.log`.
+    pub data_dir: PathBuf,
+    /// The registry Docker pushes to, `host:port` (e.g. `127.0.0.1:5000`).
+    pub registry: String,
+    /// The registry token (name, secret) the builder pushes with.
+    pub credentials: (String, String),
+    /// Base images by buildpack name, replacing the buildpacks' defaults.
+    pub base_images: HashMap<String, String>,
+    /// The largest build context accepted, in bytes.
+    pub context_limit: u64,
+    /// The longest a build may take.
+    pub timeout: Duration,
+    /// How many builds run at once on this host.
+    pub concurrency: usize,
+}
+
+impl BuilderConfig {
+    pub fn new(
+        data_dir: PathBuf,
+        registry: String,
+        credentials: (String, String),
+    ) -> BuilderConfig {
+        BuilderConfig {
+            data_dir,
+            registry,
+            credentials,
+            base_images: HashMap::new(),
+            context_limit: 1 << 30,
+            timeout: Duration::from_secs(30 * 60),
+            concurrency: 1,
+        }
+    }
+}
+
+/// A commit to build.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub app: AppName,
+    pub git_sha: String,
+    /// The app's bare repo.
+    pub repo: PathBuf,
+    /// git's quarantine environment of the push.
+    pub git_env: Vec<(String, String)>,
+    /// Who pushed (recorded on the build and the release).
+    pub by: String,
+}
+
+/// What a successful build made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    pub build_id: String,
+    /// `registry/app@sha256:...`.
+    pub image: String,
+    /// The release recorded for it.
+    pub release: u64,
+    /// Whether an earlier build's image was reused (nothing changed).
+    pub reused: bool,
+}
+
+/// The builder; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: BuilderConfig,
+    store: Store,
+    docker: tokio::sync::OnceCell<bollard::Docker>,
+    slots: Semaphore,
+    /// Builds of one app run one after the other, also across pushes whose
+    /// pusher went away.
+    app_locks: Mutex<HashMap<AppName, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default()
+}
+
+impl Builder {
+    pub fn new(config: BuilderConfig, store: Store) -> Builder {
+        let slots = Semaphore::new(config.concurrency.max(1));
+        Builder {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                docker: tokio::sync::OnceCell::new(),
+                slots,
+                app_locks: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Builds `request`, sending each line to `output` as it happens. The build
+    /// runs in a task of its own: if the caller goes away it still finishes and
+    /// is recorded.
+    pub async fn build(
+        &self,
+        request: BuildRequest,
+        output: mpsc::Sender<String>,
+    ) -> Result<Built, String> {
+        let builder = self.clone();
+        tokio::spawn(async move { builder.run(request, output).await })
+            .await
+            .map_err(|error| format!("the build task failed: {error}"))?
+    }
+
+    async fn run(
+        &self,
+        request: BuildRequest,
+        output: mpsc::Sender<String>,
+    ) -> Result<Built, String> {
+        let started = Instant::now();
+        let id = format!("{:010}-{}", now(), hex::encode(rand::random::<[u8; 3]>()));
+        let log_path = format!("builds/{}/{id}.log", request.app);
+        let mut log = BuildLog::create(&self.inner.config.data_dir.join(&log_path), output)
+            .await
+            .map_err(|error| format!("cannot write the build log: {error}"))?;
+
+        let lock = self
+            .inner
+            .app_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(request.app.clone())
+            .or_default()
+            .clone();
+        let _app_turn = match lock.clone().try_lock_owned() {
+            Ok(turn) => turn,
+            Err(_) => {
+                log.line(format!(
+                    "-----> Waiting for the previous build of {} to finish",
+                    request.app
+                ))
+                .await;
+                lock.lock_owned().await
+            }
+        };
+        let _slot = match self.inner.slots.try_acquire() {
+            Ok(slot) => slot,
+            Err(_) => {
+                log.line(
+                    "-----> Waiting for a free build slot (other apps are building on this host)",
+                )
+                .await;
+                self.inner
+                    .slots
+                    .acquire()
+                    .await
+                    .map_err(|error| error.to_string())?
+            }
+        };
+
+        let store = &self.inner.store;
+        let key = store
+            .keys()
+            .build(&request.app, &id)
+            .map_err(|error| error.to_string())?;
+        let mut record = Build {
+            git_sha: request.git_sha.clone(),
+            status: BuildStatus::Running,
+            started_at: now(),
+            finished_at: None,
+            log_path,
+            buildpack: None,
+            image: None,
+            cache_key: None,
+            error: None,
+            by: request.by.clone(),
+        };
+        store
+            .put(&key, &record)
+            .await
+            .map_err(|error| error.to_string())?;
+
+        let result = match tokio::time::timeout(
+            self.inner.config.timeout,
+            self.steps(&request, &id, &mut log, &mut record),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "the build took longer than {} s and was stopped",
+                self.inner.config.timeout.as_secs()
+            )),
+        };
+        record.finished_at = Some(now());
+        let outcome = match result {
+            Ok(built) => {
+                record.status = BuildStatus::Succeeded;
+                log.line(format!(
+                    "-----> Done in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                ))
+                .await;
+                Ok(built)
+            }
+            Err(error) => {
+                record.status = BuildStatus::Failed;
+                record.error = Some(error.clone());
+                log.line(format!(" !     Build failed: {error}")).await;
+                let tail = log.tail(10);
+                Err(format!("{error}\n\nthe last lines of build {id}:\n{tail}"))
+            }
+        };
+        if let Err(error) = store.put(&key, &record).await {
+            tracing::error!(%error, build = %id, "cannot record the build's end");
+        }
+        log.finish().await;
+        outcome
+    }
+
+    async fn steps(
+        &self,
+        request: &BuildRequest,
+        id: &str,
+        log: &mut BuildLog,
+        record: &mut Build,
+    ) -> Result<Built, String> {
+        let config = &self.inner.config;
+        let (repo, env, sha, limit) = (
+            request.repo.clone(),
+            request.git_env.clone(),
+            request.git_sha.clone(),
+            config.context_limit,
+        );
+        let source = tokio::task::spawn_blocking(move || source::read(&repo, &env, &sha, limit))
+            .await
+            .map_err(|error| error.to_string())??;
+        let plan = buildpacks::plan(&source.root, &config.base_images)?;
+        record.buildpack = Some(plan.buildpack.clone());
+        let cache_key = hex::encode(Sha256::digest(format!(
+            "{}\n{}\n{}",
+            source.tree,
+            plan.buildpack,
+            plan.dockerfile.as_deref().unwrap_or("")
+        )));
+        record.cache_key = Some(cache_key.clone());
+        let short = &request.git_sha[..request.git_sha.len().min(7)];
+
+        let store = &self.inner.store;
+        let builds = store
+            .list(&store.keys().builds(&request.app))
+            .await
+            .map_err(|error| error.to_string())?;
+        let previous = builds.entries.iter().rev().find(|entry| {
+            entry.value.status == BuildStatus::Succeeded
+                && entry.value.cache_key.as_deref() == Some(&cache_key)
+        });
+        let (image, reused) = match previous
+            .and_then(|entry| entry.value.image.clone().map(|image| (entry, image)))
+        {
+            Some((entry, image)) => {
+                let earlier = store
+                    .keys()
+                    .builds(&request.app)
+                    .child_name(&entry.key)
+                    .to_string();
+                log.line(format!(
+                    "-----> No change since build {earlier} ({}): reusing {image}",
+                    &entry.value.git_sha[..7.min(entry.value.git_sha.len())]
+                ))
+                .await;
+                (image, true)
+            }
+            None => {
+                let with = match &plan.dockerfile {
+                    None => "Dockerfile".to_string(),
+                    Some(_) => format!("the {} buildpack", plan.buildpack),
+                };
+                log.line(format!(
+                    "-----> Building {} ({short}) with {with}",
+                    request.app
+                ))
+                .await;
+                let docker = self.docker().await?;
+                let tag = format!("{}/{}:{}", config.registry, request.app, request.git_sha);
+                let labels = HashMap::from([
+                    ("paz.app", request.app.to_string()),
+                    ("paz.git-sha", request.git_sha.clone()),
+                ]);
+                docker::build(&docker, source, plan.dockerfile.clone(), &tag, &labels, log).await?;
+                log.line(format!(
+                    "-----> Pushing image {}/{}:{short}",
+                    config.registry, request.app
+                ))
+                .await;
+                let digest = docker::push(
+                    &docker,
+                    &config.registry,
+                    request.app.as_str(),
+                    &request.git_sha,
+                    &config.credentials,
+                )
+                .await?;
+                (
+                    format!("{}/{}@{digest}", config.registry, request.app),
+                    false,
+                )
+            }
+        };
+        record.image = Some(image.clone());
+
+        let app = store
+            .get(&store.keys().app(&request.app))
+            .await
+            .map_err(|error| error.to_string())?
+            .ok_or_else(|| format!("app {} was deleted during the build", request.app))?
+            .value;
+        let release = Release {
+            n: 0,
+            image: image.clone(),
+            git_sha: Some(request.git_sha.clone()),
+            env: app.env,
+            created_at: now(),
+            by: request.by.clone(),
+            cause: ReleaseCause::Push,
+            status: ReleaseStatus::Pending,
+            processes: plan.processes,
+            release_command: plan.release_command,
+        };
+        let n = store
+            .create_release(&request.app, release)
+            .await
+            .map_err(|error| error.to_string())?;
+        log.line(format!("-----> Released v{n}: {image}")).await;
+        Ok(Built {
+            build_id: id.to_string(),
+            image,
+            release: n,
+            reused,
+        })
+    }
+
+    async fn docker(&self) -> Result<bollard::Docker, String> {
+        self.inner
+            .docker
+            .get_or_try_init(|| async {
+                let not_running = |error: bollard::errors::Error| {
+                    format!("Docker is not running on this host: start dockerd (scripts/setup does) ({error})")
+                };
+                let docker = bollard::Docker::connect_with_local_defaults().map_err(not_running)?;
+                // Debian's engine speaks an older API than bollard's default.
+                docker.negotiate_version().await.map_err(not_running)
+            })
+            .await
+            .cloned()
+    }
+}
