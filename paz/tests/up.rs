@@ -1,96 +1,13 @@
 //! `paz up` from the outside: the real binary, its own etcd, signals, and bad input.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
+use common::{paz, start};
 use nix::sys::signal::Signal;
-use tests::ChildGuard;
-
-/// `paz` with no PAZ_* settings inherited from the environment.
-fn paz() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_paz"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("PAZ_") {
-            command.env_remove(name);
-        }
-    }
-    command
-}
-
-/// A running `paz up` and what its banner said.
-struct Running {
-    paz: ChildGuard,
-    etcd_url: String,
-    etcd_pid: Option<u32>,
-    ssh_port: u16,
-    registry_port: u16,
-}
-
-/// Starts `paz up ARGS` and waits for its banner.
-fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
-    let mut paz = ChildGuard::spawn(
-        paz()
-            .arg("up")
-            // A free port: tests run side by side.
-            .args([
-                "--ssh-listen",
-                "127.0.0.1:0",
-                "--registry-listen",
-                "127.0.0.1:0",
-            ])
-            .args(args)
-            .envs(envs.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit()),
-    );
-    let stdout = paz.child().stdout.take().unwrap();
-    let (lines, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut etcd_line = None;
-    let mut ssh_port = None;
-    let mut registry_port = None;
-    loop {
-        let line = received
-            .recv_timeout(Duration::from_secs(60))
-            .expect("paz up printed no banner within 60s");
-        if let Some(rest) = line.trim().strip_prefix("etcd ") {
-            etcd_line = Some(rest.trim().to_string());
-        }
-        if let Some(rest) = line.trim().strip_prefix("ssh ") {
-            let address = rest.split_whitespace().next().unwrap();
-            ssh_port = Some(address.rsplit(':').next().unwrap().parse().unwrap());
-        }
-        if let Some(rest) = line.trim().strip_prefix("registry ") {
-            let address = rest.split_whitespace().next().unwrap();
-            registry_port = Some(address.rsplit(':').next().unwrap().parse().unwrap());
-        }
-        if line.starts_with("stop with Ctrl-C") {
-            break;
-        }
-    }
-    let etcd_line = etcd_line.expect("the banner names etcd");
-    let etcd_url = etcd_line.split_whitespace().next().unwrap().to_string();
-    let etcd_pid = etcd_line
-        .split("pid ")
-        .nth(1)
-        .map(|rest| rest.split(',').next().unwrap().parse().unwrap());
-    Running {
-        paz,
-        etcd_url,
-        etcd_pid,
-        ssh_port: ssh_port.expect("the banner names the ssh address"),
-        registry_port: registry_port.expect("the banner names the registry address"),
-    }
-}
 
 fn alive(pid: u32) -> bool {
     // A zombie still has /proc/<pid>; it is dead for our purpose.

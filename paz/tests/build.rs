@@ -1,0 +1,464 @@
+//! Builds through `paz up`, from the outside: real git pushes, the real Docker
+//! Engine, the image in Paz's registry, and the image running and answering HTTP.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{start, Running};
+use tests::{DockerCleanup, SshIdentity};
+
+struct Paz {
+    running: Running,
+    data: tempfile::TempDir,
+    admin: SshIdentity,
+    store: store::Store,
+    cleanup: DockerCleanup,
+}
+
+async fn paz_up(test_name: &str) -> Paz {
+    let docker = tests::docker().await;
+    let base = tests::busybox_image(&docker).await;
+    let admin = SshIdentity::new("ed25519");
+    let key = admin.private_key.with_extension("pub");
+    let data = tests::temp_dir();
+    let running = start(
+        &[
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--admin-key",
+            key.to_str().unwrap(),
+            "--buildpack-image",
+            &format!("static={base}"),
+        ],
+        &[],
+    );
+    let store = tests::etcd::connect(&running.etcd_url, "/paz").await;
+    Paz {
+        running,
+        data,
+        admin,
+        store,
+        cleanup: DockerCleanup::new(test_name),
+    }
+}
+
+impl Paz {
+    fn url(&self, app: &str) -> String {
+        format!("ssh://paz@127.0.0.1:{}/{app}", self.running.ssh_port)
+    }
+
+    /// A work tree holding `files`, committed on main.
+    fn tree(&self, files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tests::temp_dir();
+        self.git(dir.path(), &["init", "-q", "-b", "main"]);
+        for (path, text) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        self.git(dir.path(), &["add", "."]);
+        self.git(dir.path(), &["commit", "-q", "-m", "app"]);
+        dir
+    }
+
+    fn git(&self, dir: &Path, args: &[&str]) -> String {
+        let output = self.admin.git(dir).args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    fn push(&mut self, dir: &Path, app: &str) -> Output {
+        let sha = self.git(dir, &["rev-parse", "HEAD"]);
+        self.cleanup.track_image(&format!(
+            "127.0.0.1:{}/{app}:{sha}",
+            self.running.registry_port
+        ));
+        self.admin
+            .git(dir)
+            .args(["push", &self.url(app), "main"])
+            .output()
+            .unwrap()
+    }
+
+    /// The status of `GET /v2/<app>/manifests/<reference>` with the builder's token.
+    fn registry_status(&self, app: &str, reference: &str) -> String {
+        let tokens: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(self.data.path().join("internal-tokens.json")).unwrap(),
+        )
+        .unwrap();
+        let credentials = format!(
+            "{}:{}",
+            tokens["builder"]["name"].as_str().unwrap(),
+            tokens["builder"]["secret"].as_str().unwrap()
+        );
+        let output = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-u",
+                &credentials,
+            ])
+            .args([
+                "-H",
+                "Accept: application/vnd.docker.distribution.manifest.v2+json",
+            ])
+            .arg(format!(
+                "http://127.0.0.1:{}/v2/{app}/manifests/{reference}",
+                self.running.registry_port
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).to_string()
+    }
+
+    /// Runs `image` with PORT=`port` published on loopback; returns the host port.
+    fn run_container(&self, image: &str, port: u16) -> u16 {
+        let output = Command::new("docker")
+            .args([
+                "run",
+                "-d",
+                "--label",
+                &self.cleanup.label_arg(),
+                "-e",
+                &format!("PORT={port}"),
+            ])
+            .args(["-p", &format!("127.0.0.1::{port}"), image])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "docker run: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        let mapped = Command::new("docker")
+            .args(["port", &id, &port.to_string()])
+            .output()
+            .unwrap();
+        let mapped = String::from_utf8_lossy(&mapped.stdout);
+        mapped
+            .lines()
+            .next()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+fn text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+/// `GET http://127.0.0.1:port/path`, retried while the container starts.
+fn http_get(port: u16, path: &str) -> String {
+    for _ in 0..50 {
+        let output = Command::new("curl")
+            .args(["-s", "-f", &format!("http://127.0.0.1:{port}{path}")])
+            .output()
+            .unwrap();
+        if output.status.success() {
+            return String::from_utf8_lossy(&output.stdout).to_string();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("http://127.0.0.1:{port}{path} never answered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dockerfile_app_and_a_static_app_are_built_pushed_and_served() {
+    let mut paz = paz_up("build-apps").await;
+    let base = tests::BUSYBOX_IMAGE;
+    let dockerfile = format!("FROM {base}\nCOPY index.html /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n");
+    let tree = paz.tree(&[
+        ("Dockerfile", &dockerfile),
+        ("index.html", "hello from a Dockerfile\n"),
+    ]);
+    let sha = paz.git(tree.path(), &["rev-parse", "HEAD"]);
+    let pushed = paz.push(tree.path(), "demo");
+    let said = text(&pushed);
+    assert!(pushed.status.success(), "{said}");
+    for expected in [
+        format!(
+            "remote: -----> Building demo ({}) with Dockerfile",
+            &sha[..7]
+        ),
+        "remote:        Step 1/".to_string(),
+        format!(
+            "remote: -----> Pushing image 127.0.0.1:{}/demo:{}",
+            paz.running.registry_port,
+            &sha[..7]
+        ),
+        "remote: -----> Released v1: ".to_string(),
+        "remote: -----> Done in ".to_string(),
+    ] {
+        assert!(said.contains(&expected), "missing `{expected}` in:\n{said}");
+    }
+    assert_eq!(
+        paz.registry_status("demo", &sha),
+        "200",
+        "the image is in the registry"
+    );
+    let app = store::AppName::new("demo").unwrap();
+    let release = paz
+        .store
+        .get(&paz.store.keys().release(&app, 1))
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert!(release.image.starts_with(&format!(
+        "127.0.0.1:{}/demo@sha256:",
+        paz.running.registry_port
+    )));
+    assert_eq!(release.git_sha.as_deref(), Some(sha.as_str()));
+    assert_eq!(
+        release.status,
+        store::records::ReleaseStatus::Pending,
+        "rollout is the deployer's"
+    );
+    let demo_sha = sha.clone();
+    let port = paz.run_container(
+        &format!("127.0.0.1:{}/demo:{sha}", paz.running.registry_port),
+        8080,
+    );
+    assert_eq!(http_get(port, "/"), "hello from a Dockerfile\n");
+
+    // A static site: the buildpack, with its base image set to the test busybox.
+    let tree = paz.tree(&[
+        ("index.html", "<h1>static</h1>\n"),
+        ("Procfile", "worker: sleep 1000\n"),
+    ]);
+    let sha = paz.git(tree.path(), &["rev-parse", "HEAD"]);
+    let pushed = paz.push(tree.path(), "site");
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    assert!(
+        text(&pushed).contains("with the static buildpack"),
+        "{}",
+        text(&pushed)
+    );
+    let site = store::AppName::new("site").unwrap();
+    let release = paz
+        .store
+        .get(&paz.store.keys().release(&site, 1))
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert_eq!(
+        release.processes.get("worker").map(String::as_str),
+        Some("sleep 1000")
+    );
+    let port = paz.run_container(
+        &format!("127.0.0.1:{}/site:{sha}", paz.running.registry_port),
+        5000,
+    );
+    assert_eq!(http_get(port, "/index.html"), "<h1>static</h1>\n");
+
+    // The builds are recorded, with their logs.
+    let builds = paz
+        .admin
+        .ssh("paz@127.0.0.1", paz.running.ssh_port, &["builds", "demo"]);
+    let listed = String::from_utf8_lossy(&builds.stdout);
+    assert!(
+        listed.contains("succeeded")
+            && listed.contains(&demo_sha[..7])
+            && listed.contains("Dockerfile"),
+        "{listed}"
+    );
+    let log = paz.admin.ssh(
+        "paz@127.0.0.1",
+        paz.running.ssh_port,
+        &["builds:log", "demo"],
+    );
+    assert!(String::from_utf8_lossy(&log.stdout).contains(&format!("Step 1/5 : FROM {base}")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_and_undetectable_builds_reject_the_push() {
+    let mut paz = paz_up("build-failures").await;
+    let base = tests::BUSYBOX_IMAGE;
+    let tree = paz.tree(&[(
+        "Dockerfile",
+        &format!("FROM {base}\nRUN echo this step fails && false\n"),
+    )]);
+    let sha = paz.git(tree.path(), &["rev-parse", "HEAD"]);
+    let pushed = paz.push(tree.path(), "broken");
+    let said = text(&pushed);
+    assert!(!pushed.status.success());
+    assert!(
+        said.contains("remote:        this step fails"),
+        "the failing step's output: {said}"
+    );
+    assert!(said.contains("pre-receive hook declined"), "{said}");
+    assert!(said.contains("the last lines of build"), "{said}");
+    assert_eq!(
+        paz.registry_status("broken", &sha),
+        "404",
+        "no image in the registry"
+    );
+    let app = store::AppName::new("broken").unwrap();
+    let builds = paz
+        .store
+        .list(&paz.store.keys().builds(&app))
+        .await
+        .unwrap();
+    assert_eq!(builds.entries.len(), 1);
+    assert_eq!(
+        builds.entries[0].value.status,
+        store::records::BuildStatus::Failed
+    );
+    assert!(
+        paz.store
+            .list(&paz.store.keys().releases(&app))
+            .await
+            .unwrap()
+            .entries
+            .is_empty(),
+        "no release"
+    );
+
+    let tree = paz.tree(&[("README.md", "nothing to build\n")]);
+    let pushed = paz.push(tree.path(), "empty");
+    assert!(!pushed.status.success());
+    assert!(
+        text(&pushed).contains("nothing to build: no Dockerfile and no buildpack matches; looked for Dockerfile, package.json (node)"),
+        "{}",
+        text(&pushed)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dockerignore_is_honoured_and_an_unchanged_tree_is_not_built_again() {
+    let mut paz = paz_up("build-ignore").await;
+    let base = tests::BUSYBOX_IMAGE;
+    let tree = paz.tree(&[
+        (
+            "Dockerfile",
+            &format!("FROM {base}\nCOPY . /app\nCMD [\"ls\", \"/app\"]\n"),
+        ),
+        (".dockerignore", "secret.txt\nlogs/\n"),
+        ("secret.txt", "do not ship\n"),
+        ("logs/old.log", "old\n"),
+        ("kept.txt", "ship me\n"),
+    ]);
+    let sha = paz.git(tree.path(), &["rev-parse", "HEAD"]);
+    let pushed = paz.push(tree.path(), "ignore");
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    let image = format!("127.0.0.1:{}/ignore:{sha}", paz.running.registry_port);
+    let listed = Command::new("docker")
+        .args(["run", "--rm", "--label", &paz.cleanup.label_arg(), &image])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("kept.txt"), "{listed}");
+    assert!(
+        !listed.contains("secret.txt") && !listed.contains("logs"),
+        "{listed}"
+    );
+
+    // The same tree again (a new commit, no change): nothing is built.
+    paz.git(
+        tree.path(),
+        &["commit", "-q", "--allow-empty", "-m", "no change"],
+    );
+    let again = paz.push(tree.path(), "ignore");
+    let said = text(&again);
+    assert!(again.status.success(), "{said}");
+    assert!(
+        said.contains("remote: -----> No change since build"),
+        "{said}"
+    );
+    assert!(!said.contains("Building ignore"), "{said}");
+    let app = store::AppName::new("ignore").unwrap();
+    let releases = paz
+        .store
+        .list(&paz.store.keys().releases(&app))
+        .await
+        .unwrap();
+    assert_eq!(releases.entries.len(), 2);
+    assert_eq!(
+        releases.entries[0].value.image, releases.entries[1].value.image,
+        "the image is reused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pusher_that_disconnects_leaves_a_finished_recorded_build() {
+    let mut paz = paz_up("build-disconnect").await;
+    let base = tests::BUSYBOX_IMAGE;
+    let tree = paz.tree(&[(
+        "Dockerfile",
+        &format!("FROM {base}\nRUN sleep 3 && echo slow step done\n"),
+    )]);
+    let sha = paz.git(tree.path(), &["rev-parse", "HEAD"]);
+    paz.cleanup.track_image(&format!(
+        "127.0.0.1:{}/slow:{sha}",
+        paz.running.registry_port
+    ));
+    let mut push = paz.admin.git(tree.path());
+    push.args(["push", &paz.url("slow"), "main"])
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = push.spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("-----> Building slow") {
+        line.clear();
+        assert!(
+            lines.read_line(&mut line).unwrap() > 0,
+            "the push ended before its build started"
+        );
+    }
+    // The pusher goes away: git and its ssh, the whole group.
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = child.wait();
+
+    let app = store::AppName::new("slow").unwrap();
+    let mut status = None;
+    for _ in 0..300 {
+        let builds = paz
+            .store
+            .list(&paz.store.keys().builds(&app))
+            .await
+            .unwrap();
+        status = builds.entries.first().map(|entry| entry.value.status);
+        if status.is_some_and(|s| s != store::records::BuildStatus::Running) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status,
+        Some(store::records::BuildStatus::Succeeded),
+        "the build finished without its pusher"
+    );
+    let log = std::fs::read_dir(paz.data.path().join("builds/slow"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("slow step done"));
+}
