@@ -290,7 +290,7 @@ async fn a_bad_admin_key_is_refused_and_nothing_is_written() {
 }
 
 #[tokio::test]
-async fn a_push_to_paz_up_is_stored_and_paz_keys_add_lets_a_deployer_in() {
+async fn a_push_to_paz_up_reaches_the_builder_and_paz_keys_add_lets_a_deployer_in() {
     let admin = tests::SshIdentity::new("ed25519");
     let admin_file = admin.private_key.with_extension("pub");
     let dir = tests::temp_dir();
@@ -320,10 +320,17 @@ async fn a_push_to_paz_up_is_stored_and_paz_keys_add_lets_a_deployer_in() {
     std::fs::write(work.path().join("README"), "hello\n").unwrap();
     git(&["add", "."]);
     git(&["commit", "-q", "-m", "first"]);
-    let pushed = git(&["push", &url, "main"]);
+    // The push reaches the builder, which finds nothing to build in a README.
+    let pushed = admin
+        .git(work.path())
+        .args(["push", &url, "main"])
+        .output()
+        .unwrap();
+    assert!(!pushed.status.success());
+    let said = String::from_utf8_lossy(&pushed.stderr);
     assert!(
-        pushed.contains("this Paz has no builder yet, so it was stored and not deployed"),
-        "{pushed}"
+        said.contains("remote: deploy failed: nothing to build"),
+        "{said}"
     );
 
     // The first deployer key, added on the host against the etcd paz up runs.
