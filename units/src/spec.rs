@@ -1,0 +1,302 @@
+//! The `ExecStart` subset the agent runs itself: `/usr/bin/docker run` with the
+//! flags Paz renders becomes a [`ContainerSpec`]; `/usr/bin/paz sidekick`
+//! becomes a [`SidekickSpec`].
+
+/// A published port: `[ip:][host:]container`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    pub ip: Option<String>,
+    /// `None`: Docker chooses.
+    pub host: Option<u16>,
+    pub container: u16,
+}
+
+/// A container to run, as `docker run` flags say it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub remove: bool,
+    pub ports: Vec<Port>,
+    pub env: Vec<(String, String)>,
+    pub env_files: Vec<String>,
+    pub labels: Vec<(String, String)>,
+    pub volumes: Vec<String>,
+    /// `--memory`, as docker takes it (`256m`).
+    pub memory: Option<String>,
+    /// `--cpus` (`0.5`).
+    pub cpus: Option<String>,
+    /// `--restart` (`no`, `on-failure[:N]`, `always`, `unless-stopped`).
+    pub restart: Option<String>,
+    pub command: Vec<String>,
+}
+
+/// A sidekick: check an instance, announce it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SidekickSpec {
+    /// The unit it watches.
+    pub unit: String,
+    /// The key it announces under (`/paz/services/<app>/<release>/<i>`).
+    pub key: String,
+    /// The HTTP path it checks.
+    pub check: String,
+    /// Seconds one check may take.
+    pub timeout: u64,
+    /// Failures in a row before it withdraws.
+    pub attempts: u32,
+}
+
+/// What a unit's `ExecStart` runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exec {
+    Container(ContainerSpec),
+    Sidekick(SidekickSpec),
+}
+
+fn port(text: &str) -> Result<Port, String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let number = |s: &str| {
+        s.parse::<u16>()
+            .map_err(|_| format!("`{text}` is not a port: use [ip:][host:]container"))
+    };
+    let container = number(parts.last().unwrap_or(&""))?;
+    match parts.as_slice() {
+        [_] => Ok(Port {
+            ip: None,
+            host: None,
+            container,
+        }),
+        [host, _] => Ok(Port {
+            ip: None,
+            host: Some(number(host)?),
+            container,
+        }),
+        [ip, host, _] => Ok(Port {
+            ip: Some(ip.to_string()),
+            host: if host.is_empty() {
+                None
+            } else {
+                Some(number(host)?)
+            },
+            container,
+        }),
+        _ => Err(format!("`{text}` is not a port: use [ip:][host:]container")),
+    }
+}
+
+fn pair(text: &str, flag: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .filter(|(key, _)| !key.is_empty())
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .ok_or_else(|| format!("{flag} `{text}` is not KEY=VALUE"))
+}
+
+/// Parses `docker run` arguments (after `run`).
+pub fn parse_docker_run(args: &[String]) -> Result<ContainerSpec, String> {
+    let mut spec = ContainerSpec::default();
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        if !word.starts_with('-') {
+            spec.image = word.clone();
+            spec.command = words.cloned().collect();
+            break;
+        }
+        let (flag, inline) = match word.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_string())),
+            _ => (word.as_str(), None),
+        };
+        if flag == "--rm" {
+            spec.remove = true;
+            continue;
+        }
+        let mut value = || -> Result<String, String> {
+            match &inline {
+                Some(value) => Ok(value.clone()),
+                None => words
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| format!("docker run flag {flag} needs a value")),
+            }
+        };
+        match flag {
+            "--name" => spec.name = value()?,
+            "-p" | "--publish" => spec.ports.push(port(&value()?)?),
+            "-e" | "--env" => spec.env.push(pair(&value()?, flag)?),
+            "--env-file" => spec.env_files.push(value()?),
+            "-l" | "--label" => spec.labels.push(pair(&value()?, flag)?),
+            "-v" | "--volume" => spec.volumes.push(value()?),
+            "-m" | "--memory" => spec.memory = Some(value()?),
+            "--cpus" => spec.cpus = Some(value()?),
+            "--restart" => spec.restart = Some(value()?),
+            other => {
+                return Err(format!(
+                    "docker run flag {other} is not supported: use --name, -p, -e, --env-file, -l, -v, -m, --cpus, --restart, --rm"
+                ))
+            }
+        }
+    }
+    if spec.image.is_empty() {
+        return Err("docker run names no image".to_string());
+    }
+    if spec.name.is_empty() {
+        return Err("docker run needs --name (the unit's container name)".to_string());
+    }
+    Ok(spec)
+}
+
+/// The `docker run` words for `spec` (without `/usr/bin/docker run`).
+pub fn render_docker_run(spec: &ContainerSpec) -> Vec<String> {
+    let mut words = Vec::new();
+    if spec.remove {
+        words.push("--rm".to_string());
+    }
+    words.extend(["--name".to_string(), spec.name.clone()]);
+    for port in &spec.ports {
+        let text = match (&port.ip, port.host) {
+            (Some(ip), host) => format!(
+                "{ip}:{}:{}",
+                host.map(|h| h.to_string()).unwrap_or_default(),
+                port.container
+            ),
+            (None, Some(host)) => format!("{host}:{}", port.container),
+            (None, None) => port.container.to_string(),
+        };
+        words.extend(["-p".to_string(), text]);
+    }
+    for (key, value) in &spec.env {
+        words.extend(["-e".to_string(), format!("{key}={value}")]);
+    }
+    for file in &spec.env_files {
+        words.extend(["--env-file".to_string(), file.clone()]);
+    }
+    for (key, value) in &spec.labels {
+        words.extend(["-l".to_string(), format!("{key}={value}")]);
+    }
+    for volume in &spec.volumes {
+        words.extend(["-v".to_string(), volume.clone()]);
+    }
+    for (flag, value) in [
+        ("-m", &spec.memory),
+        ("--cpus", &spec.cpus),
+        ("--restart", &spec.restart),
+    ] {
+        if let Some(value) = value {
+            words.extend([flag.to_string(), value.clone()]);
+        }
+    }
+    words.push(spec.image.clone());
+    words.extend(spec.command.iter().cloned());
+    words
+}
+
+/// Parses `paz sidekick` arguments (after `sidekick`).
+pub fn parse_sidekick(args: &[String]) -> Result<SidekickSpec, String> {
+    let mut unit = None;
+    let mut key = None;
+    let mut check = "/".to_string();
+    let mut timeout = 5;
+    let mut attempts = 3;
+    let mut words = args.iter();
+    while let Some(flag) = words.next() {
+        let mut value = || {
+            words
+                .next()
+                .cloned()
+                .ok_or_else(|| format!("paz sidekick {flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--unit" => unit = Some(value()?),
+            "--key" => key = Some(value()?),
+            "--check" => check = value()?,
+            "--timeout" => timeout = value()?.parse().map_err(|_| "paz sidekick --timeout takes whole seconds".to_string())?,
+            "--attempts" => attempts = value()?.parse().map_err(|_| "paz sidekick --attempts takes a number".to_string())?,
+            other => return Err(format!("paz sidekick flag {other} is not supported: use --unit, --key, --check, --timeout, --attempts")),
+        }
+    }
+    Ok(SidekickSpec {
+        unit: unit.ok_or("paz sidekick needs --unit")?,
+        key: key.ok_or("paz sidekick needs --key")?,
+        check,
+        timeout,
+        attempts,
+    })
+}
+
+/// The `paz sidekick` words for `spec`.
+pub fn render_sidekick(spec: &SidekickSpec) -> Vec<String> {
+    [
+        "--unit",
+        &spec.unit,
+        "--key",
+        &spec.key,
+        "--check",
+        &spec.check,
+        "--timeout",
+        &spec.timeout.to_string(),
+        "--attempts",
+        &spec.attempts.to_string(),
+    ]
+    .iter()
+    .map(|word| word.to_string())
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn word() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9 ._:/=%\"'-]{1,12}"
+    }
+
+    fn spec() -> impl Strategy<Value = ContainerSpec> {
+        (
+            "[a-z][a-z0-9-]{0,20}",
+            "[a-z0-9][a-z0-9./:-]{0,29}",
+            any::<bool>(),
+            proptest::collection::vec(
+                (
+                    proptest::option::of(Just("127.0.0.1".to_string())),
+                    proptest::option::of(1u16..),
+                    1u16..,
+                ),
+                0..3,
+            ),
+            proptest::collection::vec(("[A-Z_][A-Z0-9_]{0,8}", word()), 0..4),
+            proptest::collection::vec(("[a-z.]{1,10}", word()), 0..3),
+            proptest::option::of("[0-9]{1,4}m"),
+            proptest::collection::vec(word(), 0..4),
+        )
+            .prop_map(
+                |(name, image, remove, ports, env, labels, memory, command)| ContainerSpec {
+                    name,
+                    image,
+                    remove,
+                    ports: ports
+                        .into_iter()
+                        .map(|(ip, host, container)| Port {
+                            ip,
+                            host,
+                            container,
+                        })
+                        .collect(),
+                    env,
+                    labels,
+                    memory,
+                    command,
+                    ..ContainerSpec::default()
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn a_rendered_spec_parses_back_to_itself(spec in spec()) {
+            let line = crate::exec::join(&render_docker_run(&spec));
+            let expanded = crate::exec::expand(&line, &crate::exec::Specifiers::default(), 1).unwrap();
+            let words = crate::exec::split(&expanded).unwrap();
+            prop_assert_eq!(parse_docker_run(&words).unwrap(), spec);
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The unit files Paz renders for an app instance and its sidekick, from
+//! `units/templates/`.
+
+use crate::exec;
+use crate::spec::{render_docker_run, render_sidekick, ContainerSpec, Port, SidekickSpec};
+
+const APP: &str = include_str!("../templates/app.service");
+const ANNOUNCE: &str = include_str!("../templates/announce.service");
+
+/// One instance of a release of an app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub app: String,
+    pub release: u64,
+    /// `web`, `worker`, ...
+    pub process: String,
+    pub index: u32,
+    /// `registry/app@sha256:...`.
+    pub image: String,
+    /// The port the app listens on inside the container (`$PORT`).
+    pub port: u16,
+    pub env: Vec<(String, String)>,
+    /// The command, if not the image's own.
+    pub command: Vec<String>,
+    /// The etcd key the sidekick announces (`/paz/services/<app>/<release>/<i>`).
+    pub service_key: String,
+    pub health_path: String,
+    pub health_timeout: u64,
+    pub health_attempts: u32,
+    pub stop_timeout: u64,
+}
+
+/// A rendered unit: its name and text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedUnit {
+    pub name: String,
+    pub text: String,
+}
+
+fn fill(template: &str, values: &[(&str, String)]) -> String {
+    values
+        .iter()
+        .fold(template.to_string(), |text, (name, value)| {
+            text.replace(&format!("{{{{{name}}}}}"), value)
+        })
+}
+
+/// The instance's unit and its sidekick's.
+pub fn render_instance(instance: &Instance) -> (RenderedUnit, RenderedUnit) {
+    let name = format!(
+        "{}-v{}-{}-{}",
+        instance.app, instance.release, instance.process, instance.index
+    );
+    let unit = format!("{name}.service");
+    let mut env = vec![("PORT".to_string(), instance.port.to_string())];
+    env.extend(
+        instance
+            .env
+            .iter()
+            .filter(|(key, _)| key != "PORT")
+            .cloned(),
+    );
+    let container = ContainerSpec {
+        name: name.clone(),
+        image: instance.image.clone(),
+        remove: true,
+        ports: vec![Port {
+            ip: None,
+            host: None,
+            container: instance.port,
+        }],
+        env,
+        labels: vec![
+            ("paz.app".to_string(), instance.app.clone()),
+            ("paz.release".to_string(), instance.release.to_string()),
+            ("paz.unit".to_string(), unit.clone()),
+        ],
+        command: instance.command.clone(),
+        ..ContainerSpec::default()
+    };
+    let mut docker = vec!["/usr/bin/docker".to_string(), "run".to_string()];
+    docker.extend(render_docker_run(&container));
+    let app_text = fill(
+        APP,
+        &[
+            ("app", instance.app.clone()),
+            ("release", instance.release.to_string()),
+            ("process", instance.process.clone()),
+            ("index", instance.index.to_string()),
+            ("stop_timeout", instance.stop_timeout.to_string()),
+            ("exec_start", exec::join(&docker)),
+        ],
+    );
+    let sidekick = SidekickSpec {
+        unit: unit.clone(),
+        key: instance.service_key.clone(),
+        check: instance.health_path.clone(),
+        timeout: instance.health_timeout,
+        attempts: instance.health_attempts,
+    };
+    let mut paz = vec!["/usr/bin/paz".to_string(), "sidekick".to_string()];
+    paz.extend(render_sidekick(&sidekick));
+    let announce_text = fill(
+        ANNOUNCE,
+        &[("unit", unit.clone()), ("exec_start", exec::join(&paz))],
+    );
+    (
+        RenderedUnit {
+            name: unit,
+            text: app_text,
+        },
+        RenderedUnit {
+            name: format!("{name}-announce.service"),
+            text: announce_text,
+        },
+    )
+}
