@@ -81,6 +81,11 @@ impl Drop for Lease {
 }
 
 impl Store {
+    /// Writes `value` at `key` bound to `lease`: it goes when the lease does.
+    pub async fn put_on_lease<T: Record>(&self, key: &Key<T>, value: &T, lease: &Lease) -> Result<i64> {
+        self.put_raw(key.as_str(), value.encode(), Some(lease.id())).await
+    }
+
     /// Grants a lease of `ttl` (whole seconds, at least 1) and keeps it alive.
     pub async fn grant_lease(&self, ttl: Duration) -> Result<Lease> {
         let ttl_seconds = ttl.as_secs().max(1) as i64;

@@ -351,6 +351,12 @@ pub struct UnitState {
     pub container: Option<String>,
     /// Seconds since the Unix epoch.
     pub since: u64,
+    /// Why it failed, or why it is (re)starting.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// How often the agent restarted it after a crash.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 #[cfg(test)]

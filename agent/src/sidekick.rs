@@ -1,0 +1,85 @@
+//! A sidekick: checks its instance with the app's health check on the
+//! container's published port, announces `ip:port` on a lease while healthy,
+//! withdraws after too many failures in a row, and when it is stopped.
+
+use std::time::Duration;
+
+use bollard::Docker;
+use store::{Key, Registration, Store};
+use tokio::sync::watch;
+use tracing::{info, warn};
+use units::SidekickSpec;
+
+/// How often the instance is checked.
+const INTERVAL: Duration = Duration::from_secs(1);
+/// The lease TTL of an announcement.
+const ANNOUNCE_TTL: Duration = Duration::from_secs(10);
+
+/// What a sidekick task needs.
+pub(crate) struct Sidekick {
+    pub(crate) spec: SidekickSpec,
+    pub(crate) key: Key<String>,
+    /// The container's name and the port the app listens on inside it.
+    pub(crate) container: String,
+    pub(crate) container_port: u16,
+    /// The address other hosts reach this machine's published ports on.
+    pub(crate) advertise: String,
+}
+
+async fn healthy(client: &reqwest::Client, port: u16, path: &str, timeout: Duration) -> bool {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    match client.get(&url).timeout(timeout).send().await {
+        Ok(response) => response.status().as_u16() < 500,
+        Err(_) => false,
+    }
+}
+
+/// Runs until `stop` turns true; the announcement goes with it.
+pub(crate) async fn run(sidekick: Sidekick, store: Store, docker: Docker, mut stop: watch::Receiver<bool>) {
+    let client = reqwest::Client::new();
+    let timeout = Duration::from_secs(sidekick.spec.timeout.max(1));
+    let mut failures = 0u32;
+    let mut announced: Option<Registration> = None;
+    loop {
+        let port = crate::docker::host_port(&docker, &sidekick.container, sidekick.container_port).await;
+        let ok = match port {
+            Some(port) => healthy(&client, port, &sidekick.spec.check, timeout).await,
+            None => false,
+        };
+        if ok {
+            failures = 0;
+            if announced.is_none() {
+                let address = format!("{}:{}", sidekick.advertise, port.unwrap_or_default());
+                match store.register(&sidekick.key, &address, ANNOUNCE_TTL).await {
+                    Ok(registration) => {
+                        info!(key = %sidekick.key, %address, "announced");
+                        announced = Some(registration);
+                    }
+                    Err(error) => warn!(%error, "cannot announce; will try again"),
+                }
+            }
+        } else {
+            failures += 1;
+            if failures >= sidekick.spec.attempts.max(1) && announced.take().is_some() {
+                withdraw(&store, &sidekick.key).await;
+                info!(key = %sidekick.key, failures, "health check failing: withdrawn");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(INTERVAL) => {}
+            _ = stop.wait_for(|stop| *stop) => break,
+        }
+    }
+    if announced.take().is_some() {
+        withdraw(&store, &sidekick.key).await;
+    }
+    info!(key = %sidekick.key, "the sidekick stopped");
+}
+
+/// Deletes the announcement now (its lease, revoked as the registration drops,
+/// would take it too, but the proxy must stop routing before anything else).
+async fn withdraw(store: &Store, key: &Key<String>) {
+    if let Err(error) = store.delete(key).await {
+        warn!(%error, %key, "cannot withdraw; the lease will");
+    }
+}
