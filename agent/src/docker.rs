@@ -37,16 +37,31 @@ fn describe(error: bollard::errors::Error) -> String {
 }
 
 /// This machine's containers, by unit.
-pub(crate) async fn list(docker: &Docker, machine: &str) -> Result<HashMap<String, Actual>, String> {
+pub(crate) async fn list(
+    docker: &Docker,
+    machine: &str,
+) -> Result<HashMap<String, Actual>, String> {
     let filter = format!("{MACHINE_LABEL}={machine}");
     let filters = HashMap::from([("label", vec![filter.as_str()])]);
-    let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
-    let summaries = docker.list_containers(Some(options)).await.map_err(describe)?;
+    let options = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let summaries = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(describe)?;
     let mut found = HashMap::new();
     for summary in summaries {
-        let (Some(id), Some(labels)) = (summary.id, summary.labels) else { continue };
-        let Some(unit) = labels.get(UNIT_LABEL) else { continue };
-        let Ok(inspected) = docker.inspect_container(&id, None).await else { continue };
+        let (Some(id), Some(labels)) = (summary.id, summary.labels) else {
+            continue;
+        };
+        let Some(unit) = labels.get(UNIT_LABEL) else {
+            continue;
+        };
+        let Ok(inspected) = docker.inspect_container(&id, None).await else {
+            continue;
+        };
         let state = inspected.state.unwrap_or_default();
         found.insert(
             unit.clone(),
@@ -55,7 +70,10 @@ pub(crate) async fn list(docker: &Docker, machine: &str) -> Result<HashMap<Strin
                 running: state.running.unwrap_or(false),
                 exit_code: state.exit_code.unwrap_or(0),
                 image: inspected.config.and_then(|c| c.image).unwrap_or_default(),
-                stop_timeout: labels.get(STOP_TIMEOUT_LABEL).and_then(|t| t.parse().ok()).unwrap_or(10),
+                stop_timeout: labels
+                    .get(STOP_TIMEOUT_LABEL)
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(10),
             },
         );
     }
@@ -63,7 +81,11 @@ pub(crate) async fn list(docker: &Docker, machine: &str) -> Result<HashMap<Strin
 }
 
 /// Pulls `image` with `credentials` (for Paz's registry).
-pub(crate) async fn pull(docker: &Docker, image: &str, credentials: Option<DockerCredentials>) -> Result<(), String> {
+pub(crate) async fn pull(
+    docker: &Docker,
+    image: &str,
+    credentials: Option<DockerCredentials>,
+) -> Result<(), String> {
     let options = CreateImageOptionsBuilder::new().from_image(image).build();
     docker
         .create_image(Some(options), None, credentials)
@@ -75,8 +97,14 @@ pub(crate) async fn pull(docker: &Docker, image: &str, credentials: Option<Docke
 
 fn memory_bytes(text: &str) -> Result<i64, String> {
     let lower = text.to_ascii_lowercase();
-    let (number, unit) = lower.split_at(lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len()));
-    let number: i64 = number.parse().map_err(|_| format!("memory `{text}` is not a size such as 256m"))?;
+    let (number, unit) = lower.split_at(
+        lower
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(lower.len()),
+    );
+    let number: i64 = number
+        .parse()
+        .map_err(|_| format!("memory `{text}` is not a size such as 256m"))?;
     let factor = match unit.trim_end_matches('b') {
         "" => 1,
         "k" => 1 << 10,
@@ -88,11 +116,23 @@ fn memory_bytes(text: &str) -> Result<i64, String> {
 }
 
 /// Creates and starts the container of `unit` from `spec`; returns its id.
-pub(crate) async fn start(docker: &Docker, machine: &str, unit: &str, spec: &ContainerSpec, stop_timeout: u64) -> Result<String, String> {
+pub(crate) async fn start(
+    docker: &Docker,
+    machine: &str,
+    unit: &str,
+    spec: &ContainerSpec,
+    stop_timeout: u64,
+) -> Result<String, String> {
     let mut env: Vec<String> = Vec::new();
     for file in &spec.env_files {
-        let text = std::fs::read_to_string(file).map_err(|error| format!("cannot read --env-file {file}: {error}"))?;
-        env.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string));
+        let text = std::fs::read_to_string(file)
+            .map_err(|error| format!("cannot read --env-file {file}: {error}"))?;
+        env.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
     }
     env.extend(spec.env.iter().map(|(key, value)| format!("{key}={value}")));
     let mut labels: HashMap<String, String> = spec.labels.iter().cloned().collect();
@@ -117,7 +157,12 @@ pub(crate) async fn start(docker: &Docker, machine: &str, unit: &str, spec: &Con
         binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
         memory: spec.memory.as_deref().map(memory_bytes).transpose()?,
         nano_cpus: match &spec.cpus {
-            Some(cpus) => Some((cpus.parse::<f64>().map_err(|_| format!("--cpus `{cpus}` is not a number"))? * 1e9) as i64),
+            Some(cpus) => Some(
+                (cpus
+                    .parse::<f64>()
+                    .map_err(|_| format!("--cpus `{cpus}` is not a number"))?
+                    * 1e9) as i64,
+            ),
             None => None,
         },
         ..Default::default()
@@ -133,15 +178,28 @@ pub(crate) async fn start(docker: &Docker, machine: &str, unit: &str, spec: &Con
     };
     // A container of the same name left by an earlier run goes first.
     let _ = docker
-        .remove_container(&spec.name, Some(RemoveContainerOptionsBuilder::new().force(true).build()))
+        .remove_container(
+            &spec.name,
+            Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+        )
         .await;
     let created = docker
-        .create_container(Some(CreateContainerOptionsBuilder::new().name(&spec.name).build()), body)
+        .create_container(
+            Some(
+                CreateContainerOptionsBuilder::new()
+                    .name(&spec.name)
+                    .build(),
+            ),
+            body,
+        )
         .await
         .map_err(|error| format!("cannot create the container: {}", describe(error)))?;
     if let Err(error) = docker.start_container(&created.id, None).await {
         let _ = docker
-            .remove_container(&created.id, Some(RemoveContainerOptionsBuilder::new().force(true).build()))
+            .remove_container(
+                &created.id,
+                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+            )
             .await;
         return Err(format!("cannot start the container: {}", describe(error)));
     }
@@ -153,7 +211,10 @@ pub(crate) async fn stop(docker: &Docker, id: &str, timeout: u64) {
     let options = StopContainerOptionsBuilder::new().t(timeout as i32).build();
     let _ = docker.stop_container(id, Some(options)).await;
     let _ = docker
-        .remove_container(id, Some(RemoveContainerOptionsBuilder::new().force(true).build()))
+        .remove_container(
+            id,
+            Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+        )
         .await;
 }
 
@@ -165,5 +226,7 @@ pub(crate) async fn host_port(docker: &Docker, name: &str, container_port: u16) 
     }
     let ports = inspected.network_settings?.ports?;
     let bindings = ports.get(&format!("{container_port}/tcp"))?.as_ref()?;
-    bindings.iter().find_map(|binding| binding.host_port.as_deref()?.parse().ok())
+    bindings
+        .iter()
+        .find_map(|binding| binding.host_port.as_deref()?.parse().ok())
 }

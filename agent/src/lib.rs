@@ -121,12 +121,21 @@ impl std::fmt::Debug for Agent {
 impl Agent {
     /// Connects to the Docker Engine and reads (or makes) the machine id.
     pub async fn new(config: AgentConfig, store: Store) -> Result<Agent, String> {
-        let id = machine_id(&config.data_dir).map_err(|error| format!("cannot keep the machine id in {}: {error}", config.data_dir.display()))?;
+        let id = machine_id(&config.data_dir).map_err(|error| {
+            format!(
+                "cannot keep the machine id in {}: {error}",
+                config.data_dir.display()
+            )
+        })?;
         let docker = Docker::connect_with_local_defaults()
-            .map_err(|error| format!("Docker is not running on this host: start dockerd ({error})"))?
+            .map_err(|error| {
+                format!("Docker is not running on this host: start dockerd ({error})")
+            })?
             .negotiate_version()
             .await
-            .map_err(|error| format!("Docker is not running on this host: start dockerd ({error})"))?;
+            .map_err(|error| {
+                format!("Docker is not running on this host: start dockerd ({error})")
+            })?;
         Ok(Agent {
             config,
             store,
@@ -217,7 +226,8 @@ impl Agent {
                     .collect();
             }
             WatchEvent::Put { key, value, .. } => {
-                self.texts.insert(prefix.child_name(&key).to_string(), value);
+                self.texts
+                    .insert(prefix.child_name(&key).to_string(), value);
             }
             WatchEvent::Delete { key, .. } | WatchEvent::Invalid { key, .. } => {
                 self.texts.remove(prefix.child_name(&key));
@@ -231,7 +241,8 @@ impl Agent {
         let mut desired: BTreeMap<String, Result<Unit, String>> = BTreeMap::new();
         for name in &self.placed {
             let parsed = match self.texts.get(name) {
-                Some(text) => units::parse_unit(name, text).map_err(|error| format!("the unit file is invalid: {error}")),
+                Some(text) => units::parse_unit(name, text)
+                    .map_err(|error| format!("the unit file is invalid: {error}")),
                 None => continue,
             };
             desired.insert(name.clone(), parsed);
@@ -252,7 +263,12 @@ impl Agent {
                 _ => None,
             })
             .collect();
-        let gone: Vec<String> = self.sidekicks.keys().filter(|name| !wanted_sidekicks.contains_key(name)).cloned().collect();
+        let gone: Vec<String> = self
+            .sidekicks
+            .keys()
+            .filter(|name| !wanted_sidekicks.contains_key(name))
+            .cloned()
+            .collect();
         for name in gone {
             if let Some(sidekick) = self.sidekicks.remove(&name) {
                 let _ = sidekick.stop.send(true);
@@ -272,15 +288,26 @@ impl Agent {
             }
             drop(stopping);
             // A sidekick still announcing this unit (placed elsewhere now) goes first.
-            let bound: Vec<String> = self.sidekicks.iter().filter(|(_, s)| &s.watches == unit).map(|(n, _)| n.clone()).collect();
+            let bound: Vec<String> = self
+                .sidekicks
+                .iter()
+                .filter(|(_, s)| &s.watches == unit)
+                .map(|(n, _)| n.clone())
+                .collect();
             for name in bound {
                 if let Some(sidekick) = self.sidekicks.remove(&name) {
                     let _ = sidekick.stop.send(true);
                     let _ = sidekick.task.await;
                 }
             }
-            let (docker, store, stopping, drain) = (self.docker.clone(), self.store.clone(), self.stopping.clone(), self.config.drain);
-            let (stopped, id, timeout) = (unit.clone(), container.id.clone(), container.stop_timeout);
+            let (docker, store, stopping, drain) = (
+                self.docker.clone(),
+                self.store.clone(),
+                self.stopping.clone(),
+                self.config.drain,
+            );
+            let (stopped, id, timeout) =
+                (unit.clone(), container.id.clone(), container.stop_timeout);
             info!(%unit, "no longer placed here: draining, then stopping");
             tokio::spawn(async move {
                 tokio::time::sleep(drain).await;
@@ -297,26 +324,48 @@ impl Agent {
 
         for (name, unit) in &desired {
             match unit {
-                Err(reason) => self.report(name, ActiveState::Failed, None, Some(reason.clone())).await,
+                Err(reason) => {
+                    self.report(name, ActiveState::Failed, None, Some(reason.clone()))
+                        .await
+                }
                 Ok(unit) => match &unit.exec {
-                    Exec::Container(spec) => self.keep_running(name, unit, spec, actual.get(name)).await,
+                    Exec::Container(spec) => {
+                        self.keep_running(name, unit, spec, actual.get(name)).await
+                    }
                     Exec::Sidekick(spec) => self.keep_sidekick(name, spec, &desired).await,
                 },
             }
         }
     }
 
-    async fn keep_running(&mut self, name: &str, unit: &Unit, spec: &units::ContainerSpec, actual: Option<&docker::Actual>) {
+    async fn keep_running(
+        &mut self,
+        name: &str,
+        unit: &Unit,
+        spec: &units::ContainerSpec,
+        actual: Option<&docker::Actual>,
+    ) {
         if let Some(container) = actual {
             if container.running && container.image == spec.image {
                 self.retries.remove(name);
                 let restarts = self.restarts.get(name).copied().unwrap_or(0);
-                let reason = (restarts > 0).then(|| format!("restarted {restarts} times after crashes"));
-                self.report(name, ActiveState::Active, Some(container.id.clone()), reason).await;
+                let reason =
+                    (restarts > 0).then(|| format!("restarted {restarts} times after crashes"));
+                self.report(
+                    name,
+                    ActiveState::Active,
+                    Some(container.id.clone()),
+                    reason,
+                )
+                .await;
                 return;
             }
         }
-        if self.retries.get(name).is_some_and(|retry| retry.next > Instant::now()) {
+        if self
+            .retries
+            .get(name)
+            .is_some_and(|retry| retry.next > Instant::now())
+        {
             return;
         }
         let crashed = actual.filter(|c| !c.running).map(|c| c.exit_code);
@@ -325,7 +374,13 @@ impl Agent {
             *count += 1;
             info!(unit = %name, code, restarts = *count, "container exited: restarting");
         }
-        self.report(name, ActiveState::Activating, None, crashed.map(|code| format!("restarting after exit code {code}"))).await;
+        self.report(
+            name,
+            ActiveState::Activating,
+            None,
+            crashed.map(|code| format!("restarting after exit code {code}")),
+        )
+        .await;
         let credentials = self.credentials_for(&spec.image);
         let started = async {
             if credentials.is_some() || self.docker.inspect_image(&spec.image).await.is_err() {
@@ -338,41 +393,66 @@ impl Agent {
             Ok(id) => {
                 info!(unit = %name, container = %id, "started");
                 let restarts = self.restarts.get(name).copied().unwrap_or(0);
-                let reason = (restarts > 0).then(|| format!("restarted {restarts} times after crashes"));
-                self.report(name, ActiveState::Active, Some(id), reason).await;
+                let reason =
+                    (restarts > 0).then(|| format!("restarted {restarts} times after crashes"));
+                self.report(name, ActiveState::Active, Some(id), reason)
+                    .await;
             }
             Err(reason) => {
                 warn!(unit = %name, %reason, "cannot start");
-                self.report(name, ActiveState::Failed, None, Some(reason)).await;
+                self.report(name, ActiveState::Failed, None, Some(reason))
+                    .await;
             }
         }
         // Back off: 1, 2, 4 ... 30 seconds between tries of one unit.
-        let retry = self.retries.entry(name.to_string()).or_insert(Retry { attempts: 0, next: Instant::now() });
+        let retry = self.retries.entry(name.to_string()).or_insert(Retry {
+            attempts: 0,
+            next: Instant::now(),
+        });
         retry.attempts += 1;
         retry.next = Instant::now() + Duration::from_secs((1u64 << retry.attempts.min(5)).min(30));
     }
 
-    async fn keep_sidekick(&mut self, name: &str, spec: &units::SidekickSpec, desired: &BTreeMap<String, Result<Unit, String>>) {
+    async fn keep_sidekick(
+        &mut self,
+        name: &str,
+        spec: &units::SidekickSpec,
+        desired: &BTreeMap<String, Result<Unit, String>>,
+    ) {
         if self.sidekicks.contains_key(name) {
             self.report(name, ActiveState::Active, None, None).await;
             return;
         }
         let watched = match desired.get(&spec.unit) {
-            Some(Ok(Unit { exec: Exec::Container(container), .. })) => container.clone(),
+            Some(Ok(Unit {
+                exec: Exec::Container(container),
+                ..
+            })) => container.clone(),
             _ => {
-                let reason = format!("it announces {}, which is not placed on this machine", spec.unit);
-                self.report(name, ActiveState::Failed, None, Some(reason)).await;
+                let reason = format!(
+                    "it announces {}, which is not placed on this machine",
+                    spec.unit
+                );
+                self.report(name, ActiveState::Failed, None, Some(reason))
+                    .await;
                 return;
             }
         };
         let Some(container_port) = watched.ports.first().map(|p| p.container) else {
-            self.report(name, ActiveState::Failed, None, Some(format!("{} publishes no port to check", spec.unit))).await;
+            self.report(
+                name,
+                ActiveState::Failed,
+                None,
+                Some(format!("{} publishes no port to check", spec.unit)),
+            )
+            .await;
             return;
         };
         let key = match service_key(&self.store, &spec.key) {
             Ok(key) => key,
             Err(reason) => {
-                self.report(name, ActiveState::Failed, None, Some(reason)).await;
+                self.report(name, ActiveState::Failed, None, Some(reason))
+                    .await;
                 return;
             }
         };
@@ -384,33 +464,65 @@ impl Agent {
             container_port,
             advertise: self.config.advertise_addr.clone(),
         };
-        let task = tokio::spawn(sidekick::run(sidekick, self.store.clone(), self.docker.clone(), stopped));
-        self.sidekicks.insert(name.to_string(), SidekickTask { stop, task, watches: spec.unit.clone() });
+        let task = tokio::spawn(sidekick::run(
+            sidekick,
+            self.store.clone(),
+            self.docker.clone(),
+            stopped,
+        ));
+        self.sidekicks.insert(
+            name.to_string(),
+            SidekickTask {
+                stop,
+                task,
+                watches: spec.unit.clone(),
+            },
+        );
         self.report(name, ActiveState::Active, None, None).await;
     }
 
     fn credentials_for(&self, image: &str) -> Option<DockerCredentials> {
         let (registry, name, secret) = self.config.registry.as_ref()?;
-        image.starts_with(&format!("{registry}/")).then(|| DockerCredentials {
-            username: Some(name.clone()),
-            password: Some(secret.clone()),
-            serveraddress: Some(registry.clone()),
-            ..Default::default()
-        })
+        image
+            .starts_with(&format!("{registry}/"))
+            .then(|| DockerCredentials {
+                username: Some(name.clone()),
+                password: Some(secret.clone()),
+                serveraddress: Some(registry.clone()),
+                ..Default::default()
+            })
     }
 
     /// Writes `/paz/state/<unit>` on the agent's lease when it changed.
-    async fn report(&mut self, unit: &str, active: ActiveState, container: Option<String>, reason: Option<String>) {
+    async fn report(
+        &mut self,
+        unit: &str,
+        active: ActiveState,
+        container: Option<String>,
+        reason: Option<String>,
+    ) {
         let restarts = self.restarts.get(unit).copied().unwrap_or(0);
         let previous = self.reported.get(unit);
-        if previous.is_some_and(|p| p.active == active && p.container == container && p.reason == reason && p.restarts == restarts) {
+        if previous.is_some_and(|p| {
+            p.active == active
+                && p.container == container
+                && p.reason == reason
+                && p.restarts == restarts
+        }) {
             return;
         }
         let since = match previous {
             Some(p) if p.active == active => p.since,
             _ => now(),
         };
-        let state = UnitState { machine: self.id.clone(), active, container, since, reason, restarts };
+        let state = UnitState {
+            machine: self.id.clone(),
+            active,
+            container,
+            since,
+            reason,
+            restarts,
+        };
         if self.lease.is_none() {
             match self.store.grant_lease(self.config.lease_ttl).await {
                 Ok(lease) => self.lease = Some(lease),
@@ -420,7 +532,10 @@ impl Agent {
                 }
             }
         }
-        let (Ok(key), Some(lease)) = (self.store.keys().unit_state(unit), self.lease.as_ref()) else { return };
+        let (Ok(key), Some(lease)) = (self.store.keys().unit_state(unit), self.lease.as_ref())
+        else {
+            return;
+        };
         match self.store.put_on_lease(&key, &state, lease).await {
             Ok(_) => {
                 self.reported.insert(unit.to_string(), state);
@@ -436,7 +551,11 @@ impl Agent {
 
     async fn forget_state(&mut self, unit: &str) -> Result<(), String> {
         self.reported.remove(unit);
-        let key = self.store.keys().unit_state(unit).map_err(|e| e.to_string())?;
+        let key = self
+            .store
+            .keys()
+            .unit_state(unit)
+            .map_err(|e| e.to_string())?;
         self.store.delete(&key).await.map_err(|e| e.to_string())?;
         Ok(())
     }
@@ -444,11 +563,23 @@ impl Agent {
 
 /// The typed key of a sidekick's `--key` (`<prefix>/services/<app>/<release>/<i>`).
 fn service_key(store: &Store, raw: &str) -> Result<Key<String>, String> {
-    let refuse = || format!("--key {raw} is not {}/services/APP/RELEASE/INSTANCE", store.keys().root());
-    let rest = raw.strip_prefix(store.keys().services().as_str()).ok_or_else(refuse)?;
+    let refuse = || {
+        format!(
+            "--key {raw} is not {}/services/APP/RELEASE/INSTANCE",
+            store.keys().root()
+        )
+    };
+    let rest = raw
+        .strip_prefix(store.keys().services().as_str())
+        .ok_or_else(refuse)?;
     let parts: Vec<&str> = rest.split('/').collect();
-    let [app, release, instance] = parts.as_slice() else { return Err(refuse()) };
+    let [app, release, instance] = parts.as_slice() else {
+        return Err(refuse());
+    };
     let app = AppName::new(app).map_err(|error| error.to_string())?;
     let release: u64 = release.parse().map_err(|_| refuse())?;
-    store.keys().service(&app, release, instance).map_err(|error| error.to_string())
+    store
+        .keys()
+        .service(&app, release, instance)
+        .map_err(|error| error.to_string())
 }

@@ -35,13 +35,19 @@ async fn healthy(client: &reqwest::Client, port: u16, path: &str, timeout: Durat
 }
 
 /// Runs until `stop` turns true; the announcement goes with it.
-pub(crate) async fn run(sidekick: Sidekick, store: Store, docker: Docker, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn run(
+    sidekick: Sidekick,
+    store: Store,
+    docker: Docker,
+    mut stop: watch::Receiver<bool>,
+) {
     let client = reqwest::Client::new();
     let timeout = Duration::from_secs(sidekick.spec.timeout.max(1));
     let mut failures = 0u32;
     let mut announced: Option<Registration> = None;
     loop {
-        let port = crate::docker::host_port(&docker, &sidekick.container, sidekick.container_port).await;
+        let port =
+            crate::docker::host_port(&docker, &sidekick.container, sidekick.container_port).await;
         let ok = match port {
             Some(port) => healthy(&client, port, &sidekick.spec.check, timeout).await,
             None => false,

@@ -23,6 +23,8 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run all of Paz on this machine, with a local etcd unless --etcd is given.
     Up(UpFlags),
+    /// Run the agent of this host: the units placed on it, through the local Docker Engine.
+    Agent(AgentFlags),
     /// Manage SSH keys on this host, against etcd directly (e.g. the first admin key).
     Keys {
         #[command(subcommand)]
@@ -39,6 +41,32 @@ pub(crate) enum Command {
         #[command(subcommand)]
         hook: HookCommand,
     },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AgentFlags {
+    #[command(flatten)]
+    pub(crate) store: StoreFlags,
+    /// The address other hosts reach this machine's containers on [default: the one it reaches etcd from]
+    #[arg(long, env = "PAZ_ADVERTISE_ADDR", value_name = "IP")]
+    pub(crate) advertise_addr: Option<String>,
+    /// This machine's metadata for [X-Fleet] MachineMetadata, e.g. region=eu,disk=ssd
+    #[arg(
+        long,
+        env = "PAZ_METADATA",
+        value_name = "K=V[,K=V]",
+        value_delimiter = ','
+    )]
+    pub(crate) metadata: Vec<String>,
+    /// Paz's registry, HOST:PORT, which images are pulled from with --registry-token
+    #[arg(long, env = "PAZ_REGISTRY", value_name = "HOST:PORT")]
+    pub(crate) registry: Option<String>,
+    /// The machine token to pull with, NAME:SECRET (tokens:create NAME --role machine)
+    #[arg(long, env = "PAZ_REGISTRY_TOKEN", value_name = "NAME:SECRET")]
+    pub(crate) registry_token: Option<String>,
+    /// Seconds between withdrawing an instance and stopping its container
+    #[arg(long, env = "PAZ_DRAIN", default_value_t = 5, value_name = "SECONDS")]
+    pub(crate) drain: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod admin_key;
+mod agent;
 mod cli;
 mod config;
 mod deploy;
@@ -67,6 +68,7 @@ fn main() -> std::process::ExitCode {
             cli::Command::Keys {
                 command: cli::KeysCommand::Add(flags),
             } => keys::add(flags).await,
+            cli::Command::Agent(flags) => agent::run(flags).await,
             cli::Command::Registry {
                 command: cli::RegistryCommand::Gc(flags),
             } => registry_gc(flags).await,

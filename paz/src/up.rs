@@ -2,6 +2,7 @@
 //! given, prepares the cluster state, runs until SIGINT or SIGTERM, then shuts
 //! down in order: the roles first, etcd last.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -100,7 +101,9 @@ async fn run_roles(
             )
         })?;
     let registry_addr = registry_listener.local_addr()?;
-    let builder_credentials = issue_internal_tokens(&store, &config.data_dir).await?;
+    let mut tokens = issue_internal_tokens(&store, &config.data_dir).await?;
+    let builder_credentials = tokens.remove("builder").expect("issued above");
+    let (agent_name, agent_secret) = tokens.remove("agent").expect("issued above");
     let mut builder_config = builder::BuilderConfig::new(
         config.data_dir.clone(),
         registry_host(registry_addr),
@@ -125,6 +128,20 @@ async fn run_roles(
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     let mut ssh = tokio::spawn(gitd.serve(ssh_listener, stop_signal(stopped.clone())));
+    let advertise =
+        crate::agent::address_towards(store.endpoints().split(',').next().unwrap_or_default())?;
+    let mut agent_config = agent::AgentConfig::new(config.data_dir.clone(), advertise);
+    agent_config.registry = Some((registry_host(registry_addr), agent_name, agent_secret));
+    let mut host = match agent::Agent::new(agent_config, store.clone()).await {
+        Ok(agent) => {
+            let agent_stop = stop_signal(stopped.clone());
+            tokio::spawn(async move { agent.run(agent_stop).await })
+        }
+        Err(reason) => {
+            warn!(%reason, "no agent on this host: apps cannot run here until Docker runs");
+            tokio::spawn(async { Ok(()) })
+        }
+    };
     let mut images = tokio::spawn(registry.serve(registry_listener, stop_signal(stopped.clone())));
 
     print_banner(
@@ -144,6 +161,7 @@ async fn run_roles(
     let _ = stop.send(true);
     stop_role("SSH server", &mut ssh).await;
     stop_role("registry", &mut images).await;
+    stop_role("agent", &mut host).await;
     outcome
 }
 
@@ -163,19 +181,20 @@ async fn stop_role<T>(name: &str, task: &mut tokio::task::JoinHandle<T>) {
 /// pushes every app's images) and agent (`paz-agent`, machine: pulls only).
 /// New secrets every start; only their hashes go to etcd, the secrets to
 /// `<data-dir>/internal-tokens.json` (mode 0600) for the roles on this host.
-async fn issue_internal_tokens(store: &Store, data_dir: &Path) -> anyhow::Result<(String, String)> {
+async fn issue_internal_tokens(
+    store: &Store,
+    data_dir: &Path,
+) -> anyhow::Result<HashMap<&'static str, (String, String)>> {
     use std::os::unix::fs::PermissionsExt;
     let mut secrets = serde_json::Map::new();
-    let mut builder_token = None;
+    let mut issued = HashMap::new();
     for (role_name, name, role) in [
         ("builder", "paz-builder", store::records::Role::Admin),
         ("agent", "paz-agent", store::records::Role::Machine),
     ] {
         let (token, secret) = verbs::new_token(name, role, Vec::new());
         store.put(&store.keys().token(name)?, &token).await?;
-        if role_name == "builder" {
-            builder_token = Some((name.to_string(), secret.clone()));
-        }
+        issued.insert(role_name, (name.to_string(), secret.clone()));
         secrets.insert(
             role_name.to_string(),
             serde_json::json!({"name": name, "secret": secret}),
@@ -187,7 +206,7 @@ async fn issue_internal_tokens(store: &Store, data_dir: &Path) -> anyhow::Result
         .and_then(|()| std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600)))
         .and_then(|()| std::fs::rename(&temp, &path))
         .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(builder_token.expect("the builder token was issued above"))
+    Ok(issued)
 }
 
 /// Where this host's Docker Engine reaches the registry: loopback when the

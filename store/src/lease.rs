@@ -82,8 +82,14 @@ impl Drop for Lease {
 
 impl Store {
     /// Writes `value` at `key` bound to `lease`: it goes when the lease does.
-    pub async fn put_on_lease<T: Record>(&self, key: &Key<T>, value: &T, lease: &Lease) -> Result<i64> {
-        self.put_raw(key.as_str(), value.encode(), Some(lease.id())).await
+    pub async fn put_on_lease<T: Record>(
+        &self,
+        key: &Key<T>,
+        value: &T,
+        lease: &Lease,
+    ) -> Result<i64> {
+        self.put_raw(key.as_str(), value.encode(), Some(lease.id()))
+            .await
     }
 
     /// Grants a lease of `ttl` (whole seconds, at least 1) and keeps it alive.

@@ -1,0 +1,445 @@
+//! The agent with real etcd and the real Docker Engine: three agents share one
+//! engine, each with its own machine id; units are placed on them by hand.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use agent::{Agent, AgentConfig};
+use store::records::ActiveState;
+use store::{Store, WatchEvent};
+use tests::DockerCleanup;
+use tokio::sync::watch;
+
+struct Host {
+    id: String,
+    _data: tempfile::TempDir,
+    _stop: watch::Sender<bool>,
+}
+
+async fn start_agent(store: &Store, tune: impl FnOnce(&mut AgentConfig)) -> Host {
+    let data = tests::temp_dir();
+    let mut config = AgentConfig::new(data.path().to_path_buf(), "127.0.0.1".into());
+    config.drain = Duration::from_secs(2);
+    tune(&mut config);
+    let agent = Agent::new(config, store.clone()).await.unwrap();
+    let id = agent.id().to_string();
+    let (stop, mut stopped) = watch::channel(false);
+    tokio::spawn(agent.run(async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    Host {
+        id,
+        _data: data,
+        _stop: stop,
+    }
+}
+
+/// A web unit on busybox httpd answering `hello from NAME`, and its sidekick.
+fn web_units(
+    name: &str,
+    cleanup: &DockerCleanup,
+    prefix: &str,
+    release: u64,
+) -> [(String, String); 2] {
+    let unit = format!("{name}.service");
+    let serve = format!("mkdir -p /www && echo hello from {name} > /www/index.html && exec httpd -f -p 8080 -h /www");
+    let app = format!(
+        "[Service]\nExecStart=/usr/bin/docker run --rm --name {name} -p 8080 -e PORT=8080 -l {} {} sh -c \"{serve}\"\nTimeoutStopSec=2\n",
+        cleanup.label_arg(),
+        tests::BUSYBOX_IMAGE
+    );
+    let sidekick = format!(
+        "[Unit]\nBindsTo={unit}\n\n[Service]\nExecStart=/usr/bin/paz sidekick --unit {unit} --key {prefix}/services/demo/{release}/1 --check / --timeout 1 --attempts 2\n\n[X-Fleet]\nMachineOf={unit}\n"
+    );
+    [(unit, app), (format!("{name}-announce.service"), sidekick)]
+}
+
+async fn place(store: &Store, units: &[(String, String)], machine: &str) {
+    for (name, text) in units {
+        store
+            .put(&store.keys().unit(name).unwrap(), text)
+            .await
+            .unwrap();
+        store
+            .put(&store.keys().schedule(name).unwrap(), &machine.to_string())
+            .await
+            .unwrap();
+    }
+}
+
+/// Polls `check` every 200 ms for up to `seconds`.
+async fn eventually<T>(seconds: u64, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..seconds * 5 {
+        if let Some(value) = check().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{what} did not happen within {seconds}s");
+}
+
+async fn state(store: &Store, unit: &str) -> Option<store::records::UnitState> {
+    store
+        .get(&store.keys().unit_state(unit).unwrap())
+        .await
+        .unwrap()
+        .map(|v| v.value)
+}
+
+async fn service(store: &Store, release: u64) -> Option<String> {
+    let app = store::AppName::new("demo").unwrap();
+    store
+        .get(&store.keys().service(&app, release, "1").unwrap())
+        .await
+        .unwrap()
+        .map(|v| v.value)
+}
+
+fn inspect(container: &str) -> serde_json::Value {
+    let output = Command::new("docker")
+        .args(["inspect", container])
+        .output()
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap_or_default()[0].clone()
+}
+
+fn curl(address: &str) -> String {
+    let output = Command::new("curl")
+        .args(["-s", "-m", "5", &format!("http://{address}/")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn placed_units_run_and_announce_and_unplacing_withdraws_before_stopping() {
+    let docker = tests::docker().await;
+    tests::busybox_image(&docker).await;
+    let cleanup = DockerCleanup::new("agent-place");
+    let store = tests::test_store("agent-place").await;
+    let prefix = store.keys().root().to_string();
+    let hosts = [
+        start_agent(&store, |_| {}).await,
+        start_agent(&store, |_| {}).await,
+        start_agent(&store, |_| {}).await,
+    ];
+    let name = format!("demo-v1-web-1-{}", std::process::id());
+    let units = web_units(&name, &cleanup, &prefix, 1);
+    place(&store, &units, &hosts[1].id).await;
+
+    let running = eventually(60, "the unit to become active", async || {
+        state(&store, &units[0].0)
+            .await
+            .filter(|s| s.active == ActiveState::Active && s.container.is_some())
+    })
+    .await;
+    assert_eq!(
+        running.machine, hosts[1].id,
+        "the agent it was placed on runs it"
+    );
+    let container = running.container.unwrap();
+    let labels = &inspect(&container)["Config"]["Labels"];
+    assert_eq!(labels["paz.machine"], hosts[1].id.as_str());
+    assert_eq!(labels["paz.unit"], units[0].0.as_str());
+    let address = eventually(30, "the sidekick to announce", async || {
+        service(&store, 1).await
+    })
+    .await;
+    let port = inspect(&container)["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        address,
+        format!("127.0.0.1:{port}"),
+        "the advertise address and the published port"
+    );
+    assert_eq!(curl(&address).trim(), format!("hello from {name}"));
+    for other in [&hosts[0], &hosts[2]] {
+        let machines = store
+            .get(&store.keys().machine(&other.id).unwrap())
+            .await
+            .unwrap();
+        assert!(machines.is_some(), "every agent registers its machine");
+    }
+
+    // Unplace: the announcement goes first; the container runs through the drain.
+    let mut watch = store.watch(&store.keys().services());
+    assert!(matches!(
+        watch.next_event().await,
+        Some(WatchEvent::Snapshot { .. })
+    ));
+    for (unit, _) in &units {
+        store
+            .delete(&store.keys().schedule(unit).unwrap())
+            .await
+            .unwrap();
+    }
+    let event = tokio::time::timeout(Duration::from_secs(20), watch.next_event())
+        .await
+        .unwrap();
+    assert!(
+        matches!(event, Some(WatchEvent::Delete { .. })),
+        "{event:?}"
+    );
+    assert_eq!(
+        inspect(&container)["State"]["Running"],
+        true,
+        "still running when the key is withdrawn"
+    );
+    eventually(30, "the container to be removed", async || {
+        inspect(&container).is_null().then_some(())
+    })
+    .await;
+    eventually(10, "the state key to go", async || {
+        state(&store, &units[0].0).await.is_none().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failing_health_checks_withdraw_and_crashes_are_restarted() {
+    let docker = tests::docker().await;
+    tests::busybox_image(&docker).await;
+    let cleanup = DockerCleanup::new("agent-health");
+    let store = tests::test_store("agent-health").await;
+    let prefix = store.keys().root().to_string();
+    let host = start_agent(&store, |_| {}).await;
+    let name = format!("demo-v2-web-1-{}", std::process::id());
+    let units = web_units(&name, &cleanup, &prefix, 2);
+    place(&store, &units, &host.id).await;
+    eventually(60, "the first announcement", async || {
+        service(&store, 2).await
+    })
+    .await;
+    let container = state(&store, &units[0].0).await.unwrap().container.unwrap();
+
+    // A frozen app fails its checks: withdrawn; thawed: announced again.
+    assert!(Command::new("docker")
+        .args(["pause", &container])
+        .status()
+        .unwrap()
+        .success());
+    eventually(30, "the withdrawal", async || {
+        service(&store, 2).await.is_none().then_some(())
+    })
+    .await;
+    assert!(Command::new("docker")
+        .args(["unpause", &container])
+        .status()
+        .unwrap()
+        .success());
+    eventually(30, "the announcement to come back", async || {
+        service(&store, 2).await
+    })
+    .await;
+
+    // A crash: the agent starts the unit again and says so.
+    assert!(Command::new("docker")
+        .args(["kill", &container])
+        .status()
+        .unwrap()
+        .success());
+    let restarted = eventually(60, "the restart", async || {
+        state(&store, &units[0].0).await.filter(|s| {
+            s.active == ActiveState::Active && s.container.as_deref() != Some(&container)
+        })
+    })
+    .await;
+    assert_eq!(restarted.restarts, 1);
+    assert_eq!(
+        restarted.reason.as_deref(),
+        Some("restarted 1 times after crashes")
+    );
+    for (unit, _) in &units {
+        store
+            .delete(&store.keys().schedule(unit).unwrap())
+            .await
+            .unwrap();
+    }
+    eventually(30, "the cleanup", async || {
+        state(&store, &units[0].0).await.is_none().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_units_fail_with_a_reason_and_the_good_ones_keep_running() {
+    let docker = tests::docker().await;
+    tests::busybox_image(&docker).await;
+    let cleanup = DockerCleanup::new("agent-bad");
+    let store = tests::test_store("agent-bad").await;
+    let prefix = store.keys().root().to_string();
+    // A registry the agent's token may not pull from: a deployer of another app.
+    let data = tests::temp_dir();
+    let registry = registry::Registry::new(data.path().join("registry"), store.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let registry_addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(registry.serve(listener, std::future::pending()));
+    let (token, secret) = verbs::new_token(
+        "outsider",
+        store::records::Role::Deployer,
+        vec![store::AppName::new("other").unwrap()],
+    );
+    store
+        .put(&store.keys().token("outsider").unwrap(), &token)
+        .await
+        .unwrap();
+    let host = start_agent(&store, |config| {
+        config.registry = Some((registry_addr.clone(), "outsider".into(), secret))
+    })
+    .await;
+
+    let good = format!("demo-v3-web-1-{}", std::process::id());
+    let units = web_units(&good, &cleanup, &prefix, 3);
+    place(&store, &units, &host.id).await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let label = cleanup.label_arg();
+    let bad = [
+        ("bad-flag", format!("/usr/bin/docker run --privileged --name bad-flag-{0} {1}", std::process::id(), tests::BUSYBOX_IMAGE), "docker run flag --privileged is not supported"),
+        ("bad-image", format!("/usr/bin/docker run --name bad-image-{0} -l {label} paz-test/does-not-exist:1", std::process::id()), "cannot pull paz-test/does-not-exist:1"),
+        ("bad-pull", format!("/usr/bin/docker run --name bad-pull-{0} -l {label} {registry_addr}/web:1", std::process::id()), "cannot pull"),
+        ("bad-port", format!("/usr/bin/docker run --name bad-port-{0} -l {label} -p 127.0.0.1:{taken_port}:8080 {1} sleep 100", std::process::id(), tests::BUSYBOX_IMAGE), "cannot start the container"),
+    ];
+    for (name, exec, _) in &bad {
+        place(
+            &store,
+            &[(
+                format!("{name}.service"),
+                format!("[Service]\nExecStart={exec}\n"),
+            )],
+            &host.id,
+        )
+        .await;
+    }
+    for (name, _, reason) in &bad {
+        let failed = eventually(60, &format!("{name} to fail"), async || {
+            state(&store, &format!("{name}.service"))
+                .await
+                .filter(|s| s.active == ActiveState::Failed)
+        })
+        .await;
+        assert!(
+            failed
+                .reason
+                .as_deref()
+                .unwrap_or_default()
+                .contains(reason),
+            "{name}: {failed:?}"
+        );
+    }
+    let good_state = state(&store, &units[0].0).await.unwrap();
+    assert_eq!(
+        good_state.active,
+        ActiveState::Active,
+        "the good unit keeps running"
+    );
+    assert!(service(&store, 3).await.is_some());
+    drop(taken);
+    for (unit, _) in units.iter().chain(
+        bad.iter()
+            .map(|(n, e, _)| (format!("{n}.service"), e.clone()))
+            .collect::<Vec<_>>()
+            .iter(),
+    ) {
+        store
+            .delete(&store.keys().schedule(unit).unwrap())
+            .await
+            .unwrap();
+    }
+    eventually(30, "the cleanup", async || {
+        state(&store, &units[0].0).await.is_none().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rendered_docker_run_line_makes_the_same_container_as_the_agent() {
+    let docker = tests::docker().await;
+    tests::busybox_image(&docker).await;
+    let cleanup = DockerCleanup::new("agent-same");
+    let store = tests::test_store("agent-same").await;
+    let host = start_agent(&store, |_| {}).await;
+    let (app, _) = units::render_instance(&units::Instance {
+        app: "demo".into(),
+        release: 4,
+        process: "web".into(),
+        index: std::process::id(),
+        image: tests::BUSYBOX_IMAGE.into(),
+        port: 8080,
+        env: vec![("GREETING".into(), "hello world".into())],
+        command: vec!["sleep".into(), "300".into()],
+        service_key: format!("{}/services/demo/4/1", store.keys().root()),
+        health_path: "/".into(),
+        health_timeout: 1,
+        health_attempts: 2,
+        stop_timeout: 1,
+    });
+    let text = app.text.replace(
+        " -l paz.app=demo",
+        &format!(" -l {} -l paz.app=demo", cleanup.label_arg()),
+    );
+    place(&store, &[(app.name.clone(), text.clone())], &host.id).await;
+    let by_agent = eventually(60, "the agent's container", async || {
+        state(&store, &app.name).await.and_then(|s| s.container)
+    })
+    .await;
+
+    // The same line, run by hand with the docker CLI under another name.
+    let parsed = units::parse_unit(&app.name, &text).unwrap();
+    let units::Exec::Container(mut spec) = parsed.exec else {
+        panic!()
+    };
+    spec.name = format!("{}-by-hand", spec.name);
+    let words = units::spec::render_docker_run(&spec);
+    let by_hand = Command::new("docker")
+        .arg("run")
+        .arg("-d")
+        .args(&words)
+        .output()
+        .unwrap();
+    assert!(
+        by_hand.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_hand.stderr)
+    );
+    let by_hand = String::from_utf8_lossy(&by_hand.stdout).trim().to_string();
+
+    let (agent, hand) = (inspect(&by_agent), inspect(&by_hand));
+    for pointer in ["/Config/Image", "/Config/Cmd", "/Config/ExposedPorts"] {
+        assert_eq!(agent.pointer(pointer), hand.pointer(pointer), "{pointer}");
+    }
+    let env = |value: &serde_json::Value| -> Vec<String> {
+        let mut env: Vec<String> = value["Config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .filter(|v| !v.starts_with("PATH="))
+            .collect();
+        env.sort();
+        env
+    };
+    assert_eq!(env(&agent), env(&hand));
+    let labels = |value: &serde_json::Value| -> HashMap<String, String> {
+        value["Config"]["Labels"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| !["paz.machine", "paz.stop-timeout"].contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect()
+    };
+    assert_eq!(labels(&agent), labels(&hand));
+    assert_eq!(
+        agent.pointer("/HostConfig/PortBindings"),
+        hand.pointer("/HostConfig/PortBindings")
+    );
+    let _ = Command::new("docker").args(["rm", "-f", &by_hand]).output();
+    store
+        .delete(&store.keys().schedule(&app.name).unwrap())
+        .await
+        .unwrap();
+}
