@@ -177,15 +177,26 @@ impl Agent {
         let mut schedule_watch = self.store.watch(&schedules);
         let mut unit_watch = self.store.watch(&units);
         let mut tick = tokio::time::interval(Duration::from_secs(2));
+        // Nothing is decided before both watches have said what is there: an
+        // agent that just restarted must not stop what it does not know yet.
+        let (mut schedules_known, mut units_known) = (false, false);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                Some(event) = schedule_watch.next_event() => self.on_schedule(&schedules, event),
-                Some(event) = unit_watch.next_event() => self.on_unit(&units, event),
+                Some(event) = schedule_watch.next_event() => {
+                    schedules_known |= matches!(event, WatchEvent::Snapshot { .. });
+                    self.on_schedule(&schedules, event);
+                }
+                Some(event) = unit_watch.next_event() => {
+                    units_known |= matches!(event, WatchEvent::Snapshot { .. });
+                    self.on_unit(&units, event);
+                }
                 _ = tick.tick() => {}
             }
-            self.reconcile().await;
+            if schedules_known && units_known {
+                self.reconcile().await;
+            }
         }
         for (_, sidekick) in self.sidekicks.drain() {
             let _ = sidekick.stop.send(true);

@@ -443,3 +443,58 @@ async fn the_rendered_docker_run_line_makes_the_same_container_as_the_agent() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_agent_adopts_its_containers_and_a_dead_one_loses_its_keys() {
+    let docker = tests::docker().await;
+    tests::busybox_image(&docker).await;
+    let cleanup = DockerCleanup::new("agent-restart");
+    let store = tests::test_store("agent-restart").await;
+    let prefix = store.keys().root().to_string();
+    let url = tests::shared_etcd().await.url();
+    let data = tests::temp_dir();
+    let spawn = || {
+        tests::ChildGuard::spawn(
+            Command::new(env!("CARGO_BIN_EXE_paz"))
+                .args(["agent", "--etcd", &url, "--etcd-prefix", &prefix, "--advertise-addr", "127.0.0.1", "--drain", "1"])
+                .arg("--data-dir")
+                .arg(data.path())
+                .stdout(std::process::Stdio::null()),
+        )
+    };
+    let mut agent = spawn();
+    let id = eventually(30, "the machine id", async || std::fs::read_to_string(data.path().join("machine-id")).ok()).await;
+    let id = id.trim().to_string();
+    let name = format!("demo-v5-web-1-{}", std::process::id());
+    let units = web_units(&name, &cleanup, &prefix, 5);
+    place(&store, &units, &id).await;
+    let container = eventually(60, "the container", async || {
+        state(&store, &units[0].0).await.filter(|s| s.active == ActiveState::Active).and_then(|s| s.container)
+    })
+    .await;
+    eventually(30, "the announcement", async || service(&store, 5).await).await;
+    let started_at = inspect(&container)["State"]["StartedAt"].clone();
+
+    agent.signal(nix::sys::signal::Signal::SIGKILL);
+    agent.wait_timeout(Duration::from_secs(10)).unwrap();
+    let _agent = spawn();
+    // Past the dead agent's leases: everything is the new agent's now.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let adopted = eventually(30, "the adopted unit's state", async || {
+        state(&store, &units[0].0).await.filter(|s| s.active == ActiveState::Active)
+    })
+    .await;
+    assert_eq!(adopted.container.as_deref(), Some(container.as_str()), "the same container");
+    assert_eq!(inspect(&container)["State"]["StartedAt"], started_at, "not restarted");
+    assert!(service(&store, 5).await.is_some(), "announced again");
+    assert!(store.get(&store.keys().machine(&id).unwrap()).await.unwrap().is_some());
+
+    // Killed for good: its machine and its announcement go with their leases.
+    drop(_agent);
+    eventually(25, "the machine key to expire", async || {
+        store.get(&store.keys().machine(&id).unwrap()).await.unwrap().is_none().then_some(())
+    })
+    .await;
+    eventually(25, "the announcement to expire", async || service(&store, 5).await.is_none().then_some(())).await;
+    assert_eq!(inspect(&container)["State"]["Running"], true, "the app keeps running without its agent");
+}
