@@ -30,6 +30,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Unit files on this host's disk.
+    Units {
+        #[command(subcommand)]
+        command: UnitsCommand,
+    },
     /// Manage the image registry on this host.
     Registry {
         #[command(subcommand)]
@@ -113,6 +118,17 @@ pub(crate) struct StoreFlags {
         value_name = "PREFIX"
     )]
     pub(crate) etcd_prefix: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UnitsCommand {
+    /// Write APP's unit files into DIR, for a plain systemd or fleet host.
+    Export {
+        app: String,
+        dir: PathBuf,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
 }
 
 #[derive(Debug, Subcommand)]

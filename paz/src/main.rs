@@ -12,6 +12,31 @@ mod up;
 
 use clap::Parser;
 
+/// `paz units export APP DIR`: each unit file written whole (temp file, rename).
+async fn export_units(
+    app: &str,
+    dir: &std::path::Path,
+    flags: &cli::StoreFlags,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let app = store::AppName::new(app)?;
+    let (store, _) = keys::connect(flags).await?;
+    let units = verbs::cluster::app_units(&store, &app).await?;
+    if units.is_empty() {
+        anyhow::bail!("app {app} has no units: nothing was written");
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (name, text) in &units {
+        let path = dir.join(name);
+        let temp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&temp, text)
+            .and_then(|()| std::fs::rename(&temp, &path))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
 /// `paz registry gc`: runs against the registry files of the data dir.
 async fn registry_gc(flags: cli::GcFlags) -> anyhow::Result<()> {
     let (store, data_dir) = keys::connect(&flags.store).await?;
@@ -69,6 +94,9 @@ fn main() -> std::process::ExitCode {
                 command: cli::KeysCommand::Add(flags),
             } => keys::add(flags).await,
             cli::Command::Agent(flags) => agent::run(flags).await,
+            cli::Command::Units {
+                command: cli::UnitsCommand::Export { app, dir, store },
+            } => export_units(&app, &dir, &store).await,
             cli::Command::Registry {
                 command: cli::RegistryCommand::Gc(flags),
             } => registry_gc(flags).await,

@@ -456,20 +456,36 @@ async fn a_killed_agent_adopts_its_containers_and_a_dead_one_loses_its_keys() {
     let spawn = || {
         tests::ChildGuard::spawn(
             Command::new(env!("CARGO_BIN_EXE_paz"))
-                .args(["agent", "--etcd", &url, "--etcd-prefix", &prefix, "--advertise-addr", "127.0.0.1", "--drain", "1"])
+                .args([
+                    "agent",
+                    "--etcd",
+                    &url,
+                    "--etcd-prefix",
+                    &prefix,
+                    "--advertise-addr",
+                    "127.0.0.1",
+                    "--drain",
+                    "1",
+                ])
                 .arg("--data-dir")
                 .arg(data.path())
                 .stdout(std::process::Stdio::null()),
         )
     };
     let mut agent = spawn();
-    let id = eventually(30, "the machine id", async || std::fs::read_to_string(data.path().join("machine-id")).ok()).await;
+    let id = eventually(30, "the machine id", async || {
+        std::fs::read_to_string(data.path().join("machine-id")).ok()
+    })
+    .await;
     let id = id.trim().to_string();
     let name = format!("demo-v5-web-1-{}", std::process::id());
     let units = web_units(&name, &cleanup, &prefix, 5);
     place(&store, &units, &id).await;
     let container = eventually(60, "the container", async || {
-        state(&store, &units[0].0).await.filter(|s| s.active == ActiveState::Active).and_then(|s| s.container)
+        state(&store, &units[0].0)
+            .await
+            .filter(|s| s.active == ActiveState::Active)
+            .and_then(|s| s.container)
     })
     .await;
     eventually(30, "the announcement", async || service(&store, 5).await).await;
@@ -481,20 +497,161 @@ async fn a_killed_agent_adopts_its_containers_and_a_dead_one_loses_its_keys() {
     // Past the dead agent's leases: everything is the new agent's now.
     tokio::time::sleep(Duration::from_secs(12)).await;
     let adopted = eventually(30, "the adopted unit's state", async || {
-        state(&store, &units[0].0).await.filter(|s| s.active == ActiveState::Active)
+        state(&store, &units[0].0)
+            .await
+            .filter(|s| s.active == ActiveState::Active)
     })
     .await;
-    assert_eq!(adopted.container.as_deref(), Some(container.as_str()), "the same container");
-    assert_eq!(inspect(&container)["State"]["StartedAt"], started_at, "not restarted");
+    assert_eq!(
+        adopted.container.as_deref(),
+        Some(container.as_str()),
+        "the same container"
+    );
+    assert_eq!(
+        inspect(&container)["State"]["StartedAt"],
+        started_at,
+        "not restarted"
+    );
     assert!(service(&store, 5).await.is_some(), "announced again");
-    assert!(store.get(&store.keys().machine(&id).unwrap()).await.unwrap().is_some());
+    assert!(store
+        .get(&store.keys().machine(&id).unwrap())
+        .await
+        .unwrap()
+        .is_some());
 
     // Killed for good: its machine and its announcement go with their leases.
     drop(_agent);
     eventually(25, "the machine key to expire", async || {
-        store.get(&store.keys().machine(&id).unwrap()).await.unwrap().is_none().then_some(())
+        store
+            .get(&store.keys().machine(&id).unwrap())
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
     })
     .await;
-    eventually(25, "the announcement to expire", async || service(&store, 5).await.is_none().then_some(())).await;
-    assert_eq!(inspect(&container)["State"]["Running"], true, "the app keeps running without its agent");
+    eventually(25, "the announcement to expire", async || {
+        service(&store, 5).await.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(
+        inspect(&container)["State"]["Running"],
+        true,
+        "the app keeps running without its agent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn machines_and_units_are_listed_shown_and_exported() {
+    let docker = tests::docker().await;
+    tests::busybox_image(&docker).await;
+    let cleanup = DockerCleanup::new("agent-verbs");
+    let store = tests::test_store("agent-verbs").await;
+    let prefix = store.keys().root().to_string();
+    let host = start_agent(&store, |config| {
+        config.metadata.insert("region".into(), "eu".into());
+    })
+    .await;
+    let name = format!("demo-v6-web-1-{}", std::process::id());
+    let units = web_units(&name, &cleanup, &prefix, 6);
+    place(&store, &units, &host.id).await;
+    eventually(60, "the unit to run", async || {
+        state(&store, &units[0].0)
+            .await
+            .filter(|s| s.active == ActiveState::Active)
+    })
+    .await;
+
+    let data = tests::temp_dir();
+    let context = verbs::Context {
+        store: store.clone(),
+        data_dir: data.path().to_path_buf(),
+    };
+    let admin = verbs::Caller {
+        name: "admin".into(),
+        role: store::records::Role::Admin,
+        apps: vec![],
+    };
+    let run = |caller: verbs::Caller, verb: &'static str, args: Vec<String>| {
+        let context = context.clone();
+        async move { verbs::run(&context, &caller, verb, &args, b"").await }
+    };
+    let machines = run(admin.clone(), "machines:list", vec![])
+        .await
+        .unwrap()
+        .text;
+    assert!(
+        machines.contains(&format!("{}  127.0.0.1  region=eu  2 units", host.id)),
+        "{machines}"
+    );
+    let listed = run(admin.clone(), "units:list", vec!["demo".into()])
+        .await
+        .unwrap()
+        .text;
+    assert!(
+        listed.contains(&format!("{}  {}  active", units[0].0, host.id)),
+        "{listed}"
+    );
+    let shown = run(admin.clone(), "units:cat", vec![units[0].0.clone()])
+        .await
+        .unwrap()
+        .text;
+    assert_eq!(shown, units[0].1.trim_end());
+    let outsider = verbs::Caller {
+        name: "olga".into(),
+        role: store::records::Role::Deployer,
+        apps: vec![store::AppName::new("other").unwrap()],
+    };
+    let refused = run(outsider.clone(), "units:cat", vec![units[0].0.clone()])
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .starts_with("`olga` may not use app `demo`"),
+        "{refused}"
+    );
+    assert!(run(outsider, "machines:list", vec![]).await.is_err());
+    assert!(run(admin.clone(), "units:cat", vec!["nope.service".into()])
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("no unit nope.service"));
+
+    let out = tests::temp_dir();
+    let url = tests::shared_etcd().await.url();
+    let export = |app: &str| {
+        Command::new(env!("CARGO_BIN_EXE_paz"))
+            .args(["units", "export", app])
+            .arg(out.path())
+            .args(["--etcd", &url, "--etcd-prefix", &prefix])
+            .output()
+            .unwrap()
+    };
+    let exported = export("demo");
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    for (unit, text) in &units {
+        assert_eq!(
+            &std::fs::read_to_string(out.path().join(unit)).unwrap(),
+            text
+        );
+    }
+    let none = export("ghost");
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr)
+        .contains("app ghost has no units: nothing was written"));
+    for (unit, _) in &units {
+        store
+            .delete(&store.keys().schedule(unit).unwrap())
+            .await
+            .unwrap();
+    }
+    eventually(30, "the cleanup", async || {
+        state(&store, &units[0].0).await.is_none().then_some(())
+    })
+    .await;
 }

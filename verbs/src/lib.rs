@@ -9,6 +9,7 @@ mod apps;
 mod args;
 mod builds;
 mod caller;
+pub mod cluster;
 mod config;
 mod domains;
 mod error;
@@ -153,6 +154,17 @@ pub const VERBS: &[Verb] = &[
     ),
     verb("builds", "builds APP", "list an app's builds, newest first"),
     verb(
+        "machines:list",
+        "machines:list",
+        "list the machines and their units (admin)",
+    ),
+    verb(
+        "units:list",
+        "units:list [APP]",
+        "list units, where they run and their state",
+    ),
+    verb("units:cat", "units:cat UNIT", "print a unit file"),
+    verb(
         "builds:log",
         "builds:log APP [ID]",
         "print a build's log (the newest by default)",
@@ -203,6 +215,9 @@ pub async fn run(
         "domains:remove" => domains::remove(context, caller, args).await,
         "health:set" => health::set(context, caller, args).await,
         "builds" => builds::list(context, caller, args).await,
+        "machines:list" => cluster::machines(context, caller).await,
+        "units:list" => cluster::units(context, caller, args).await,
+        "units:cat" => cluster::cat(context, caller, args).await,
         "builds:log" => builds::log(context, caller, args).await,
         other => Err(VerbError::UnknownVerb(other.to_string())),
     }
