@@ -330,13 +330,16 @@ async fn bad_units_fail_with_a_reason_and_the_good_ones_keep_running() {
             "{name}: {failed:?}"
         );
     }
-    let good_state = state(&store, &units[0].0).await.unwrap();
-    assert_eq!(
-        good_state.active,
-        ActiveState::Active,
-        "the good unit keeps running"
-    );
-    assert!(service(&store, 3).await.is_some());
+    eventually(30, "the good unit to run beside the bad ones", async || {
+        state(&store, &units[0].0)
+            .await
+            .filter(|s| s.active == ActiveState::Active)
+    })
+    .await;
+    eventually(30, "the good unit's announcement", async || {
+        service(&store, 3).await
+    })
+    .await;
     drop(taken);
     for (unit, _) in units.iter().chain(
         bad.iter()
