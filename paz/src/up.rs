@@ -143,6 +143,17 @@ async fn run_roles(
         }
     };
     let mut images = tokio::spawn(registry.serve(registry_listener, stop_signal(stopped.clone())));
+    let http_listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on --http-listen {} (ports below 1024 need root)",
+                config.http_listen
+            )
+        })?;
+    let http_addr = http_listener.local_addr()?;
+    let proxy = proxy::Proxy::new(proxy::ProxyConfig::default(), store.clone());
+    let mut routing = tokio::spawn(proxy.serve(http_listener, stop_signal(stopped.clone())));
 
     print_banner(
         config,
@@ -150,17 +161,20 @@ async fn run_roles(
         local_etcd.as_deref(),
         ssh_addr,
         registry_addr,
+        http_addr,
     );
     let outcome = tokio::select! {
         outcome = wait_for_shutdown(local_etcd) => outcome,
         result = &mut ssh => Err(anyhow::anyhow!("the SSH server stopped: {result:?}")),
         result = &mut images => Err(anyhow::anyhow!("the registry stopped: {result:?}")),
+        result = &mut routing => Err(anyhow::anyhow!("the proxy stopped: {result:?}")),
     };
 
     info!("shutting down");
     let _ = stop.send(true);
     stop_role("SSH server", &mut ssh).await;
     stop_role("registry", &mut images).await;
+    stop_role("proxy", &mut routing).await;
     stop_role("agent", &mut host).await;
     outcome
 }
@@ -302,6 +316,7 @@ fn print_banner(
     local_etcd: Option<&LocalEtcd>,
     ssh: SocketAddr,
     registry: SocketAddr,
+    http: SocketAddr,
 ) {
     let etcd = match local_etcd {
         Some(etcd) => format!(
@@ -325,5 +340,6 @@ fn print_banner(
         "  registry  {registry}   docker login HOST:{} -u TOKEN-NAME",
         registry.port()
     );
+    println!("  http      {http}   apps at http://APP.{}", config.domain);
     println!("stop with Ctrl-C");
 }

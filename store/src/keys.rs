@@ -124,6 +124,11 @@ impl Keys {
         Prefix::new(format!("{}/", self.root), false)
     }
 
+    /// The cluster settings (`/paz/config/...`).
+    pub fn config(&self) -> Prefix<String> {
+        Prefix::new(format!("{}/config/", self.root), true)
+    }
+
     pub fn domain(&self) -> Key<String> {
         Key::new(format!("{}/config/domain", self.root))
     }

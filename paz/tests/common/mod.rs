@@ -251,6 +251,7 @@ pub struct Running {
     pub etcd_pid: Option<u32>,
     pub ssh_port: u16,
     pub registry_port: u16,
+    pub http_port: u16,
 }
 
 /// Starts `paz up ARGS` and waits for its banner.
@@ -263,6 +264,8 @@ pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
                 "--ssh-listen",
                 "127.0.0.1:0",
                 "--registry-listen",
+                "127.0.0.1:0",
+                "--http-listen",
                 "127.0.0.1:0",
             ])
             .args(args)
@@ -282,6 +285,7 @@ pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
     let mut etcd_line = None;
     let mut ssh_port = None;
     let mut registry_port = None;
+    let mut http_port = None;
     loop {
         let line = received
             .recv_timeout(Duration::from_secs(60))
@@ -296,6 +300,10 @@ pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
         if let Some(rest) = line.trim().strip_prefix("registry ") {
             let address = rest.split_whitespace().next().unwrap();
             registry_port = Some(address.rsplit(':').next().unwrap().parse().unwrap());
+        }
+        if let Some(rest) = line.trim().strip_prefix("http ") {
+            let address = rest.split_whitespace().next().unwrap();
+            http_port = Some(address.rsplit(':').next().unwrap().parse().unwrap());
         }
         if line.starts_with("stop with Ctrl-C") {
             break;
@@ -313,5 +321,6 @@ pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
         etcd_pid,
         ssh_port: ssh_port.expect("the banner names the ssh address"),
         registry_port: registry_port.expect("the banner names the registry address"),
+        http_port: http_port.expect("the banner names the http address"),
     }
 }

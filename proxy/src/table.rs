@@ -1,0 +1,120 @@
+//! The routing table: `host -> app -> healthy instances`, built aside from
+//! what etcd says and swapped in whole, so readers never wait.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use store::records::App;
+use store::AppName;
+
+/// One announced instance of an app.
+#[derive(Debug)]
+pub struct Backend {
+    /// The etcd key that announced it.
+    pub key: String,
+    /// `ip:port`.
+    pub addr: String,
+    /// Requests sent to it and not answered yet.
+    pub outstanding: AtomicUsize,
+}
+
+/// Who serves which host.
+#[derive(Debug, Default)]
+pub struct Table {
+    pub hosts: HashMap<String, AppName>,
+    pub instances: HashMap<AppName, Vec<Arc<Backend>>>,
+}
+
+impl Table {
+    /// Builds a table; backends already in `previous` keep their counters.
+    pub fn build(
+        domain: Option<&str>,
+        apps: &[App],
+        services: &[(String, String)],
+        services_prefix: &str,
+        previous: &Table,
+    ) -> Table {
+        let mut table = Table::default();
+        for app in apps {
+            if let Some(domain) = domain {
+                table
+                    .hosts
+                    .insert(format!("{}.{domain}", app.name), app.name.clone());
+            }
+            for extra in &app.domains {
+                table
+                    .hosts
+                    .insert(extra.to_ascii_lowercase(), app.name.clone());
+            }
+        }
+        let known: HashMap<(&str, &str), &Arc<Backend>> = previous
+            .instances
+            .values()
+            .flatten()
+            .map(|backend| ((backend.key.as_str(), backend.addr.as_str()), backend))
+            .collect();
+        for (key, addr) in services {
+            // <prefix>/services/<app>/<release>/<instance>
+            let Some(app) = key
+                .strip_prefix(services_prefix)
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|name| AppName::new(name).ok())
+            else {
+                continue;
+            };
+            let backend = known
+                .get(&(key.as_str(), addr.as_str()))
+                .map(|existing| Arc::clone(existing))
+                .unwrap_or_else(|| {
+                    Arc::new(Backend {
+                        key: key.clone(),
+                        addr: addr.clone(),
+                        outstanding: AtomicUsize::new(0),
+                    })
+                });
+            table.instances.entry(app).or_default().push(backend);
+        }
+        table
+    }
+
+    /// The app serving `host` (lowercased, port removed).
+    pub fn app_for(&self, host: &str) -> Option<&AppName> {
+        self.hosts.get(host)
+    }
+
+    /// Picks an instance: the less busy of two chosen at random ("power of two choices").
+    pub fn pick(&self, app: &AppName, skip: &[String]) -> Option<Arc<Backend>> {
+        let candidates: Vec<&Arc<Backend>> = self
+            .instances
+            .get(app)?
+            .iter()
+            .filter(|backend| !skip.contains(&backend.addr))
+            .collect();
+        match candidates.len() {
+            0 => None,
+            1 => Some(Arc::clone(candidates[0])),
+            n => {
+                let first = rand::random_range(0..n);
+                let mut second = rand::random_range(0..n - 1);
+                if second >= first {
+                    second += 1;
+                }
+                let (a, b) = (candidates[first], candidates[second]);
+                let chosen = if a.outstanding.load(Ordering::Relaxed)
+                    <= b.outstanding.load(Ordering::Relaxed)
+                {
+                    a
+                } else {
+                    b
+                };
+                Some(Arc::clone(chosen))
+            }
+        }
+    }
+
+    /// How many backends the table holds.
+    pub fn size(&self) -> usize {
+        self.instances.values().map(Vec::len).sum()
+    }
+}

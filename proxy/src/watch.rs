@@ -1,0 +1,71 @@
+//! Keeps the routing table current: watches of `/paz/services/`, `/paz/apps/`
+//! and `/paz/config/`, each change rebuilding the table aside and swapping it
+//! in. A watch reconnects by itself; until then the last table serves.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use store::records::App;
+use store::{Store, WatchEvent};
+use tracing::info;
+
+use crate::table::Table;
+
+fn apply<T>(map: &mut BTreeMap<String, T>, event: WatchEvent<T>) {
+    match event {
+        WatchEvent::Snapshot { entries, .. } => {
+            *map = entries
+                .into_iter()
+                .map(|entry| (entry.key, entry.value))
+                .collect();
+        }
+        WatchEvent::Put { key, value, .. } => {
+            map.insert(key, value);
+        }
+        WatchEvent::Delete { key, .. } | WatchEvent::Invalid { key, .. } => {
+            map.remove(&key);
+        }
+    }
+}
+
+pub(crate) async fn keep_current(store: Store, table: Arc<ArcSwap<Table>>) {
+    let keys = store.keys().clone();
+    let services_prefix = keys.services();
+    let mut services_watch = store.watch(&services_prefix);
+    let mut apps_watch = store.watch(&keys.apps());
+    let mut config_watch = store.watch(&keys.config());
+    let mut services = BTreeMap::new();
+    let mut apps: BTreeMap<String, App> = BTreeMap::new();
+    let mut config = BTreeMap::new();
+    let domain_key = keys.domain().to_string();
+    loop {
+        tokio::select! {
+            Some(event) = services_watch.next_event() => apply(&mut services, event),
+            Some(event) = apps_watch.next_event() => apply(&mut apps, event),
+            Some(event) = config_watch.next_event() => apply(&mut config, event),
+            else => return,
+        }
+        let apps: Vec<App> = apps.values().cloned().collect();
+        let services: Vec<(String, String)> = services
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let domain = config.get(&domain_key).map(String::as_str);
+        let next = Table::build(
+            domain,
+            &apps,
+            &services,
+            services_prefix.as_str(),
+            &table.load(),
+        );
+        if next.size() != table.load().size() {
+            info!(
+                backends = next.size(),
+                hosts = next.hosts.len(),
+                "routing table updated"
+            );
+        }
+        table.store(Arc::new(next));
+    }
+}

@@ -1,0 +1,551 @@
+//! The proxy with real etcd and real HTTP backends (in-process axum servers):
+//! routing, forwarding, retries and drains under load, static stability, and
+//! bad input.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use store::{AppName, Store};
+
+/// A backend answering `NAME` plus the forwarded headers it saw.
+struct Backend {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn backend(name: &'static str) -> Backend {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(move |headers: HeaderMap| async move {
+                let seen = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-")
+                        .to_string()
+                };
+                format!(
+                    "{name} for={} proto={} host={} id={}",
+                    seen("x-forwarded-for"),
+                    seen("x-forwarded-proto"),
+                    seen("x-forwarded-host"),
+                    seen("x-request-id")
+                )
+            }),
+        )
+        .route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "slow"
+            }),
+        );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Backend {
+        addr,
+        stop: Some(stop),
+        task,
+    }
+}
+
+impl Backend {
+    /// Stops taking requests, finishing those in flight.
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+struct Fixture {
+    store: Store,
+    addr: SocketAddr,
+    http: reqwest::Client,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+async fn proxy(store: Store, tune: impl FnOnce(&mut proxy::ProxyConfig)) -> Fixture {
+    store
+        .put(&store.keys().domain(), &"paz.test".to_string())
+        .await
+        .unwrap();
+    let mut config = proxy::ProxyConfig::default();
+    tune(&mut config);
+    let proxy = proxy::Proxy::new(config, store.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(proxy.serve(listener, async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    Fixture {
+        store,
+        addr,
+        http,
+        _stop: stop,
+    }
+}
+
+async fn add_app(store: &Store, name: &str, domains: &[&str]) {
+    let app = AppName::new(name).unwrap();
+    let mut record = store::records::App::new(app.clone(), 1);
+    record.domains = domains.iter().map(|d| d.to_string()).collect();
+    store.put(&store.keys().app(&app), &record).await.unwrap();
+}
+
+async fn announce(store: &Store, app: &str, instance: &str, addr: SocketAddr) {
+    let key = store
+        .keys()
+        .service(&AppName::new(app).unwrap(), 1, instance)
+        .unwrap();
+    store.put(&key, &addr.to_string()).await.unwrap();
+}
+
+async fn withdraw(store: &Store, app: &str, instance: &str) {
+    let key = store
+        .keys()
+        .service(&AppName::new(app).unwrap(), 1, instance)
+        .unwrap();
+    store.delete(&key).await.unwrap();
+}
+
+impl Fixture {
+    async fn get(&self, host: &str, path: &str) -> (u16, String) {
+        let response = self
+            .http
+            .get(format!("http://{}{path}", self.addr))
+            .header("Host", host)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// Waits until `host` answers with `status` (the table follows etcd).
+    async fn until(&self, host: &str, status: u16, body: &str) {
+        for _ in 0..100 {
+            let (got, text) = self.get(host, "/").await;
+            if got == status && text.contains(body) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{host} never answered {status} with `{body}`: {:?}",
+            self.get(host, "/").await
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hosts_and_domains_route_to_their_app_and_the_rest_is_404_or_503() {
+    let fixture = proxy(tests::test_store("proxy-routing").await, |_| {}).await;
+    let a = backend("A").await;
+    add_app(&fixture.store, "web", &["www.example.com"]).await;
+    add_app(&fixture.store, "idle", &[]).await;
+    announce(&fixture.store, "web", "1", a.addr).await;
+    fixture.until("web.paz.test", 200, "A").await;
+
+    let (_, text) = fixture.get("www.example.com:8080", "/").await;
+    assert!(
+        text.starts_with("A for=127.0.0.1 proto=http host=www.example.com id="),
+        "{text}"
+    );
+    let (status, text) = fixture.get("WEB.PAZ.TEST", "/").await;
+    assert_eq!(status, 200, "hosts are case-insensitive: {text}");
+    let given = fixture
+        .http
+        .get(format!("http://{}/", fixture.addr))
+        .header("Host", "web.paz.test")
+        .header("X-Request-Id", "abc-123")
+        .header("X-Forwarded-For", "10.1.2.3")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        given.contains("id=abc-123") && given.contains("for=10.1.2.3, 127.0.0.1"),
+        "{given}"
+    );
+
+    let (status, text) = fixture.get("nobody.paz.test", "/").await;
+    assert_eq!(status, 404);
+    assert!(text.contains("no app serves nobody.paz.test"), "{text}");
+    let (status, text) = fixture.get("idle.paz.test", "/").await;
+    assert_eq!(status, 503);
+    assert!(text.contains("idle has no healthy instance"), "{text}");
+    let (status, _) = fixture.get("web_paz!test", "/").await;
+    assert_eq!(status, 400);
+    a.stop().await;
+}
+
+/// Sends requests from 4 clients until `done`; returns (ok, failed).
+fn load(
+    fixture: &Fixture,
+    done: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
+    let (http, addr) = (fixture.http.clone(), fixture.addr);
+    tokio::spawn(async move {
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            let (http, done, ok, failed) = (http.clone(), done.clone(), ok.clone(), failed.clone());
+            clients.push(tokio::spawn(async move {
+                while !done.load(Ordering::Relaxed) {
+                    let sent = http
+                        .get(format!("http://{addr}/"))
+                        .header("Host", "web.paz.test")
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(response) if response.status() == 200 => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(response) => {
+                            let line = format!(
+                                "{} {}",
+                                response.status(),
+                                response.text().await.unwrap_or_default()
+                            );
+                            failed.lock().unwrap().push(line);
+                        }
+                        Err(error) => failed.lock().unwrap().push(error.to_string()),
+                    }
+                }
+            }));
+        }
+        for client in clients {
+            let _ = client.await;
+        }
+        let failed = failed.lock().unwrap().clone();
+        (ok.load(Ordering::Relaxed), failed)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn adding_and_draining_instances_under_load_drops_no_request() {
+    let fixture = proxy(tests::test_store("proxy-drain").await, |_| {}).await;
+    add_app(&fixture.store, "web", &[]).await;
+    let a = backend("A").await;
+    announce(&fixture.store, "web", "1", a.addr).await;
+    fixture.until("web.paz.test", 200, "A").await;
+
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let running = load(&fixture, done.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let b = backend("B").await;
+    announce(&fixture.store, "web", "2", b.addr).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // A leaves: its key first, then, after a drain, its server.
+    withdraw(&fixture.store, "web", "1").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.stop().await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    done.store(true, Ordering::Relaxed);
+    let (ok, failed) = running.await.unwrap();
+    assert!(ok > 50, "the load ran ({ok} requests)");
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        ok + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    fixture.until("web.paz.test", 200, "B").await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_instance_still_announced_is_routed_around() {
+    let fixture = proxy(tests::test_store("proxy-dead").await, |_| {}).await;
+    add_app(&fixture.store, "web", &[]).await;
+    let a = backend("A").await;
+    let b = backend("B").await;
+    announce(&fixture.store, "web", "1", a.addr).await;
+    announce(&fixture.store, "web", "2", b.addr).await;
+    fixture.until("web.paz.test", 200, "").await;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let running = load(&fixture, done.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // B dies without its key going: its port refuses connections from now on.
+    b.task.abort();
+    let _ = b.task.await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    done.store(true, Ordering::Relaxed);
+    let (ok, failed) = running.await.unwrap();
+    // Only requests already on B's connections when it died may fail.
+    assert!(
+        failed.len() <= 4,
+        "{} failed after B died: {:?}",
+        failed.len(),
+        failed
+    );
+    assert!(ok > 50);
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_last_table_serves_while_etcd_is_down_and_resyncs_after() {
+    let mut own = tests::own_etcd().await;
+    let store = tests::etcd::connect(&own.etcd.client_url(), "/paz").await;
+    let fixture = proxy(store.clone(), |_| {}).await;
+    add_app(&store, "web", &[]).await;
+    add_app(&store, "api", &[]).await;
+    let a = backend("A").await;
+    announce(&store, "web", "1", a.addr).await;
+    fixture.until("web.paz.test", 200, "A").await;
+
+    own.etcd.stop().await;
+    for _ in 0..10 {
+        assert_eq!(
+            fixture.get("web.paz.test", "/").await.0,
+            200,
+            "served from the last table"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    own.etcd.restart().await.unwrap();
+    let writer = tests::etcd::connect(&own.etcd.client_url(), "/paz").await;
+    let b = backend("B").await;
+    announce(&writer, "api", "1", b.addr).await;
+    fixture.until("api.paz.test", 200, "B").await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Sends raw bytes, returns what comes back before the proxy closes or 5 s pass.
+fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = stream.write_all(bytes);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_requests_get_a_4xx_or_are_closed_and_others_are_still_served() {
+    let fixture = proxy(tests::test_store("proxy-bad").await, |config| {
+        config.header_timeout = Duration::from_secs(1);
+        config.max_header_bytes = 16 * 1024;
+    })
+    .await;
+    add_app(&fixture.store, "web", &[]).await;
+    let a = backend("A").await;
+    announce(&fixture.store, "web", "1", a.addr).await;
+    fixture.until("web.paz.test", 200, "A").await;
+    let addr = fixture.addr;
+
+    let answer = tokio::task::spawn_blocking(move || raw(addr, b"THIS IS NOT HTTP\r\n\r\n"))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: web.paz.test\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(64 * 1024)
+    );
+    let answer = tokio::task::spawn_blocking(move || raw(addr, huge.as_bytes()))
+        .await
+        .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 431") || answer.is_empty(),
+        "{answer:?}"
+    );
+    let answer =
+        tokio::task::spawn_blocking(move || raw(addr, b"GET / HTTP/1.1\r\nHost: web paz\r\n\r\n"))
+            .await
+            .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    // A slow client sending its headers a byte at a time is cut off...
+    let slow = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        let started = std::time::Instant::now();
+        for byte in b"GET / HTTP/1.1\r\nHost: web.paz.test\r\nX-Slow: "
+            .iter()
+            .cycle()
+        {
+            if stream.write_all(&[*byte]).is_err() || started.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        started.elapsed()
+    });
+    // ...while others are served.
+    for _ in 0..5 {
+        assert_eq!(fixture.get("web.paz.test", "/").await.0, 200);
+    }
+    let held = slow.await.unwrap();
+    assert!(
+        held < Duration::from_secs(10),
+        "the slow client was closed ({held:?})"
+    );
+    a.stop().await;
+}
+
+/// The resident memory of this process, in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gigabyte_streams_both_ways_without_being_held_in_memory() {
+    const SIZE: u64 = 1 << 30;
+    let fixture = proxy(tests::test_store("proxy-stream").await, |_| {}).await;
+    add_app(&fixture.store, "web", &[]).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "streamer" }))
+        .route(
+            "/upload",
+            axum::routing::post(|body: axum::body::Body| async move {
+                use futures::StreamExt;
+                let mut stream = body.into_data_stream();
+                let mut total = 0u64;
+                while let Some(chunk) = stream.next().await {
+                    total += chunk.unwrap().len() as u64;
+                }
+                total.to_string()
+            }),
+        )
+        .route(
+            "/download",
+            axum::routing::get(|| async {
+                let chunk = axum::body::Bytes::from(vec![7u8; 1 << 20]);
+                let stream = futures::stream::iter(
+                    (0..1024).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+                );
+                axum::body::Body::from_stream(stream)
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    announce(&fixture.store, "web", "1", addr).await;
+    fixture.until("web.paz.test", 200, "streamer").await;
+
+    let before = rss();
+    let chunk = axum::body::Bytes::from(vec![9u8; 1 << 20]);
+    let upload =
+        futures::stream::iter((0..1024).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let response = fixture
+        .http
+        .post(format!("http://{}/upload", fixture.addr))
+        .header("Host", "web.paz.test")
+        .body(reqwest::Body::wrap_stream(upload))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), SIZE.to_string());
+    let mut download = fixture
+        .http
+        .get(format!("http://{}/download", fixture.addr))
+        .header("Host", "web.paz.test")
+        .send()
+        .await
+        .unwrap();
+    let mut received = 0u64;
+    let mut peak = rss();
+    while let Some(chunk) = download.chunk().await.unwrap() {
+        received += chunk.len() as u64;
+        if received % (64 << 20) < chunk.len() as u64 {
+            peak = peak.max(rss());
+        }
+    }
+    assert_eq!(received, SIZE);
+    let grown = peak.saturating_sub(before);
+    assert!(
+        grown < 64 << 20,
+        "memory grew by {} MiB moving 1 GiB each way",
+        grown >> 20
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrades_like_websocket_pass_through_both_ways() {
+    let fixture = proxy(tests::test_store("proxy-upgrade").await, |_| {}).await;
+    add_app(&fixture.store, "web", &[]).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "echo server" }))
+        .route(
+            "/echo",
+            axum::routing::get(|mut request: axum::extract::Request| async move {
+                let upgrade = hyper::upgrade::on(&mut request);
+                tokio::spawn(async move {
+                    if let Ok(upgraded) = upgrade.await {
+                        let (mut reader, mut writer) =
+                            tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+                        let _ = tokio::io::copy(&mut reader, &mut writer).await;
+                    }
+                });
+                axum::response::Response::builder()
+                    .status(101)
+                    .header("upgrade", "echo")
+                    .header("connection", "upgrade")
+                    .body(axum::body::Body::empty())
+                    .unwrap()
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    announce(&fixture.store, "web", "1", addr).await;
+    fixture.until("web.paz.test", 200, "echo server").await;
+
+    let proxy = fixture.addr;
+    let echoed = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(proxy).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream.write_all(b"GET /echo HTTP/1.1\r\nHost: web.paz.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n").unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_string();
+        let mut answers = Vec::new();
+        for message in ["ping", "pong!"] {
+            stream.write_all(message.as_bytes()).unwrap();
+            let mut back = vec![0u8; message.len()];
+            stream.read_exact(&mut back).unwrap();
+            answers.push(String::from_utf8(back).unwrap());
+        }
+        (head, answers)
+    })
+    .await
+    .unwrap();
+    assert!(echoed.0.starts_with("HTTP/1.1 101"), "{}", echoed.0);
+    assert_eq!(echoed.1, ["ping", "pong!"]);
+}
