@@ -25,6 +25,8 @@ pub(crate) enum Command {
     Up(UpFlags),
     /// Run the agent of this host: the units placed on it, through the local Docker Engine.
     Agent(AgentFlags),
+    /// Run the HTTP proxy of this edge host: routes each app's hosts to its healthy instances.
+    Proxy(ProxyFlags),
     /// Manage SSH keys on this host, against etcd directly (e.g. the first admin key).
     Keys {
         #[command(subcommand)]
@@ -72,6 +74,23 @@ pub(crate) struct AgentFlags {
     /// Seconds between withdrawing an instance and stopping its container
     #[arg(long, env = "PAZ_DRAIN", default_value_t = 5, value_name = "SECONDS")]
     pub(crate) drain: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProxyFlags {
+    #[command(flatten)]
+    pub(crate) store: StoreFlags,
+    /// Where the proxy listens
+    #[arg(
+        long,
+        env = "PAZ_HTTP_LISTEN",
+        default_value = "0.0.0.0:80",
+        value_name = "ADDR"
+    )]
+    pub(crate) http_listen: std::net::SocketAddr,
+    /// The largest request body, in MiB [default: no limit; bodies stream]
+    #[arg(long, env = "PAZ_MAX_BODY_MB", value_name = "MIB")]
+    pub(crate) max_body_mb: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,36 @@ mod up;
 
 use clap::Parser;
 
+/// `paz proxy`: the proxy alone, until SIGINT or SIGTERM.
+async fn run_proxy(flags: cli::ProxyFlags) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use tokio::signal::unix::{signal, SignalKind};
+    let (store, _) = keys::connect(&flags.store).await?;
+    let listener = tokio::net::TcpListener::bind(flags.http_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on --http-listen {} (ports below 1024 need root)",
+                flags.http_listen
+            )
+        })?;
+    let mut config = proxy::ProxyConfig::default();
+    config.max_body_bytes = flags.max_body_mb.map(|mib| mib << 20);
+    println!("proxy listening on {}", listener.local_addr()?);
+    let shutdown = async {
+        let mut interrupt = signal(SignalKind::interrupt()).expect("signal handler");
+        let mut terminate = signal(SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    proxy::Proxy::new(config, store)
+        .serve(listener, shutdown)
+        .await?;
+    Ok(())
+}
+
 /// `paz units export APP DIR`: each unit file written whole (temp file, rename).
 async fn export_units(
     app: &str,
@@ -94,6 +124,7 @@ fn main() -> std::process::ExitCode {
                 command: cli::KeysCommand::Add(flags),
             } => keys::add(flags).await,
             cli::Command::Agent(flags) => agent::run(flags).await,
+            cli::Command::Proxy(flags) => run_proxy(flags).await,
             cli::Command::Units {
                 command: cli::UnitsCommand::Export { app, dir, store },
             } => export_units(&app, &dir, &store).await,

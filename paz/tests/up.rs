@@ -452,3 +452,52 @@ async fn paz_up_serves_the_registry_with_tokens_for_its_own_builder_and_agent() 
         "the agent only pulls"
     );
 }
+
+#[tokio::test]
+async fn paz_up_and_paz_proxy_answer_http_for_the_apps() {
+    let dir = tests::temp_dir();
+    let running = start(&["--data-dir", dir.path().to_str().unwrap()], &[]);
+    let curl = |port: u16, host: &str| {
+        let output = Command::new("curl")
+            .args(["-s", "-w", " %{http_code}", "-H", &format!("Host: {host}")])
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    let answer = curl(running.http_port, "nothing.paz.localhost");
+    assert!(
+        answer.contains("no app serves nothing.paz.localhost") && answer.ends_with(" 404"),
+        "{answer}"
+    );
+
+    // The proxy on its own, on the same cluster.
+    let mut proxy = tests::ChildGuard::spawn(
+        paz()
+            .args([
+                "proxy",
+                "--etcd",
+                &running.etcd_url,
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .stdout(std::process::Stdio::piped()),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(proxy.child().stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    let answer = curl(port, "other.paz.localhost");
+    assert!(
+        answer.contains("no app serves other.paz.localhost") && answer.ends_with(" 404"),
+        "{answer}"
+    );
+    proxy.signal(Signal::SIGTERM);
+    assert!(proxy
+        .wait_timeout(Duration::from_secs(30))
+        .unwrap()
+        .success());
+}
