@@ -25,8 +25,10 @@ async fn run_proxy(flags: cli::ProxyFlags) -> anyhow::Result<()> {
                 flags.http_listen
             )
         })?;
-    let mut config = proxy::ProxyConfig::default();
-    config.max_body_bytes = flags.max_body_mb.map(|mib| mib << 20);
+    let config = proxy::ProxyConfig {
+        max_body_bytes: flags.max_body_mb.map(|mib| mib << 20),
+        ..Default::default()
+    };
     println!("proxy listening on {}", listener.local_addr()?);
     let shutdown = async {
         let mut interrupt = signal(SignalKind::interrupt()).expect("signal handler");
