@@ -91,6 +91,9 @@ pub(crate) struct ProxyFlags {
     /// The largest request body, in MiB [default: no limit; bodies stream]
     #[arg(long, env = "PAZ_MAX_BODY_MB", value_name = "MIB")]
     pub(crate) max_body_mb: Option<usize>,
+    /// Where Prometheus metrics are served [default: not served]
+    #[arg(long, env = "PAZ_METRICS_LISTEN", value_name = "ADDR")]
+    pub(crate) metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]

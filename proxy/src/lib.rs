@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod metrics;
 mod pool;
 pub mod table;
 mod watch;
@@ -69,6 +70,7 @@ struct State {
     config: ProxyConfig,
     table: Arc<ArcSwap<Table>>,
     pools: Pools,
+    metrics: Arc<metrics::Metrics>,
 }
 
 /// The proxy: a routing table kept current from etcd, and the HTTP server.
@@ -143,13 +145,15 @@ impl Proxy {
     /// Starts the watches that keep the table current.
     pub fn new(config: ProxyConfig, store: Store) -> Proxy {
         let table = Arc::new(ArcSwap::from_pointee(Table::default()));
-        let watcher = tokio::spawn(watch::keep_current(store, table.clone()));
+        let metrics = Arc::new(metrics::Metrics::new());
+        let watcher = tokio::spawn(watch::keep_current(store, table.clone(), metrics.clone()));
         let pools = Pools::new(config.connect_timeout);
         Proxy {
             state: Arc::new(State {
                 config,
                 table,
                 pools,
+                metrics,
             }),
             watcher,
         }
@@ -158,6 +162,32 @@ impl Proxy {
     /// How many backends the table routes to now.
     pub fn backends(&self) -> usize {
         self.state.table.load().size()
+    }
+
+    /// Serves the Prometheus metrics on `listener` (any path) until the task is dropped.
+    pub fn serve_metrics(&self, listener: tokio::net::TcpListener) -> JoinHandle<()> {
+        let metrics = self.state.metrics.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let metrics = metrics.clone();
+                let service =
+                    hyper::service::service_fn(move |_request: Request<hyper::body::Incoming>| {
+                        let text = metrics.render();
+                        async move {
+                            let mut response = Response::new(Full::new(Bytes::from(text)));
+                            response.headers_mut().insert(
+                                hyper::header::CONTENT_TYPE,
+                                HeaderValue::from_static("text/plain; version=0.0.4"),
+                            );
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        })
     }
 
     /// Serves on `listener` until `shutdown`; then stops accepting and lets
@@ -189,7 +219,25 @@ impl Proxy {
             let state = self.state.clone();
             let service = hyper::service::service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(state, request, client).await) }
+                async move {
+                    let started = Instant::now();
+                    let (response, app) = handle(state.clone(), request, client).await;
+                    let labels = metrics::RequestLabels {
+                        app: app.unwrap_or_else(|| "-".to_string()),
+                        status: response.status().as_u16(),
+                    };
+                    state.metrics.requests.get_or_create(&labels).inc();
+                    state
+                        .metrics
+                        .latency
+                        .observe(started.elapsed().as_secs_f64());
+                    if response.status() == StatusCode::BAD_GATEWAY
+                        || response.status() == StatusCode::GATEWAY_TIMEOUT
+                    {
+                        state.metrics.backend_errors.inc();
+                    }
+                    Ok::<_, Infallible>(response)
+                }
             });
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             let connection = graceful.watch(connection.into_owned());
@@ -208,22 +256,36 @@ impl Proxy {
     }
 }
 
+/// Answers one request; also says which app it was for (for the metrics).
 async fn handle(
     state: Arc<State>,
+    request: Request<hyper::body::Incoming>,
+    client: SocketAddr,
+) -> (Response<Body>, Option<String>) {
+    let Some(host) = host_of(&request) else {
+        let text = "the Host header is missing or is not a host name".to_string();
+        return (page(StatusCode::BAD_REQUEST, text), None);
+    };
+    let table = state.table.load();
+    let Some(app) = table.app_for(&host).cloned() else {
+        return (
+            page(StatusCode::NOT_FOUND, format!("no app serves {host}")),
+            None,
+        );
+    };
+    let response = forward(&state, &table, &app, host, request, client).await;
+    (response, Some(app.to_string()))
+}
+
+async fn forward(
+    state: &State,
+    table: &Table,
+    app: &store::AppName,
+    host: String,
     mut request: Request<hyper::body::Incoming>,
     client: SocketAddr,
 ) -> Response<Body> {
     let started = Instant::now();
-    let Some(host) = host_of(&request) else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "the Host header is missing or is not a host name".to_string(),
-        );
-    };
-    let table = state.table.load();
-    let Some(app) = table.app_for(&host).cloned() else {
-        return page(StatusCode::NOT_FOUND, format!("no app serves {host}"));
-    };
 
     // What the backend is told about the original request.
     let headers = request.headers_mut();
@@ -277,7 +339,7 @@ async fn handle(
 
     let mut tried: Vec<String> = Vec::new();
     for _ in 0..=state.config.retries {
-        let Some(backend) = table.pick(&app, &tried) else {
+        let Some(backend) = table.pick(app, &tried) else {
             break;
         };
         // A failed connect sent nothing: the next instance gets the request.

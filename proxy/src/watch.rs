@@ -29,7 +29,11 @@ fn apply<T>(map: &mut BTreeMap<String, T>, event: WatchEvent<T>) {
     }
 }
 
-pub(crate) async fn keep_current(store: Store, table: Arc<ArcSwap<Table>>) {
+pub(crate) async fn keep_current(
+    store: Store,
+    table: Arc<ArcSwap<Table>>,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
     let keys = store.keys().clone();
     let services_prefix = keys.services();
     let mut services_watch = store.watch(&services_prefix);
@@ -66,6 +70,7 @@ pub(crate) async fn keep_current(store: Store, table: Arc<ArcSwap<Table>>) {
                 "routing table updated"
             );
         }
+        metrics.synced(next.size());
         table.store(Arc::new(next));
     }
 }

@@ -76,6 +76,7 @@ impl Backend {
 struct Fixture {
     store: Store,
     addr: SocketAddr,
+    metrics: SocketAddr,
     http: reqwest::Client,
     _stop: tokio::sync::watch::Sender<bool>,
 }
@@ -88,6 +89,10 @@ async fn proxy(store: Store, tune: impl FnOnce(&mut proxy::ProxyConfig)) -> Fixt
     let mut config = proxy::ProxyConfig::default();
     tune(&mut config);
     let proxy = proxy::Proxy::new(config, store.clone());
+    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = metrics_listener.local_addr().unwrap();
+    // The task ends when the test's runtime does.
+    let _ = proxy.serve_metrics(metrics_listener);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
@@ -101,6 +106,7 @@ async fn proxy(store: Store, tune: impl FnOnce(&mut proxy::ProxyConfig)) -> Fixt
     Fixture {
         store,
         addr,
+        metrics,
         http,
         _stop: stop,
     }
@@ -198,6 +204,26 @@ async fn hosts_and_domains_route_to_their_app_and_the_rest_is_404_or_503() {
     assert!(text.contains("idle has no healthy instance"), "{text}");
     let (status, _) = fixture.get("web_paz!test", "/").await;
     assert_eq!(status, 400);
+
+    let metrics = fixture
+        .http
+        .get(format!("http://{}/metrics", fixture.metrics))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "paz_proxy_requests_total{app=\"web\",status=\"200\"}",
+        "paz_proxy_requests_total{app=\"idle\",status=\"503\"} 1",
+        "paz_proxy_requests_total{app=\"-\",status=\"404\"} 1",
+        "paz_proxy_table_backends 1",
+        "paz_proxy_request_duration_seconds_count",
+        "paz_proxy_last_sync_age_seconds",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
     a.stop().await;
 }
 

@@ -1,0 +1,97 @@
+//! Prometheus metrics of the proxy: requests by app and status, latency,
+//! backend errors, the table's size and the age of its last sync.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RequestLabels {
+    pub(crate) app: String,
+    pub(crate) status: u16,
+}
+
+/// The proxy's metrics.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    pub(crate) requests: Family<RequestLabels, Counter>,
+    pub(crate) latency: Histogram,
+    pub(crate) backend_errors: Counter,
+    pub(crate) table_size: Gauge,
+    last_sync_age: Gauge,
+    /// Unix milliseconds of the last table swap.
+    last_sync: AtomicU64,
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("paz_proxy");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let backend_errors = Counter::default();
+        let table_size = Gauge::default();
+        let last_sync_age = Gauge::default();
+        registry.register(
+            "requests",
+            "Requests answered, by app and status",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to response headers",
+            latency.clone(),
+        );
+        registry.register(
+            "backend_errors",
+            "Backend connects and requests that failed",
+            backend_errors.clone(),
+        );
+        registry.register(
+            "table_backends",
+            "Instances in the routing table",
+            table_size.clone(),
+        );
+        registry.register(
+            "last_sync_age_seconds",
+            "Seconds since the routing table last changed",
+            last_sync_age.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            backend_errors,
+            table_size,
+            last_sync_age,
+            last_sync: AtomicU64::new(now_millis()),
+        }
+    }
+
+    pub(crate) fn synced(&self, backends: usize) {
+        self.table_size.set(backends as i64);
+        self.last_sync.store(now_millis(), Ordering::Relaxed);
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub(crate) fn render(&self) -> String {
+        let age = now_millis().saturating_sub(self.last_sync.load(Ordering::Relaxed)) / 1000;
+        self.last_sync_age.set(age as i64);
+        let mut text = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
