@@ -102,12 +102,15 @@ fn main() -> std::process::ExitCode {
     {
         return std::process::ExitCode::from(gitd::pre_receive_main().clamp(0, 255) as u8);
     }
+    // Log lines (one per proxied request, among others) are written by a
+    // thread of their own, so no request waits for stderr.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PAZ_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
