@@ -92,7 +92,7 @@ async fn proxy(store: Store, tune: impl FnOnce(&mut proxy::ProxyConfig)) -> Fixt
     let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics = metrics_listener.local_addr().unwrap();
     // The task ends when the test's runtime does.
-    let _ = proxy.serve_metrics(metrics_listener);
+    drop(proxy.serve_metrics(metrics_listener));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
