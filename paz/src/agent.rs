@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::AgentFlags;
 
@@ -61,13 +60,8 @@ pub(crate) async fn run(flags: AgentFlags) -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::msg)?;
     println!("agent {} is running", agent.id());
-    let shutdown = async {
-        let mut interrupt = signal(SignalKind::interrupt()).expect("signal handler");
-        let mut terminate = signal(SignalKind::terminate()).expect("signal handler");
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-    };
-    agent.run(shutdown).await.map_err(anyhow::Error::msg)
+    agent
+        .run(crate::stop_signal())
+        .await
+        .map_err(anyhow::Error::msg)
 }

@@ -12,10 +12,27 @@ mod up;
 
 use clap::Parser;
 
+/// Resolves on SIGINT or SIGTERM: how the long-running commands are stopped.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut interrupt), Ok(mut terminate)) => {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        // Without signal handlers the default action (exit) applies anyway.
+        _ => std::future::pending().await,
+    }
+}
+
 /// `paz proxy`: the proxy alone, until SIGINT or SIGTERM.
 async fn run_proxy(flags: cli::ProxyFlags) -> anyhow::Result<()> {
     use anyhow::Context;
-    use tokio::signal::unix::{signal, SignalKind};
     let (store, _) = keys::connect(&flags.store).await?;
     let listener = tokio::net::TcpListener::bind(flags.http_listen)
         .await
@@ -30,17 +47,18 @@ async fn run_proxy(flags: cli::ProxyFlags) -> anyhow::Result<()> {
         ..Default::default()
     };
     println!("proxy listening on {}", listener.local_addr()?);
-    let shutdown = async {
-        let mut interrupt = signal(SignalKind::interrupt()).expect("signal handler");
-        let mut terminate = signal(SignalKind::terminate()).expect("signal handler");
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
+    let proxy = proxy::Proxy::new(config, store);
+    let _metrics = match flags.metrics_listen {
+        Some(address) => {
+            let metrics = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on --metrics-listen {address}"))?;
+            println!("metrics on http://{}/metrics", metrics.local_addr()?);
+            Some(proxy.serve_metrics(metrics))
         }
+        None => None,
     };
-    proxy::Proxy::new(config, store)
-        .serve(listener, shutdown)
-        .await?;
+    proxy.serve(listener, stop_signal()).await?;
     Ok(())
 }
 

@@ -480,20 +480,35 @@ async fn paz_up_and_paz_proxy_answer_http_for_the_apps() {
                 &running.etcd_url,
                 "--http-listen",
                 "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
             ])
             .stdout(std::process::Stdio::piped()),
     );
+    let mut stdout = std::io::BufReader::new(proxy.child().stdout.take().unwrap());
     let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(proxy.child().stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
     let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    let mut metrics_line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut metrics_line).unwrap();
+    let metrics_url = metrics_line
+        .trim()
+        .strip_prefix("metrics on ")
+        .unwrap()
+        .to_string();
     let answer = curl(port, "other.paz.localhost");
     assert!(
         answer.contains("no app serves other.paz.localhost") && answer.ends_with(" 404"),
         "{answer}"
+    );
+    let metrics = Command::new("curl")
+        .args(["-s", &metrics_url])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        metrics.contains("paz_proxy_requests_total{app=\"-\",status=\"404\"} 1"),
+        "{metrics}"
     );
     proxy.signal(Signal::SIGTERM);
     assert!(proxy
