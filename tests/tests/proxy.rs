@@ -304,21 +304,42 @@ async fn adding_and_draining_instances_under_load_drops_no_request() {
     b.stop().await;
 }
 
+/// A backend answering `B` whose task owns its listener and every connection:
+/// aborting the task kills the server outright, as a crash would.
+async fn killable_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(|_request| async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(axum::body::Body::from("B")))
+            });
+            connections.spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    (addr, task)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_instance_still_announced_is_routed_around() {
     let fixture = proxy(tests::test_store("proxy-dead").await, |_| {}).await;
     add_app(&fixture.store, "web", &[]).await;
     let a = backend("A").await;
-    let b = backend("B").await;
+    let (b_addr, b) = killable_backend().await;
     announce(&fixture.store, "web", "1", a.addr).await;
-    announce(&fixture.store, "web", "2", b.addr).await;
+    announce(&fixture.store, "web", "2", b_addr).await;
     fixture.until("web.paz.test", 200, "").await;
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let running = load(&fixture, done.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    // B dies without its key going: its port refuses connections from now on.
-    b.task.abort();
-    let _ = b.task.await;
+    // B dies without its key going: its open connections close and its port
+    // refuses new ones. Every later request picked for B must be retried on A.
+    b.abort();
+    let _ = b.await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     done.store(true, Ordering::Relaxed);
     let (ok, failed) = running.await.unwrap();
