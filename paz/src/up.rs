@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use store::{LocalEtcd, Store, StoreConfig};
-use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
 use crate::admin_key;
@@ -268,13 +267,13 @@ async fn prepare(
 
 /// Resolves on SIGINT or SIGTERM (Ok), or when the local etcd dies (Err).
 async fn wait_for_shutdown(mut local_etcd: Option<&mut LocalEtcd>) -> anyhow::Result<()> {
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    // One signal future for the whole wait, so no signal falls between two checks.
+    let stop = crate::stop_signal();
+    tokio::pin!(stop);
     let mut check = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = interrupt.recv() => return Ok(()),
-            _ = terminate.recv() => return Ok(()),
+            _ = &mut stop => return Ok(()),
             _ = check.tick() => {
                 if let Some(status) = local_etcd.as_mut().and_then(|etcd| etcd.exit_status()) {
                     error!(%status, "the local etcd exited");
