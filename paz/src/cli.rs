@@ -94,6 +94,12 @@ pub(crate) struct ProxyFlags {
     /// Where Prometheus metrics are served [default: not served]
     #[arg(long, env = "PAZ_METRICS_LISTEN", value_name = "ADDR")]
     pub(crate) metrics_listen: Option<std::net::SocketAddr>,
+    /// The access log: a file, `-` for standard output, or `off`
+    #[arg(long, env = "PAZ_ACCESS_LOG", value_name = "FILE", default_value = "-")]
+    pub(crate) access_log: proxy::AccessLog,
+    /// Threads serving requests, each with its own event loop [default: one per CPU]
+    #[arg(long, env = "PAZ_PROXY_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) workers: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,4 +248,12 @@ pub(crate) struct UpFlags {
     /// The largest build context, in MiB [default: 1024]
     #[arg(long, env = "PAZ_MAX_CONTEXT_MB", value_name = "MIB")]
     pub(crate) max_context_mb: Option<u64>,
+
+    /// Where the proxy's Prometheus metrics are served [default: not served]
+    #[arg(long, env = "PAZ_METRICS_LISTEN", value_name = "ADDR")]
+    pub(crate) metrics_listen: Option<String>,
+
+    /// The proxy's access log: a file, `-` for standard output, or `off` [default: -]
+    #[arg(long, env = "PAZ_ACCESS_LOG", value_name = "FILE")]
+    pub(crate) access_log: Option<String>,
 }

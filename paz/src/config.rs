@@ -27,6 +27,9 @@ pub(crate) struct UpConfig {
     pub(crate) build_timeout: std::time::Duration,
     pub(crate) build_concurrency: usize,
     pub(crate) max_context_bytes: u64,
+    /// Where the proxy's metrics are served, if anywhere.
+    pub(crate) metrics_listen: Option<SocketAddr>,
+    pub(crate) access_log: proxy::AccessLog,
 }
 
 /// The config file: the same names as the flags, with `_` for `-`.
@@ -47,6 +50,8 @@ struct FileConfig {
     build_timeout: Option<u64>,
     build_concurrency: Option<usize>,
     max_context_mb: Option<u64>,
+    metrics_listen: Option<String>,
+    access_log: Option<String>,
 }
 
 /// `etcd = "http://a:2379,http://b:2379"` or `etcd = ["http://a:2379", ...]`.
@@ -118,7 +123,25 @@ impl UpConfig {
                     anyhow::anyhow!("--{flag} `{text}` is invalid: use IP:PORT, such as {default}")
                 })
             };
+        let metrics_listen = match flags.metrics_listen.or(file.metrics_listen) {
+            Some(text) => Some(listen(
+                "metrics-listen",
+                Some(text),
+                None,
+                "127.0.0.1:9100",
+            )?),
+            None => None,
+        };
+        let access_log = match flags.access_log.or(file.access_log) {
+            Some(text) if text.trim().is_empty() => {
+                bail!("--access-log is empty: give a file, `-` for standard output, or `off`")
+            }
+            Some(text) => text.parse().unwrap_or_default(),
+            None => proxy::AccessLog::Stdout,
+        };
         Ok(UpConfig {
+            metrics_listen,
+            access_log,
             data_dir,
             etcd,
             etcd_prefix,

@@ -12,6 +12,10 @@ mod up;
 
 use clap::Parser;
 
+/// mimalloc: the proxy allocates per request, and glibc's allocator is the slower one there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Resolves on SIGINT or SIGTERM: how the long-running commands are stopped.
 async fn stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -30,6 +34,23 @@ async fn stop_signal() {
     }
 }
 
+/// Serves the proxy's metrics on `--metrics-listen`, if given, until the
+/// returned task is dropped with the proxy's role.
+async fn serve_proxy_metrics(
+    proxy: &proxy::Proxy,
+    address: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    use anyhow::Context;
+    let Some(address) = address else {
+        return Ok(None);
+    };
+    let metrics = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on --metrics-listen {address}"))?;
+    println!("metrics on http://{}/metrics", metrics.local_addr()?);
+    Ok(Some(proxy.serve_metrics(metrics)))
+}
+
 /// `paz proxy`: the proxy alone, until SIGINT or SIGTERM.
 async fn run_proxy(flags: cli::ProxyFlags) -> anyhow::Result<()> {
     use anyhow::Context;
@@ -44,21 +65,15 @@ async fn run_proxy(flags: cli::ProxyFlags) -> anyhow::Result<()> {
         })?;
     let config = proxy::ProxyConfig {
         max_body_bytes: flags.max_body_mb.map(|mib| mib << 20),
+        access_log: flags.access_log,
         ..Default::default()
     };
     println!("proxy listening on {}", listener.local_addr()?);
-    let proxy = proxy::Proxy::new(config, store);
-    let _metrics = match flags.metrics_listen {
-        Some(address) => {
-            let metrics = tokio::net::TcpListener::bind(address)
-                .await
-                .with_context(|| format!("cannot listen on --metrics-listen {address}"))?;
-            println!("metrics on http://{}/metrics", metrics.local_addr()?);
-            Some(proxy.serve_metrics(metrics))
-        }
-        None => None,
-    };
-    proxy.serve(listener, stop_signal()).await?;
+    let proxy = proxy::Proxy::new(config, store)?;
+    let _metrics = serve_proxy_metrics(&proxy, flags.metrics_listen).await?;
+    proxy
+        .serve_threads(listener.into_std()?, flags.workers, stop_signal())
+        .await?;
     Ok(())
 }
 

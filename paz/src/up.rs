@@ -151,8 +151,17 @@ async fn run_roles(
             )
         })?;
     let http_addr = http_listener.local_addr()?;
-    let proxy = proxy::Proxy::new(proxy::ProxyConfig::default(), store.clone());
-    let mut routing = tokio::spawn(proxy.serve(http_listener, stop_signal(stopped.clone())));
+    let proxy_config = proxy::ProxyConfig {
+        access_log: config.access_log.clone(),
+        ..Default::default()
+    };
+    let proxy = proxy::Proxy::new(proxy_config, store.clone())?;
+    let _metrics = crate::serve_proxy_metrics(&proxy, config.metrics_listen).await?;
+    let mut routing = tokio::spawn(proxy.serve_threads(
+        http_listener.into_std()?,
+        None,
+        stop_signal(stopped.clone()),
+    ));
 
     print_banner(
         config,

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod access_log;
 mod metrics;
 mod pool;
 pub mod table;
@@ -29,8 +30,9 @@ use store::Store;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+pub use crate::access_log::AccessLog;
 use crate::pool::Pools;
-use crate::table::Table;
+use crate::table::{Backend, Table};
 
 pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -50,6 +52,8 @@ pub struct ProxyConfig {
     pub retries: usize,
     /// How long shutdown waits for requests in flight.
     pub shutdown_timeout: Duration,
+    /// Where the line per request goes.
+    pub access_log: AccessLog,
 }
 
 impl Default for ProxyConfig {
@@ -62,6 +66,7 @@ impl Default for ProxyConfig {
             max_body_bytes: None,
             retries: 2,
             shutdown_timeout: Duration::from_secs(30),
+            access_log: AccessLog::default(),
         }
     }
 }
@@ -71,6 +76,15 @@ struct State {
     table: Arc<ArcSwap<Table>>,
     pools: Pools,
     metrics: Arc<metrics::Metrics>,
+    access_log: Option<access_log::Writer>,
+}
+
+/// What became of one request, for the metrics and the access log.
+#[derive(Default)]
+struct Outcome {
+    app: Option<store::AppName>,
+    backend: Option<Arc<Backend>>,
+    request_id: Option<HeaderValue>,
 }
 
 /// The proxy: a routing table kept current from etcd, and the HTTP server.
@@ -112,12 +126,12 @@ fn page(status: StatusCode, text: String) -> Response<Body> {
 /// characters no host name has.
 fn host_of(request: &Request<hyper::body::Incoming>) -> Option<String> {
     let raw = match request.headers().get(HOST) {
-        Some(value) => value.to_str().ok()?.to_string(),
-        None => request.uri().authority()?.as_str().to_string(),
+        Some(value) => value.to_str().ok()?,
+        None => request.uri().authority()?.as_str(),
     };
     let host = match raw.rsplit_once(':') {
         Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
-        _ => raw.as_str(),
+        _ => raw,
     }
     .trim_end_matches('.')
     .to_ascii_lowercase();
@@ -130,33 +144,40 @@ fn host_of(request: &Request<hyper::body::Incoming>) -> Option<String> {
 }
 
 /// Headers that belong to one connection, not to the request.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    hyper::header::PROXY_AUTHENTICATE,
+    hyper::header::PROXY_AUTHORIZATION,
+    hyper::header::TE,
+    hyper::header::TRAILER,
+    hyper::header::TRANSFER_ENCODING,
 ];
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 impl Proxy {
-    /// Starts the watches that keep the table current.
-    pub fn new(config: ProxyConfig, store: Store) -> Proxy {
+    /// Starts the watches that keep the table current, and the access log.
+    pub fn new(config: ProxyConfig, store: Store) -> std::io::Result<Proxy> {
+        let access_log = access_log::Writer::start(&config.access_log)?;
         let table = Arc::new(ArcSwap::from_pointee(Table::default()));
         let metrics = Arc::new(metrics::Metrics::new());
         let watcher = tokio::spawn(watch::keep_current(store, table.clone(), metrics.clone()));
         let pools = Pools::new(config.connect_timeout);
-        Proxy {
+        Ok(Proxy {
             state: Arc::new(State {
                 config,
                 table,
                 pools,
                 metrics,
+                access_log,
             }),
             watcher,
-        }
+        })
     }
 
     /// How many backends the table routes to now.
@@ -197,84 +218,173 @@ impl Proxy {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(self.state.config.header_timeout)
-            .max_buf_size(self.state.config.max_header_bytes.max(8192));
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, client) = tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        warn!(%error, "accept failed");
-                        continue;
-                    }
-                },
-            };
+        serve_on(self.state.clone(), listener, shutdown).await
+    }
+
+    /// Like [`Proxy::serve`], on `workers` threads of their own (default: one
+    /// per CPU), each accepting from `listener` and running a single-threaded
+    /// event loop, as HAProxy's and nginx's workers do: a request never
+    /// crosses threads. The routing table and the etcd watches stay shared.
+    pub async fn serve_threads(
+        self,
+        listener: std::net::TcpListener,
+        workers: Option<u16>,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let workers = match workers {
+            Some(n) => usize::from(n.max(1)),
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        };
+        listener.set_nonblocking(true)?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut running = Vec::new();
+        for n in 0..workers {
+            let listener = listener.try_clone()?;
             let state = self.state.clone();
-            let service = hyper::service::service_fn(move |request| {
-                let state = state.clone();
-                async move {
-                    let started = Instant::now();
-                    let (response, app) = handle(state.clone(), request, client).await;
-                    let labels = metrics::RequestLabels {
-                        app: app.unwrap_or_else(|| "-".to_string()),
-                        status: response.status().as_u16(),
-                    };
-                    state.metrics.requests.get_or_create(&labels).inc();
-                    state
-                        .metrics
-                        .latency
-                        .observe(started.elapsed().as_secs_f64());
-                    if response.status() == StatusCode::BAD_GATEWAY
-                        || response.status() == StatusCode::GATEWAY_TIMEOUT
-                    {
-                        state.metrics.backend_errors.inc();
-                    }
-                    Ok::<_, Infallible>(response)
+            let mut stopped = stopped.clone();
+            let (done, finished) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name(format!("paz-proxy-{n}"))
+                .spawn(move || {
+                    let result = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .and_then(|runtime| {
+                            runtime.block_on(async move {
+                                let listener = tokio::net::TcpListener::from_std(listener)?;
+                                let stop = async move {
+                                    let _ = stopped.wait_for(|stop| *stop).await;
+                                };
+                                serve_on(state, listener, stop).await
+                            })
+                        });
+                    let _ = done.send(result);
+                })?;
+            running.push(finished);
+        }
+        let failed = tokio::select! {
+            () = shutdown => None,
+            (first, _, _) = futures::future::select_all(running.iter_mut()) => Some(first),
+        };
+        let _ = stop.send(true);
+        let mut outcome = match failed {
+            Some(Ok(Err(error))) => Err(error),
+            Some(_) => Err(std::io::Error::other("a proxy worker thread stopped")),
+            None => Ok(()),
+        };
+        for finished in running {
+            if let Ok(Err(error)) = finished.await {
+                if outcome.is_ok() {
+                    outcome = Err(error);
                 }
-            });
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let connection = graceful.watch(connection.into_owned());
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
+            }
         }
-        info!("proxy: no longer accepting; finishing requests in flight");
-        if tokio::time::timeout(self.state.config.shutdown_timeout, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            warn!("proxy: requests still in flight after the shutdown timeout");
-        }
-        Ok(())
+        outcome
     }
 }
 
-/// Answers one request; also says which app it was for (for the metrics).
-async fn handle(
+/// One event loop's accept loop, until `shutdown`; then graceful shutdown.
+async fn serve_on(
     state: Arc<State>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(state.config.header_timeout)
+        .max_buf_size(state.config.max_header_bytes.max(8192))
+        .writev(false);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, client) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let state = state.clone();
+            async move {
+                let started = Instant::now();
+                let method = request.method().clone();
+                let uri = request.uri().clone();
+                let mut outcome = Outcome::default();
+                let response = handle(&state, request, client, &mut outcome).await;
+                let app = outcome.app.as_ref().map_or("-", |app| app.as_str());
+                if let Some(log) = &state.access_log {
+                    log.log(&access_log::Entry {
+                        app,
+                        status: response.status().as_u16(),
+                        method: method.as_str(),
+                        path: uri.path_and_query().map_or("/", |p| p.as_str()),
+                        duration: started.elapsed(),
+                        backend: outcome.backend.as_ref().map_or("-", |b| b.addr.as_str()),
+                        request_id: outcome
+                            .request_id
+                            .as_ref()
+                            .and_then(|id| id.to_str().ok())
+                            .unwrap_or("-"),
+                    });
+                }
+                let labels = metrics::RequestLabels {
+                    app: app.to_string(),
+                    status: response.status().as_u16(),
+                };
+                state.metrics.requests.get_or_create(&labels).inc();
+                state
+                    .metrics
+                    .latency
+                    .observe(started.elapsed().as_secs_f64());
+                if response.status() == StatusCode::BAD_GATEWAY
+                    || response.status() == StatusCode::GATEWAY_TIMEOUT
+                {
+                    state.metrics.backend_errors.inc();
+                }
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    info!("proxy: no longer accepting; finishing requests in flight");
+    if tokio::time::timeout(state.config.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("proxy: requests still in flight after the shutdown timeout");
+    }
+    Ok(())
+}
+
+/// Answers one request; notes in `outcome` which app and backend it went to.
+async fn handle(
+    state: &State,
     request: Request<hyper::body::Incoming>,
     client: SocketAddr,
-) -> (Response<Body>, Option<String>) {
+    outcome: &mut Outcome,
+) -> Response<Body> {
     let Some(host) = host_of(&request) else {
         let text = "the Host header is missing or is not a host name".to_string();
-        return (page(StatusCode::BAD_REQUEST, text), None);
+        return page(StatusCode::BAD_REQUEST, text);
     };
     let table = state.table.load();
-    let Some(app) = table.app_for(&host).cloned() else {
-        return (
-            page(StatusCode::NOT_FOUND, format!("no app serves {host}")),
-            None,
-        );
+    let Some(app) = table.app_for(&host) else {
+        return page(StatusCode::NOT_FOUND, format!("no app serves {host}"));
     };
-    let response = forward(&state, &table, &app, host, request, client).await;
-    (response, Some(app.to_string()))
+    outcome.app = Some(app.clone());
+    forward(state, &table, app, host, request, client, outcome).await
 }
 
 async fn forward(
@@ -284,51 +394,53 @@ async fn forward(
     host: String,
     mut request: Request<hyper::body::Incoming>,
     client: SocketAddr,
+    outcome: &mut Outcome,
 ) -> Response<Body> {
-    let started = Instant::now();
-
-    // What the backend is told about the original request.
+    // What the backend is told about the original request. (`String`s
+    // become header values without a copy.)
     let headers = request.headers_mut();
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(previous) => format!("{previous}, {}", client.ip()),
         None => client.ip().to_string(),
     };
-    let set = |headers: &mut hyper::HeaderMap, name: &'static str, value: &str| {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(HeaderName::from_static(name), value);
+    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let host = HeaderValue::try_from(host).unwrap_or(HeaderValue::from_static(""));
+    if !headers.contains_key(HOST) {
+        headers.insert(HOST, host.clone());
+    }
+    headers.insert(X_FORWARDED_HOST, host);
+    let request_id = match headers.get(&X_REQUEST_ID) {
+        Some(given) => given.clone(),
+        None => {
+            let id = HeaderValue::try_from(format!("{:032x}", rand::random::<u128>()))
+                .expect("hex digits are a header value");
+            headers.insert(X_REQUEST_ID, id.clone());
+            id
         }
     };
-    set(headers, "x-forwarded-for", &forwarded_for);
-    set(headers, "x-forwarded-proto", "http");
-    set(headers, "x-forwarded-host", &host);
-    if !headers.contains_key("x-request-id") {
-        set(
-            headers,
-            "x-request-id",
-            &format!("{:032x}", rand::random::<u128>()),
-        );
-    }
+    outcome.request_id = Some(request_id);
     let upgrade = headers.contains_key(UPGRADE);
     if !upgrade {
         for name in HOP_BY_HOP {
-            headers.remove(*name);
-        }
-    }
-    if !headers.contains_key(HOST) {
-        if let Ok(value) = HeaderValue::from_str(&host) {
-            headers.insert(HOST, value);
+            headers.remove(name);
         }
     }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    let path = request
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_string();
     let (mut parts, body) = request.into_parts();
     parts.version = hyper::Version::HTTP_11;
-    parts.uri = path.parse().unwrap_or_default();
+    // The backend gets the origin form (`/path?query`), also when the client
+    // sent the absolute form.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse()
+            .unwrap_or_default();
+    }
     let body: Body = match state.config.max_body_bytes {
         Some(limit) => http_body_util::Limited::new(body, limit).boxed(),
         None => body
@@ -351,6 +463,7 @@ async fn forward(
                 continue;
             }
         };
+        outcome.backend = Some(backend.clone());
         backend
             .outstanding
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -362,7 +475,7 @@ async fn forward(
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let response = match sent {
             Err(_) => {
-                info!(%app, status = 504, backend = %backend.addr, "backend timed out");
+                warn!(%app, backend = %backend.addr, "backend timed out");
                 return page(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!("{app} did not answer in time"),
@@ -374,18 +487,18 @@ async fn forward(
             }
             Ok(Ok(response)) => response,
         };
-        info!(%app, status = response.status().as_u16(), duration_ms = started.elapsed().as_millis() as u64, backend = %backend.addr, "request");
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             return switch_protocols(response, client_upgrade);
         }
-        state.pools.put_back(&backend.addr, sender);
         return response.map(|body| {
-            body.map_err(|error| Box::new(error) as Box<dyn std::error::Error + Send + Sync>)
+            state
+                .pools
+                .returning(&backend.addr, sender, body)
+                .map_err(|error| Box::new(error) as Box<dyn std::error::Error + Send + Sync>)
                 .boxed()
         });
     }
     if tried.is_empty() {
-        info!(%app, status = 503, "no healthy instance");
         page(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("{app} has no healthy instance right now"),

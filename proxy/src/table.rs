@@ -85,22 +85,20 @@ impl Table {
 
     /// Picks an instance: the less busy of two chosen at random ("power of two choices").
     pub fn pick(&self, app: &AppName, skip: &[String]) -> Option<Arc<Backend>> {
-        let candidates: Vec<&Arc<Backend>> = self
-            .instances
-            .get(app)?
-            .iter()
-            .filter(|backend| !skip.contains(&backend.addr))
-            .collect();
-        match candidates.len() {
+        let all = self.instances.get(app)?;
+        // Without a `Vec`: this runs on every request.
+        let usable = |backend: &&Arc<Backend>| !skip.contains(&backend.addr);
+        let nth = |i: usize| all.iter().filter(usable).nth(i).expect("counted");
+        match all.iter().filter(usable).count() {
             0 => None,
-            1 => Some(Arc::clone(candidates[0])),
+            1 => Some(Arc::clone(nth(0))),
             n => {
                 let first = rand::random_range(0..n);
                 let mut second = rand::random_range(0..n - 1);
                 if second >= first {
                     second += 1;
                 }
-                let (a, b) = (candidates[first], candidates[second]);
+                let (a, b) = (nth(first), nth(second));
                 let chosen = if a.outstanding.load(Ordering::Relaxed)
                     <= b.outstanding.load(Ordering::Relaxed)
                 {

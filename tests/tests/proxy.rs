@@ -86,9 +86,12 @@ async fn proxy(store: Store, tune: impl FnOnce(&mut proxy::ProxyConfig)) -> Fixt
         .put(&store.keys().domain(), &"paz.test".to_string())
         .await
         .unwrap();
-    let mut config = proxy::ProxyConfig::default();
+    let mut config = proxy::ProxyConfig {
+        access_log: proxy::AccessLog::Off,
+        ..Default::default()
+    };
     tune(&mut config);
-    let proxy = proxy::Proxy::new(config, store.clone());
+    let proxy = proxy::Proxy::new(config, store.clone()).expect("the proxy starts");
     let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics = metrics_listener.local_addr().unwrap();
     // The task ends when the test's runtime does.
@@ -165,7 +168,12 @@ impl Fixture {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hosts_and_domains_route_to_their_app_and_the_rest_is_404_or_503() {
-    let fixture = proxy(tests::test_store("proxy-routing").await, |_| {}).await;
+    let dir = tests::temp_dir();
+    let access_log = dir.path().join("access.log");
+    let fixture = proxy(tests::test_store("proxy-routing").await, |config| {
+        config.access_log = proxy::AccessLog::File(access_log.clone());
+    })
+    .await;
     let a = backend("A").await;
     add_app(&fixture.store, "web", &["www.example.com"]).await;
     add_app(&fixture.store, "idle", &[]).await;
@@ -224,6 +232,34 @@ async fn hosts_and_domains_route_to_their_app_and_the_rest_is_404_or_503() {
     ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }
+
+    // One access log line per request; the writer flushes within 200 ms.
+    let wanted = [
+        "app=web status=200 method=GET path=\"/\" ".to_string(),
+        format!(" backend={} request_id=abc-123\n", a.addr),
+        "app=- status=404 method=GET path=\"/\" ".to_string(),
+        "app=idle status=503 method=GET path=\"/\" ".to_string(),
+        "app=- status=400 ".to_string(),
+    ];
+    let mut log = String::new();
+    for _ in 0..50 {
+        log = std::fs::read_to_string(&access_log).unwrap_or_default();
+        if wanted.iter().all(|line| log.contains(line.as_str())) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for line in &wanted {
+        assert!(
+            log.contains(line.as_str()),
+            "`{line}` missing from the access log:\n{log}"
+        );
+    }
+    assert!(
+        log.lines().all(|line| line.contains(" duration_ms=")
+            && line.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '-')),
+        "{log}"
+    );
     a.stop().await;
 }
 
@@ -595,4 +631,43 @@ async fn upgrades_like_websocket_pass_through_both_ways() {
     .unwrap();
     assert!(echoed.0.starts_with("HTTP/1.1 101"), "{}", echoed.0);
     assert_eq!(echoed.1, ["ping", "pong!"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_speaking_http2_are_served_and_backends_get_http1() {
+    use http_body_util::BodyExt;
+    let fixture = proxy(tests::test_store("proxy-h2").await, |_| {}).await;
+    let a = backend("A").await;
+    add_app(&fixture.store, "web", &[]).await;
+    announce(&fixture.store, "web", "1", a.addr).await;
+    fixture.until("web.paz.test", 200, "A").await;
+
+    // h2c with prior knowledge: the host travels as `:authority`, not `Host`.
+    let stream = tokio::net::TcpStream::connect(fixture.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("the proxy speaks HTTP/2");
+    tokio::spawn(connection);
+    for _ in 0..3 {
+        let request = hyper::Request::get("http://web.paz.test/")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.version(), hyper::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            text.starts_with("A for=127.0.0.1 proto=http host=web.paz.test id="),
+            "{text}"
+        );
+    }
+    let request = hyper::Request::get("http://nobody.paz.test/")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(sender.send_request(request).await.unwrap().status(), 404);
+    a.stop().await;
 }

@@ -1,0 +1,162 @@
+//! The access log: one line per request, Heroku-router style
+//! (`time app= status= method= path= duration_ms= backend= request_id=`).
+//!
+//! Lines are appended to a buffer in memory and a thread of its own writes
+//! the buffer out when it fills or every 200 ms, so a request costs one
+//! formatted line and no system call. If the destination cannot keep up,
+//! whole buffers are dropped (and counted) rather than slowing requests.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// Where access log lines go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AccessLog {
+    /// No access log.
+    Off,
+    /// The process's standard output.
+    #[default]
+    Stdout,
+    /// Appended to this file (created if missing).
+    File(PathBuf),
+}
+
+impl std::str::FromStr for AccessLog {
+    type Err = std::convert::Infallible;
+
+    /// `off`, `-` (standard output) or a file path.
+    fn from_str(text: &str) -> Result<AccessLog, Self::Err> {
+        Ok(match text {
+            "off" => AccessLog::Off,
+            "-" => AccessLog::Stdout,
+            path => AccessLog::File(PathBuf::from(path)),
+        })
+    }
+}
+
+/// A buffer is handed to the writer thread once it holds this much.
+const FLUSH_BYTES: usize = 32 * 1024;
+/// Buffers waiting for the writer thread before new ones are dropped.
+const QUEUE: usize = 64;
+
+/// One request, as logged.
+pub(crate) struct Entry<'a> {
+    pub(crate) app: &'a str,
+    pub(crate) status: u16,
+    pub(crate) method: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) duration: Duration,
+    pub(crate) backend: &'a str,
+    pub(crate) request_id: &'a str,
+}
+
+/// The request path's side of the log.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    buffer: Arc<Mutex<String>>,
+    sender: SyncSender<String>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Writer {
+    /// Starts the writer thread; `None` when the log is off.
+    pub(crate) fn start(destination: &AccessLog) -> std::io::Result<Option<Writer>> {
+        let out: Box<dyn std::io::Write + Send> = match destination {
+            AccessLog::Off => return Ok(None),
+            AccessLog::Stdout => Box::new(std::io::stdout()),
+            AccessLog::File(path) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|error| {
+                        std::io::Error::new(
+                            error.kind(),
+                            format!("cannot open the access log {}: {error}", path.display()),
+                        )
+                    })?,
+            ),
+        };
+        let buffer = Arc::new(Mutex::new(String::with_capacity(FLUSH_BYTES * 2)));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let (sender, receiver) = sync_channel(QUEUE);
+        let shared = buffer.clone();
+        std::thread::Builder::new()
+            .name("paz-access-log".into())
+            .spawn(move || write_out(out, receiver, shared))?;
+        Ok(Some(Writer {
+            buffer,
+            sender,
+            dropped,
+        }))
+    }
+
+    /// Adds one line.
+    pub(crate) fn log(&self, entry: &Entry<'_>) {
+        let micros = entry.duration.as_micros();
+        let full = {
+            let mut buffer = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = writeln!(
+                buffer,
+                "{} app={} status={} method={} path=\"{}\" duration_ms={}.{:03} backend={} request_id={}",
+                humantime::format_rfc3339_millis(SystemTime::now()),
+                entry.app,
+                entry.status,
+                entry.method,
+                entry.path.escape_debug(),
+                micros / 1000,
+                micros % 1000,
+                entry.backend,
+                entry.request_id,
+            );
+            (buffer.len() >= FLUSH_BYTES)
+                .then(|| std::mem::replace(&mut *buffer, String::with_capacity(FLUSH_BYTES * 2)))
+        };
+        if let Some(full) = full {
+            let lines = full.lines().count() as u64;
+            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+                self.sender.try_send(full)
+            {
+                let before = self.dropped.fetch_add(lines, Ordering::Relaxed);
+                if before == 0 {
+                    tracing::warn!("the access log cannot keep up; dropping lines");
+                }
+            }
+        }
+    }
+}
+
+/// The writer thread: writes each full buffer, and every 200 ms whatever
+/// the request path has buffered since.
+fn write_out(
+    mut out: Box<dyn std::io::Write + Send>,
+    receiver: Receiver<String>,
+    shared: Arc<Mutex<String>>,
+) {
+    loop {
+        let text = match receiver.recv_timeout(Duration::from_millis(200)) {
+            Ok(text) => text,
+            Err(RecvTimeoutError::Timeout) => {
+                let mut buffer = shared.lock().unwrap_or_else(|p| p.into_inner());
+                if buffer.is_empty() {
+                    continue;
+                }
+                std::mem::take(&mut *buffer)
+            }
+            // The proxy is gone: write what is left and stop.
+            Err(RecvTimeoutError::Disconnected) => {
+                let rest = std::mem::take(&mut *shared.lock().unwrap_or_else(|p| p.into_inner()));
+                let _ = out.write_all(rest.as_bytes()).and_then(|()| out.flush());
+                return;
+            }
+        };
+        if let Err(error) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            tracing::warn!(%error, "cannot write the access log");
+        }
+    }
+}
