@@ -258,6 +258,17 @@ impl Agent {
             };
             desired.insert(name.clone(), parsed);
         }
+        // Global units run on every machine their metadata allows, unscheduled.
+        for (name, text) in &self.texts {
+            if !text.contains("Global") || desired.contains_key(name) {
+                continue;
+            }
+            if let Ok(unit) = units::parse_unit(name, text) {
+                if unit.placement.global && unit.placement.metadata_allows(&self.config.metadata) {
+                    desired.insert(name.clone(), Ok(unit));
+                }
+            }
+        }
         let actual = match docker::list(&self.docker, &self.id).await {
             Ok(actual) => actual,
             Err(error) => {

@@ -142,6 +142,14 @@ async fn run_roles(
         }
     };
     let mut images = tokio::spawn(registry.serve(registry_listener, stop_signal(stopped.clone())));
+    let scheduler = deployer::Scheduler::new(
+        store.clone(),
+        deployer::SchedulerConfig {
+            candidate: format!("{}:{}", advertise_host(&store), std::process::id()),
+            lease_ttl: Duration::from_secs(10),
+        },
+    );
+    let mut placing = tokio::spawn(scheduler.run(stop_signal(stopped.clone())));
     let http_listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| {
@@ -184,10 +192,19 @@ async fn run_roles(
     stop_role("registry", &mut images).await;
     stop_role("proxy", &mut routing).await;
     stop_role("agent", &mut host).await;
+    stop_role("scheduler", &mut placing).await;
     outcome
 }
 
 /// Waits for a role's task to end after the stop signal, aborting it after the timeout.
+/// This host's name for the scheduler's leader key (who leads is then visible).
+fn advertise_host(store: &Store) -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .unwrap_or_else(|| store.endpoints().to_string())
+}
+
 async fn stop_role<T>(name: &str, task: &mut tokio::task::JoinHandle<T>) {
     if !task.is_finished()
         && tokio::time::timeout(SHUTDOWN_TIMEOUT, &mut *task)

@@ -658,3 +658,64 @@ async fn machines_and_units_are_listed_shown_and_exported() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_global_unit_runs_unscheduled_on_each_machine_its_metadata_allows() {
+    let docker = tests::docker().await;
+    tests::busybox_image(&docker).await;
+    let cleanup = DockerCleanup::new("agent-global");
+    let store = tests::test_store("agent-global").await;
+    let prefix = store.keys().root().to_string();
+    let edge = start_agent(&store, |config| {
+        config.metadata.insert("role".into(), "edge".into());
+    })
+    .await;
+    let _core = start_agent(&store, |config| {
+        config.metadata.insert("role".into(), "core".into());
+    })
+    .await;
+    let name = format!("logs-v1-web-1-{}", std::process::id());
+    let [(unit, text), _] = web_units(&name, &cleanup, &prefix, 1);
+    let text = format!("{text}\n[X-Fleet]\nGlobal=true\nMachineMetadata=role=edge\n");
+    store
+        .put(&store.keys().unit(&unit).unwrap(), &text)
+        .await
+        .unwrap();
+    let running = eventually(60, "the global unit to become active", async || {
+        state(&store, &unit)
+            .await
+            .filter(|s| s.active == ActiveState::Active)
+    })
+    .await;
+    assert_eq!(running.machine, edge.id, "only the edge machine runs it");
+    assert!(
+        store
+            .get(&store.keys().schedule(&unit).unwrap())
+            .await
+            .unwrap()
+            .is_none(),
+        "a global unit has no placement"
+    );
+    // A few more passes of both agents: the core machine never starts it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let containers = Command::new("docker")
+        .args([
+            "ps",
+            "--filter",
+            &format!("name={name}"),
+            "--format",
+            "{{.Label \"paz.machine\"}}",
+        ])
+        .output()
+        .unwrap();
+    let machines = String::from_utf8_lossy(&containers.stdout);
+    assert_eq!(machines.trim(), edge.id, "{machines}");
+    store
+        .delete(&store.keys().unit(&unit).unwrap())
+        .await
+        .unwrap();
+    eventually(30, "the global unit to stop", async || {
+        state(&store, &unit).await.is_none().then_some(())
+    })
+    .await;
+}

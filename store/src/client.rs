@@ -407,6 +407,21 @@ impl Transaction<'_> {
         self
     }
 
+    /// Writes `value` on `lease`: the key goes when the lease does.
+    pub fn put_on_lease<T: Record>(
+        mut self,
+        key: &Key<T>,
+        value: &T,
+        lease: &crate::Lease,
+    ) -> Self {
+        self.writes.push(TxnOp::put(
+            key.as_str(),
+            value.encode(),
+            Some(etcd_client::PutOptions::new().with_lease(lease.id())),
+        ));
+        self
+    }
+
     /// Deletes every key under `prefix` (all of them, whatever record they hold).
     pub fn delete_prefix<T>(mut self, prefix: &Prefix<T>) -> Self {
         self.writes.push(TxnOp::delete(

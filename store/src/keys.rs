@@ -222,6 +222,16 @@ impl Keys {
         Prefix::new(format!("{}/schedule/", self.root), true)
     }
 
+    /// Why the scheduler cannot place a unit (written by the leader, removed once placed).
+    pub fn unplaced(&self, unit_name: &str) -> Result<Key<String>, NameError> {
+        check_segment("unit name", unit_name)?;
+        Ok(Key::new(format!("{}/unplaced/{unit_name}", self.root)))
+    }
+
+    pub fn unplaced_all(&self) -> Prefix<String> {
+        Prefix::new(format!("{}/unplaced/", self.root), true)
+    }
+
     pub fn unit_state(&self, unit_name: &str) -> Result<Key<UnitState>, NameError> {
         check_segment("unit name", unit_name)?;
         Ok(Key::new(format!("{}/state/{unit_name}", self.root)))
@@ -263,6 +273,11 @@ impl Keys {
 
     pub fn image_events(&self) -> Prefix<ImageEvent> {
         Prefix::new(format!("{}/images/events/", self.root), true)
+    }
+
+    /// Every election key.
+    pub fn leaders(&self) -> Prefix<String> {
+        Prefix::new(format!("{}/leader/", self.root), true)
     }
 
     /// The election key of a leader-elected role (e.g. `scheduler`).

@@ -73,6 +73,7 @@ pub(crate) async fn units(
     let units = store.list(&store.keys().units()).await?;
     let schedule = store.list(&store.keys().schedules()).await?;
     let states = store.list(&store.keys().unit_states()).await?;
+    let unplaced = store.list(&store.keys().unplaced_all()).await?;
     let mut lines = Vec::new();
     let mut rows = Vec::new();
     for entry in &units.entries {
@@ -102,15 +103,28 @@ pub(crate) async fn units(
             None if machine.is_some() => "placed",
             None => "waiting",
         };
+        let cannot_place = unplaced
+            .entries
+            .iter()
+            .find(|u| store.keys().unplaced_all().child_name(&u.key) == name)
+            .map(|u| u.value.clone());
+        let active = if machine.is_none() && cannot_place.is_some() {
+            "unplaced"
+        } else {
+            active
+        };
         let reason = state
             .and_then(|s| s.reason.clone())
+            .or(cannot_place.clone())
             .map(|r| format!("  ({r})"))
             .unwrap_or_default();
         lines.push(format!(
             "{name}  {}  {active}{reason}",
             machine.as_deref().unwrap_or("-")
         ));
-        rows.push(json!({"unit": name, "machine": machine, "state": state}));
+        rows.push(
+            json!({"unit": name, "machine": machine, "state": state, "unplaced": cannot_place}),
+        );
     }
     let text = if lines.is_empty() {
         "no units".to_string()

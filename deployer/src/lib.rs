@@ -1,0 +1,10 @@
+//! Paz's deployer and scheduler: a release becomes units that are rolled out
+//! instance by instance, and each unit is placed on a machine by the one
+//! elected scheduler.
+
+#![forbid(unsafe_code)]
+
+pub mod placement;
+pub mod scheduler;
+
+pub use scheduler::{Scheduler, SchedulerConfig};

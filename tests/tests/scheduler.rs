@@ -1,0 +1,239 @@
+//! The scheduler against a real etcd: placement rules, spreading, a lost
+//! machine's units placed again, and a second scheduler taking over.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use deployer::{Scheduler, SchedulerConfig};
+use store::records::Machine;
+use store::Store;
+
+async fn machine(store: &Store, id: &str, metadata: &[(&str, &str)]) -> store::Registration {
+    let record = Machine {
+        addr: "127.0.0.1".to_string(),
+        metadata: metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        started_at: 1,
+    };
+    store
+        .register(
+            &store.keys().machine(id).unwrap(),
+            &record,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap()
+}
+
+async fn submit(store: &Store, name: &str, xfleet: &str) {
+    let text = format!(
+        "[Service]\nExecStart=/usr/bin/docker run --rm --name {} paz-test/busybox httpd -f\n\n[X-Fleet]\n{xfleet}\n",
+        name.trim_end_matches(".service")
+    );
+    store
+        .put(&store.keys().unit(name).unwrap(), &text)
+        .await
+        .unwrap();
+}
+
+fn start(store: &Store, candidate: &str) -> tokio::task::JoinHandle<()> {
+    let scheduler = Scheduler::new(
+        store.clone(),
+        SchedulerConfig {
+            candidate: candidate.to_string(),
+            lease_ttl: Duration::from_secs(2),
+        },
+    );
+    tokio::spawn(scheduler.run(std::future::pending()))
+}
+
+async fn schedule(store: &Store) -> BTreeMap<String, String> {
+    let prefix = store.keys().schedules();
+    store
+        .list(&prefix)
+        .await
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| (prefix.child_name(&e.key).to_string(), e.value))
+        .collect()
+}
+
+async fn unplaced(store: &Store) -> BTreeMap<String, String> {
+    let prefix = store.keys().unplaced_all();
+    store
+        .list(&prefix)
+        .await
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| (prefix.child_name(&e.key).to_string(), e.value))
+        .collect()
+}
+
+/// Waits up to 5 s for the placements to satisfy `check`.
+async fn until(
+    store: &Store,
+    what: &str,
+    check: impl Fn(&BTreeMap<String, String>) -> bool,
+) -> BTreeMap<String, String> {
+    for _ in 0..100 {
+        let now = schedule(store).await;
+        if check(&now) {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{what}: placements are {:?}, unplaced {:?}",
+        schedule(store).await,
+        unplaced(store).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_are_placed_by_the_rules_and_a_lost_machines_units_move() {
+    let store = tests::test_store("scheduler-rules").await;
+    let a = machine(&store, "aaaa", &[("disk", "ssd")]).await;
+    let _b = machine(&store, "bbbb", &[]).await;
+    let _c = machine(&store, "cccc", &[]).await;
+    for i in 1..=3 {
+        let name = format!("demo-v1-web-{i}.service");
+        submit(&store, &name, "Conflicts=demo-v1-web-*.service").await;
+        submit(
+            &store,
+            &format!("demo-v1-web-{i}-announce.service"),
+            &format!("MachineOf={name}"),
+        )
+        .await;
+    }
+    submit(&store, "fast-v1-web-1.service", "MachineMetadata=disk=ssd").await;
+    submit(&store, "nvme-v1-web-1.service", "MachineMetadata=disk=nvme").await;
+    submit(&store, "four-v1-web-1.service", "").await;
+    let _leader = start(&store, "one");
+
+    let placed = until(&store, "every placeable unit placed", |s| s.len() == 8).await;
+    let webs: BTreeSet<&String> = (1..=3)
+        .map(|i| &placed[&format!("demo-v1-web-{i}.service")])
+        .collect();
+    assert_eq!(webs.len(), 3, "Conflicts spread the instances: {placed:?}");
+    for i in 1..=3 {
+        assert_eq!(
+            placed[&format!("demo-v1-web-{i}-announce.service")],
+            placed[&format!("demo-v1-web-{i}.service")],
+            "a sidekick goes where its unit is"
+        );
+    }
+    assert_eq!(placed["fast-v1-web-1.service"], "aaaa");
+    assert!(!placed.contains_key("nvme-v1-web-1.service"));
+    let reasons = unplaced(&store).await;
+    assert!(
+        reasons["nvme-v1-web-1.service"].contains("MachineMetadata"),
+        "{reasons:?}"
+    );
+
+    // An invalid unit file is reported, not placed.
+    store
+        .put(
+            &store.keys().unit("bad.service").unwrap(),
+            &"[Service]\nExecStart=/bin/sh -c true\n".to_string(),
+        )
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if unplaced(&store).await.contains_key("bad.service") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        unplaced(&store).await["bad.service"].contains("invalid"),
+        "{:?}",
+        unplaced(&store).await
+    );
+
+    // Machine aaaa goes: what ran there runs elsewhere, except what cannot.
+    let on_a: Vec<String> = placed
+        .iter()
+        .filter(|(_, m)| m.as_str() == "aaaa")
+        .map(|(u, _)| u.clone())
+        .collect();
+    assert!(!on_a.is_empty());
+    let untouched: Vec<(String, String)> = placed
+        .iter()
+        .filter(|(_, m)| m.as_str() != "aaaa")
+        .map(|(u, m)| (u.clone(), m.clone()))
+        .collect();
+    drop(a);
+    let after = until(&store, "nothing left on the lost machine", |s| {
+        !s.values().any(|m| m == "aaaa")
+    })
+    .await;
+    for (unit, machine) in &untouched {
+        assert_eq!(
+            after.get(unit),
+            Some(machine),
+            "{unit} on a live machine must not move"
+        );
+    }
+    for _ in 0..100 {
+        let reasons = unplaced(&store).await;
+        if reasons.contains_key("fast-v1-web-1.service") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reasons = unplaced(&store).await;
+    assert!(
+        reasons["fast-v1-web-1.service"].contains("MachineMetadata"),
+        "{reasons:?}"
+    );
+    let moved_web = on_a
+        .iter()
+        .find(|u| u.starts_with("demo-v1-web-") && !u.contains("announce"));
+    if let Some(web) = moved_web {
+        // Two machines left for three conflicting instances: one waits, with the reason.
+        assert!(reasons[web].contains("Conflicts"), "{reasons:?}");
+    }
+    assert!(after.contains_key("four-v1-web-1.service"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_scheduler_takes_over_when_the_leader_goes() {
+    let store = tests::test_store("scheduler-leader").await;
+    let _m = machine(&store, "mmmm", &[]).await;
+    let first = start(&store, "first");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = start(&store, "second");
+    submit(&store, "one-v1-web-1.service", "").await;
+    until(&store, "placed by the first", |s| {
+        s.contains_key("one-v1-web-1.service")
+    })
+    .await;
+    let leader = store
+        .get(&store.keys().leader("scheduler").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert_eq!(leader, "first");
+
+    // The leader dies (its lease goes with it); the second one places from now on.
+    first.abort();
+    let _ = first.await;
+    submit(&store, "two-v1-web-1.service", "").await;
+    until(&store, "placed by the second", |s| {
+        s.contains_key("two-v1-web-1.service")
+    })
+    .await;
+    let leader = store
+        .get(&store.keys().leader("scheduler").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert_eq!(leader, "second");
+    second.abort();
+}
