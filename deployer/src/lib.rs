@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 
 pub mod placement;
+pub mod rollout;
 pub mod scheduler;
 
+pub use rollout::{DeployConfig, Deployer};
 pub use scheduler::{Scheduler, SchedulerConfig};

@@ -164,7 +164,7 @@ impl Scheduler {
                         apply(&mut view.unplaced, &unplaced, event, |m| m);
                         true
                     }
-                    () = tokio::time::sleep(Duration::from_millis(if changed { 5 } else { 3600_000 })) => false,
+                    () = tokio::time::sleep(Duration::from_millis(if changed { 5 } else { 3_600_000 })) => false,
                 };
                 if !event_taken {
                     break;
@@ -206,7 +206,9 @@ impl Scheduler {
                 machine.clone(),
             ));
         }
-        for unit in &plan.unplace {
+        // A unit placed again is simply overwritten (etcd refuses two
+        // operations on one key in a transaction).
+        for unit in plan.unplace.iter().filter(|u| !plan.place.contains_key(*u)) {
             ops.push(Op::Delete(keys.schedule(unit).map_err(|e| e.to_string())?));
         }
         // `/paz/unplaced/` says exactly what this plan could not place.

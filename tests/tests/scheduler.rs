@@ -112,9 +112,20 @@ async fn units_are_placed_by_the_rules_and_a_lost_machines_units_move() {
     submit(&store, "fast-v1-web-1.service", "MachineMetadata=disk=ssd").await;
     submit(&store, "nvme-v1-web-1.service", "MachineMetadata=disk=nvme").await;
     submit(&store, "four-v1-web-1.service", "").await;
+    for i in 1..=3 {
+        submit(&store, &format!("move-v1-web-{i}.service"), "").await;
+    }
     let _leader = start(&store, "one");
 
-    let placed = until(&store, "every placeable unit placed", |s| s.len() == 8).await;
+    let placed = until(&store, "every placeable unit placed", |s| s.len() == 11).await;
+    let moves: BTreeSet<&String> = (1..=3)
+        .map(|i| &placed[&format!("move-v1-web-{i}.service")])
+        .collect();
+    assert_eq!(
+        moves.len(),
+        3,
+        "one app's instances spread without rules: {placed:?}"
+    );
     let webs: BTreeSet<&String> = (1..=3)
         .map(|i| &placed[&format!("demo-v1-web-{i}.service")])
         .collect();
@@ -198,6 +209,14 @@ async fn units_are_placed_by_the_rules_and_a_lost_machines_units_move() {
         assert!(reasons[web].contains("Conflicts"), "{reasons:?}");
     }
     assert!(after.contains_key("four-v1-web-1.service"));
+    // The instance that was on aaaa runs on another machine now.
+    let after = until(&store, "the lost machine's free unit placed again", |s| {
+        (1..=3).all(|i| s.contains_key(&format!("move-v1-web-{i}.service")))
+    })
+    .await;
+    for i in 1..=3 {
+        assert_ne!(after[&format!("move-v1-web-{i}.service")], "aaaa");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

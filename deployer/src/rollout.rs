@@ -1,0 +1,395 @@
+//! The rolling deploy of one release: its instances' units are submitted one
+//! at a time (or a batch at a time); each must be announced by its sidekick
+//! (health check passed) before one old instance is removed; when all run,
+//! `/paz/apps/<app>/current` names the release. If a new instance is not
+//! healthy in time, the new units go, the removed old ones come back, and
+//! the release is marked failed with the reason.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use store::records::{ActiveState, App, Release, ReleaseStatus};
+use store::{AppName, Store};
+use tokio::sync::{mpsc, Mutex};
+use tracing::{info, warn};
+use units::{render_instance, Instance};
+
+use crate::placement::app_of;
+
+#[derive(Debug, Clone)]
+pub struct DeployConfig {
+    /// How long a new instance may take to pass its health check.
+    pub health_timeout: Duration,
+    /// Instances started before an old one is removed.
+    pub batch: usize,
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        DeployConfig {
+            health_timeout: Duration::from_secs(60),
+            batch: 1,
+        }
+    }
+}
+
+/// Rolls releases out; one deploy per app at a time (the next waits).
+#[derive(Debug, Clone)]
+pub struct Deployer {
+    store: Store,
+    config: DeployConfig,
+    locks: Arc<Mutex<HashMap<AppName, Arc<Mutex<()>>>>>,
+}
+
+/// A unit as submitted: its name and text.
+type UnitText = (String, String);
+
+/// The release number in a unit name such as `demo-v7-web-1.service`.
+fn release_of(unit: &str) -> Option<u64> {
+    let app = app_of(unit);
+    let rest = unit.get(app.len() + 2..)?;
+    rest.split('-').next()?.parse().ok()
+}
+
+impl Deployer {
+    pub fn new(store: Store, config: DeployConfig) -> Deployer {
+        Deployer {
+            store,
+            config,
+            locks: Arc::default(),
+        }
+    }
+
+    /// Rolls release `n` of `app` out, reporting each step on `report`.
+    pub async fn roll_out(
+        &self,
+        app: &AppName,
+        n: u64,
+        report: &mpsc::Sender<String>,
+    ) -> Result<(), String> {
+        let lock = self
+            .locks
+            .lock()
+            .await
+            .entry(app.clone())
+            .or_default()
+            .clone();
+        let _one_at_a_time = lock.lock().await;
+        let result = self.roll_out_locked(app, n, report).await;
+        let status = match &result {
+            Ok(()) => ReleaseStatus::Active,
+            Err(_) => ReleaseStatus::Failed,
+        };
+        if let Err(error) = self.set_status(app, n, status).await {
+            warn!(%app, n, %error, "cannot record the release's status");
+        }
+        result
+    }
+
+    async fn roll_out_locked(
+        &self,
+        app: &AppName,
+        n: u64,
+        report: &mpsc::Sender<String>,
+    ) -> Result<(), String> {
+        let say = |line: String| async move {
+            let _ = report.send(line).await;
+        };
+        let keys = self.store.keys();
+        let record: App = self
+            .store
+            .get(&keys.app(app))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("app {app} does not exist"))?
+            .value;
+        let release: Release = self
+            .store
+            .get(&keys.release(app, n))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{app} has no release v{n}"))?
+            .value;
+        self.set_status(app, n, ReleaseStatus::Deploying).await?;
+
+        // The app's units of other releases, oldest first.
+        let listing = self
+            .store
+            .list(&keys.units())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut old: BTreeMap<(u64, String), UnitText> = BTreeMap::new();
+        for entry in listing.entries {
+            let name = keys.units().child_name(&entry.key).to_string();
+            if app_of(&name) != app.as_str() || name.ends_with("-announce.service") {
+                continue;
+            }
+            match release_of(&name) {
+                Some(r) if r != n => {
+                    old.insert((r, name.clone()), (name, entry.value));
+                }
+                _ => {}
+            }
+        }
+        let mut old: Vec<UnitText> = old.into_values().collect();
+        let wanted = record.scale.web.max(1);
+        let mut started: Vec<UnitText> = Vec::new();
+        let mut removed: Vec<UnitText> = Vec::new();
+        let mut index = 1;
+        while index <= wanted {
+            let batch_end = (index + self.config.batch.max(1) as u32 - 1).min(wanted);
+            let mut batch = Vec::new();
+            for i in index..=batch_end {
+                let (unit, sidekick) = self.render(&record, &release, n, i)?;
+                self.submit(&[unit.clone(), sidekick.clone()]).await?;
+                started.push(unit.clone());
+                started.push(sidekick);
+                batch.push((i, unit.0));
+            }
+            for (i, unit) in &batch {
+                let waited = Instant::now();
+                match self.until_announced(app, n, *i, unit, report).await {
+                    Ok(()) => {
+                        say(format!(
+                            "       {} healthy after {:.1} s",
+                            unit.trim_end_matches(".service"),
+                            waited.elapsed().as_secs_f64()
+                        ))
+                        .await;
+                    }
+                    Err(reason) => {
+                        say(format!("-----> {reason}; rolling back")).await;
+                        self.withdraw(&started).await;
+                        self.submit_all(&removed).await;
+                        return Err(format!("v{n} failed: {reason}"));
+                    }
+                }
+            }
+            for _ in &batch {
+                if let Some((name, text)) = old.pop() {
+                    say(format!(
+                        "-----> Stopping {}",
+                        name.trim_end_matches(".service")
+                    ))
+                    .await;
+                    let sidekick = sidekick_of(&name);
+                    let sidekick_text = self
+                        .store
+                        .get(&keys.unit(&sidekick).map_err(|e| e.to_string())?)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map(|v| v.value);
+                    self.withdraw(&[(name.clone(), text.clone())]).await;
+                    removed.push((name, text));
+                    if let Some(text) = sidekick_text {
+                        removed.push((sidekick, text));
+                    }
+                }
+            }
+            index = batch_end + 1;
+        }
+        // Fewer instances than before: the rest of the old ones go too.
+        for (name, text) in old.drain(..) {
+            say(format!(
+                "-----> Stopping {}",
+                name.trim_end_matches(".service")
+            ))
+            .await;
+            self.withdraw(&[(name, text)]).await;
+        }
+        self.store
+            .put(&keys.current(app), &n)
+            .await
+            .map_err(|e| e.to_string())?;
+        let domain = self
+            .store
+            .get(&keys.domain())
+            .await
+            .ok()
+            .flatten()
+            .map(|v| v.value)
+            .unwrap_or_else(|| "paz.localhost".to_string());
+        say(format!("-----> Released v{n}: http://{app}.{domain}")).await;
+        info!(%app, n, "released");
+        Ok(())
+    }
+
+    fn render(
+        &self,
+        app: &App,
+        release: &Release,
+        n: u64,
+        index: u32,
+    ) -> Result<(UnitText, UnitText), String> {
+        let keys = self.store.keys();
+        let service_key = keys
+            .service(&app.name, n, &index.to_string())
+            .map_err(|e| e.to_string())?;
+        let command = release
+            .processes
+            .get("web")
+            .map(|line| units::exec::split(line))
+            .transpose()?
+            .map(|words| {
+                vec![
+                    "sh".to_string(),
+                    "-c".to_string(),
+                    units::exec::join(&words),
+                ]
+            })
+            .unwrap_or_default();
+        let instance = Instance {
+            app: app.name.to_string(),
+            release: n,
+            process: "web".to_string(),
+            index,
+            image: release.image.clone(),
+            port: app.port.unwrap_or(5000),
+            env: release.env.clone().into_iter().collect(),
+            command,
+            service_key: service_key.as_str().to_string(),
+            health_path: app.health.path.clone(),
+            health_timeout: app.health.timeout,
+            health_attempts: app.health.attempts,
+            stop_timeout: 10,
+        };
+        let (unit, sidekick) = render_instance(&instance);
+        Ok(((unit.name, unit.text), (sidekick.name, sidekick.text)))
+    }
+
+    async fn submit(&self, units: &[UnitText]) -> Result<(), String> {
+        let keys = self.store.keys();
+        let mut txn = self.store.transaction();
+        for (name, text) in units {
+            txn = txn.put(&keys.unit(name).map_err(|e| e.to_string())?, text);
+        }
+        txn.commit().await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    async fn submit_all(&self, units: &[UnitText]) {
+        if let Err(error) = self.submit(units).await {
+            warn!(%error, "cannot restore the old instances");
+        }
+    }
+
+    /// Removes units (and their sidekicks); the agents withdraw, drain and stop.
+    async fn withdraw(&self, units: &[UnitText]) {
+        let keys = self.store.keys();
+        let mut txn = self.store.transaction();
+        for (name, _) in units {
+            for name in [name.clone(), sidekick_of(name)] {
+                if let Ok(key) = keys.unit(&name) {
+                    txn = txn.delete(&key);
+                }
+            }
+        }
+        if let Err(error) = txn.commit().await {
+            warn!(%error, "cannot remove units");
+        }
+    }
+
+    /// Waits for the instance's sidekick to announce it; fails early if its
+    /// container fails.
+    async fn until_announced(
+        &self,
+        app: &AppName,
+        n: u64,
+        index: u32,
+        unit: &str,
+        report: &mpsc::Sender<String>,
+    ) -> Result<(), String> {
+        let keys = self.store.keys();
+        let service = keys
+            .service(app, n, &index.to_string())
+            .map_err(|e| e.to_string())?;
+        let schedule = keys.schedule(unit).map_err(|e| e.to_string())?;
+        let state = keys.unit_state(unit).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + self.config.health_timeout;
+        let mut told_machine = false;
+        let mut last_reason = None;
+        while Instant::now() < deadline {
+            if !told_machine {
+                if let Ok(Some(machine)) = self.store.get(&schedule).await {
+                    let short: String = machine.value.chars().take(8).collect();
+                    let _ = report
+                        .send(format!(
+                            "-----> Starting {} on machine {short}",
+                            unit.trim_end_matches(".service")
+                        ))
+                        .await;
+                    told_machine = true;
+                }
+            }
+            if let Ok(Some(_)) = self.store.get(&service).await {
+                return Ok(());
+            }
+            if let Ok(Some(state)) = self.store.get(&state).await {
+                last_reason = state.value.reason.clone();
+                if state.value.active == ActiveState::Failed {
+                    return Err(format!(
+                        "{} failed: {}",
+                        unit.trim_end_matches(".service"),
+                        state
+                            .value
+                            .reason
+                            .unwrap_or_else(|| "no reason given".into())
+                    ));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let placed = if told_machine {
+            ""
+        } else {
+            " (it was never placed on a machine)"
+        };
+        Err(format!(
+            "{} did not pass its health check within {} s{placed}{}",
+            unit.trim_end_matches(".service"),
+            self.config.health_timeout.as_secs(),
+            last_reason.map(|r| format!(": {r}")).unwrap_or_default()
+        ))
+    }
+
+    async fn set_status(&self, app: &AppName, n: u64, status: ReleaseStatus) -> Result<(), String> {
+        let key = self.store.keys().release(app, n);
+        for _ in 0..5 {
+            let Some(current) = self.store.get(&key).await.map_err(|e| e.to_string())? else {
+                return Err(format!("{app} has no release v{n}"));
+            };
+            let mut release = current.value;
+            release.status = status;
+            match self
+                .store
+                .update(&key, current.mod_revision, &release)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(store::StoreError::Conflict { .. }) => continue,
+                Err(error) => return Err(error.to_string()),
+            }
+        }
+        Err(format!("release v{n} of {app} kept changing"))
+    }
+}
+
+fn sidekick_of(unit: &str) -> String {
+    format!("{}-announce.service", unit.trim_end_matches(".service"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_numbers_come_from_unit_names() {
+        assert_eq!(release_of("demo-v7-web-1.service"), Some(7));
+        assert_eq!(release_of("my-v2app-v12-web-3.service"), Some(12));
+        assert_eq!(release_of("plain.service"), None);
+        assert_eq!(
+            sidekick_of("demo-v7-web-1.service"),
+            "demo-v7-web-1-announce.service"
+        );
+    }
+}
