@@ -358,7 +358,8 @@ impl Builder {
             .create_release(&request.app, release)
             .await
             .map_err(|error| error.to_string())?;
-        log.line(format!("-----> Released v{n}: {image}")).await;
+        log.line(format!("-----> Recorded release v{n}: {image}"))
+            .await;
         Ok(Built {
             build_id: id.to_string(),
             image,

@@ -120,14 +120,20 @@ impl Deployer {
             .await
             .map_err(|e| e.to_string())?;
         let mut old: BTreeMap<(u64, String), UnitText> = BTreeMap::new();
+        let mut surplus: Vec<UnitText> = Vec::new();
         for entry in listing.entries {
             let name = keys.units().child_name(&entry.key).to_string();
             if app_of(&name) != app.as_str() || name.ends_with("-announce.service") {
                 continue;
             }
+            let wanted = record.scale.web.max(1);
             match release_of(&name) {
                 Some(r) if r != n => {
                     old.insert((r, name.clone()), (name, entry.value));
+                }
+                // Scaled down: the same release's instances beyond the count go.
+                Some(_) if index_of(&name).is_some_and(|i| i > wanted) => {
+                    surplus.push((name, entry.value));
                 }
                 _ => {}
             }
@@ -190,7 +196,7 @@ impl Deployer {
             index = batch_end + 1;
         }
         // Fewer instances than before: the rest of the old ones go too.
-        for (name, text) in old.drain(..) {
+        for (name, text) in old.drain(..).chain(surplus) {
             say(format!(
                 "-----> Stopping {}",
                 name.trim_end_matches(".service")
@@ -198,10 +204,24 @@ impl Deployer {
             .await;
             self.withdraw(&[(name, text)]).await;
         }
+        let previous = self
+            .store
+            .get(&keys.current(app))
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|v| v.value);
         self.store
             .put(&keys.current(app), &n)
             .await
             .map_err(|e| e.to_string())?;
+        if let Some(previous) = previous.filter(|p| *p != n) {
+            if let Err(error) = self
+                .set_status(app, previous, ReleaseStatus::Superseded)
+                .await
+            {
+                warn!(%app, previous, %error, "cannot mark the previous release superseded");
+            }
+        }
         let domain = self
             .store
             .get(&keys.domain())
@@ -258,11 +278,18 @@ impl Deployer {
         Ok(((unit.name, unit.text), (sidekick.name, sidekick.text)))
     }
 
+    /// Writes the units that are not already there as they are (an
+    /// unchanged unit is left alone, so its container keeps running).
     async fn submit(&self, units: &[UnitText]) -> Result<(), String> {
         let keys = self.store.keys();
         let mut txn = self.store.transaction();
         for (name, text) in units {
-            txn = txn.put(&keys.unit(name).map_err(|e| e.to_string())?, text);
+            let key = keys.unit(name).map_err(|e| e.to_string())?;
+            let existing = self.store.get(&key).await.map_err(|e| e.to_string())?;
+            if existing.is_some_and(|v| &v.value == text) {
+                continue;
+            }
+            txn = txn.put(&key, text);
         }
         txn.commit().await.map(|_| ()).map_err(|e| e.to_string())
     }
@@ -374,6 +401,15 @@ impl Deployer {
     }
 }
 
+/// The instance number in a unit name such as `demo-v7-web-3.service`.
+fn index_of(unit: &str) -> Option<u32> {
+    unit.strip_suffix(".service")?
+        .rsplit('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn sidekick_of(unit: &str) -> String {
     format!("{}-announce.service", unit.trim_end_matches(".service"))
 }
@@ -387,6 +423,8 @@ mod tests {
         assert_eq!(release_of("demo-v7-web-1.service"), Some(7));
         assert_eq!(release_of("my-v2app-v12-web-3.service"), Some(12));
         assert_eq!(release_of("plain.service"), None);
+        assert_eq!(index_of("demo-v7-web-3.service"), Some(3));
+        assert_eq!(index_of("demo-v7-web-3-announce.service"), None);
         assert_eq!(
             sidekick_of("demo-v7-web-1.service"),
             "demo-v7-web-1-announce.service"

@@ -57,6 +57,8 @@ pub struct GitdConfig {
     pub handshake_timeout: Duration,
     /// A connection that sends nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// The deployer, for the verbs that roll releases out.
+    pub rollouts: Option<std::sync::Arc<dyn verbs::Rollouts>>,
 }
 
 impl GitdConfig {
@@ -67,6 +69,7 @@ impl GitdConfig {
             max_connections: 100,
             handshake_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
+            rollouts: None,
         }
     }
 }
@@ -110,6 +113,7 @@ impl Gitd {
             verbs::Context {
                 store,
                 data_dir: config.data_dir.clone(),
+                rollouts: config.rollouts.clone(),
             },
             deploy,
             config.hook_program.clone(),

@@ -253,6 +253,10 @@ pub(crate) struct UpFlags {
     #[arg(long, env = "PAZ_METRICS_LISTEN", value_name = "ADDR")]
     pub(crate) metrics_listen: Option<String>,
 
+    /// How long a new instance may take to pass its health check during a deploy, in seconds [default: 60]
+    #[arg(long, env = "PAZ_DEPLOY_TIMEOUT", value_name = "SECONDS")]
+    pub(crate) deploy_timeout: Option<u64>,
+
     /// The proxy's access log: a file, `-` for standard output, or `off` [default: -]
     #[arg(long, env = "PAZ_ACCESS_LOG", value_name = "FILE")]
     pub(crate) access_log: Option<String>,

@@ -30,6 +30,7 @@ pub(crate) struct UpConfig {
     /// Where the proxy's metrics are served, if anywhere.
     pub(crate) metrics_listen: Option<SocketAddr>,
     pub(crate) access_log: proxy::AccessLog,
+    pub(crate) deploy_timeout: std::time::Duration,
 }
 
 /// The config file: the same names as the flags, with `_` for `-`.
@@ -52,6 +53,7 @@ struct FileConfig {
     max_context_mb: Option<u64>,
     metrics_listen: Option<String>,
     access_log: Option<String>,
+    deploy_timeout: Option<u64>,
 }
 
 /// `etcd = "http://a:2379,http://b:2379"` or `etcd = ["http://a:2379", ...]`.
@@ -140,6 +142,10 @@ impl UpConfig {
             None => proxy::AccessLog::Stdout,
         };
         Ok(UpConfig {
+            deploy_timeout: std::time::Duration::from_secs(positive(
+                "deploy-timeout",
+                flags.deploy_timeout.or(file.deploy_timeout).unwrap_or(60),
+            )?),
             metrics_listen,
             access_log,
             data_dir,

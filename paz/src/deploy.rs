@@ -1,19 +1,22 @@
 //! The deploy handler `paz up` gives gitd: build the pushed commit with the
-//! builder, streaming its lines to the pusher, and record the release. The
-//! rollout itself is the deployer's (not part of this Paz yet).
+//! builder, then roll the release out with the deployer, streaming both to
+//! the pusher. Also the deployer as the verbs' [`verbs::Rollouts`] handle.
 
 use builder::{BuildRequest, Builder};
+use deployer::Deployer;
 use futures::future::BoxFuture;
 use gitd::{DeployHandler, Output, Push};
 
 #[derive(Debug, Clone)]
 pub(crate) struct BuildAndRelease {
     pub(crate) builder: Builder,
+    pub(crate) deployer: Deployer,
 }
 
 impl DeployHandler for BuildAndRelease {
     fn deploy(&self, push: Push, output: Output) -> BoxFuture<'static, Result<(), String>> {
         let builder = self.builder.clone();
+        let deployer = self.deployer.clone();
         Box::pin(async move {
             let (lines, mut received) = tokio::sync::mpsc::channel(64);
             let forward = tokio::spawn(async move {
@@ -21,6 +24,7 @@ impl DeployHandler for BuildAndRelease {
                     output.line(line).await;
                 }
             });
+            let app = push.app.clone();
             let request = BuildRequest {
                 app: push.app,
                 git_sha: push.new_sha,
@@ -28,10 +32,30 @@ impl DeployHandler for BuildAndRelease {
                 git_env: push.git_env,
                 by: push.pusher.name,
             };
-            let built = builder.build(request, lines).await;
+            let result = match builder.build(request, lines.clone()).await {
+                Ok(built) => deployer.roll_out(&app, built.release, &lines).await,
+                Err(reason) => Err(reason),
+            };
             // Every line reaches the pusher before the verdict.
+            drop(lines);
             let _ = forward.await;
-            built.map(|_| ())
+            result
         })
+    }
+}
+
+/// The deployer, as the verbs see it.
+#[derive(Debug, Clone)]
+pub(crate) struct Rollouts(pub(crate) Deployer);
+
+impl verbs::Rollouts for Rollouts {
+    fn roll_out(
+        &self,
+        app: store::AppName,
+        n: u64,
+        report: tokio::sync::mpsc::Sender<String>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
+        let deployer = self.0.clone();
+        Box::pin(async move { deployer.roll_out(&app, n, &report).await })
     }
 }

@@ -24,7 +24,15 @@ pub(crate) async fn add(flags: KeysAddFlags) -> anyhow::Result<()> {
     let key = verbs::keys::parse_public_key(&text, &flags.name, role, apps)
         .with_context(|| format!("{}", flags.file.display()))?;
     let (store, data_dir) = connect(&flags.store).await?;
-    verbs::keys::add_key(&verbs::Context { store, data_dir }, &key).await?;
+    verbs::keys::add_key(
+        &verbs::Context {
+            store,
+            data_dir,
+            rollouts: None,
+        },
+        &key,
+    )
+    .await?;
     println!(
         "added key {} ({}) as {}",
         key.name, key.fingerprint, flags.role

@@ -115,10 +115,19 @@ async fn run_roles(
     let builder = builder::Builder::new(builder_config, store.clone());
     let hook_program =
         std::env::current_exe().context("cannot find the paz binary for git hooks")?;
-    let gitd = gitd::Gitd::new(
-        gitd::GitdConfig::new(config.data_dir.clone(), hook_program),
+    let deployer = deployer::Deployer::new(
         store.clone(),
-        Arc::new(BuildAndRelease { builder }),
+        deployer::DeployConfig {
+            health_timeout: config.deploy_timeout,
+            ..Default::default()
+        },
+    );
+    let mut gitd_config = gitd::GitdConfig::new(config.data_dir.clone(), hook_program);
+    gitd_config.rollouts = Some(Arc::new(crate::deploy::Rollouts(deployer.clone())));
+    let gitd = gitd::Gitd::new(
+        gitd_config,
+        store.clone(),
+        Arc::new(BuildAndRelease { builder, deployer }),
     )?;
     let registry = registry::Registry::new(config.data_dir.join("registry"), store.clone());
 

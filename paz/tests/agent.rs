@@ -569,6 +569,7 @@ async fn machines_and_units_are_listed_shown_and_exported() {
     let context = verbs::Context {
         store: store.clone(),
         data_dir: data.path().to_path_buf(),
+        rollouts: None,
     };
     let admin = verbs::Caller {
         name: "admin".into(),

@@ -21,6 +21,10 @@ struct Paz {
 }
 
 async fn paz_up(test_name: &str) -> Paz {
+    paz_up_with(test_name, &[]).await
+}
+
+async fn paz_up_with(test_name: &str, extra: &[&str]) -> Paz {
     let docker = tests::docker().await;
     let base = tests::busybox_image(&docker).await;
     let admin = SshIdentity::new("ed25519");
@@ -34,16 +38,23 @@ async fn paz_up(test_name: &str) -> Paz {
             key.to_str().unwrap(),
             "--buildpack-image",
             &format!("static={base}"),
-        ],
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect::<Vec<_>>(),
         &[],
     );
     let store = tests::etcd::connect(&running.etcd_url, "/paz").await;
+    let mut cleanup = DockerCleanup::new(test_name);
+    // What this paz up's agent runs goes with the test.
+    let machine = agent::machine_id(data.path()).unwrap();
+    cleanup.track_label(&format!("paz.machine={machine}"));
     Paz {
         running,
         data,
         admin,
         store,
-        cleanup: DockerCleanup::new(test_name),
+        cleanup,
     }
 }
 
@@ -85,6 +96,15 @@ impl Paz {
         self.admin
             .git(dir)
             .args(["push", &self.url(app), "main"])
+            .output()
+            .unwrap()
+    }
+
+    /// Pushes `dir`'s main over whatever the app's main is.
+    fn force_push(&mut self, dir: &Path, app: &str) -> Output {
+        self.admin
+            .git(dir)
+            .args(["push", "--force", &self.url(app), "main"])
             .output()
             .unwrap()
     }
@@ -166,6 +186,16 @@ fn text(output: &Output) -> String {
 }
 
 /// `GET http://127.0.0.1:port/path`, retried while the container starts.
+/// `GET /` through Paz's proxy with `Host: host`.
+fn curl_host(port: u16, host: &str) -> String {
+    let output = Command::new("curl")
+        .args(["-s", "-H", &format!("Host: {host}")])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
 fn http_get(port: u16, path: &str) -> String {
     for _ in 0..50 {
         let output = Command::new("curl")
@@ -184,7 +214,7 @@ fn http_get(port: u16, path: &str) -> String {
 async fn a_dockerfile_app_and_a_static_app_are_built_pushed_and_served() {
     let mut paz = paz_up("build-apps").await;
     let base = tests::BUSYBOX_IMAGE;
-    let dockerfile = format!("FROM {base}\nCOPY index.html /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n");
+    let dockerfile = format!("FROM {base}\nCOPY index.html /www/index.html\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n");
     let tree = paz.tree(&[
         ("Dockerfile", &dockerfile),
         ("index.html", "hello from a Dockerfile\n"),
@@ -204,7 +234,10 @@ async fn a_dockerfile_app_and_a_static_app_are_built_pushed_and_served() {
             paz.running.registry_port,
             &sha[..7]
         ),
-        "remote: -----> Released v1: ".to_string(),
+        "remote: -----> Recorded release v1: ".to_string(),
+        "remote: -----> Starting demo-v1-web-1 on machine ".to_string(),
+        "remote:        demo-v1-web-1 healthy after ".to_string(),
+        "remote: -----> Released v1: http://demo.paz.localhost".to_string(),
         "remote: -----> Done in ".to_string(),
     ] {
         assert!(said.contains(&expected), "missing `{expected}` in:\n{said}");
@@ -229,8 +262,13 @@ async fn a_dockerfile_app_and_a_static_app_are_built_pushed_and_served() {
     assert_eq!(release.git_sha.as_deref(), Some(sha.as_str()));
     assert_eq!(
         release.status,
-        store::records::ReleaseStatus::Pending,
-        "rollout is the deployer's"
+        store::records::ReleaseStatus::Active,
+        "rolled out before the push ended"
+    );
+    assert_eq!(
+        curl_host(paz.running.http_port, "demo.paz.localhost"),
+        "hello from a Dockerfile\n",
+        "live behind the proxy when the push ends"
     );
     let demo_sha = sha.clone();
     let port = paz.run_container(
@@ -350,7 +388,7 @@ async fn dockerignore_is_honoured_and_an_unchanged_tree_is_not_built_again() {
     let tree = paz.tree(&[
         (
             "Dockerfile",
-            &format!("FROM {base}\nCOPY . /app\nCMD [\"ls\", \"/app\"]\n"),
+            &format!("FROM {base}\nCOPY . /app\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /app\"]\n"),
         ),
         (".dockerignore", "secret.txt\nlogs/\n"),
         ("secret.txt", "do not ship\n"),
@@ -362,7 +400,15 @@ async fn dockerignore_is_honoured_and_an_unchanged_tree_is_not_built_again() {
     assert!(pushed.status.success(), "{}", text(&pushed));
     let image = format!("127.0.0.1:{}/ignore:{sha}", paz.running.registry_port);
     let listed = Command::new("docker")
-        .args(["run", "--rm", "--label", &paz.cleanup.label_arg(), &image])
+        .args([
+            "run",
+            "--rm",
+            "--label",
+            &paz.cleanup.label_arg(),
+            &image,
+            "ls",
+            "/app",
+        ])
         .output()
         .unwrap();
     let listed = String::from_utf8_lossy(&listed.stdout);
@@ -461,4 +507,230 @@ async fn a_pusher_that_disconnects_leaves_a_finished_recorded_build() {
     assert!(std::fs::read_to_string(&log)
         .unwrap()
         .contains("slow step done"));
+}
+
+/// `GET /` through the proxy with raw HTTP/1.0: (status, body); status 0 if
+/// the connection failed.
+fn get(port: u16, host: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET / HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn web_app(paz: &Paz, say: &str) -> tempfile::TempDir {
+    let base = tests::BUSYBOX_IMAGE;
+    paz.tree(&[
+        (
+            "Dockerfile",
+            &format!("FROM {base}\nCOPY index.html /www/index.html\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"),
+        ),
+        ("index.html", &format!("{say}\n")),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
+    let mut paz = paz_up_with("deploy-rolling", &["--deploy-timeout", "12"]).await;
+    let http = paz.running.http_port;
+    let v1 = web_app(&paz, "v1");
+    let pushed = paz.force_push(v1.path(), "demo");
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    assert_eq!(get(http, "demo.paz.localhost"), (200, "v1\n".to_string()));
+
+    // A release that never passes its health check: rejected with the reason,
+    // and v1 keeps serving all along.
+    let base = tests::BUSYBOX_IMAGE;
+    let bad = paz.tree(&[(
+        "Dockerfile",
+        &format!("FROM {base}\nCMD [\"sleep\", \"1000\"]\n"),
+    )]);
+    let pushed = paz.force_push(bad.path(), "demo");
+    let said = text(&pushed);
+    assert!(!pushed.status.success(), "{said}");
+    assert!(
+        said.contains("demo-v2-web-1 did not pass its health check within 12 s")
+            && said.contains("pre-receive hook declined"),
+        "{said}"
+    );
+    let app = store::AppName::new("demo").unwrap();
+    let v2 = paz
+        .store
+        .get(&paz.store.keys().release(&app, 2))
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert_eq!(v2.status, store::records::ReleaseStatus::Failed);
+    assert!(
+        paz.store
+            .get(&paz.store.keys().service(&app, 2, "1").unwrap())
+            .await
+            .unwrap()
+            .is_none(),
+        "a failed release is never announced"
+    );
+    assert!(
+        paz.store
+            .get(&paz.store.keys().unit("demo-v2-web-1.service").unwrap())
+            .await
+            .unwrap()
+            .is_none(),
+        "its units are removed"
+    );
+    assert_eq!(get(http, "demo.paz.localhost"), (200, "v1\n".to_string()));
+    assert_eq!(
+        paz.store
+            .get(&paz.store.keys().current(&app))
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        1
+    );
+
+    // Scale to 2, then roll v3 out while a client keeps asking.
+    let scaled = paz.admin.ssh(
+        "paz@127.0.0.1",
+        paz.running.ssh_port,
+        &["ps:scale", "demo", "web=2"],
+    );
+    assert!(scaled.status.success(), "{}", text(&scaled));
+    let listed = paz
+        .admin
+        .ssh("paz@127.0.0.1", paz.running.ssh_port, &["ps", "demo"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(
+        listed.contains("demo-v1-web-1") && listed.contains("demo-v1-web-2"),
+        "{listed}"
+    );
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.push(get(http, "demo.paz.localhost"));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            seen
+        })
+    };
+    let v3 = web_app(&paz, "v3");
+    let pushed = paz.force_push(v3.path(), "demo");
+    let said = text(&pushed);
+    assert!(pushed.status.success(), "{said}");
+    assert!(
+        said.find("Starting demo-v3-web-1").unwrap() < said.find("Stopping demo-v1-web-").unwrap()
+            && said.contains("Released v3: http://demo.paz.localhost"),
+        "one instance at a time, new before old: {said}"
+    );
+    // The drained v1 instances stop after the push; keep asking a moment more.
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = client.join().unwrap();
+    let failed: Vec<&(u16, String)> = seen.iter().filter(|(status, _)| *status != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        seen.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let bodies: Vec<&str> = seen.iter().map(|(_, body)| body.as_str()).collect();
+    let first_new = bodies
+        .iter()
+        .position(|b| *b == "v3\n")
+        .expect("v3 answered");
+    assert!(
+        bodies[..first_new].iter().all(|b| *b == "v1\n"),
+        "old, then new"
+    );
+    assert_eq!(bodies.last(), Some(&"v3\n"));
+
+    // Rollback: v1's image again, as v4, without a build.
+    let rolled = paz
+        .admin
+        .ssh("paz@127.0.0.1", paz.running.ssh_port, &["rollback", "demo"]);
+    let said = String::from_utf8_lossy(&rolled.stdout).to_string()
+        + &String::from_utf8_lossy(&rolled.stderr);
+    assert!(rolled.status.success(), "{said}");
+    assert!(said.contains("Released v4"), "{said}");
+    assert!(!said.contains("Building"), "{said}");
+    assert_eq!(get(http, "demo.paz.localhost"), (200, "v1\n".to_string()));
+    let v4 = paz
+        .store
+        .get(&paz.store.keys().release(&app, 4))
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    let v1 = paz
+        .store
+        .get(&paz.store.keys().release(&app, 1))
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert_eq!(v4.image, v1.image);
+    assert_eq!(v4.cause, store::records::ReleaseCause::Rollback);
+
+    // Down to one instance; the releases list tells the story.
+    let scaled = paz.admin.ssh(
+        "paz@127.0.0.1",
+        paz.running.ssh_port,
+        &["ps:scale", "demo", "web=1"],
+    );
+    assert!(scaled.status.success(), "{}", text(&scaled));
+    assert!(paz
+        .store
+        .get(&paz.store.keys().unit("demo-v4-web-2.service").unwrap())
+        .await
+        .unwrap()
+        .is_none());
+    let releases = paz
+        .admin
+        .ssh("paz@127.0.0.1", paz.running.ssh_port, &["releases", "demo"]);
+    let releases = String::from_utf8_lossy(&releases.stdout).to_string();
+    let lines: Vec<&str> = releases.lines().collect();
+    assert!(
+        lines[0].starts_with("v4") && lines[0].contains("current") && lines[0].contains("rollback"),
+        "{releases}"
+    );
+    assert!(
+        releases
+            .lines()
+            .any(|l| l.starts_with("v2") && l.contains("failed")),
+        "{releases}"
+    );
+    let bad = paz.admin.ssh(
+        "paz@127.0.0.1",
+        paz.running.ssh_port,
+        &["ps:scale", "demo", "web=many"],
+    );
+    assert!(!bad.status.success());
+    let bad = paz.admin.ssh(
+        "paz@127.0.0.1",
+        paz.running.ssh_port,
+        &["deploy", "demo", "not an image"],
+    );
+    assert!(!bad.status.success());
 }

@@ -123,6 +123,8 @@ fn busybox_rootfs(busybox: &Path) -> Vec<u8> {
 pub struct DockerCleanup {
     id: String,
     images: Vec<String>,
+    /// Other labels whose containers go too (e.g. a `paz up` agent's `paz.machine=ID`).
+    labels: Vec<String>,
 }
 
 impl DockerCleanup {
@@ -131,6 +133,7 @@ impl DockerCleanup {
         DockerCleanup {
             id: format!("{test_name}-{}", std::process::id()),
             images: Vec::new(),
+            labels: Vec::new(),
         }
     }
 
@@ -148,11 +151,17 @@ impl DockerCleanup {
     pub fn track_image(&mut self, image: &str) {
         self.images.push(image.to_string());
     }
+
+    /// Removes the containers labelled `label` (`KEY=VALUE`) when the guard drops.
+    pub fn track_label(&mut self, label: &str) {
+        self.labels.push(label.to_string());
+    }
 }
 
 impl Drop for DockerCleanup {
     fn drop(&mut self) {
-        let label = self.label_arg();
+        let mut labels = std::mem::take(&mut self.labels);
+        labels.push(self.label_arg());
         let images = std::mem::take(&mut self.images);
         // Drop may run inside a test's runtime, which cannot be blocked on; use a
         // thread with a runtime of its own.
@@ -168,18 +177,20 @@ impl Drop for DockerCleanup {
                 let Ok(docker) = docker.negotiate_version().await else {
                     return;
                 };
-                let filters = HashMap::from([("label", vec![label.as_str()])]);
-                let list = ListContainersOptionsBuilder::new()
-                    .all(true)
-                    .filters(&filters)
-                    .build();
-                for container in docker.list_containers(Some(list)).await.unwrap_or_default() {
-                    let Some(id) = container.id else { continue };
-                    let remove = RemoveContainerOptionsBuilder::new()
-                        .force(true)
-                        .v(true)
+                for label in &labels {
+                    let filters = HashMap::from([("label", vec![label.as_str()])]);
+                    let list = ListContainersOptionsBuilder::new()
+                        .all(true)
+                        .filters(&filters)
                         .build();
-                    let _ = docker.remove_container(&id, Some(remove)).await;
+                    for container in docker.list_containers(Some(list)).await.unwrap_or_default() {
+                        let Some(id) = container.id else { continue };
+                        let remove = RemoveContainerOptionsBuilder::new()
+                            .force(true)
+                            .v(true)
+                            .build();
+                        let _ = docker.remove_container(&id, Some(remove)).await;
+                    }
                 }
                 for image in images {
                     let remove = RemoveImageOptionsBuilder::new().force(true).build();

@@ -15,6 +15,7 @@ mod domains;
 mod error;
 mod health;
 pub mod keys;
+mod releases;
 mod tokens;
 
 use std::path::PathBuf;
@@ -33,9 +34,29 @@ pub struct Context {
     pub store: Store,
     /// The data dir: git repos live in `<data_dir>/git/<app>.git`.
     pub data_dir: PathBuf,
+    /// Who rolls releases out (the deployer); `None` where none runs.
+    pub rollouts: Option<std::sync::Arc<dyn Rollouts>>,
+}
+
+/// Rolls a recorded release out, sending each step as a line; the handle
+/// `paz` gives the verbs (and gitd) so that they need not know the deployer.
+pub trait Rollouts: Send + Sync + std::fmt::Debug {
+    fn roll_out(
+        &self,
+        app: store::AppName,
+        n: u64,
+        report: tokio::sync::mpsc::Sender<String>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 }
 
 impl Context {
+    /// The deployer, or the reason a release cannot be rolled out here.
+    pub(crate) fn rollouts(&self) -> Result<&std::sync::Arc<dyn Rollouts>, VerbError> {
+        self.rollouts.as_ref().ok_or_else(|| {
+            VerbError::Invalid("no deployer runs with this server: use paz up or paz server".into())
+        })
+    }
+
     /// The bare repository of `app`.
     pub fn repo_path(&self, app: &store::AppName) -> PathBuf {
         self.data_dir.join("git").join(format!("{app}.git"))
@@ -174,6 +195,27 @@ pub const VERBS: &[Verb] = &[
         "health:set APP [path=/up] [timeout=5] [attempts=3]",
         "set how new instances are checked",
     ),
+    verb(
+        "releases",
+        "releases APP",
+        "list an app's releases, newest first",
+    ),
+    verb(
+        "deploy",
+        "deploy APP IMAGE",
+        "release IMAGE with the app's env and roll it out",
+    ),
+    verb(
+        "rollback",
+        "rollback APP [N]",
+        "release an earlier release's image and env again (default: the one before)",
+    ),
+    verb("ps", "ps APP", "list an app's instances"),
+    verb(
+        "ps:scale",
+        "ps:scale APP web=N",
+        "run N web instances of the current release",
+    ),
 ];
 
 /// The verb called `name`, if there is one.
@@ -219,6 +261,11 @@ pub async fn run(
         "units:list" => cluster::units(context, caller, args).await,
         "units:cat" => cluster::cat(context, caller, args).await,
         "builds:log" => builds::log(context, caller, args).await,
+        "releases" => releases::list(context, caller, args).await,
+        "deploy" => releases::deploy(context, caller, args).await,
+        "rollback" => releases::rollback(context, caller, args).await,
+        "ps" => releases::ps(context, caller, args).await,
+        "ps:scale" => releases::scale(context, caller, args).await,
         other => Err(VerbError::UnknownVerb(other.to_string())),
     }
 }

@@ -1,0 +1,317 @@
+//! `releases`, `deploy`, `rollback`, `ps` and `ps:scale`: an app's releases
+//! and instances. Verbs that change what runs record a release (or a scale)
+//! and hand the rollout to the deployer ([`crate::Rollouts`]), whose step
+//! lines become the verb's output.
+
+use serde_json::json;
+use store::records::{ActiveState, Release, ReleaseCause, ReleaseStatus};
+use store::AppName;
+
+use crate::apps::{load, update};
+use crate::args::Args;
+use crate::{now, Caller, Context, Outcome, VerbError};
+
+/// The app's releases, oldest first.
+async fn all(context: &Context, app: &AppName) -> Result<Vec<Release>, VerbError> {
+    let listing = context
+        .store
+        .list(&context.store.keys().releases(app))
+        .await?;
+    let mut releases: Vec<Release> = listing.entries.into_iter().map(|e| e.value).collect();
+    releases.sort_by_key(|r| r.n);
+    Ok(releases)
+}
+
+async fn current(context: &Context, app: &AppName) -> Result<Option<u64>, VerbError> {
+    Ok(context
+        .store
+        .get(&context.store.keys().current(app))
+        .await?
+        .map(|v| v.value))
+}
+
+fn status_name(status: ReleaseStatus) -> &'static str {
+    match status {
+        ReleaseStatus::Pending => "pending",
+        ReleaseStatus::Deploying => "deploying",
+        ReleaseStatus::Active => "active",
+        ReleaseStatus::Failed => "failed",
+        ReleaseStatus::Superseded => "superseded",
+    }
+}
+
+pub(crate) async fn list(
+    context: &Context,
+    caller: &Caller,
+    args: Args,
+) -> Result<Outcome, VerbError> {
+    let name = args.one()?;
+    let (app, _) = load(context, caller, &name).await?;
+    let releases = all(context, &app).await?;
+    let serving = current(context, &app).await?;
+    let mut lines = Vec::new();
+    for release in releases.iter().rev() {
+        let cause = match release.cause {
+            ReleaseCause::Push => "push",
+            ReleaseCause::Image => "image",
+            ReleaseCause::Rollback => "rollback",
+            ReleaseCause::Config => "config",
+            ReleaseCause::Scale => "scale",
+        };
+        let status = if Some(release.n) == serving {
+            "current"
+        } else {
+            status_name(release.status)
+        };
+        lines.push(format!(
+            "v{:<4} {status:10} {cause:8} {:12} {}  {}",
+            release.n, release.by, release.created_at, release.image
+        ));
+    }
+    let text = if lines.is_empty() {
+        format!("{app} has no releases yet: git push or deploy an image")
+    } else {
+        lines.join("\n")
+    };
+    Ok(Outcome::new(text, json!(releases)))
+}
+
+/// Records a release of `image` with `env` and rolls it out.
+async fn release_and_roll_out(
+    context: &Context,
+    caller: &Caller,
+    app: &AppName,
+    image: String,
+    env: std::collections::BTreeMap<String, String>,
+    from: Option<&Release>,
+    cause: ReleaseCause,
+) -> Result<Outcome, VerbError> {
+    let rollouts = context.rollouts()?;
+    let release = Release {
+        n: 0,
+        image,
+        git_sha: from.and_then(|r| r.git_sha.clone()),
+        env,
+        created_at: now(),
+        by: caller.name.clone(),
+        cause,
+        status: ReleaseStatus::Pending,
+        processes: from.map(|r| r.processes.clone()).unwrap_or_default(),
+        release_command: from.and_then(|r| r.release_command.clone()),
+    };
+    let n = context.store.create_release(app, release).await?;
+    roll_out(rollouts, app, n).await
+}
+
+/// Runs the rollout, collecting its step lines as the verb's output.
+async fn roll_out(
+    rollouts: &std::sync::Arc<dyn crate::Rollouts>,
+    app: &AppName,
+    n: u64,
+) -> Result<Outcome, VerbError> {
+    let (lines, mut received) = tokio::sync::mpsc::channel(64);
+    let collect = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Some(line) = received.recv().await {
+            all.push(line);
+        }
+        all
+    });
+    let result = rollouts.roll_out(app.clone(), n, lines).await;
+    let said = collect.await.unwrap_or_default().join("\n");
+    match result {
+        Ok(()) => Ok(Outcome::new(said, json!({"app": app, "release": n}))),
+        Err(reason) => Err(VerbError::Invalid(
+            format!("{said}\n{reason}").trim().to_string(),
+        )),
+    }
+}
+
+pub(crate) async fn deploy(
+    context: &Context,
+    caller: &Caller,
+    args: Args,
+) -> Result<Outcome, VerbError> {
+    let (name, image) = args.two()?;
+    let (app, record) = load(context, caller, &name).await?;
+    let valid = !image.is_empty()
+        && image.len() <= 512
+        && !image.starts_with('-')
+        && image
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "./:@_-".contains(c));
+    if !valid {
+        return Err(VerbError::Invalid(format!(
+            "`{image}` is not an image reference: use REPO[:TAG] or REPO@sha256:DIGEST"
+        )));
+    }
+    let previous = all(context, &app).await?;
+    release_and_roll_out(
+        context,
+        caller,
+        &app,
+        image,
+        record.value.env.clone(),
+        previous.last(),
+        ReleaseCause::Image,
+    )
+    .await
+}
+
+pub(crate) async fn rollback(
+    context: &Context,
+    caller: &Caller,
+    args: Args,
+) -> Result<Outcome, VerbError> {
+    let words = args.at_least(1)?;
+    if words.len() > 2 {
+        return Err(args.usage());
+    }
+    let (app, _) = load(context, caller, &words[0]).await?;
+    let releases = all(context, &app).await?;
+    let serving = current(context, &app).await?;
+    let target = match words.get(1) {
+        Some(text) => {
+            let n: u64 = text.trim_start_matches('v').parse().map_err(|_| {
+                VerbError::Invalid(format!("`{text}` is not a release number such as 3 or v3"))
+            })?;
+            releases.iter().find(|r| r.n == n).ok_or_else(|| {
+                VerbError::NotFound(format!("{app} has no release v{n}: see `releases {app}`"))
+            })?
+        }
+        None => releases
+            .iter()
+            .rev()
+            .filter(|r| Some(r.n) < serving)
+            .find(|r| matches!(r.status, ReleaseStatus::Active | ReleaseStatus::Superseded))
+            .ok_or_else(|| {
+                VerbError::NotFound(format!(
+                    "{app} has no earlier release that ran: see `releases {app}`"
+                ))
+            })?,
+    };
+    if target.status == ReleaseStatus::Failed {
+        return Err(VerbError::Invalid(format!(
+            "v{} failed when it was deployed: pick a release that ran",
+            target.n
+        )));
+    }
+    let target = target.clone();
+    release_and_roll_out(
+        context,
+        caller,
+        &app,
+        target.image.clone(),
+        target.env.clone(),
+        Some(&target),
+        ReleaseCause::Rollback,
+    )
+    .await
+}
+
+pub(crate) async fn scale(
+    context: &Context,
+    caller: &Caller,
+    args: Args,
+) -> Result<Outcome, VerbError> {
+    let words = args.at_least(2)?;
+    let mut web = None;
+    for word in &words[1..] {
+        let (process, count) = word.split_once('=').ok_or_else(|| args.usage())?;
+        let count: u32 = count.parse().ok().filter(|n| *n <= 100).ok_or_else(|| {
+            VerbError::Invalid(format!(
+                "`{word}`: the count must be a number from 0 to 100"
+            ))
+        })?;
+        match process {
+            "web" => web = Some(count),
+            other => {
+                return Err(VerbError::Invalid(format!(
+                    "process type `{other}` cannot be scaled yet: only web runs"
+                )))
+            }
+        }
+    }
+    let web = web.ok_or_else(|| args.usage())?;
+    if web == 0 {
+        return Err(VerbError::Invalid(
+            "web=0 would stop the app: destroy it instead, or scale to 1".into(),
+        ));
+    }
+    let rollouts = context.rollouts()?;
+    let (app, _) = load(context, caller, &words[0]).await?;
+    update(context, caller, app.as_str(), |record| {
+        record.scale.web = web;
+        Ok(())
+    })
+    .await?;
+    match current(context, &app).await? {
+        // The current release again: instances are added or removed, nothing restarts.
+        Some(n) => roll_out(rollouts, &app, n).await,
+        None => Ok(Outcome::new(
+            format!("{app} will run web={web} once it is deployed"),
+            json!({"app": app, "web": web}),
+        )),
+    }
+}
+
+pub(crate) async fn ps(
+    context: &Context,
+    caller: &Caller,
+    args: Args,
+) -> Result<Outcome, VerbError> {
+    let name = args.one()?;
+    let (app, _) = load(context, caller, &name).await?;
+    let keys = context.store.keys();
+    let units = context.store.list(&keys.units()).await?;
+    let schedule = context.store.list(&keys.schedules()).await?;
+    let states = context.store.list(&keys.unit_states()).await?;
+    let prefix = format!("{app}-v");
+    let mut lines = Vec::new();
+    let mut rows = Vec::new();
+    for entry in &units.entries {
+        let unit = keys.units().child_name(&entry.key);
+        if !unit.starts_with(&prefix) || unit.ends_with("-announce.service") {
+            continue;
+        }
+        let machine = schedule
+            .entries
+            .iter()
+            .find(|s| keys.schedules().child_name(&s.key) == unit)
+            .map(|s| s.value.clone());
+        let state = states
+            .entries
+            .iter()
+            .find(|s| keys.unit_states().child_name(&s.key) == unit)
+            .map(|s| s.value.clone());
+        let active = match state.as_ref().map(|s| s.active) {
+            Some(ActiveState::Active) => "up",
+            Some(ActiveState::Activating) => "starting",
+            Some(ActiveState::Deactivating) => "stopping",
+            Some(ActiveState::Inactive) => "stopped",
+            Some(ActiveState::Failed) => "crashed",
+            None => "waiting",
+        };
+        let age = state
+            .as_ref()
+            .map(|s| format!("{}s", now().saturating_sub(s.since)))
+            .unwrap_or_else(|| "-".into());
+        let short: String = machine
+            .clone()
+            .unwrap_or_else(|| "-".into())
+            .chars()
+            .take(12)
+            .collect();
+        lines.push(format!(
+            "{}  {short:12}  {active:8}  {age}",
+            unit.trim_end_matches(".service")
+        ));
+        rows.push(json!({"unit": unit, "machine": machine, "state": state}));
+    }
+    let text = if lines.is_empty() {
+        format!("{app} runs no instances")
+    } else {
+        lines.join("\n")
+    };
+    Ok(Outcome::new(text, json!(rows)))
+}
