@@ -187,6 +187,7 @@ impl Deployer {
                         .map_err(|e| e.to_string())?
                         .map(|v| v.value);
                     self.withdraw(&[(name.clone(), text.clone())]).await;
+                    self.until_withdrawn(app, &name).await;
                     removed.push((name, text));
                     if let Some(text) = sidekick_text {
                         removed.push((sidekick, text));
@@ -202,7 +203,8 @@ impl Deployer {
                 name.trim_end_matches(".service")
             ))
             .await;
-            self.withdraw(&[(name, text)]).await;
+            self.withdraw(&[(name.clone(), text)]).await;
+            self.until_withdrawn(app, &name).await;
         }
         let previous = self
             .store
@@ -314,6 +316,25 @@ impl Deployer {
         if let Err(error) = txn.commit().await {
             warn!(%error, "cannot remove units");
         }
+    }
+
+    /// Waits (a bounded time) until a removed instance is no longer announced,
+    /// so the proxy sends it nothing new by the time the deploy goes on.
+    async fn until_withdrawn(&self, app: &AppName, unit: &str) {
+        let (Some(release), Some(index)) = (release_of(unit), index_of(unit)) else {
+            return;
+        };
+        let Ok(key) = self.store.keys().service(app, release, &index.to_string()) else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            match self.store.get(&key).await {
+                Ok(None) => return,
+                Ok(Some(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        warn!(%app, unit, "the removed instance is still announced; going on");
     }
 
     /// Waits for the instance's sidekick to announce it; fails early if its

@@ -512,12 +512,16 @@ async fn a_pusher_that_disconnects_leaves_a_finished_recorded_build() {
 /// `GET /` through the proxy with raw HTTP/1.0: (status, body); status 0 if
 /// the connection failed.
 fn get(port: u16, host: &str) -> (u16, String) {
+    get_path(port, host, "/")
+}
+
+fn get_path(port: u16, host: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return (0, String::new());
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = format!("GET / HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
     if stream.write_all(request.as_bytes()).is_err() {
         return (0, String::new());
     }
@@ -540,7 +544,7 @@ fn web_app(paz: &Paz, say: &str) -> tempfile::TempDir {
     paz.tree(&[
         (
             "Dockerfile",
-            &format!("FROM {base}\nCOPY index.html /www/index.html\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"),
+            &format!("FROM {base}\nCOPY index.html /www/index.html\nCMD [\"sh\", \"-c\", \"echo ${{GREETING:-unset}} > /www/greeting && exec httpd -f -p $PORT -h /www\"]\n"),
         ),
         ("index.html", &format!("{say}\n")),
     ])
@@ -721,6 +725,35 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
             .any(|l| l.starts_with("v2") && l.contains("failed")),
         "{releases}"
     );
+    // config:set: a new release, same image, whose containers see the env.
+    assert_eq!(
+        get_path(http, "demo.paz.localhost", "/greeting"),
+        (200, "unset\n".to_string())
+    );
+    let set = paz.admin.ssh(
+        "paz@127.0.0.1",
+        paz.running.ssh_port,
+        &["config:set", "demo", "GREETING=hi"],
+    );
+    let said =
+        String::from_utf8_lossy(&set.stdout).to_string() + &String::from_utf8_lossy(&set.stderr);
+    assert!(
+        set.status.success() && said.contains("Released v5"),
+        "{said}"
+    );
+    assert_eq!(
+        get_path(http, "demo.paz.localhost", "/greeting"),
+        (200, "hi\n".to_string())
+    );
+    let v5 = paz
+        .store
+        .get(&paz.store.keys().release(&app, 5))
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert_eq!(v5.image, v1.image);
+    assert_eq!(v5.cause, store::records::ReleaseCause::Config);
     let bad = paz.admin.ssh(
         "paz@127.0.0.1",
         paz.running.ssh_port,

@@ -78,14 +78,8 @@ pub(crate) async fn set(
     })
     .await?;
     let names: Vec<&str> = pairs.iter().map(|(key, _)| key.as_str()).collect();
-    Ok(Outcome::new(
-        format!(
-            "set {} on {}; it takes effect with the next release",
-            names.join(", "),
-            app.name
-        ),
-        json!(app.env),
-    ))
+    let said = format!("set {} on {}", names.join(", "), app.name);
+    crate::releases::after_config_change(context, caller, &app, said).await
 }
 
 pub(crate) async fn unset(
@@ -108,12 +102,6 @@ pub(crate) async fn unset(
         Ok(())
     })
     .await?;
-    Ok(Outcome::new(
-        format!(
-            "unset {} on {}; it takes effect with the next release",
-            names.join(", "),
-            app.name
-        ),
-        json!(app.env),
-    ))
+    let said = format!("unset {} on {}", names.join(", "), app.name);
+    crate::releases::after_config_change(context, caller, &app, said).await
 }

@@ -127,6 +127,45 @@ async fn roll_out(
     }
 }
 
+/// After `config:set`/`config:unset`: a new release of the serving image
+/// with the new env, rolled out (Heroku's way); without a serving release or
+/// a deployer, the env waits for the next release.
+pub(crate) async fn after_config_change(
+    context: &Context,
+    caller: &Caller,
+    app: &store::records::App,
+    said: String,
+) -> Result<Outcome, VerbError> {
+    let serving = match (&context.rollouts, current(context, &app.name).await?) {
+        (Some(_), Some(n)) => context
+            .store
+            .get(&context.store.keys().release(&app.name, n))
+            .await?
+            .map(|v| v.value),
+        _ => None,
+    };
+    let Some(serving) = serving else {
+        return Ok(Outcome::new(
+            format!("{said}; it takes effect with the next release"),
+            json!(app.env),
+        ));
+    };
+    let rolled = release_and_roll_out(
+        context,
+        caller,
+        &app.name,
+        serving.image.clone(),
+        app.env.clone(),
+        Some(&serving),
+        ReleaseCause::Config,
+    )
+    .await?;
+    Ok(Outcome::new(
+        format!("{said}\n{}", rolled.text),
+        json!(app.env),
+    ))
+}
+
 pub(crate) async fn deploy(
     context: &Context,
     caller: &Caller,
