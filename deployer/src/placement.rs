@@ -28,18 +28,10 @@ pub struct Plan {
 /// The app a unit belongs to: `demo` in `demo-v7-web-1.service` (and in its
 /// `-announce` sidekick); for other names, the name without `.service`.
 pub fn app_of(unit: &str) -> &str {
-    let stem = unit.strip_suffix(".service").unwrap_or(unit);
-    let mut search = 0;
-    while let Some(found) = stem[search..].find("-v") {
-        let at = search + found;
-        let rest = &stem[at + 2..];
-        let digits = rest.chars().take_while(char::is_ascii_digit).count();
-        if digits > 0 && rest[digits..].starts_with('-') {
-            return &stem[..at];
-        }
-        search = at + 2;
+    match units::parse_instance_name(unit) {
+        Some(name) => name.app,
+        None => unit.strip_suffix(".service").unwrap_or(unit),
     }
-    stem
 }
 
 /// Machines and what is on them while a plan is made.
@@ -204,7 +196,10 @@ mod tests {
     #[test]
     fn app_names_come_from_unit_names() {
         assert_eq!(app_of("demo-v7-web-1.service"), "demo");
-        assert_eq!(app_of("my-vapp-v12-worker-3-announce.service"), "my-vapp");
+        assert_eq!(
+            app_of("my-v2-app-v12-worker-3-announce.service"),
+            "my-v2-app"
+        );
         assert_eq!(app_of("plain.service"), "plain");
     }
 

@@ -47,9 +47,7 @@ type UnitText = (String, String);
 
 /// The release number in a unit name such as `demo-v7-web-1.service`.
 fn release_of(unit: &str) -> Option<u64> {
-    let app = app_of(unit);
-    let rest = unit.get(app.len() + 2..)?;
-    rest.split('-').next()?.parse().ok()
+    units::parse_instance_name(unit).map(|name| name.release)
 }
 
 impl Deployer {
@@ -424,11 +422,9 @@ impl Deployer {
 
 /// The instance number in a unit name such as `demo-v7-web-3.service`.
 fn index_of(unit: &str) -> Option<u32> {
-    unit.strip_suffix(".service")?
-        .rsplit('-')
-        .next()?
-        .parse()
-        .ok()
+    units::parse_instance_name(unit)
+        .filter(|name| !name.sidekick)
+        .map(|name| name.index)
 }
 
 fn sidekick_of(unit: &str) -> String {
@@ -442,7 +438,7 @@ mod tests {
     #[test]
     fn release_numbers_come_from_unit_names() {
         assert_eq!(release_of("demo-v7-web-1.service"), Some(7));
-        assert_eq!(release_of("my-v2app-v12-web-3.service"), Some(12));
+        assert_eq!(release_of("my-v2-app-v12-web-3.service"), Some(12));
         assert_eq!(release_of("plain.service"), None);
         assert_eq!(index_of("demo-v7-web-3.service"), Some(3));
         assert_eq!(index_of("demo-v7-web-3-announce.service"), None);

@@ -766,4 +766,21 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
         &["deploy", "demo", "not an image"],
     );
     assert!(!bad.status.success());
+
+    // apps:destroy: its instances stop and its host is no longer routed.
+    let destroyed = paz.admin.ssh(
+        "paz@127.0.0.1",
+        paz.running.ssh_port,
+        &["apps:destroy", "demo", "--force"],
+    );
+    assert!(destroyed.status.success(), "{}", text(&destroyed));
+    let units = paz.store.list(&paz.store.keys().units()).await.unwrap();
+    assert!(units.entries.is_empty(), "{:?}", units.entries);
+    for _ in 0..50 {
+        if get(http, "demo.paz.localhost").0 == 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get(http, "demo.paz.localhost").0, 404);
 }

@@ -115,3 +115,67 @@ pub fn render_instance(instance: &Instance) -> (RenderedUnit, RenderedUnit) {
         },
     )
 }
+
+/// What an instance's unit name says: `<app>-v<release>-<process>-<index>.service`,
+/// or its sidekick's, `...-<index>-announce.service`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceName<'a> {
+    pub app: &'a str,
+    pub release: u64,
+    pub process: &'a str,
+    pub index: u32,
+    pub sidekick: bool,
+}
+
+/// Reads a unit name made by [`render_instance`], from the right (an app's
+/// name may itself contain `-v2-`); `None` for other names.
+pub fn parse_instance_name(unit: &str) -> Option<InstanceName<'_>> {
+    let stem = unit.strip_suffix(".service")?;
+    let (stem, sidekick) = match stem.strip_suffix("-announce") {
+        Some(stem) => (stem, true),
+        None => (stem, false),
+    };
+    let mut parts = stem.rsplitn(4, '-');
+    let index = parts.next()?.parse().ok()?;
+    let process = parts.next()?;
+    let release = parts.next()?.strip_prefix('v')?.parse().ok()?;
+    let app = parts.next()?;
+    let process_ok = !process.is_empty()
+        && process
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    (process_ok && !app.is_empty()).then_some(InstanceName {
+        app,
+        release,
+        process,
+        index,
+        sidekick,
+    })
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn instance_names_are_read_from_the_right() {
+        let name = parse_instance_name("my-v2-app-v12-web-3-announce.service").unwrap();
+        assert_eq!(
+            name,
+            InstanceName {
+                app: "my-v2-app",
+                release: 12,
+                process: "web",
+                index: 3,
+                sidekick: true
+            }
+        );
+        assert_eq!(
+            parse_instance_name("demo-v1-web-1.service").unwrap().app,
+            "demo"
+        );
+        assert!(parse_instance_name("plain.service").is_none());
+        assert!(parse_instance_name("demo-vx-web-1.service").is_none());
+        assert!(parse_instance_name("demo-v1-web-x.service").is_none());
+    }
+}

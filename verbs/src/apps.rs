@@ -159,17 +159,28 @@ pub(crate) async fn destroy(
     let (app, record) = load(context, caller, &name).await?;
     if !flags.contains_key("--force") {
         return Err(VerbError::Invalid(format!(
-            "this deletes app `{app}`, its releases, builds and git repo: run apps:destroy {app} --force"
+            "this deletes app `{app}`, its instances, releases, builds and git repo: run apps:destroy {app} --force"
         )));
     }
     let keys = context.store.keys();
-    context
+    // Its units go with it (the agents withdraw, drain and stop them), and its
+    // routes at once.
+    let units = context.store.list(&keys.units()).await?;
+    let mut change = context
         .store
         .transaction()
         .require_unchanged(&keys.app(&app), record.mod_revision)
         .delete(&keys.app(&app))
         .delete_prefix(&keys.app_children(&app))
         .delete_prefix(&keys.builds_all(&app))
+        .delete_prefix(&keys.services_of(&app));
+    for entry in &units.entries {
+        let unit = keys.units().child_name(&entry.key);
+        if crate::cluster::unit_of(unit, app.as_str()) {
+            change = change.delete(&keys.unit(unit)?);
+        }
+    }
+    change
         .commit()
         .await
         .map_err(|error| match error.conflict() {

@@ -43,10 +43,9 @@ pub(crate) async fn machines(context: &Context, caller: &Caller) -> Result<Outco
 }
 
 /// Whether `unit` belongs to `app` (`<app>-v<n>-...`).
-fn unit_of(unit: &str, app: &str) -> bool {
-    unit.strip_prefix(app)
-        .and_then(|rest| rest.strip_prefix("-v"))
-        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+/// Whether `unit` is an instance (or sidekick) of `app`.
+pub(crate) fn unit_of(unit: &str, app: &str) -> bool {
+    units::parse_instance_name(unit).is_some_and(|name| name.app == app)
 }
 
 pub(crate) async fn units(
@@ -141,7 +140,9 @@ pub(crate) async fn cat(
 ) -> Result<Outcome, VerbError> {
     let name = args.one()?;
     let key = context.store.keys().unit(&name)?;
-    let owner = name.split("-v").next().unwrap_or_default();
+    let owner = units::parse_instance_name(&name)
+        .map(|instance| instance.app)
+        .unwrap_or_default();
     match store::AppName::new(owner) {
         Ok(app) if unit_of(&name, app.as_str()) => caller.require_app(&app)?,
         _ => caller.require_admin("read units that belong to no app")?,
