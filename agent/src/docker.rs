@@ -226,7 +226,17 @@ pub(crate) async fn host_port(docker: &Docker, name: &str, container_port: u16) 
     }
     let ports = inspected.network_settings?.ports?;
     let bindings = ports.get(&format!("{container_port}/tcp"))?.as_ref()?;
+    // Docker may publish different ports for IPv4 and IPv6: the IPv4 one is
+    // the one reached at the advertised address.
+    let ipv4 = |binding: &&bollard::models::PortBinding| {
+        binding
+            .host_ip
+            .as_deref()
+            .is_none_or(|ip| ip.is_empty() || ip.contains('.'))
+    };
     bindings
         .iter()
+        .filter(ipv4)
+        .chain(bindings.iter())
         .find_map(|binding| binding.host_port.as_deref()?.parse().ok())
 }

@@ -44,7 +44,8 @@ pub(crate) async fn run(
     let client = reqwest::Client::new();
     let timeout = Duration::from_secs(sidekick.spec.timeout.max(1));
     let mut failures = 0u32;
-    let mut announced: Option<Registration> = None;
+    // The registration and the address it announces.
+    let mut announced: Option<(Registration, String)> = None;
     loop {
         let port =
             crate::docker::host_port(&docker, &sidekick.container, sidekick.container_port).await;
@@ -54,12 +55,13 @@ pub(crate) async fn run(
         };
         if ok {
             failures = 0;
-            if announced.is_none() {
-                let address = format!("{}:{}", sidekick.advertise, port.unwrap_or_default());
+            let address = format!("{}:{}", sidekick.advertise, port.unwrap_or_default());
+            // A replaced container has a new port: announce where it is now.
+            if announced.as_ref().is_none_or(|(_, said)| *said != address) {
                 match store.register(&sidekick.key, &address, ANNOUNCE_TTL).await {
                     Ok(registration) => {
                         info!(key = %sidekick.key, %address, "announced");
-                        announced = Some(registration);
+                        announced = Some((registration, address));
                     }
                     Err(error) => warn!(%error, "cannot announce; will try again"),
                 }

@@ -246,18 +246,11 @@ impl Deployer {
         let service_key = keys
             .service(&app.name, n, &index.to_string())
             .map_err(|e| e.to_string())?;
+        // A Procfile line is shell, as on Heroku: `sh -c LINE`.
         let command = release
             .processes
             .get("web")
-            .map(|line| units::exec::split(line))
-            .transpose()?
-            .map(|words| {
-                vec![
-                    "sh".to_string(),
-                    "-c".to_string(),
-                    units::exec::join(&words),
-                ]
-            })
+            .map(|line| vec!["sh".to_string(), "-c".to_string(), line.clone()])
             .unwrap_or_default();
         let instance = Instance {
             app: app.name.to_string(),

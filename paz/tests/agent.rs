@@ -555,7 +555,7 @@ async fn machines_and_units_are_listed_shown_and_exported() {
         config.metadata.insert("region".into(), "eu".into());
     })
     .await;
-    let name = format!("demo-v6-web-1-{}", std::process::id());
+    let name = format!("demo-v6-web-{}", std::process::id());
     let units = web_units(&name, &cleanup, &prefix, 6);
     place(&store, &units, &host.id).await;
     eventually(60, "the unit to run", async || {
@@ -719,4 +719,155 @@ async fn a_global_unit_runs_unscheduled_on_each_machine_its_metadata_allows() {
         state(&store, &unit).await.is_none().then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_machines_instances_run_again_elsewhere_and_current_is_unchanged() {
+    let docker = tests::docker().await;
+    tests::busybox_image(&docker).await;
+    let mut cleanup = DockerCleanup::new("agent-lost");
+    let store = tests::test_store("agent-lost").await;
+    let ttl = Duration::from_secs(3);
+    let mut hosts: Vec<Option<Host>> = Vec::new();
+    for _ in 0..3 {
+        let host = start_agent(&store, |config| config.lease_ttl = ttl).await;
+        cleanup.track_label(&format!("paz.machine={}", host.id));
+        hosts.push(Some(host));
+    }
+    let scheduler = deployer::Scheduler::new(
+        store.clone(),
+        deployer::SchedulerConfig {
+            candidate: "test".into(),
+            lease_ttl: Duration::from_secs(3),
+        },
+    );
+    tokio::spawn(scheduler.run(std::future::pending()));
+
+    // A 3-instance app, released and rolled out by the deployer.
+    let app = store::AppName::new(&format!("lost{}", std::process::id())).unwrap();
+    let mut record = store::records::App::new(app.clone(), 1);
+    record.scale.web = 3;
+    record.port = Some(8080);
+    store.put(&store.keys().app(&app), &record).await.unwrap();
+    let release = store::records::Release {
+        n: 0,
+        image: tests::BUSYBOX_IMAGE.to_string(),
+        git_sha: None,
+        env: Default::default(),
+        created_at: 1,
+        by: "test".into(),
+        cause: store::records::ReleaseCause::Image,
+        status: store::records::ReleaseStatus::Pending,
+        processes: [(
+            "web".to_string(),
+            "mkdir -p /www && echo hi > /www/index.html && exec httpd -f -p $PORT -h /www"
+                .to_string(),
+        )]
+        .into(),
+        release_command: None,
+    };
+    let n = store.create_release(&app, release).await.unwrap();
+    let deployer = deployer::Deployer::new(store.clone(), deployer::DeployConfig::default());
+    let (lines, mut said) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move { while said.recv().await.is_some() {} });
+    deployer
+        .roll_out(&app, n, &lines)
+        .await
+        .expect("the rollout succeeds");
+
+    let placements = async || {
+        let mut placed = std::collections::BTreeMap::new();
+        for i in 1..=3 {
+            let unit = format!("{app}-v{n}-web-{i}.service");
+            let machine = store
+                .get(&store.keys().schedule(&unit).unwrap())
+                .await
+                .unwrap()
+                .map(|v| v.value);
+            placed.insert(unit, machine);
+        }
+        placed
+    };
+    let before = placements().await;
+    let machines: std::collections::BTreeSet<_> = before.values().flatten().collect();
+    assert_eq!(machines.len(), 3, "one instance per machine: {before:?}");
+
+    // Machine 0 is lost for good: its agent and its containers go.
+    let lost = hosts[0].take().unwrap();
+    let lost_id = lost.id.clone();
+    drop(lost);
+    // Its agent has stopped once its machine key is gone; then its containers go.
+    let machine_key = store.keys().machine(&lost_id).unwrap();
+    eventually(10, "the lost agent to stop", async || {
+        store
+            .get(&machine_key)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "docker rm -f $(docker ps -aq --filter label=paz.machine={lost_id})"
+        ))
+        .output();
+    let moved = before
+        .iter()
+        .find(|(_, m)| m.as_deref() == Some(lost_id.as_str()))
+        .map(|(u, _)| u.clone())
+        .unwrap();
+    let index = moved
+        .trim_end_matches(".service")
+        .rsplit('-')
+        .next()
+        .unwrap()
+        .to_string();
+    // Within the lease TTL and 5 s more: placed elsewhere, running, announced.
+    let seconds = ttl.as_secs() + 5;
+    let state = eventually(seconds, "the lost instance to run elsewhere", async || {
+        let state = state(&store, &moved).await?;
+        let announced = store
+            .get(&store.keys().service(&app, n, &index).unwrap())
+            .await
+            .unwrap()?;
+        // The announced address answers (not the lost one's, withdrawn).
+        (state.active == ActiveState::Active
+            && state.machine != lost_id
+            && curl(&announced.value).contains("hi"))
+        .then_some((state, announced))
+    })
+    .await;
+    assert_ne!(state.0.machine, lost_id);
+    let after = placements().await;
+    for (unit, machine) in &before {
+        if unit != &moved {
+            assert_eq!(after.get(unit), Some(machine), "{unit} must not move");
+        }
+    }
+    assert_eq!(
+        store
+            .get(&store.keys().current(&app))
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        n,
+        "current is unchanged"
+    );
+    for unit in before.keys() {
+        store
+            .delete(&store.keys().unit(unit).unwrap())
+            .await
+            .unwrap();
+        let _ = store
+            .delete(
+                &store
+                    .keys()
+                    .unit(&unit.replace(".service", "-announce.service"))
+                    .unwrap(),
+            )
+            .await;
+    }
 }
