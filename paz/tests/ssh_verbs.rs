@@ -104,7 +104,7 @@ async fn apps_are_created_listed_shown_and_destroyed() {
         &fixture,
         admin,
         &["apps:destroy", "web"],
-        "this deletes app `web`, its releases, builds and git repo: run apps:destroy web --force",
+        "this deletes app `web`, its instances, releases, builds and git repo: run apps:destroy web --force",
     )
     .await;
     assert_eq!(

@@ -150,9 +150,10 @@ impl Fixture {
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
-    /// Waits until `host` answers with `status` (the table follows etcd).
+    /// Waits until `host` answers with `status` (the table follows etcd; a
+    /// watch that lost etcd reconnects with back-off): up to 15 s.
     async fn until(&self, host: &str, status: u16, body: &str) {
-        for _ in 0..100 {
+        for _ in 0..300 {
             let (got, text) = self.get(host, "/").await;
             if got == status && text.contains(body) {
                 return;
@@ -225,7 +226,8 @@ async fn hosts_and_domains_route_to_their_app_and_the_rest_is_404_or_503() {
     for line in [
         "paz_proxy_requests_total{app=\"web\",status=\"200\"}",
         "paz_proxy_requests_total{app=\"idle\",status=\"503\"} 1",
-        "paz_proxy_requests_total{app=\"-\",status=\"404\"} 1",
+        // (404s also come while the route is being learnt: any count.)
+        "paz_proxy_requests_total{app=\"-\",status=\"404\"}",
         "paz_proxy_table_backends 1",
         "paz_proxy_request_duration_seconds_count",
         "paz_proxy_last_sync_age_seconds",
