@@ -4,9 +4,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod follow;
 pub mod placement;
 pub mod rollout;
 pub mod scheduler;
 
+pub use follow::{FollowConfig, ImageFollower};
 pub use rollout::{DeployConfig, Deployer};
 pub use scheduler::{Scheduler, SchedulerConfig};

@@ -102,6 +102,7 @@ async fn run_roles(
     let registry_addr = registry_listener.local_addr()?;
     let mut tokens = issue_internal_tokens(&store, &config.data_dir).await?;
     let builder_credentials = tokens.remove("builder").expect("issued above");
+    let builder_token = builder_credentials.0.clone();
     let (agent_name, agent_secret) = tokens.remove("agent").expect("issued above");
     let mut builder_config = builder::BuilderConfig::new(
         config.data_dir.clone(),
@@ -127,7 +128,10 @@ async fn run_roles(
     let gitd = gitd::Gitd::new(
         gitd_config,
         store.clone(),
-        Arc::new(BuildAndRelease { builder, deployer }),
+        Arc::new(BuildAndRelease {
+            builder,
+            deployer: deployer.clone(),
+        }),
     )?;
     let registry = registry::Registry::new(config.data_dir.join("registry"), store.clone());
 
@@ -159,6 +163,16 @@ async fn run_roles(
         },
     );
     let mut placing = tokio::spawn(scheduler.run(stop_signal(stopped.clone())));
+    let follower = deployer::ImageFollower::new(
+        store.clone(),
+        deployer.clone(),
+        deployer::FollowConfig {
+            candidate: format!("{}:{}", advertise_host(&store), std::process::id()),
+            registry_host: Some(registry_host(registry_addr)),
+            ignore_by: vec![builder_token],
+        },
+    );
+    let mut following = tokio::spawn(follower.run(stop_signal(stopped.clone())));
     let http_listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| {
@@ -202,6 +216,7 @@ async fn run_roles(
     stop_role("proxy", &mut routing).await;
     stop_role("agent", &mut host).await;
     stop_role("scheduler", &mut placing).await;
+    stop_role("image follower", &mut following).await;
     outcome
 }
 

@@ -784,3 +784,138 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
     }
     assert_eq!(get(http, "demo.paz.localhost").0, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_pushed_to_a_followed_repository_deploys_and_others_do_not() {
+    let mut paz = paz_up_with("deploy-follow", &["--deploy-timeout", "15"]).await;
+    let http = paz.running.http_port;
+    let ssh = |paz: &Paz, args: &[&str]| {
+        let output = paz.admin.ssh("paz@127.0.0.1", paz.running.ssh_port, args);
+        assert!(output.status.success(), "{args:?}: {}", text(&output));
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    let v1 = web_app(&paz, "v1");
+    let pushed = paz.push(v1.path(), "demo");
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    let said = ssh(&paz, &["deploy:follow", "demo", "webimg", "v*"]);
+    assert!(
+        said.contains("demo now deploys each new tag of webimg matching v*"),
+        "{said}"
+    );
+    let bad = paz.admin.ssh(
+        "paz@127.0.0.1",
+        paz.running.ssh_port,
+        &["deploy:follow", "demo", "Bad Repo!"],
+    );
+    assert!(!bad.status.success());
+    let created: serde_json::Value = serde_json::from_str(&ssh(
+        &paz,
+        &["tokens:create", "ci", "--role", "admin", "--json"],
+    ))
+    .unwrap();
+    let secret = created["secret"].as_str().unwrap().to_string();
+
+    // CI builds an image and pushes it to Paz's registry as a docker client would.
+    let docker_config = tests::temp_dir();
+    let registry = format!("127.0.0.1:{}", paz.running.registry_port);
+    let docker = |args: &[&str], stdin: Option<&str>| {
+        let mut command = Command::new("docker");
+        command
+            .env("DOCKER_CONFIG", docker_config.path())
+            .args(args);
+        if stdin.is_some() {
+            command.stdin(Stdio::piped());
+        }
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        if let Some(text) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "docker {args:?}: {}",
+            text(&output)
+        );
+    };
+    docker(
+        &["login", &registry, "-u", "ci", "--password-stdin"],
+        Some(&secret),
+    );
+    let context = web_app(&paz, "v2 from CI");
+    let releases = async |paz: &Paz| {
+        let app = store::AppName::new("demo").unwrap();
+        paz.store
+            .list(&paz.store.keys().releases(&app))
+            .await
+            .unwrap()
+            .entries
+            .len()
+    };
+    for (reference, deploys) in [
+        ("other:v9", false),
+        ("webimg:latest", false),
+        ("webimg:v2", true),
+    ] {
+        let image = format!("{registry}/{reference}");
+        paz.cleanup.track_image(&image);
+        docker(
+            &[
+                "build",
+                "-q",
+                "--label",
+                &paz.cleanup.label_arg(),
+                "-t",
+                &image,
+                context.path().to_str().unwrap(),
+            ],
+            None,
+        );
+        let before = releases(&paz).await;
+        docker(&["push", &image], None);
+        if !deploys {
+            // Give a wrong deploy the time it would take to show.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert_eq!(
+                releases(&paz).await,
+                before,
+                "{reference} must deploy nothing"
+            );
+            assert_eq!(get(http, "demo.paz.localhost"), (200, "v1\n".to_string()));
+        }
+    }
+    let mut answer = (0, String::new());
+    for _ in 0..150 {
+        answer = get(http, "demo.paz.localhost");
+        if answer.1 == "v2 from CI\n" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        answer,
+        (200, "v2 from CI\n".to_string()),
+        "the followed image went live"
+    );
+    let app = store::AppName::new("demo").unwrap();
+    let v2 = paz
+        .store
+        .get(&paz.store.keys().release(&app, 2))
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert_eq!(v2.cause, store::records::ReleaseCause::Image);
+    assert_eq!(v2.by, "ci");
+    assert!(
+        v2.image.starts_with(&format!("{registry}/webimg@sha256:")),
+        "{}",
+        v2.image
+    );
+}

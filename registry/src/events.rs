@@ -31,7 +31,12 @@ pub async fn publish(store: &Store, mut event: ImageEvent) -> Result<(), StoreEr
             .image_events()
             .child_name(&entry.key)
             .to_string();
-        store.delete(&store.keys().image_event(&id)?).await?;
+        store
+            .transaction()
+            .delete(&store.keys().image_event(&id)?)
+            .delete(&store.keys().image_claim(&id)?)
+            .commit()
+            .await?;
     }
     Ok(())
 }

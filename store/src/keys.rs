@@ -275,6 +275,13 @@ impl Keys {
         Prefix::new(format!("{}/images/events/", self.root), true)
     }
 
+    /// Taken (create-if-absent) by the server that deploys an image event, so
+    /// that exactly one does.
+    pub fn image_claim(&self, id: &str) -> Result<Key<String>, NameError> {
+        check_segment("event id", id)?;
+        Ok(Key::new(format!("{}/images/claims/{id}", self.root)))
+    }
+
     /// Every election key.
     pub fn leaders(&self) -> Prefix<String> {
         Prefix::new(format!("{}/leader/", self.root), true)

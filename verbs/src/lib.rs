@@ -210,6 +210,11 @@ pub const VERBS: &[Verb] = &[
         "rollback APP [N]",
         "release an earlier release's image and env again (default: the one before)",
     ),
+    verb(
+        "deploy:follow",
+        "deploy:follow APP REPO [TAG-GLOB]",
+        "deploy each new tag of REPO (matching TAG-GLOB) pushed to Paz's registry",
+    ),
     verb("ps", "ps APP", "list an app's instances"),
     verb(
         "ps:scale",
@@ -265,6 +270,7 @@ pub async fn run(
         "deploy" => releases::deploy(context, caller, args).await,
         "rollback" => releases::rollback(context, caller, args).await,
         "ps" => releases::ps(context, caller, args).await,
+        "deploy:follow" => releases::follow(context, caller, args).await,
         "ps:scale" => releases::scale(context, caller, args).await,
         other => Err(VerbError::UnknownVerb(other.to_string())),
     }

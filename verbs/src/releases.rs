@@ -354,3 +354,52 @@ pub(crate) async fn ps(
     };
     Ok(Outcome::new(text, json!(rows)))
 }
+
+pub(crate) async fn follow(
+    context: &Context,
+    caller: &Caller,
+    args: Args,
+) -> Result<Outcome, VerbError> {
+    let words = args.at_least(2)?;
+    if words.len() > 3 {
+        return Err(args.usage());
+    }
+    let repository = words[1].clone();
+    let valid = !repository.is_empty()
+        && repository.len() <= 255
+        && repository.split('/').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-:".contains(c))
+        });
+    if !valid {
+        return Err(VerbError::Invalid(format!(
+            "`{repository}` is not a repository name such as web or team/web"
+        )));
+    }
+    let pattern = words.get(2).cloned();
+    if let Some(pattern) = &pattern {
+        globset::Glob::new(pattern).map_err(|error| {
+            VerbError::Invalid(format!(
+                "`{pattern}` is not a tag glob such as v* : {error}"
+            ))
+        })?;
+    }
+    let (app, ()) = update(context, caller, &words[0], |app| {
+        app.deploy.image_repo = Some(repository.clone());
+        app.deploy.tag_pattern = pattern.clone();
+        Ok(())
+    })
+    .await?;
+    Ok(Outcome::new(
+        format!(
+            "{} now deploys each new tag of {repository}{}",
+            app.name,
+            pattern
+                .map(|p| format!(" matching {p}"))
+                .unwrap_or_default()
+        ),
+        json!(app.deploy),
+    ))
+}
