@@ -85,6 +85,84 @@ impl Deployer {
         result
     }
 
+    /// Restarts the current release's instances one at a time: each is
+    /// withdrawn, drained and stopped, then started again and waited for.
+    pub async fn restart(
+        &self,
+        app: &AppName,
+        report: &mpsc::Sender<String>,
+    ) -> Result<(), String> {
+        let lock = self
+            .locks
+            .lock()
+            .await
+            .entry(app.clone())
+            .or_default()
+            .clone();
+        let _one_at_a_time = lock.lock().await;
+        let keys = self.store.keys();
+        let n = self
+            .store
+            .get(&keys.current(app))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{app} runs no release yet: deploy it first"))?
+            .value;
+        let listing = self
+            .store
+            .list(&keys.units())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut instances: Vec<(String, String)> = listing
+            .entries
+            .into_iter()
+            .map(|entry| (keys.units().child_name(&entry.key).to_string(), entry.value))
+            .filter(|(name, _)| {
+                units::parse_instance_name(name)
+                    .is_some_and(|i| i.app == app.as_str() && i.release == n && !i.sidekick)
+            })
+            .collect();
+        instances.sort();
+        for (name, text) in instances {
+            let sidekick = sidekick_of(&name);
+            let sidekick_text = self
+                .store
+                .get(&keys.unit(&sidekick).map_err(|e| e.to_string())?)
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|v| v.value);
+            let short = name.trim_end_matches(".service").to_string();
+            let _ = report.send(format!("-----> Restarting {short}")).await;
+            self.withdraw(&[(name.clone(), text.clone())]).await;
+            self.until_withdrawn(app, &name).await;
+            // Started again only once its container is gone.
+            let state = keys.unit_state(&name).map_err(|e| e.to_string())?;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if matches!(self.store.get(&state).await, Ok(None)) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let mut again = vec![(name.clone(), text)];
+            if let Some(text) = sidekick_text {
+                again.push((sidekick, text));
+            }
+            self.submit(&again).await?;
+            let index = index_of(&name).ok_or_else(|| format!("{name} is not an instance"))?;
+            let waited = Instant::now();
+            self.until_announced(app, n, index, &name, report).await?;
+            let _ = report
+                .send(format!(
+                    "       {short} healthy after {:.1} s",
+                    waited.elapsed().as_secs_f64()
+                ))
+                .await;
+        }
+        let _ = report.send(format!("-----> Restarted {app} v{n}")).await;
+        Ok(())
+    }
+
     async fn roll_out_locked(
         &self,
         app: &AppName,

@@ -58,4 +58,13 @@ impl verbs::Rollouts for Rollouts {
         let deployer = self.0.clone();
         Box::pin(async move { deployer.roll_out(&app, n, &report).await })
     }
+
+    fn restart(
+        &self,
+        app: store::AppName,
+        report: tokio::sync::mpsc::Sender<String>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
+        let deployer = self.0.clone();
+        Box::pin(async move { deployer.restart(&app, &report).await })
+    }
 }

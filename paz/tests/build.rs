@@ -754,6 +754,35 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
         .value;
     assert_eq!(v5.image, v1.image);
     assert_eq!(v5.cause, store::records::ReleaseCause::Config);
+
+    // ps:restart: the same release, in new containers.
+    let state_key = paz
+        .store
+        .keys()
+        .unit_state("demo-v5-web-1.service")
+        .unwrap();
+    let container = |state: Option<store::Versioned<store::records::UnitState>>| {
+        state.and_then(|s| s.value.container)
+    };
+    let before = container(paz.store.get(&state_key).await.unwrap());
+    assert!(before.is_some());
+    let restarted = paz.admin.ssh(
+        "paz@127.0.0.1",
+        paz.running.ssh_port,
+        &["ps:restart", "demo"],
+    );
+    let said = String::from_utf8_lossy(&restarted.stdout).to_string();
+    assert!(
+        restarted.status.success() && said.contains("Restarted demo v5"),
+        "{}",
+        text(&restarted)
+    );
+    let after = container(paz.store.get(&state_key).await.unwrap());
+    assert!(after.is_some() && after != before, "{before:?} {after:?}");
+    assert_eq!(
+        get_path(http, "demo.paz.localhost", "/greeting"),
+        (200, "hi\n".to_string())
+    );
     let bad = paz.admin.ssh(
         "paz@127.0.0.1",
         paz.running.ssh_port,

@@ -47,6 +47,13 @@ pub trait Rollouts: Send + Sync + std::fmt::Debug {
         n: u64,
         report: tokio::sync::mpsc::Sender<String>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
+    /// Restarts the serving release's instances one at a time.
+    fn restart(
+        &self,
+        app: store::AppName,
+        report: tokio::sync::mpsc::Sender<String>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 }
 
 impl Context {
@@ -217,6 +224,11 @@ pub const VERBS: &[Verb] = &[
     ),
     verb("ps", "ps APP", "list an app's instances"),
     verb(
+        "ps:restart",
+        "ps:restart APP",
+        "restart an app's instances one at a time",
+    ),
+    verb(
         "ps:scale",
         "ps:scale APP web=N",
         "run N web instances of the current release",
@@ -270,6 +282,7 @@ pub async fn run(
         "deploy" => releases::deploy(context, caller, args).await,
         "rollback" => releases::rollback(context, caller, args).await,
         "ps" => releases::ps(context, caller, args).await,
+        "ps:restart" => releases::restart(context, caller, args).await,
         "deploy:follow" => releases::follow(context, caller, args).await,
         "ps:scale" => releases::scale(context, caller, args).await,
         other => Err(VerbError::UnknownVerb(other.to_string())),

@@ -109,6 +109,19 @@ async fn roll_out(
     app: &AppName,
     n: u64,
 ) -> Result<Outcome, VerbError> {
+    let (rollouts, app2) = (rollouts.clone(), app.clone());
+    collect_lines(app, n, move |lines| rollouts.roll_out(app2, n, lines)).await
+}
+
+/// Runs a deployer job, collecting its step lines as the verb's output.
+async fn collect_lines<F>(
+    app: &AppName,
+    n: u64,
+    job: impl FnOnce(tokio::sync::mpsc::Sender<String>) -> F,
+) -> Result<Outcome, VerbError>
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
     let (lines, mut received) = tokio::sync::mpsc::channel(64);
     let collect = tokio::spawn(async move {
         let mut all = Vec::new();
@@ -117,7 +130,7 @@ async fn roll_out(
         }
         all
     });
-    let result = rollouts.roll_out(app.clone(), n, lines).await;
+    let result = job(lines).await;
     let said = collect.await.unwrap_or_default().join("\n");
     match result {
         Ok(()) => Ok(Outcome::new(said, json!({"app": app, "release": n}))),
@@ -402,4 +415,17 @@ pub(crate) async fn follow(
         ),
         json!(app.deploy),
     ))
+}
+
+pub(crate) async fn restart(
+    context: &Context,
+    caller: &Caller,
+    args: Args,
+) -> Result<Outcome, VerbError> {
+    let name = args.one()?;
+    let rollouts = context.rollouts()?.clone();
+    let (app, _) = load(context, caller, &name).await?;
+    let n = current(context, &app).await?.unwrap_or_default();
+    let app2 = app.clone();
+    collect_lines(&app, n, move |lines| rollouts.restart(app2, lines)).await
 }
