@@ -23,6 +23,8 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run all of Paz on this machine, with a local etcd unless --etcd is given.
     Up(UpFlags),
+    /// Run the control roles (SSH and git, registry, builder, deployer, scheduler) against a shared etcd; no agent, no proxy.
+    Server(UpFlags),
     /// Run the agent of this host: the units placed on it, through the local Docker Engine.
     Agent(AgentFlags),
     /// Run the HTTP proxy of this edge host: routes each app's hosts to its healthy instances.

@@ -31,6 +31,8 @@ pub(crate) struct UpConfig {
     pub(crate) metrics_listen: Option<SocketAddr>,
     pub(crate) access_log: proxy::AccessLog,
     pub(crate) deploy_timeout: std::time::Duration,
+    /// `paz server`: no agent and no proxy on this host.
+    pub(crate) server_only: bool,
 }
 
 /// The config file: the same names as the flags, with `_` for `-`.
@@ -142,6 +144,7 @@ impl UpConfig {
             None => proxy::AccessLog::Stdout,
         };
         Ok(UpConfig {
+            server_only: false,
             deploy_timeout: std::time::Duration::from_secs(positive(
                 "deploy-timeout",
                 flags.deploy_timeout.or(file.deploy_timeout).unwrap_or(60),

@@ -158,6 +158,14 @@ fn main() -> std::process::ExitCode {
                 let config = config::UpConfig::resolve(flags, cli.config.as_deref())?;
                 up::run(config).await
             }
+            cli::Command::Server(flags) => {
+                let mut config = config::UpConfig::resolve(flags, cli.config.as_deref())?;
+                if config.etcd.is_none() {
+                    anyhow::bail!("paz server needs --etcd URL, the etcd the hosts share; paz up runs its own etcd for one host");
+                }
+                config.server_only = true;
+                up::run(config).await
+            }
             cli::Command::Keys {
                 command: cli::KeysCommand::Add(flags),
             } => keys::add(flags).await,

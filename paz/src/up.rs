@@ -144,14 +144,18 @@ async fn run_roles(
         crate::agent::address_towards(store.endpoints().split(',').next().unwrap_or_default())?;
     let mut agent_config = agent::AgentConfig::new(config.data_dir.clone(), advertise);
     agent_config.registry = Some((registry_host(registry_addr), agent_name, agent_secret));
-    let mut host = match agent::Agent::new(agent_config, store.clone()).await {
-        Ok(agent) => {
-            let agent_stop = stop_signal(stopped.clone());
-            tokio::spawn(async move { agent.run(agent_stop).await })
-        }
-        Err(reason) => {
-            warn!(%reason, "no agent on this host: apps cannot run here until Docker runs");
-            tokio::spawn(async { Ok(()) })
+    let mut host = if config.server_only {
+        tokio::spawn(async { Ok(()) })
+    } else {
+        match agent::Agent::new(agent_config, store.clone()).await {
+            Ok(agent) => {
+                let agent_stop = stop_signal(stopped.clone());
+                tokio::spawn(async move { agent.run(agent_stop).await })
+            }
+            Err(reason) => {
+                warn!(%reason, "no agent on this host: apps cannot run here until Docker runs");
+                tokio::spawn(async { Ok(()) })
+            }
         }
     };
     let mut images = tokio::spawn(registry.serve(registry_listener, stop_signal(stopped.clone())));
@@ -173,26 +177,36 @@ async fn run_roles(
         },
     );
     let mut following = tokio::spawn(follower.run(stop_signal(stopped.clone())));
-    let http_listener = tokio::net::TcpListener::bind(config.http_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on --http-listen {} (ports below 1024 need root)",
-                config.http_listen
-            )
-        })?;
-    let http_addr = http_listener.local_addr()?;
-    let proxy_config = proxy::ProxyConfig {
-        access_log: config.access_log.clone(),
-        ..Default::default()
+    let (mut routing, http_addr, _metrics) = if config.server_only {
+        let stop = stop_signal(stopped.clone());
+        let idle = tokio::spawn(async move {
+            stop.await;
+            Ok::<(), std::io::Error>(())
+        });
+        (idle, None, None)
+    } else {
+        let http_listener = tokio::net::TcpListener::bind(config.http_listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on --http-listen {} (ports below 1024 need root)",
+                    config.http_listen
+                )
+            })?;
+        let http_addr = http_listener.local_addr()?;
+        let proxy_config = proxy::ProxyConfig {
+            access_log: config.access_log.clone(),
+            ..Default::default()
+        };
+        let proxy = proxy::Proxy::new(proxy_config, store.clone())?;
+        let metrics = crate::serve_proxy_metrics(&proxy, config.metrics_listen).await?;
+        let routing = tokio::spawn(proxy.serve_threads(
+            http_listener.into_std()?,
+            None,
+            stop_signal(stopped.clone()),
+        ));
+        (routing, Some(http_addr), metrics)
     };
-    let proxy = proxy::Proxy::new(proxy_config, store.clone())?;
-    let _metrics = crate::serve_proxy_metrics(&proxy, config.metrics_listen).await?;
-    let mut routing = tokio::spawn(proxy.serve_threads(
-        http_listener.into_std()?,
-        None,
-        stop_signal(stopped.clone()),
-    ));
 
     print_banner(
         config,
@@ -365,7 +379,7 @@ fn print_banner(
     local_etcd: Option<&LocalEtcd>,
     ssh: SocketAddr,
     registry: SocketAddr,
-    http: SocketAddr,
+    http: Option<SocketAddr>,
 ) {
     let etcd = match local_etcd {
         Some(etcd) => format!(
@@ -389,6 +403,9 @@ fn print_banner(
         "  registry  {registry}   docker login HOST:{} -u TOKEN-NAME",
         registry.port()
     );
-    println!("  http      {http}   apps at http://APP.{}", config.domain);
+    match http {
+        Some(http) => println!("  http      {http}   apps at http://APP.{}", config.domain),
+        None => println!("  http      (paz server: run paz proxy on the edge hosts)"),
+    }
     println!("stop with Ctrl-C");
 }
