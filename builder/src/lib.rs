@@ -11,6 +11,7 @@
 pub mod buildpacks;
 mod docker;
 mod log;
+mod release;
 pub mod source;
 
 use std::collections::HashMap;

@@ -10,5 +10,5 @@ pub mod rollout;
 pub mod scheduler;
 
 pub use follow::{FollowConfig, ImageFollower};
-pub use rollout::{DeployConfig, Deployer};
+pub use rollout::{DeployConfig, Deployer, ReleasePhase};
 pub use scheduler::{Scheduler, SchedulerConfig};

@@ -34,12 +34,26 @@ impl Default for DeployConfig {
     }
 }
 
+/// Runs a Procfile's `release:` command once before a rollout (`paz` gives
+/// the builder, which owns Docker on the server).
+pub trait ReleasePhase: Send + Sync + std::fmt::Debug {
+    fn run(
+        &self,
+        app: AppName,
+        image: String,
+        command: String,
+        env: Vec<(String, String)>,
+        report: mpsc::Sender<String>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+}
+
 /// Rolls releases out; one deploy per app at a time (the next waits).
 #[derive(Debug, Clone)]
 pub struct Deployer {
     store: Store,
     config: DeployConfig,
     locks: Arc<Mutex<HashMap<AppName, Arc<Mutex<()>>>>>,
+    release_phase: Option<Arc<dyn ReleasePhase>>,
 }
 
 /// A unit as submitted: its name and text.
@@ -56,7 +70,15 @@ impl Deployer {
             store,
             config,
             locks: Arc::default(),
+            release_phase: None,
         }
+    }
+
+    /// Runs Procfile `release:` commands with `phase`; without one, a
+    /// release that has such a command is refused.
+    pub fn with_release_phase(mut self, phase: Arc<dyn ReleasePhase>) -> Deployer {
+        self.release_phase = Some(phase);
+        self
     }
 
     /// Rolls release `n` of `app` out, reporting each step on `report`.
@@ -188,6 +210,29 @@ impl Deployer {
             .ok_or_else(|| format!("{app} has no release v{n}"))?
             .value;
         self.set_status(app, n, ReleaseStatus::Deploying).await?;
+        let serving = self
+            .store
+            .get(&keys.current(app))
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|v| v.value);
+        // The release phase, once per release (not again for ps:scale).
+        if let (Some(command), false) = (&release.release_command, serving == Some(n)) {
+            let phase = self.release_phase.as_ref().ok_or_else(|| {
+                format!("v{n} has a release command but no server here can run it")
+            })?;
+            say(format!("-----> Running release command: {command}")).await;
+            phase
+                .run(
+                    app.clone(),
+                    release.image.clone(),
+                    command.clone(),
+                    release.env.clone().into_iter().collect(),
+                    report.clone(),
+                )
+                .await
+                .map_err(|reason| format!("v{n} was not deployed: {reason}"))?;
+        }
 
         // The app's units of other releases, oldest first.
         let listing = self

@@ -44,6 +44,28 @@ impl DeployHandler for BuildAndRelease {
     }
 }
 
+/// The release phase, run by the builder (the owner of Docker on a server).
+#[derive(Debug, Clone)]
+pub(crate) struct BuilderReleasePhase(pub(crate) Builder);
+
+impl deployer::ReleasePhase for BuilderReleasePhase {
+    fn run(
+        &self,
+        app: store::AppName,
+        image: String,
+        command: String,
+        env: Vec<(String, String)>,
+        report: tokio::sync::mpsc::Sender<String>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
+        let builder = self.0.clone();
+        Box::pin(async move {
+            builder
+                .run_release_command(app.as_str(), &image, &command, &env, &report)
+                .await
+        })
+    }
+}
+
 /// The deployer, as the verbs see it.
 #[derive(Debug, Clone)]
 pub(crate) struct Rollouts(pub(crate) Deployer);

@@ -122,7 +122,10 @@ async fn run_roles(
             health_timeout: config.deploy_timeout,
             ..Default::default()
         },
-    );
+    )
+    .with_release_phase(Arc::new(crate::deploy::BuilderReleasePhase(
+        builder.clone(),
+    )));
     let mut gitd_config = gitd::GitdConfig::new(config.data_dir.clone(), hook_program);
     gitd_config.rollouts = Some(Arc::new(crate::deploy::Rollouts(deployer.clone())));
     let gitd = gitd::Gitd::new(

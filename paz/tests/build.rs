@@ -948,3 +948,60 @@ async fn an_image_pushed_to_a_followed_repository_deploys_and_others_do_not() {
         v2.image
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_release_command_stops_the_deploy_and_a_passing_one_runs_once_before_it() {
+    let mut paz = paz_up_with("deploy-release-phase", &["--deploy-timeout", "15"]).await;
+    let http = paz.running.http_port;
+    let base = tests::BUSYBOX_IMAGE;
+    let app = |paz: &Paz, say: &str, release: &str| {
+        paz.tree(&[
+            (
+                "Dockerfile",
+                &format!("FROM {base}\nCOPY index.html /www/index.html\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"),
+            ),
+            ("index.html", &format!("{say}\n")),
+            ("Procfile", &format!("release: {release}\n")),
+        ])
+    };
+    let failing = app(&paz, "v1", "echo migrating && exit 3");
+    let pushed = paz.force_push(failing.path(), "demo");
+    let said = text(&pushed);
+    assert!(!pushed.status.success(), "{said}");
+    assert!(
+        said.contains("remote: -----> Running release command: echo migrating && exit 3")
+            && said.contains("remote:        migrating")
+            && said.contains("the release command `echo migrating && exit 3` failed (exit code 3)"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("Starting demo-v1-web-1"),
+        "nothing started: {said}"
+    );
+    assert_eq!(
+        get(http, "demo.paz.localhost").0,
+        503,
+        "the app runs nothing"
+    );
+
+    let passing = app(&paz, "v2", "echo migrated");
+    let pushed = paz.force_push(passing.path(), "demo");
+    let said = text(&pushed);
+    assert!(pushed.status.success(), "{said}");
+    let ran = said
+        .find("remote:        migrated")
+        .expect("the release command's output");
+    assert!(
+        ran < said.find("Starting demo-v2-web-1").unwrap(),
+        "before the rollout: {said}"
+    );
+    assert_eq!(get(http, "demo.paz.localhost"), (200, "v2\n".to_string()));
+    let leftovers = Command::new("docker")
+        .args(["ps", "-aq", "--filter", "label=paz.release-phase=demo"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&leftovers.stdout).trim().is_empty(),
+        "the one-off containers are removed"
+    );
+}
