@@ -259,6 +259,10 @@ pub(crate) struct UpFlags {
     #[arg(long, env = "PAZ_DEPLOY_TIMEOUT", value_name = "SECONDS")]
     pub(crate) deploy_timeout: Option<u64>,
 
+    /// New instances started before old ones are removed, in a deploy [default: 1]
+    #[arg(long, env = "PAZ_DEPLOY_BATCH", value_name = "N")]
+    pub(crate) deploy_batch: Option<u64>,
+
     /// The proxy's access log: a file, `-` for standard output, or `off` [default: -]
     #[arg(long, env = "PAZ_ACCESS_LOG", value_name = "FILE")]
     pub(crate) access_log: Option<String>,

@@ -31,6 +31,7 @@ pub(crate) struct UpConfig {
     pub(crate) metrics_listen: Option<SocketAddr>,
     pub(crate) access_log: proxy::AccessLog,
     pub(crate) deploy_timeout: std::time::Duration,
+    pub(crate) deploy_batch: usize,
     /// `paz server`: no agent and no proxy on this host.
     pub(crate) server_only: bool,
 }
@@ -56,6 +57,7 @@ struct FileConfig {
     metrics_listen: Option<String>,
     access_log: Option<String>,
     deploy_timeout: Option<u64>,
+    deploy_batch: Option<u64>,
 }
 
 /// `etcd = "http://a:2379,http://b:2379"` or `etcd = ["http://a:2379", ...]`.
@@ -145,6 +147,10 @@ impl UpConfig {
         };
         Ok(UpConfig {
             server_only: false,
+            deploy_batch: positive(
+                "deploy-batch",
+                flags.deploy_batch.or(file.deploy_batch).unwrap_or(1),
+            )? as usize,
             deploy_timeout: std::time::Duration::from_secs(positive(
                 "deploy-timeout",
                 flags.deploy_timeout.or(file.deploy_timeout).unwrap_or(60),

@@ -120,7 +120,7 @@ async fn run_roles(
         store.clone(),
         deployer::DeployConfig {
             health_timeout: config.deploy_timeout,
-            ..Default::default()
+            batch: config.deploy_batch,
         },
     )
     .with_release_phase(Arc::new(crate::deploy::BuilderReleasePhase(

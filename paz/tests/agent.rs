@@ -767,13 +767,46 @@ async fn a_lost_machines_instances_run_again_elsewhere_and_current_is_unchanged(
         release_command: None,
     };
     let n = store.create_release(&app, release).await.unwrap();
-    let deployer = deployer::Deployer::new(store.clone(), deployer::DeployConfig::default());
+    // In one batch of three: all three units are submitted before the first
+    // instance is announced.
+    let deployer = deployer::Deployer::new(
+        store.clone(),
+        deployer::DeployConfig {
+            batch: 3,
+            ..Default::default()
+        },
+    );
+    let seen_at_first_announce = {
+        let (store, app) = (store.clone(), app.clone());
+        tokio::spawn(async move {
+            let first = store.keys().service(&app, n, "1").unwrap();
+            loop {
+                if store.get(&first).await.unwrap().is_some() {
+                    let mut submitted = 0;
+                    for i in 1..=3 {
+                        let unit = store
+                            .keys()
+                            .unit(&format!("{app}-v{n}-web-{i}.service"))
+                            .unwrap();
+                        submitted += usize::from(store.get(&unit).await.unwrap().is_some());
+                    }
+                    return submitted;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
     let (lines, mut said) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move { while said.recv().await.is_some() {} });
     deployer
         .roll_out(&app, n, &lines)
         .await
         .expect("the rollout succeeds");
+    assert_eq!(
+        seen_at_first_announce.await.unwrap(),
+        3,
+        "one batch of three"
+    );
 
     let placements = async || {
         let mut placed = std::collections::BTreeMap::new();

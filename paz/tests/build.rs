@@ -614,7 +614,7 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
     let scaled = paz.admin.ssh(
         "paz@127.0.0.1",
         paz.running.ssh_port,
-        &["ps:scale", "demo", "web=2"],
+        &["ps:scale", "demo", "web=3"],
     );
     assert!(scaled.status.success(), "{}", text(&scaled));
     let listed = paz
@@ -622,7 +622,7 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
         .ssh("paz@127.0.0.1", paz.running.ssh_port, &["ps", "demo"]);
     let listed = String::from_utf8_lossy(&listed.stdout).to_string();
     assert!(
-        listed.contains("demo-v1-web-1") && listed.contains("demo-v1-web-2"),
+        (1..=3).all(|i| listed.contains(&format!("demo-v1-web-{i}"))),
         "{listed}"
     );
 
@@ -639,6 +639,7 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
         })
     };
     let v3 = web_app(&paz, "v3");
+    let v3_sha = paz.git(v3.path(), &["rev-parse", "HEAD"]);
     let pushed = paz.force_push(v3.path(), "demo");
     let said = text(&pushed);
     assert!(pushed.status.success(), "{said}");
@@ -812,6 +813,16 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(get(http, "demo.paz.localhost").0, 404);
+    // Its repository in Paz's registry goes too (the blobs wait for gc).
+    let mut status = String::new();
+    for _ in 0..50 {
+        status = paz.registry_status("demo", &v3_sha);
+        if status == "404" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "404", "the destroyed app's image is gone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

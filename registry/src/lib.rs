@@ -105,11 +105,34 @@ impl Registry {
                 tokio::time::sleep(Duration::from_secs(600)).await;
             }
         });
+        let forgetter = tokio::spawn(forget_destroyed_apps(self.state.clone()));
         let result = axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await;
         sweeper.abort();
+        forgetter.abort();
         result
+    }
+}
+
+/// An app's repository goes when the app does (`apps:destroy`).
+async fn forget_destroyed_apps(state: Arc<AppState>) {
+    let apps = state.store.keys().apps();
+    let mut watch = state.store.watch(&apps);
+    while let Some(event) = watch.next_event().await {
+        let store::WatchEvent::Delete { key, .. } = event else {
+            continue;
+        };
+        let Ok(app) = store::AppName::new(apps.child_name(&key)) else {
+            continue;
+        };
+        match state.storage.remove_repository(app.as_str()).await {
+            Ok(true) => tracing::info!(%app, "removed the destroyed app's repository"),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(%app, %error, "cannot remove the destroyed app's repository")
+            }
+        }
     }
 }
 

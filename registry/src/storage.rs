@@ -386,6 +386,24 @@ impl Storage {
             .collect()
     }
 
+    /// Deletes repository `name` and the ones under it (`name/...`); the blobs
+    /// stay for `paz registry gc`. Renamed aside first, so that a crash
+    /// leaves either the whole repository or none of it.
+    pub(crate) async fn remove_repository(&self, name: &str) -> std::io::Result<bool> {
+        let dir = self.repository(name);
+        if !tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+            return Ok(false);
+        }
+        let aside = self.root.join(format!(
+            "deleted-{}-{}",
+            name.replace('/', "_"),
+            hex::encode(rand::random::<[u8; 4]>())
+        ));
+        tokio::fs::rename(&dir, &aside).await?;
+        tokio::fs::remove_dir_all(&aside).await?;
+        Ok(true)
+    }
+
     /// Every repository, sorted.
     pub(crate) async fn repositories(&self) -> Vec<String> {
         let mut names = Vec::new();
