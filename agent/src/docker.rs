@@ -176,13 +176,27 @@ pub(crate) async fn start(
         host_config: Some(host_config),
         ..Default::default()
     };
-    // A container of the same name left by an earlier run goes first.
-    let _ = docker
-        .remove_container(
-            &spec.name,
-            Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-        )
-        .await;
+    // A container of the same name left by an earlier run of this machine
+    // goes first; one of another machine sharing this engine is not ours.
+    if let Ok(existing) = docker.inspect_container(&spec.name, None).await {
+        let owner = existing
+            .config
+            .and_then(|config| config.labels)
+            .and_then(|labels| labels.get(MACHINE_LABEL).cloned());
+        if owner.as_deref() != Some(machine) {
+            return Err(format!(
+                "a container named {} that this machine did not start exists on this Docker Engine (machine {}): remove it, or give the unit another name",
+                spec.name,
+                owner.as_deref().unwrap_or("none")
+            ));
+        }
+        let _ = docker
+            .remove_container(
+                &spec.name,
+                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+            )
+            .await;
+    }
     let created = docker
         .create_container(
             Some(

@@ -15,8 +15,6 @@ use tokio::sync::{mpsc, Mutex};
 use tracing::{info, warn};
 use units::{render_instance, Instance};
 
-use crate::placement::app_of;
-
 #[derive(Debug, Clone)]
 pub struct DeployConfig {
     /// How long a new instance may take to pass its health check.
@@ -171,9 +169,15 @@ impl Deployer {
                 again.push((sidekick, text));
             }
             self.submit(&again).await?;
-            let index = index_of(&name).ok_or_else(|| format!("{name} is not an instance"))?;
+            let instance = units::parse_instance_name(&name)
+                .ok_or_else(|| format!("{name} is not an instance"))?;
             let waited = Instant::now();
-            self.until_announced(app, n, index, &name, report).await?;
+            if instance.process == "web" {
+                self.until_announced(app, n, instance.index, &name, report)
+                    .await?;
+            } else {
+                self.until_running(&name, report).await?;
+            }
             let _ = report
                 .send(format!(
                     "       {short} healthy after {:.1} s",
@@ -234,91 +238,123 @@ impl Deployer {
                 .map_err(|reason| format!("v{n} was not deployed: {reason}"))?;
         }
 
-        // The app's units of other releases, oldest first.
+        // What runs: web (at least one) and, when scaled, the Procfile's worker.
+        let mut plan: Vec<(&str, u32)> = vec![("web", record.scale.web.max(1))];
+        if record.scale.worker > 0 {
+            if release.processes.contains_key("worker") {
+                plan.push(("worker", record.scale.worker));
+            } else {
+                say(format!(
+                    "-----> v{n} has no worker process (Procfile `worker:`): none runs"
+                ))
+                .await;
+            }
+        }
+        // The app's units of other releases, oldest first, per process type;
+        // and this release's instances beyond the counts (scaled down).
         let listing = self
             .store
             .list(&keys.units())
             .await
             .map_err(|e| e.to_string())?;
-        let mut old: BTreeMap<(u64, String), UnitText> = BTreeMap::new();
+        let mut old: BTreeMap<String, BTreeMap<(u64, String), UnitText>> = BTreeMap::new();
         let mut surplus: Vec<UnitText> = Vec::new();
         for entry in listing.entries {
             let name = keys.units().child_name(&entry.key).to_string();
-            if app_of(&name) != app.as_str() || name.ends_with("-announce.service") {
+            let Some(instance) = units::parse_instance_name(&name) else {
+                continue;
+            };
+            if instance.app != app.as_str() || instance.sidekick {
                 continue;
             }
-            let wanted = record.scale.web.max(1);
-            match release_of(&name) {
-                Some(r) if r != n => {
-                    old.insert((r, name.clone()), (name, entry.value));
-                }
-                // Scaled down: the same release's instances beyond the count go.
-                Some(_) if index_of(&name).is_some_and(|i| i > wanted) => {
-                    surplus.push((name, entry.value));
-                }
-                _ => {}
+            let wanted = plan
+                .iter()
+                .find(|(process, _)| *process == instance.process)
+                .map_or(0, |(_, count)| *count);
+            if instance.release != n {
+                old.entry(instance.process.to_string())
+                    .or_default()
+                    .insert((instance.release, name.clone()), (name, entry.value));
+            } else if instance.index > wanted {
+                surplus.push((name, entry.value));
             }
         }
-        let mut old: Vec<UnitText> = old.into_values().collect();
-        let wanted = record.scale.web.max(1);
         let mut started: Vec<UnitText> = Vec::new();
         let mut removed: Vec<UnitText> = Vec::new();
-        let mut index = 1;
-        while index <= wanted {
-            let batch_end = (index + self.config.batch.max(1) as u32 - 1).min(wanted);
-            let mut batch = Vec::new();
-            for i in index..=batch_end {
-                let (unit, sidekick) = self.render(&record, &release, n, i)?;
-                self.submit(&[unit.clone(), sidekick.clone()]).await?;
-                started.push(unit.clone());
-                started.push(sidekick);
-                batch.push((i, unit.0));
-            }
-            for (i, unit) in &batch {
-                let waited = Instant::now();
-                match self.until_announced(app, n, *i, unit, report).await {
-                    Ok(()) => {
+        for (process, wanted) in &plan {
+            let mut old: Vec<UnitText> = old
+                .remove(*process)
+                .map(|units| units.into_values().collect())
+                .unwrap_or_default();
+            let mut index = 1;
+            while index <= *wanted {
+                let batch_end = (index + self.config.batch.max(1) as u32 - 1).min(*wanted);
+                let mut batch = Vec::new();
+                for i in index..=batch_end {
+                    let (unit, sidekick) = self.render(&record, &release, n, process, i)?;
+                    let mut submitted = vec![unit.clone()];
+                    submitted.extend(sidekick);
+                    self.submit(&submitted).await?;
+                    started.extend(submitted);
+                    batch.push((i, unit.0));
+                }
+                for (i, unit) in &batch {
+                    let waited = Instant::now();
+                    let ready = match *process {
+                        "web" => self.until_announced(app, n, *i, unit, report).await,
+                        _ => self.until_running(unit, report).await,
+                    };
+                    match ready {
+                        Ok(()) => {
+                            let how = if *process == "web" {
+                                "healthy"
+                            } else {
+                                "running"
+                            };
+                            say(format!(
+                                "       {} {how} after {:.1} s",
+                                unit.trim_end_matches(".service"),
+                                waited.elapsed().as_secs_f64()
+                            ))
+                            .await;
+                        }
+                        Err(reason) => {
+                            say(format!("-----> {reason}; rolling back")).await;
+                            self.withdraw(&started).await;
+                            self.submit_all(&removed).await;
+                            return Err(format!("v{n} failed: {reason}"));
+                        }
+                    }
+                }
+                for _ in &batch {
+                    if let Some((name, text)) = old.pop() {
                         say(format!(
-                            "       {} healthy after {:.1} s",
-                            unit.trim_end_matches(".service"),
-                            waited.elapsed().as_secs_f64()
+                            "-----> Stopping {}",
+                            name.trim_end_matches(".service")
                         ))
                         .await;
-                    }
-                    Err(reason) => {
-                        say(format!("-----> {reason}; rolling back")).await;
-                        self.withdraw(&started).await;
-                        self.submit_all(&removed).await;
-                        return Err(format!("v{n} failed: {reason}"));
-                    }
-                }
-            }
-            for _ in &batch {
-                if let Some((name, text)) = old.pop() {
-                    say(format!(
-                        "-----> Stopping {}",
-                        name.trim_end_matches(".service")
-                    ))
-                    .await;
-                    let sidekick = sidekick_of(&name);
-                    let sidekick_text = self
-                        .store
-                        .get(&keys.unit(&sidekick).map_err(|e| e.to_string())?)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .map(|v| v.value);
-                    self.withdraw(&[(name.clone(), text.clone())]).await;
-                    self.until_withdrawn(app, &name).await;
-                    removed.push((name, text));
-                    if let Some(text) = sidekick_text {
-                        removed.push((sidekick, text));
+                        let sidekick = sidekick_of(&name);
+                        let sidekick_text = self
+                            .store
+                            .get(&keys.unit(&sidekick).map_err(|e| e.to_string())?)
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .map(|v| v.value);
+                        self.withdraw(&[(name.clone(), text.clone())]).await;
+                        self.until_withdrawn(app, &name).await;
+                        removed.push((name, text));
+                        if let Some(text) = sidekick_text {
+                            removed.push((sidekick, text));
+                        }
                     }
                 }
+                index = batch_end + 1;
             }
-            index = batch_end + 1;
+            surplus.extend(old);
         }
-        // Fewer instances than before: the rest of the old ones go too.
-        for (name, text) in old.drain(..).chain(surplus) {
+        // Fewer instances than before, and process types no longer run: they go too.
+        surplus.extend(old.into_values().flat_map(BTreeMap::into_values));
+        for (name, text) in surplus {
             say(format!(
                 "-----> Stopping {}",
                 name.trim_end_matches(".service")
@@ -358,13 +394,16 @@ impl Deployer {
         Ok(())
     }
 
+    /// The unit of one instance, and for `web` its sidekick (a worker has no
+    /// port to check: it is ready when it runs).
     fn render(
         &self,
         app: &App,
         release: &Release,
         n: u64,
+        process: &str,
         index: u32,
-    ) -> Result<(UnitText, UnitText), String> {
+    ) -> Result<(UnitText, Option<UnitText>), String> {
         let keys = self.store.keys();
         let service_key = keys
             .service(&app.name, n, &index.to_string())
@@ -372,13 +411,13 @@ impl Deployer {
         // A Procfile line is shell, as on Heroku: `sh -c LINE`.
         let command = release
             .processes
-            .get("web")
+            .get(process)
             .map(|line| vec!["sh".to_string(), "-c".to_string(), line.clone()])
             .unwrap_or_default();
         let instance = Instance {
             app: app.name.to_string(),
             release: n,
-            process: "web".to_string(),
+            process: process.to_string(),
             index,
             image: release.image.clone(),
             port: app.port.unwrap_or(5000),
@@ -391,7 +430,8 @@ impl Deployer {
             stop_timeout: 10,
         };
         let (unit, sidekick) = render_instance(&instance);
-        Ok(((unit.name, unit.text), (sidekick.name, sidekick.text)))
+        let sidekick = (process == "web").then_some((sidekick.name, sidekick.text));
+        Ok(((unit.name, unit.text), sidekick))
     }
 
     /// Writes the units that are not already there as they are (an
@@ -511,6 +551,51 @@ impl Deployer {
             unit.trim_end_matches(".service"),
             self.config.health_timeout.as_secs(),
             last_reason.map(|r| format!(": {r}")).unwrap_or_default()
+        ))
+    }
+
+    /// Waits until a worker's container runs (its agent says active).
+    async fn until_running(&self, unit: &str, report: &mpsc::Sender<String>) -> Result<(), String> {
+        let keys = self.store.keys();
+        let state = keys.unit_state(unit).map_err(|e| e.to_string())?;
+        let schedule = keys.schedule(unit).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + self.config.health_timeout;
+        let mut told_machine = false;
+        while Instant::now() < deadline {
+            if !told_machine {
+                if let Ok(Some(machine)) = self.store.get(&schedule).await {
+                    let short: String = machine.value.chars().take(8).collect();
+                    let _ = report
+                        .send(format!(
+                            "-----> Starting {} on machine {short}",
+                            unit.trim_end_matches(".service")
+                        ))
+                        .await;
+                    told_machine = true;
+                }
+            }
+            if let Ok(Some(state)) = self.store.get(&state).await {
+                match state.value.active {
+                    ActiveState::Active => return Ok(()),
+                    ActiveState::Failed => {
+                        return Err(format!(
+                            "{} failed: {}",
+                            unit.trim_end_matches(".service"),
+                            state
+                                .value
+                                .reason
+                                .unwrap_or_else(|| "no reason given".into())
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(format!(
+            "{} did not start within {} s",
+            unit.trim_end_matches(".service"),
+            self.config.health_timeout.as_secs()
         ))
     }
 

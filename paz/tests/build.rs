@@ -555,9 +555,9 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
     let mut paz = paz_up_with("deploy-rolling", &["--deploy-timeout", "12"]).await;
     let http = paz.running.http_port;
     let v1 = web_app(&paz, "v1");
-    let pushed = paz.force_push(v1.path(), "demo");
+    let pushed = paz.force_push(v1.path(), "roll");
     assert!(pushed.status.success(), "{}", text(&pushed));
-    assert_eq!(get(http, "demo.paz.localhost"), (200, "v1\n".to_string()));
+    assert_eq!(get(http, "roll.paz.localhost"), (200, "v1\n".to_string()));
 
     // A release that never passes its health check: rejected with the reason,
     // and v1 keeps serving all along.
@@ -566,15 +566,15 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
         "Dockerfile",
         &format!("FROM {base}\nCMD [\"sleep\", \"1000\"]\n"),
     )]);
-    let pushed = paz.force_push(bad.path(), "demo");
+    let pushed = paz.force_push(bad.path(), "roll");
     let said = text(&pushed);
     assert!(!pushed.status.success(), "{said}");
     assert!(
-        said.contains("demo-v2-web-1 did not pass its health check within 12 s")
+        said.contains("roll-v2-web-1 did not pass its health check within 12 s")
             && said.contains("pre-receive hook declined"),
         "{said}"
     );
-    let app = store::AppName::new("demo").unwrap();
+    let app = store::AppName::new("roll").unwrap();
     let v2 = paz
         .store
         .get(&paz.store.keys().release(&app, 2))
@@ -593,13 +593,13 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
     );
     assert!(
         paz.store
-            .get(&paz.store.keys().unit("demo-v2-web-1.service").unwrap())
+            .get(&paz.store.keys().unit("roll-v2-web-1.service").unwrap())
             .await
             .unwrap()
             .is_none(),
         "its units are removed"
     );
-    assert_eq!(get(http, "demo.paz.localhost"), (200, "v1\n".to_string()));
+    assert_eq!(get(http, "roll.paz.localhost"), (200, "v1\n".to_string()));
     assert_eq!(
         paz.store
             .get(&paz.store.keys().current(&app))
@@ -614,15 +614,15 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
     let scaled = paz.admin.ssh(
         "paz@127.0.0.1",
         paz.running.ssh_port,
-        &["ps:scale", "demo", "web=3"],
+        &["ps:scale", "roll", "web=3"],
     );
     assert!(scaled.status.success(), "{}", text(&scaled));
     let listed = paz
         .admin
-        .ssh("paz@127.0.0.1", paz.running.ssh_port, &["ps", "demo"]);
+        .ssh("paz@127.0.0.1", paz.running.ssh_port, &["ps", "roll"]);
     let listed = String::from_utf8_lossy(&listed.stdout).to_string();
     assert!(
-        (1..=3).all(|i| listed.contains(&format!("demo-v1-web-{i}"))),
+        (1..=3).all(|i| listed.contains(&format!("roll-v1-web-{i}"))),
         "{listed}"
     );
 
@@ -632,7 +632,7 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
         std::thread::spawn(move || {
             let mut seen = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                seen.push(get(http, "demo.paz.localhost"));
+                seen.push(get(http, "roll.paz.localhost"));
                 std::thread::sleep(Duration::from_millis(10));
             }
             seen
@@ -640,12 +640,12 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
     };
     let v3 = web_app(&paz, "v3");
     let v3_sha = paz.git(v3.path(), &["rev-parse", "HEAD"]);
-    let pushed = paz.force_push(v3.path(), "demo");
+    let pushed = paz.force_push(v3.path(), "roll");
     let said = text(&pushed);
     assert!(pushed.status.success(), "{said}");
     assert!(
-        said.find("Starting demo-v3-web-1").unwrap() < said.find("Stopping demo-v1-web-").unwrap()
-            && said.contains("Released v3: http://demo.paz.localhost"),
+        said.find("Starting roll-v3-web-1").unwrap() < said.find("Stopping roll-v1-web-").unwrap()
+            && said.contains("Released v3: http://roll.paz.localhost"),
         "one instance at a time, new before old: {said}"
     );
     // The drained v1 instances stop after the push; keep asking a moment more.
@@ -674,13 +674,13 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
     // Rollback: v1's image again, as v4, without a build.
     let rolled = paz
         .admin
-        .ssh("paz@127.0.0.1", paz.running.ssh_port, &["rollback", "demo"]);
+        .ssh("paz@127.0.0.1", paz.running.ssh_port, &["rollback", "roll"]);
     let said = String::from_utf8_lossy(&rolled.stdout).to_string()
         + &String::from_utf8_lossy(&rolled.stderr);
     assert!(rolled.status.success(), "{said}");
     assert!(said.contains("Released v4"), "{said}");
     assert!(!said.contains("Building"), "{said}");
-    assert_eq!(get(http, "demo.paz.localhost"), (200, "v1\n".to_string()));
+    assert_eq!(get(http, "roll.paz.localhost"), (200, "v1\n".to_string()));
     let v4 = paz
         .store
         .get(&paz.store.keys().release(&app, 4))
@@ -702,18 +702,18 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
     let scaled = paz.admin.ssh(
         "paz@127.0.0.1",
         paz.running.ssh_port,
-        &["ps:scale", "demo", "web=1"],
+        &["ps:scale", "roll", "web=1"],
     );
     assert!(scaled.status.success(), "{}", text(&scaled));
     assert!(paz
         .store
-        .get(&paz.store.keys().unit("demo-v4-web-2.service").unwrap())
+        .get(&paz.store.keys().unit("roll-v4-web-2.service").unwrap())
         .await
         .unwrap()
         .is_none());
     let releases = paz
         .admin
-        .ssh("paz@127.0.0.1", paz.running.ssh_port, &["releases", "demo"]);
+        .ssh("paz@127.0.0.1", paz.running.ssh_port, &["releases", "roll"]);
     let releases = String::from_utf8_lossy(&releases.stdout).to_string();
     let lines: Vec<&str> = releases.lines().collect();
     assert!(
@@ -728,13 +728,13 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
     );
     // config:set: a new release, same image, whose containers see the env.
     assert_eq!(
-        get_path(http, "demo.paz.localhost", "/greeting"),
+        get_path(http, "roll.paz.localhost", "/greeting"),
         (200, "unset\n".to_string())
     );
     let set = paz.admin.ssh(
         "paz@127.0.0.1",
         paz.running.ssh_port,
-        &["config:set", "demo", "GREETING=hi"],
+        &["config:set", "roll", "GREETING=hi"],
     );
     let said =
         String::from_utf8_lossy(&set.stdout).to_string() + &String::from_utf8_lossy(&set.stderr);
@@ -743,7 +743,7 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
         "{said}"
     );
     assert_eq!(
-        get_path(http, "demo.paz.localhost", "/greeting"),
+        get_path(http, "roll.paz.localhost", "/greeting"),
         (200, "hi\n".to_string())
     );
     let v5 = paz
@@ -760,7 +760,7 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
     let state_key = paz
         .store
         .keys()
-        .unit_state("demo-v5-web-1.service")
+        .unit_state("roll-v5-web-1.service")
         .unwrap();
     let container = |state: Option<store::Versioned<store::records::UnitState>>| {
         state.and_then(|s| s.value.container)
@@ -770,30 +770,30 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
     let restarted = paz.admin.ssh(
         "paz@127.0.0.1",
         paz.running.ssh_port,
-        &["ps:restart", "demo"],
+        &["ps:restart", "roll"],
     );
     let said = String::from_utf8_lossy(&restarted.stdout).to_string();
     assert!(
-        restarted.status.success() && said.contains("Restarted demo v5"),
+        restarted.status.success() && said.contains("Restarted roll v5"),
         "{}",
         text(&restarted)
     );
     let after = container(paz.store.get(&state_key).await.unwrap());
     assert!(after.is_some() && after != before, "{before:?} {after:?}");
     assert_eq!(
-        get_path(http, "demo.paz.localhost", "/greeting"),
+        get_path(http, "roll.paz.localhost", "/greeting"),
         (200, "hi\n".to_string())
     );
     let bad = paz.admin.ssh(
         "paz@127.0.0.1",
         paz.running.ssh_port,
-        &["ps:scale", "demo", "web=many"],
+        &["ps:scale", "roll", "web=many"],
     );
     assert!(!bad.status.success());
     let bad = paz.admin.ssh(
         "paz@127.0.0.1",
         paz.running.ssh_port,
-        &["deploy", "demo", "not an image"],
+        &["deploy", "roll", "not an image"],
     );
     assert!(!bad.status.success());
 
@@ -801,22 +801,22 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
     let destroyed = paz.admin.ssh(
         "paz@127.0.0.1",
         paz.running.ssh_port,
-        &["apps:destroy", "demo", "--force"],
+        &["apps:destroy", "roll", "--force"],
     );
     assert!(destroyed.status.success(), "{}", text(&destroyed));
     let units = paz.store.list(&paz.store.keys().units()).await.unwrap();
     assert!(units.entries.is_empty(), "{:?}", units.entries);
     for _ in 0..50 {
-        if get(http, "demo.paz.localhost").0 == 404 {
+        if get(http, "roll.paz.localhost").0 == 404 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(get(http, "demo.paz.localhost").0, 404);
+    assert_eq!(get(http, "roll.paz.localhost").0, 404);
     // Its repository in Paz's registry goes too (the blobs wait for gc).
     let mut status = String::new();
     for _ in 0..50 {
-        status = paz.registry_status("demo", &v3_sha);
+        status = paz.registry_status("roll", &v3_sha);
         if status == "404" {
             break;
         }
@@ -835,17 +835,17 @@ async fn an_image_pushed_to_a_followed_repository_deploys_and_others_do_not() {
         String::from_utf8_lossy(&output.stdout).to_string()
     };
     let v1 = web_app(&paz, "v1");
-    let pushed = paz.push(v1.path(), "demo");
+    let pushed = paz.push(v1.path(), "follow");
     assert!(pushed.status.success(), "{}", text(&pushed));
-    let said = ssh(&paz, &["deploy:follow", "demo", "webimg", "v*"]);
+    let said = ssh(&paz, &["deploy:follow", "follow", "webimg", "v*"]);
     assert!(
-        said.contains("demo now deploys each new tag of webimg matching v*"),
+        said.contains("follow now deploys each new tag of webimg matching v*"),
         "{said}"
     );
     let bad = paz.admin.ssh(
         "paz@127.0.0.1",
         paz.running.ssh_port,
-        &["deploy:follow", "demo", "Bad Repo!"],
+        &["deploy:follow", "follow", "Bad Repo!"],
     );
     assert!(!bad.status.success());
     let created: serde_json::Value = serde_json::from_str(&ssh(
@@ -890,7 +890,7 @@ async fn an_image_pushed_to_a_followed_repository_deploys_and_others_do_not() {
     );
     let context = web_app(&paz, "v2 from CI");
     let releases = async |paz: &Paz| {
-        let app = store::AppName::new("demo").unwrap();
+        let app = store::AppName::new("follow").unwrap();
         paz.store
             .list(&paz.store.keys().releases(&app))
             .await
@@ -927,12 +927,12 @@ async fn an_image_pushed_to_a_followed_repository_deploys_and_others_do_not() {
                 before,
                 "{reference} must deploy nothing"
             );
-            assert_eq!(get(http, "demo.paz.localhost"), (200, "v1\n".to_string()));
+            assert_eq!(get(http, "follow.paz.localhost"), (200, "v1\n".to_string()));
         }
     }
     let mut answer = (0, String::new());
     for _ in 0..150 {
-        answer = get(http, "demo.paz.localhost");
+        answer = get(http, "follow.paz.localhost");
         if answer.1 == "v2 from CI\n" {
             break;
         }
@@ -943,7 +943,7 @@ async fn an_image_pushed_to_a_followed_repository_deploys_and_others_do_not() {
         (200, "v2 from CI\n".to_string()),
         "the followed image went live"
     );
-    let app = store::AppName::new("demo").unwrap();
+    let app = store::AppName::new("follow").unwrap();
     let v2 = paz
         .store
         .get(&paz.store.keys().release(&app, 2))
@@ -972,11 +972,14 @@ async fn a_failing_release_command_stops_the_deploy_and_a_passing_one_runs_once_
                 &format!("FROM {base}\nCOPY index.html /www/index.html\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"),
             ),
             ("index.html", &format!("{say}\n")),
-            ("Procfile", &format!("release: {release}\n")),
+            (
+                "Procfile",
+                &format!("release: {release}\nworker: while true; do sleep 1; done\n"),
+            ),
         ])
     };
     let failing = app(&paz, "v1", "echo migrating && exit 3");
-    let pushed = paz.force_push(failing.path(), "demo");
+    let pushed = paz.force_push(failing.path(), "phase");
     let said = text(&pushed);
     assert!(!pushed.status.success(), "{said}");
     assert!(
@@ -986,33 +989,78 @@ async fn a_failing_release_command_stops_the_deploy_and_a_passing_one_runs_once_
         "{said}"
     );
     assert!(
-        !said.contains("Starting demo-v1-web-1"),
+        !said.contains("Starting phase-v1-web-1"),
         "nothing started: {said}"
     );
     assert_eq!(
-        get(http, "demo.paz.localhost").0,
+        get(http, "phase.paz.localhost").0,
         503,
         "the app runs nothing"
     );
 
     let passing = app(&paz, "v2", "echo migrated");
-    let pushed = paz.force_push(passing.path(), "demo");
+    let pushed = paz.force_push(passing.path(), "phase");
     let said = text(&pushed);
     assert!(pushed.status.success(), "{said}");
     let ran = said
         .find("remote:        migrated")
         .expect("the release command's output");
     assert!(
-        ran < said.find("Starting demo-v2-web-1").unwrap(),
+        ran < said.find("Starting phase-v2-web-1").unwrap(),
         "before the rollout: {said}"
     );
-    assert_eq!(get(http, "demo.paz.localhost"), (200, "v2\n".to_string()));
+    assert_eq!(get(http, "phase.paz.localhost"), (200, "v2\n".to_string()));
     let leftovers = Command::new("docker")
-        .args(["ps", "-aq", "--filter", "label=paz.release-phase=demo"])
+        .args(["ps", "-aq", "--filter", "label=paz.release-phase=phase"])
         .output()
         .unwrap();
     assert!(
         String::from_utf8_lossy(&leftovers.stdout).trim().is_empty(),
         "the one-off containers are removed"
     );
+
+    // A worker process: scaled up, it runs (no port, no sidekick); scaled to
+    // zero, it goes. The release command does not run again.
+    let scaled = paz.admin.ssh(
+        "paz@127.0.0.1",
+        paz.running.ssh_port,
+        &["ps:scale", "phase", "worker=1"],
+    );
+    let said = String::from_utf8_lossy(&scaled.stdout).to_string();
+    assert!(scaled.status.success(), "{}", text(&scaled));
+    assert!(said.contains("phase-v2-worker-1 running after"), "{said}");
+    assert!(!said.contains("Running release command"), "{said}");
+    let ps = paz
+        .admin
+        .ssh("paz@127.0.0.1", paz.running.ssh_port, &["ps", "phase"]);
+    let listed = String::from_utf8_lossy(&ps.stdout).to_string();
+    assert!(
+        listed.contains("phase-v2-worker-1") && listed.contains("phase-v2-web-1"),
+        "{listed}"
+    );
+    assert!(paz
+        .store
+        .get(
+            &paz.store
+                .keys()
+                .unit("phase-v2-worker-1-announce.service")
+                .unwrap()
+        )
+        .await
+        .unwrap()
+        .is_none());
+    let scaled = paz.admin.ssh(
+        "paz@127.0.0.1",
+        paz.running.ssh_port,
+        &["ps:scale", "phase", "worker=0"],
+    );
+    assert!(scaled.status.success(), "{}", text(&scaled));
+    assert!(String::from_utf8_lossy(&scaled.stdout).contains("Stopping phase-v2-worker-1"));
+    assert_eq!(get(http, "phase.paz.localhost"), (200, "v2\n".to_string()));
+    let bad = paz.admin.ssh(
+        "paz@127.0.0.1",
+        paz.running.ssh_port,
+        &["ps:scale", "phase", "clock=1"],
+    );
+    assert!(!bad.status.success());
 }

@@ -230,8 +230,8 @@ pub const VERBS: &[Verb] = &[
     ),
     verb(
         "ps:scale",
-        "ps:scale APP web=N",
-        "run N web instances of the current release",
+        "ps:scale APP [web=N] [worker=M]",
+        "run N web and M worker instances of the current release",
     ),
 ];
 

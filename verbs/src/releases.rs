@@ -267,7 +267,7 @@ pub(crate) async fn scale(
     args: Args,
 ) -> Result<Outcome, VerbError> {
     let words = args.at_least(2)?;
-    let mut web = None;
+    let (mut web, mut worker) = (None, None);
     for word in &words[1..] {
         let (process, count) = word.split_once('=').ok_or_else(|| args.usage())?;
         let count: u32 = count.parse().ok().filter(|n| *n <= 100).ok_or_else(|| {
@@ -277,15 +277,18 @@ pub(crate) async fn scale(
         })?;
         match process {
             "web" => web = Some(count),
+            "worker" => worker = Some(count),
             other => {
                 return Err(VerbError::Invalid(format!(
-                    "process type `{other}` cannot be scaled yet: only web runs"
+                    "process type `{other}` cannot be scaled: Paz runs web and worker"
                 )))
             }
         }
     }
-    let web = web.ok_or_else(|| args.usage())?;
-    if web == 0 {
+    if web.is_none() && worker.is_none() {
+        return Err(args.usage());
+    }
+    if web == Some(0) {
         return Err(VerbError::Invalid(
             "web=0 would stop the app: destroy it instead, or scale to 1".into(),
         ));
@@ -293,7 +296,12 @@ pub(crate) async fn scale(
     let rollouts = context.rollouts()?;
     let (app, _) = load(context, caller, &words[0]).await?;
     update(context, caller, app.as_str(), |record| {
-        record.scale.web = web;
+        if let Some(web) = web {
+            record.scale.web = web;
+        }
+        if let Some(worker) = worker {
+            record.scale.worker = worker;
+        }
         Ok(())
     })
     .await?;
@@ -301,8 +309,8 @@ pub(crate) async fn scale(
         // The current release again: instances are added or removed, nothing restarts.
         Some(n) => roll_out(rollouts, &app, n).await,
         None => Ok(Outcome::new(
-            format!("{app} will run web={web} once it is deployed"),
-            json!({"app": app, "web": web}),
+            format!("{app} will run at this scale once it is deployed"),
+            json!({"app": app, "web": web, "worker": worker}),
         )),
     }
 }
