@@ -55,7 +55,7 @@ async fn main() {
             lease_ttl: Duration::from_secs(10),
         },
     );
-    tokio::spawn(scheduler.run(std::future::pending()));
+    let scheduling = tokio::spawn(scheduler.run(std::future::pending()));
     // The scheduler leads before the clock starts.
     while store
         .get(&store.keys().leader("scheduler").unwrap())
@@ -139,6 +139,8 @@ async fn main() {
     );
     println!("  units per machine            {fewest} to {most}");
     println!("  lost machine's {on_lost} units placed again {:>8.3} s after its lease ended   (target < 1 s)", replaced.as_secs_f64());
+    scheduling.abort();
+    let _ = scheduling.await;
     drop(etcd);
     let _ = std::fs::remove_dir_all(&dir);
 }
