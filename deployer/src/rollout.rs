@@ -94,6 +94,7 @@ impl Deployer {
             .or_default()
             .clone();
         let _one_at_a_time = lock.lock().await;
+        let _across_servers = self.lock_app(app, report).await?;
         let result = self.roll_out_locked(app, n, report).await;
         let status = match &result {
             Ok(()) => ReleaseStatus::Active,
@@ -120,6 +121,7 @@ impl Deployer {
             .or_default()
             .clone();
         let _one_at_a_time = lock.lock().await;
+        let _across_servers = self.lock_app(app, report).await?;
         let keys = self.store.keys();
         let n = self
             .store
@@ -187,6 +189,51 @@ impl Deployer {
         }
         let _ = report.send(format!("-----> Restarted {app} v{n}")).await;
         Ok(())
+    }
+
+    /// Holds `/paz/leader/deploy-<app>` (on a lease, so a dead server's hold
+    /// ends with it) while this server deploys `app`: one deploy per app at a
+    /// time across servers; the next waits. Dropping the lease releases it.
+    pub async fn lock_app(
+        &self,
+        app: &AppName,
+        report: &mpsc::Sender<String>,
+    ) -> Result<store::Lease, String> {
+        let key = self
+            .store
+            .keys()
+            .leader(&format!("deploy-{app}"))
+            .map_err(|e| e.to_string())?;
+        let lease = self
+            .store
+            .grant_lease(Duration::from_secs(15))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut told = false;
+        loop {
+            let taken = self
+                .store
+                .transaction()
+                .require_absent(&key)
+                .put_on_lease(&key, &std::process::id().to_string(), &lease)
+                .commit()
+                .await;
+            match taken {
+                Ok(_) => return Ok(lease),
+                Err(store::StoreError::Conflict { .. }) => {
+                    if !told {
+                        let _ = report
+                            .send(format!(
+                                "-----> Waiting for the deploy of {app} in progress"
+                            ))
+                            .await;
+                        told = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Err(error) => return Err(error.to_string()),
+            }
+        }
     }
 
     async fn roll_out_locked(

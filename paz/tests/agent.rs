@@ -565,17 +565,7 @@ async fn machines_and_units_are_listed_shown_and_exported() {
     })
     .await;
 
-    let data = tests::temp_dir();
-    let context = verbs::Context {
-        store: store.clone(),
-        data_dir: data.path().to_path_buf(),
-        rollouts: None,
-    };
-    let admin = verbs::Caller {
-        name: "admin".into(),
-        role: store::records::Role::Admin,
-        apps: vec![],
-    };
+    let (context, admin, _data) = tests::admin_verbs(&store);
     let run = |caller: verbs::Caller, verb: &'static str, args: Vec<String>| {
         let context = context.clone();
         async move { verbs::run(&context, &caller, verb, &args, b"").await }

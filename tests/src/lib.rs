@@ -13,6 +13,7 @@ pub mod git;
 pub mod link;
 pub mod process;
 pub mod temp;
+pub mod verbs;
 
 pub use docker::{busybox_image, docker, DockerCleanup, BUSYBOX_IMAGE};
 pub use etcd::{own_etcd, shared_etcd, test_store, OwnEtcd};
@@ -20,6 +21,7 @@ pub use git::{git, SshIdentity};
 pub use link::Link;
 pub use process::ChildGuard;
 pub use temp::temp_dir;
+pub use verbs::admin_verbs;
 
 /// Sends `tracing` output of the code under test to the test's captured output.
 pub fn init_tracing() {

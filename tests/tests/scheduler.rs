@@ -144,6 +144,16 @@ async fn units_are_placed_by_the_rules_and_a_lost_machines_units_move() {
         reasons["nvme-v1-web-1.service"].contains("MachineMetadata"),
         "{reasons:?}"
     );
+    // units:list says why.
+    let (context, admin, _data) = tests::admin_verbs(&store);
+    let listed = verbs::run(&context, &admin, "units:list", &["nvme".to_string()], b"")
+        .await
+        .unwrap()
+        .text;
+    assert!(
+        listed.contains("nvme-v1-web-1.service  -  unplaced  (no live machine has the MachineMetadata it asks for)"),
+        "{listed}"
+    );
 
     // An invalid unit file is reported, not placed.
     store
@@ -255,4 +265,34 @@ async fn a_second_scheduler_takes_over_when_the_leader_goes() {
         .value;
     assert_eq!(leader, "second");
     second.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_deploy_per_app_at_a_time_across_servers() {
+    let store = tests::test_store("deploy-lock").await;
+    // Two servers' deployers (two of them here, one etcd).
+    let first = deployer::Deployer::new(store.clone(), deployer::DeployConfig::default());
+    let second = deployer::Deployer::new(store.clone(), deployer::DeployConfig::default());
+    let app = store::AppName::new("web").unwrap();
+    let (lines, mut said) = tokio::sync::mpsc::channel(8);
+    let held = first.lock_app(&app, &lines).await.unwrap();
+    let waiting = {
+        let (app, lines) = (app.clone(), lines.clone());
+        tokio::spawn(async move { second.lock_app(&app, &lines).await.unwrap() })
+    };
+    assert_eq!(
+        said.recv().await.unwrap(),
+        "-----> Waiting for the deploy of web in progress"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "the second deploy waits");
+    // Another app is not held up.
+    let other = store::AppName::new("api").unwrap();
+    drop(first.lock_app(&other, &lines).await.unwrap());
+    held.revoke().await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the second deploy goes on once the first is done")
+        .unwrap();
+    drop(next);
 }
