@@ -1064,3 +1064,52 @@ async fn a_failing_release_command_stops_the_deploy_and_a_passing_one_runs_once_
     );
     assert!(!bad.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_paz_up_restarts_the_app_answers_again_without_a_rebuild() {
+    let mut paz = paz_up("restart-up").await;
+    let v1 = web_app(&paz, "before the restart");
+    let pushed = paz.push(v1.path(), "again");
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    assert_eq!(
+        get(paz.running.http_port, "again.paz.localhost"),
+        (200, "before the restart\n".to_string())
+    );
+
+    // Stop paz up (SIGTERM: an orderly stop), then start it on the same data dir.
+    paz.running.paz.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(paz
+        .running
+        .paz
+        .wait_timeout(Duration::from_secs(60))
+        .unwrap()
+        .success());
+    let base = tests::BUSYBOX_IMAGE;
+    let key = paz.admin.private_key.with_extension("pub");
+    paz.running = start(
+        &[
+            "--data-dir",
+            paz.data.path().to_str().unwrap(),
+            "--admin-key",
+            key.to_str().unwrap(),
+            "--buildpack-image",
+            &format!("static={base}"),
+        ],
+        &[],
+    );
+    let mut answer = (0, String::new());
+    for _ in 0..150 {
+        answer = get(paz.running.http_port, "again.paz.localhost");
+        if answer.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(answer, (200, "before the restart\n".to_string()));
+    let store = tests::etcd::connect(&paz.running.etcd_url, "/paz").await;
+    let app = store::AppName::new("again").unwrap();
+    let builds = store.list(&store.keys().builds(&app)).await.unwrap();
+    assert_eq!(builds.entries.len(), 1, "nothing was built again");
+    let releases = store.list(&store.keys().releases(&app)).await.unwrap();
+    assert_eq!(releases.entries.len(), 1, "nothing was released again");
+}
