@@ -45,18 +45,25 @@ impl Builder {
     ) -> Result<(), String> {
         let docker = self.docker().await?;
         if docker.inspect_image(image).await.is_err() {
-            let (name, secret) = &self.inner.config.credentials;
-            let credentials = DockerCredentials {
-                username: Some(name.clone()),
-                password: Some(secret.clone()),
-                serveraddress: Some(self.inner.config.registry.clone()),
-                ..Default::default()
-            };
+            // The builder's token goes to Paz's registry only, never to
+            // whatever registry an image names.
+            let ours = image.split('/').next() == Some(self.inner.config.registry.as_str());
+            let credentials = ours.then(|| {
+                let (name, secret) = &self.inner.config.credentials;
+                DockerCredentials {
+                    username: Some(name.clone()),
+                    password: Some(secret.clone()),
+                    serveraddress: Some(self.inner.config.registry.clone()),
+                    ..Default::default()
+                }
+            });
             let options = CreateImageOptionsBuilder::new().from_image(image).build();
-            docker
-                .create_image(Some(options), None, Some(credentials))
-                .try_collect::<Vec<_>>()
+            let pull = docker
+                .create_image(Some(options), None, credentials)
+                .try_collect::<Vec<_>>();
+            tokio::time::timeout(self.inner.config.timeout, pull)
                 .await
+                .map_err(|_| format!("pulling {image} for the release command timed out"))?
                 .map_err(|error| format!("cannot pull {image} for the release command: {error}"))?;
         }
         let body = ContainerCreateBody {

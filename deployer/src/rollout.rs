@@ -95,9 +95,17 @@ impl Deployer {
             .clone();
         let _one_at_a_time = lock.lock().await;
         let _across_servers = self.lock_app(app, report).await?;
+        let serving = self
+            .store
+            .get(&self.store.keys().current(app))
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|v| v.value);
         let result = self.roll_out_locked(app, n, report).await;
         let status = match &result {
             Ok(()) => ReleaseStatus::Active,
+            // A failed scale of the serving release leaves it serving.
+            Err(_) if serving == Some(n) => ReleaseStatus::Active,
             Err(_) => ReleaseStatus::Failed,
         };
         if let Err(error) = self.set_status(app, n, status).await {
@@ -171,6 +179,7 @@ impl Deployer {
                 again.push((sidekick, text));
             }
             self.submit(&again).await?;
+
             let instance = units::parse_instance_name(&name)
                 .ok_or_else(|| format!("{name} is not an instance"))?;
             let waited = Instant::now();
@@ -326,78 +335,86 @@ impl Deployer {
                 surplus.push((name, entry.value));
             }
         }
+        // Units this deploy wrote, and old ones it removed: on any error
+        // after the first write, the first go and the second come back.
         let mut started: Vec<UnitText> = Vec::new();
         let mut removed: Vec<UnitText> = Vec::new();
-        for (process, wanted) in &plan {
-            let mut old: Vec<UnitText> = old
-                .remove(*process)
-                .map(|units| units.into_values().collect())
-                .unwrap_or_default();
-            let mut index = 1;
-            while index <= *wanted {
-                let batch_end = (index + self.config.batch.max(1) as u32 - 1).min(*wanted);
-                let mut batch = Vec::new();
-                for i in index..=batch_end {
-                    let (unit, sidekick) = self.render(&record, &release, n, process, i)?;
-                    let mut submitted = vec![unit.clone()];
-                    submitted.extend(sidekick);
-                    self.submit(&submitted).await?;
-                    started.extend(submitted);
-                    batch.push((i, unit.0));
-                }
-                for (i, unit) in &batch {
-                    let waited = Instant::now();
-                    let ready = match *process {
-                        "web" => self.until_announced(app, n, *i, unit, report).await,
-                        _ => self.until_running(unit, report).await,
-                    };
-                    match ready {
-                        Ok(()) => {
-                            let how = if *process == "web" {
-                                "healthy"
-                            } else {
-                                "running"
-                            };
+        let rolled = async {
+            for (process, wanted) in &plan {
+                let mut old: Vec<UnitText> = old
+                    .remove(*process)
+                    .map(|units| units.into_values().collect())
+                    .unwrap_or_default();
+                let mut index = 1;
+                while index <= *wanted {
+                    let batch_end = (index + self.config.batch.max(1) as u32 - 1).min(*wanted);
+                    let mut batch = Vec::new();
+                    for i in index..=batch_end {
+                        let (unit, sidekick) = self.render(&record, &release, n, process, i)?;
+                        let mut submitted = vec![unit.clone()];
+                        submitted.extend(sidekick);
+                        // Only what was written is this deploy's to take back (a
+                        // running instance of this release is left alone).
+                        started.extend(self.submit(&submitted).await?);
+                        batch.push((i, unit.0));
+                    }
+                    for (i, unit) in &batch {
+                        let waited = Instant::now();
+                        let ready = match *process {
+                            "web" => self.until_announced(app, n, *i, unit, report).await,
+                            _ => self.until_running(unit, report).await,
+                        };
+                        match ready {
+                            Ok(()) => {
+                                let how = if *process == "web" {
+                                    "healthy"
+                                } else {
+                                    "running"
+                                };
+                                say(format!(
+                                    "       {} {how} after {:.1} s",
+                                    unit.trim_end_matches(".service"),
+                                    waited.elapsed().as_secs_f64()
+                                ))
+                                .await;
+                            }
+                            Err(reason) => return Err(reason),
+                        }
+                    }
+                    for _ in &batch {
+                        if let Some((name, text)) = old.pop() {
                             say(format!(
-                                "       {} {how} after {:.1} s",
-                                unit.trim_end_matches(".service"),
-                                waited.elapsed().as_secs_f64()
+                                "-----> Stopping {}",
+                                name.trim_end_matches(".service")
                             ))
                             .await;
-                        }
-                        Err(reason) => {
-                            say(format!("-----> {reason}; rolling back")).await;
-                            self.withdraw(&started).await;
-                            self.submit_all(&removed).await;
-                            return Err(format!("v{n} failed: {reason}"));
-                        }
-                    }
-                }
-                for _ in &batch {
-                    if let Some((name, text)) = old.pop() {
-                        say(format!(
-                            "-----> Stopping {}",
-                            name.trim_end_matches(".service")
-                        ))
-                        .await;
-                        let sidekick = sidekick_of(&name);
-                        let sidekick_text = self
-                            .store
-                            .get(&keys.unit(&sidekick).map_err(|e| e.to_string())?)
-                            .await
-                            .map_err(|e| e.to_string())?
-                            .map(|v| v.value);
-                        self.withdraw(&[(name.clone(), text.clone())]).await;
-                        self.until_withdrawn(app, &name).await;
-                        removed.push((name, text));
-                        if let Some(text) = sidekick_text {
-                            removed.push((sidekick, text));
+                            let sidekick = sidekick_of(&name);
+                            let sidekick_text = self
+                                .store
+                                .get(&keys.unit(&sidekick).map_err(|e| e.to_string())?)
+                                .await
+                                .map_err(|e| e.to_string())?
+                                .map(|v| v.value);
+                            self.withdraw(&[(name.clone(), text.clone())]).await;
+                            self.until_withdrawn(app, &name).await;
+                            removed.push((name, text));
+                            if let Some(text) = sidekick_text {
+                                removed.push((sidekick, text));
+                            }
                         }
                     }
+                    index = batch_end + 1;
                 }
-                index = batch_end + 1;
+                surplus.extend(old);
             }
-            surplus.extend(old);
+            Ok::<(), String>(())
+        }
+        .await;
+        if let Err(reason) = rolled {
+            say(format!("-----> {reason}; rolling back")).await;
+            self.withdraw(&started).await;
+            self.submit_all(&removed).await;
+            return Err(format!("v{n} failed: {reason}"));
         }
         // Fewer instances than before, and process types no longer run: they go too.
         surplus.extend(old.into_values().flat_map(BTreeMap::into_values));
@@ -483,9 +500,11 @@ impl Deployer {
 
     /// Writes the units that are not already there as they are (an
     /// unchanged unit is left alone, so its container keeps running).
-    async fn submit(&self, units: &[UnitText]) -> Result<(), String> {
+    /// Returns the units it wrote.
+    async fn submit(&self, units: &[UnitText]) -> Result<Vec<UnitText>, String> {
         let keys = self.store.keys();
         let mut txn = self.store.transaction();
+        let mut written = Vec::new();
         for (name, text) in units {
             let key = keys.unit(name).map_err(|e| e.to_string())?;
             let existing = self.store.get(&key).await.map_err(|e| e.to_string())?;
@@ -493,8 +512,10 @@ impl Deployer {
                 continue;
             }
             txn = txn.put(&key, text);
+            written.push((name.clone(), text.clone()));
         }
-        txn.commit().await.map(|_| ()).map_err(|e| e.to_string())
+        txn.commit().await.map_err(|e| e.to_string())?;
+        Ok(written)
     }
 
     async fn submit_all(&self, units: &[UnitText]) {

@@ -17,6 +17,9 @@ use tracing::{info, warn};
 
 use crate::placement::{self, UnitInfo};
 
+/// What `write_plan` says when the leader key is no longer this leader's.
+const DEPOSED: &str = "deposed";
+
 /// Operations per etcd transaction (etcd allows 128 by default).
 const BATCH: usize = 100;
 
@@ -175,6 +178,10 @@ impl Scheduler {
                 continue;
             }
             if let Err(error) = self.write_plan(&mut view, leader, leader_revision).await {
+                if error == DEPOSED {
+                    warn!("scheduler: the leader key changed under this leader; campaigning again");
+                    return;
+                }
                 warn!(%error, "scheduler: cannot write placements; will retry");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
@@ -247,7 +254,11 @@ impl Scheduler {
                     Op::Delete(key) => txn.delete(key),
                 };
             }
-            txn.commit().await.map_err(|error| error.to_string())?;
+            txn.commit().await.map_err(|error| match error.conflict() {
+                // The only condition is the leader key's.
+                Some(_) => DEPOSED.to_string(),
+                None => error.to_string(),
+            })?;
         }
         // What was written is known now: the next plan must not place these
         // units again before the watch echoes the writes back.

@@ -33,7 +33,16 @@ impl DeployHandler for BuildAndRelease {
                 by: push.pusher.name,
             };
             let result = match builder.build(request, lines.clone()).await {
-                Ok(built) => deployer.roll_out(&app, built.release, &lines).await,
+                // In a task of its own: a pusher who goes away must not cut a
+                // rollout short (it finishes, or rolls back, either way).
+                Ok(built) => {
+                    let lines = lines.clone();
+                    tokio::spawn(
+                        async move { deployer.roll_out(&app, built.release, &lines).await },
+                    )
+                    .await
+                    .unwrap_or_else(|error| Err(format!("the deploy task failed: {error}")))
+                }
                 Err(reason) => Err(reason),
             };
             // Every line reaches the pusher before the verdict.

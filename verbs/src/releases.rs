@@ -197,14 +197,14 @@ pub(crate) async fn deploy(
             "`{image}` is not an image reference: use REPO[:TAG] or REPO@sha256:DIGEST"
         )));
     }
-    let previous = all(context, &app).await?;
+    // Another image: nothing of the last release's Procfile applies to it.
     release_and_roll_out(
         context,
         caller,
         &app,
         image,
         record.value.env.clone(),
-        previous.last(),
+        None,
         ReleaseCause::Image,
     )
     .await
@@ -326,12 +326,13 @@ pub(crate) async fn ps(
     let units = context.store.list(&keys.units()).await?;
     let schedule = context.store.list(&keys.schedules()).await?;
     let states = context.store.list(&keys.unit_states()).await?;
-    let prefix = format!("{app}-v");
     let mut lines = Vec::new();
     let mut rows = Vec::new();
     for entry in &units.entries {
         let unit = keys.units().child_name(&entry.key);
-        if !unit.starts_with(&prefix) || unit.ends_with("-announce.service") {
+        let ours = units::parse_instance_name(unit)
+            .is_some_and(|instance| instance.app == app.as_str() && !instance.sidekick);
+        if !ours {
             continue;
         }
         let machine = schedule
