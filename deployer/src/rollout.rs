@@ -155,12 +155,7 @@ impl Deployer {
         instances.sort();
         for (name, text) in instances {
             let sidekick = sidekick_of(&name);
-            let sidekick_text = self
-                .store
-                .get(&keys.unit(&sidekick).map_err(|e| e.to_string())?)
-                .await
-                .map_err(|e| e.to_string())?
-                .map(|v| v.value);
+            let sidekick_text = self.unit_text(&sidekick).await?;
             let short = name.trim_end_matches(".service").to_string();
             let _ = report.send(format!("-----> Restarting {short}")).await;
             self.withdraw(&[(name.clone(), text.clone())]).await;
@@ -389,12 +384,7 @@ impl Deployer {
                             ))
                             .await;
                             let sidekick = sidekick_of(&name);
-                            let sidekick_text = self
-                                .store
-                                .get(&keys.unit(&sidekick).map_err(|e| e.to_string())?)
-                                .await
-                                .map_err(|e| e.to_string())?
-                                .map(|v| v.value);
+                            let sidekick_text = self.unit_text(&sidekick).await?;
                             self.withdraw(&[(name.clone(), text.clone())]).await;
                             self.until_withdrawn(app, &name).await;
                             removed.push((name, text));
@@ -500,6 +490,17 @@ impl Deployer {
 
     /// Writes the units that are not already there as they are (an
     /// unchanged unit is left alone, so its container keeps running).
+    /// A unit's text, if it is submitted.
+    async fn unit_text(&self, name: &str) -> Result<Option<String>, String> {
+        let key = self.store.keys().unit(name).map_err(|e| e.to_string())?;
+        Ok(self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|v| v.value))
+    }
+
     /// Returns the units it wrote.
     async fn submit(&self, units: &[UnitText]) -> Result<Vec<UnitText>, String> {
         let keys = self.store.keys();
