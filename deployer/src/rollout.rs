@@ -301,7 +301,8 @@ impl Deployer {
                 .await;
             }
         }
-        // The app's units of other releases, oldest first, per process type;
+        // The app's units of other releases per process type (the newest old
+        // instance is replaced first);
         // and this release's instances beyond the counts (scaled down).
         let listing = self
             .store
@@ -581,16 +582,7 @@ impl Deployer {
         let mut last_reason = None;
         while Instant::now() < deadline {
             if !told_machine {
-                if let Ok(Some(machine)) = self.store.get(&schedule).await {
-                    let short: String = machine.value.chars().take(8).collect();
-                    let _ = report
-                        .send(format!(
-                            "-----> Starting {} on machine {short}",
-                            unit.trim_end_matches(".service")
-                        ))
-                        .await;
-                    told_machine = true;
-                }
+                told_machine = self.tell_machine(&schedule, unit, report).await;
             }
             if let Ok(Some(_)) = self.store.get(&service).await {
                 return Ok(());
@@ -623,6 +615,26 @@ impl Deployer {
         ))
     }
 
+    /// Says on which machine `unit` starts, once it is placed; whether it said.
+    async fn tell_machine(
+        &self,
+        schedule: &store::Key<String>,
+        unit: &str,
+        report: &mpsc::Sender<String>,
+    ) -> bool {
+        let Ok(Some(machine)) = self.store.get(schedule).await else {
+            return false;
+        };
+        let short: String = machine.value.chars().take(8).collect();
+        let _ = report
+            .send(format!(
+                "-----> Starting {} on machine {short}",
+                unit.trim_end_matches(".service")
+            ))
+            .await;
+        true
+    }
+
     /// Waits until a worker's container runs (its agent says active).
     async fn until_running(&self, unit: &str, report: &mpsc::Sender<String>) -> Result<(), String> {
         let keys = self.store.keys();
@@ -632,16 +644,7 @@ impl Deployer {
         let mut told_machine = false;
         while Instant::now() < deadline {
             if !told_machine {
-                if let Ok(Some(machine)) = self.store.get(&schedule).await {
-                    let short: String = machine.value.chars().take(8).collect();
-                    let _ = report
-                        .send(format!(
-                            "-----> Starting {} on machine {short}",
-                            unit.trim_end_matches(".service")
-                        ))
-                        .await;
-                    told_machine = true;
-                }
+                told_machine = self.tell_machine(&schedule, unit, report).await;
             }
             if let Ok(Some(state)) = self.store.get(&state).await {
                 match state.value.active {
