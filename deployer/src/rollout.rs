@@ -86,15 +86,7 @@ impl Deployer {
         n: u64,
         report: &mpsc::Sender<String>,
     ) -> Result<(), String> {
-        let lock = self
-            .locks
-            .lock()
-            .await
-            .entry(app.clone())
-            .or_default()
-            .clone();
-        let _one_at_a_time = lock.lock().await;
-        let _across_servers = self.lock_app(app, report).await?;
+        let _held = self.hold(app, report).await?;
         let serving = self
             .store
             .get(&self.store.keys().current(app))
@@ -121,15 +113,7 @@ impl Deployer {
         app: &AppName,
         report: &mpsc::Sender<String>,
     ) -> Result<(), String> {
-        let lock = self
-            .locks
-            .lock()
-            .await
-            .entry(app.clone())
-            .or_default()
-            .clone();
-        let _one_at_a_time = lock.lock().await;
-        let _across_servers = self.lock_app(app, report).await?;
+        let _held = self.hold(app, report).await?;
         let keys = self.store.keys();
         let n = self
             .store
@@ -193,6 +177,23 @@ impl Deployer {
         }
         let _ = report.send(format!("-----> Restarted {app} v{n}")).await;
         Ok(())
+    }
+
+    /// Waits for the app's turn: first in this process, then across servers.
+    async fn hold(
+        &self,
+        app: &AppName,
+        report: &mpsc::Sender<String>,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, store::Lease), String> {
+        let lock = self
+            .locks
+            .lock()
+            .await
+            .entry(app.clone())
+            .or_default()
+            .clone();
+        let in_process = lock.lock_owned().await;
+        Ok((in_process, self.lock_app(app, report).await?))
     }
 
     /// Holds `/paz/leader/deploy-<app>` (on a lease, so a dead server's hold

@@ -100,6 +100,16 @@ impl Paz {
             .unwrap()
     }
 
+    /// Release `n` of `app`, which must exist.
+    async fn release(&self, app: &store::AppName, n: u64) -> store::records::Release {
+        self.store
+            .get(&self.store.keys().release(app, n))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{app} has no release v{n}"))
+            .value
+    }
+
     /// Pushes `dir`'s main over whatever the app's main is.
     fn force_push(&mut self, dir: &Path, app: &str) -> Output {
         self.admin
@@ -248,13 +258,7 @@ async fn a_dockerfile_app_and_a_static_app_are_built_pushed_and_served() {
         "the image is in the registry"
     );
     let app = store::AppName::new("demo").unwrap();
-    let release = paz
-        .store
-        .get(&paz.store.keys().release(&app, 1))
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
+    let release = paz.release(&app, 1).await;
     assert!(release.image.starts_with(&format!(
         "127.0.0.1:{}/demo@sha256:",
         paz.running.registry_port
@@ -291,13 +295,7 @@ async fn a_dockerfile_app_and_a_static_app_are_built_pushed_and_served() {
         text(&pushed)
     );
     let site = store::AppName::new("site").unwrap();
-    let release = paz
-        .store
-        .get(&paz.store.keys().release(&site, 1))
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
+    let release = paz.release(&site, 1).await;
     assert_eq!(
         release.processes.get("worker").map(String::as_str),
         Some("sleep 1000")
@@ -575,13 +573,7 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
         "{said}"
     );
     let app = store::AppName::new("roll").unwrap();
-    let v2 = paz
-        .store
-        .get(&paz.store.keys().release(&app, 2))
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
+    let v2 = paz.release(&app, 2).await;
     assert_eq!(v2.status, store::records::ReleaseStatus::Failed);
     assert!(
         paz.store
@@ -681,20 +673,8 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
     assert!(said.contains("Released v4"), "{said}");
     assert!(!said.contains("Building"), "{said}");
     assert_eq!(get(http, "roll.paz.localhost"), (200, "v1\n".to_string()));
-    let v4 = paz
-        .store
-        .get(&paz.store.keys().release(&app, 4))
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
-    let v1 = paz
-        .store
-        .get(&paz.store.keys().release(&app, 1))
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
+    let v4 = paz.release(&app, 4).await;
+    let v1 = paz.release(&app, 1).await;
     assert_eq!(v4.image, v1.image);
     assert_eq!(v4.cause, store::records::ReleaseCause::Rollback);
 
@@ -746,13 +726,7 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
         get_path(http, "roll.paz.localhost", "/greeting"),
         (200, "hi\n".to_string())
     );
-    let v5 = paz
-        .store
-        .get(&paz.store.keys().release(&app, 5))
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
+    let v5 = paz.release(&app, 5).await;
     assert_eq!(v5.image, v1.image);
     assert_eq!(v5.cause, store::records::ReleaseCause::Config);
 
@@ -944,13 +918,7 @@ async fn an_image_pushed_to_a_followed_repository_deploys_and_others_do_not() {
         "the followed image went live"
     );
     let app = store::AppName::new("follow").unwrap();
-    let v2 = paz
-        .store
-        .get(&paz.store.keys().release(&app, 2))
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
+    let v2 = paz.release(&app, 2).await;
     assert_eq!(v2.cause, store::records::ReleaseCause::Image);
     assert_eq!(v2.by, "ci");
     assert!(
