@@ -17,12 +17,7 @@ pub(crate) fn read(path: &Path) -> anyhow::Result<SshKey> {
 
 /// Adds `key` unless some admin key exists; returns whether it was added.
 pub(crate) async fn add_if_no_admin(store: &Store, key: &SshKey) -> anyhow::Result<bool> {
-    let keys = store.list(&store.keys().ssh_keys()).await?;
-    if keys
-        .entries
-        .iter()
-        .any(|entry| entry.value.role == Role::Admin)
-    {
+    if !admins(store).await?.is_empty() {
         return Ok(false);
     }
     let record_key = store.keys().ssh_key(&key.fingerprint)?;
@@ -32,4 +27,15 @@ pub(crate) async fn add_if_no_admin(store: &Store, key: &SshKey) -> anyhow::Resu
         Err(error) if error.conflict().is_some() => Ok(false),
         Err(error) => Err(error.into()),
     }
+}
+
+/// The admin keys in the cluster, for the banner.
+pub(crate) async fn admins(store: &Store) -> anyhow::Result<Vec<SshKey>> {
+    let keys = store.list(&store.keys().ssh_keys()).await?;
+    Ok(keys
+        .entries
+        .into_iter()
+        .map(|entry| entry.value)
+        .filter(|key| key.role == Role::Admin)
+        .collect())
 }

@@ -71,7 +71,12 @@ pub(crate) struct AgentFlags {
     #[arg(long, env = "PAZ_REGISTRY", value_name = "HOST:PORT")]
     pub(crate) registry: Option<String>,
     /// The machine token to pull with, NAME:SECRET (tokens:create NAME --role machine)
-    #[arg(long, env = "PAZ_REGISTRY_TOKEN", value_name = "NAME:SECRET")]
+    #[arg(
+        long,
+        alias = "token",
+        env = "PAZ_REGISTRY_TOKEN",
+        value_name = "NAME:SECRET"
+    )]
     pub(crate) registry_token: Option<String>,
     /// Seconds between withdrawing an instance and stopping its container
     #[arg(long, env = "PAZ_DRAIN", default_value_t = 5, value_name = "SECONDS")]

@@ -211,9 +211,11 @@ async fn run_roles(
         (routing, Some(http_addr), metrics)
     };
 
+    let admins = admin_key::admins(&store).await?;
     print_banner(
         config,
         &store,
+        &admins,
         local_etcd.as_deref(),
         ssh_addr,
         registry_addr,
@@ -379,6 +381,7 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
 fn print_banner(
     config: &UpConfig,
     store: &Store,
+    admins: &[store::records::SshKey],
     local_etcd: Option<&LocalEtcd>,
     ssh: SocketAddr,
     registry: SocketAddr,
@@ -410,5 +413,33 @@ fn print_banner(
         Some(http) => println!("  http      {http}   apps at http://APP.{}", config.domain),
         None => println!("  http      (paz server: run paz proxy on the edge hosts)"),
     }
+    match admins {
+        [] => println!(
+            "  admin     no admin key yet: paz keys add admin ~/.ssh/id_ed25519.pub --role admin --data-dir {}",
+            config.data_dir.display()
+        ),
+        keys => {
+            for key in keys {
+                println!("  admin     {} ({})", key.fingerprint, key.name);
+            }
+        }
+    }
+    let app_url = match http {
+        Some(http) if http.port() != 80 => {
+            format!("http://myapp.{}:{}", config.domain, http.port())
+        }
+        _ => format!("http://myapp.{}", config.domain),
+    };
+    println!("next steps (from the machine holding the admin key):");
+    println!("  1. ssh -p {} paz@HOST apps:create myapp", ssh.port());
+    println!(
+        "  2. git remote add paz ssh://paz@HOST:{}/myapp",
+        ssh.port()
+    );
+    println!("  3. git push paz main");
+    println!(
+        "  4. curl {app_url}   (with DNS or /etc/hosts pointing *.{} here)",
+        config.domain
+    );
     println!("stop with Ctrl-C");
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{start, Running};
+use common::{get, get_path, start, Running};
 use tests::{DockerCleanup, SshIdentity};
 
 struct Paz {
@@ -507,36 +507,6 @@ async fn a_pusher_that_disconnects_leaves_a_finished_recorded_build() {
         .contains("slow step done"));
 }
 
-/// `GET /` through the proxy with raw HTTP/1.0: (status, body); status 0 if
-/// the connection failed.
-fn get(port: u16, host: &str) -> (u16, String) {
-    get_path(port, host, "/")
-}
-
-fn get_path(port: u16, host: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 fn web_app(paz: &Paz, say: &str) -> tempfile::TempDir {
     let base = tests::BUSYBOX_IMAGE;
     paz.tree(&[
@@ -618,18 +588,7 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
         "{listed}"
     );
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let client = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                seen.push(get(http, "roll.paz.localhost"));
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            seen
-        })
-    };
+    let load = common::Load::start(http, "roll.paz.localhost");
     let v3 = web_app(&paz, "v3");
     let v3_sha = paz.git(v3.path(), &["rev-parse", "HEAD"]);
     let pushed = paz.force_push(v3.path(), "roll");
@@ -642,17 +601,9 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
     );
     // The drained v1 instances stop after the push; keep asking a moment more.
     std::thread::sleep(Duration::from_secs(3));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let seen = client.join().unwrap();
-    let failed: Vec<&(u16, String)> = seen.iter().filter(|(status, _)| *status != 200).collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed: {:?}",
-        failed.len(),
-        seen.len(),
-        &failed[..failed.len().min(5)]
-    );
-    let bodies: Vec<&str> = seen.iter().map(|(_, body)| body.as_str()).collect();
+    let seen = load.finish();
+    common::assert_all_answered(&seen);
+    let bodies: Vec<&str> = seen.iter().map(|(_, _, body)| body.as_str()).collect();
     let first_new = bodies
         .iter()
         .position(|b| *b == "v3\n")
@@ -1031,53 +982,4 @@ async fn a_failing_release_command_stops_the_deploy_and_a_passing_one_runs_once_
         &["ps:scale", "phase", "clock=1"],
     );
     assert!(!bad.status.success());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_paz_up_restarts_the_app_answers_again_without_a_rebuild() {
-    let mut paz = paz_up("restart-up").await;
-    let v1 = web_app(&paz, "before the restart");
-    let pushed = paz.push(v1.path(), "again");
-    assert!(pushed.status.success(), "{}", text(&pushed));
-    assert_eq!(
-        get(paz.running.http_port, "again.paz.localhost"),
-        (200, "before the restart\n".to_string())
-    );
-
-    // Stop paz up (SIGTERM: an orderly stop), then start it on the same data dir.
-    paz.running.paz.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(paz
-        .running
-        .paz
-        .wait_timeout(Duration::from_secs(60))
-        .unwrap()
-        .success());
-    let base = tests::BUSYBOX_IMAGE;
-    let key = paz.admin.private_key.with_extension("pub");
-    paz.running = start(
-        &[
-            "--data-dir",
-            paz.data.path().to_str().unwrap(),
-            "--admin-key",
-            key.to_str().unwrap(),
-            "--buildpack-image",
-            &format!("static={base}"),
-        ],
-        &[],
-    );
-    let mut answer = (0, String::new());
-    for _ in 0..150 {
-        answer = get(paz.running.http_port, "again.paz.localhost");
-        if answer.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(answer, (200, "before the restart\n".to_string()));
-    let store = tests::etcd::connect(&paz.running.etcd_url, "/paz").await;
-    let app = store::AppName::new("again").unwrap();
-    let builds = store.list(&store.keys().builds(&app)).await.unwrap();
-    assert_eq!(builds.entries.len(), 1, "nothing was built again");
-    let releases = store.list(&store.keys().releases(&app)).await.unwrap();
-    assert_eq!(releases.entries.len(), 1, "nothing was released again");
 }

@@ -12,11 +12,12 @@ use bollard::Docker;
 use futures::TryStreamExt;
 use tokio::sync::OnceCell;
 
-/// The base image of test apps: busybox from the host's `busybox-static`.
-pub const BUSYBOX_IMAGE: &str = "paz-test/busybox:latest";
+/// The base image of test apps and of `examples/`: busybox from the host's
+/// `busybox-static`. `scripts/base-image` makes the same image for users.
+pub const BUSYBOX_IMAGE: &str = "paz/busybox:latest";
 
 /// Marks the base image with the version of the recipe below.
-const BUSYBOX_LABEL: &str = "paz-test.busybox";
+const BUSYBOX_LABEL: &str = "paz.busybox";
 const BUSYBOX_VERSION: &str = "1";
 
 /// The label that marks what a test made: `paz-test=<test id>`.
@@ -55,7 +56,7 @@ pub async fn busybox_image(docker: &Docker) -> &'static str {
         let rootfs = busybox_rootfs(Path::new("/bin/busybox"));
         let options = CreateImageOptionsBuilder::new()
             .from_src("-")
-            .repo("paz-test/busybox")
+            .repo("paz/busybox")
             .tag("latest")
             .changes(vec![
                 "ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin".to_string(),

@@ -6,8 +6,9 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use gitd::{DeployHandler, Gitd, GitdConfig, Push};
@@ -252,20 +253,30 @@ pub struct Running {
     pub ssh_port: u16,
     pub registry_port: u16,
     pub http_port: u16,
+    /// Every line of the banner, up to "stop with Ctrl-C".
+    pub banner: Vec<String>,
 }
 
 /// Starts `paz up ARGS` and waits for its banner.
 pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
+    start_role(
+        "up",
+        &[&["--http-listen", "127.0.0.1:0"], args].concat(),
+        envs,
+    )
+}
+
+/// Starts `paz ROLE ARGS` (`up` or `server`) and waits for its banner; a
+/// `server` has no proxy, so its `http_port` is 0.
+pub fn start_role(role: &str, args: &[&str], envs: &[(&str, &str)]) -> Running {
     let mut paz = ChildGuard::spawn(
         paz()
-            .arg("up")
+            .arg(role)
             // A free port: tests run side by side.
             .args([
                 "--ssh-listen",
                 "127.0.0.1:0",
                 "--registry-listen",
-                "127.0.0.1:0",
-                "--http-listen",
                 "127.0.0.1:0",
             ])
             .args(args)
@@ -286,10 +297,12 @@ pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
     let mut ssh_port = None;
     let mut registry_port = None;
     let mut http_port = None;
+    let mut banner = Vec::new();
     loop {
         let line = received
             .recv_timeout(Duration::from_secs(60))
             .expect("paz up printed no banner within 60s");
+        banner.push(line.clone());
         if let Some(rest) = line.trim().strip_prefix("etcd ") {
             etcd_line = Some(rest.trim().to_string());
         }
@@ -303,7 +316,7 @@ pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
         }
         if let Some(rest) = line.trim().strip_prefix("http ") {
             let address = rest.split_whitespace().next().unwrap();
-            http_port = Some(address.rsplit(':').next().unwrap().parse().unwrap());
+            http_port = Some(address.rsplit(':').next().unwrap().parse().unwrap_or(0));
         }
         if line.starts_with("stop with Ctrl-C") {
             break;
@@ -322,5 +335,127 @@ pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
         ssh_port: ssh_port.expect("the banner names the ssh address"),
         registry_port: registry_port.expect("the banner names the registry address"),
         http_port: http_port.expect("the banner names the http address"),
+        banner,
     }
+}
+
+/// What a command printed, stdout then stderr.
+pub fn said(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr)
+}
+
+/// A copy of `examples/<name>` in a temp dir of its own.
+pub fn example(name: &str) -> tempfile::TempDir {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name);
+    let to = tests::temp_dir();
+    copy_tree(&from, to.path());
+    to
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// `GET /` through the proxy with raw HTTP/1.0: (status, body); status 0 if
+/// the connection failed.
+pub fn get(port: u16, host: &str) -> (u16, String) {
+    get_path(port, host, "/")
+}
+
+pub fn get_path(port: u16, host: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Asks until the answer has status 200 and contains `text`, for up to 30 s.
+pub fn answers(port: u16, host: &str, text: &str) -> String {
+    let mut last = (0, String::new());
+    for _ in 0..150 {
+        last = get(port, host);
+        if last.0 == 200 && last.1.contains(text) {
+            return last.1;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{host} never answered with {text:?}; last: {last:?}");
+}
+
+/// A client asking `host` about 200 times a second until stopped.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(Instant, u16, String)>>,
+}
+
+impl Load {
+    pub fn start(port: u16, host: &str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let host = host.to_string();
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                let mut next = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    let asked = Instant::now();
+                    let (status, body) = get(port, &host);
+                    seen.push((asked, status, body));
+                    next += Duration::from_millis(5);
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                }
+                seen
+            })
+        };
+        Load { stop, thread }
+    }
+
+    /// Each request's start, status and body.
+    pub fn finish(self) -> Vec<(Instant, u16, String)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// Fails unless every request of a [`Load`] was answered 200.
+pub fn assert_all_answered(seen: &[(std::time::Instant, u16, String)]) {
+    let failed: Vec<_> = seen
+        .iter()
+        .filter(|(_, status, _)| *status != 200)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        seen.len(),
+        &failed[..failed.len().min(5)]
+    );
 }
