@@ -16,7 +16,6 @@ mod watch;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -154,6 +153,16 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     hyper::header::TRAILER,
     hyper::header::TRANSFER_ENCODING,
 ];
+
+/// `id` as 32 lowercase hex digits, without `format!`'s machinery.
+fn hex_id(id: u128) -> [u8; 32] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = DIGITS[((id >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    out
+}
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -303,24 +312,41 @@ async fn serve_on(
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
+                // The client gave up before we took it: nothing to wait for.
+                Err(error) if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                ) => continue,
+                // Out of file descriptors or memory: retrying at once would
+                // spin; wait a moment for connections to close.
                 Err(error) => {
-                    warn!(%error, "accept failed");
-                    continue;
+                    warn!(%error, "accept failed; pausing 100 ms");
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    }
                 }
             },
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
+        // The client's address as a header value, made once per connection.
+        let client_ip = HeaderValue::try_from(client.ip().to_string())
+            .expect("an IP address is a header value");
         let service = hyper::service::service_fn(move |request| {
             let state = state.clone();
+            let client_ip = client_ip.clone();
             async move {
                 let started = Instant::now();
-                let method = request.method().clone();
-                let uri = request.uri().clone();
+                // Only what the access log needs, and only when it is on.
+                let asked = state
+                    .access_log
+                    .as_ref()
+                    .map(|_| (request.method().clone(), request.uri().clone()));
                 let mut outcome = Outcome::default();
-                let response = handle(&state, request, client, &mut outcome).await;
+                let response = handle(&state, request, client_ip, &mut outcome).await;
                 let app = outcome.app.as_ref().map_or("-", |app| app.as_str());
-                if let Some(log) = &state.access_log {
+                if let (Some(log), Some((method, uri))) = (&state.access_log, asked) {
                     log.log(&access_log::Entry {
                         app,
                         status: response.status().as_u16(),
@@ -335,11 +361,7 @@ async fn serve_on(
                             .unwrap_or("-"),
                     });
                 }
-                let labels = metrics::RequestLabels {
-                    app: app.to_string(),
-                    status: response.status().as_u16(),
-                };
-                state.metrics.requests.get_or_create(&labels).inc();
+                state.metrics.count(app, response.status().as_u16());
                 state
                     .metrics
                     .latency
@@ -372,7 +394,7 @@ async fn serve_on(
 async fn handle(
     state: &State,
     request: Request<hyper::body::Incoming>,
-    client: SocketAddr,
+    client: HeaderValue,
     outcome: &mut Outcome,
 ) -> Response<Body> {
     let Some(host) = host_of(&request) else {
@@ -393,19 +415,20 @@ async fn forward(
     app: &store::AppName,
     host: String,
     mut request: Request<hyper::body::Incoming>,
-    client: SocketAddr,
+    client: HeaderValue,
     outcome: &mut Outcome,
 ) -> Response<Body> {
     // What the backend is told about the original request. (`String`s
     // become header values without a copy.)
     let headers = request.headers_mut();
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(previous) => format!("{previous}, {}", client.ip()),
-        None => client.ip().to_string(),
+        Some(previous) => {
+            HeaderValue::try_from(format!("{previous}, {}", client.to_str().unwrap_or("")))
+                .unwrap_or(client)
+        }
+        None => client,
     };
-    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
+    headers.insert(X_FORWARDED_FOR, forwarded_for);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     let host = HeaderValue::try_from(host).unwrap_or(HeaderValue::from_static(""));
     if !headers.contains_key(HOST) {
@@ -415,7 +438,7 @@ async fn forward(
     let request_id = match headers.get(&X_REQUEST_ID) {
         Some(given) => given.clone(),
         None => {
-            let id = HeaderValue::try_from(format!("{:032x}", rand::random::<u128>()))
+            let id = HeaderValue::from_bytes(&hex_id(rand::random::<u128>()))
                 .expect("hex digits are a header value");
             headers.insert(X_REQUEST_ID, id.clone());
             id
@@ -423,7 +446,9 @@ async fn forward(
     };
     outcome.request_id = Some(request_id);
     let upgrade = headers.contains_key(UPGRADE);
-    if !upgrade {
+    // One look at the few headers a request has, rather than a lookup for
+    // each hop-by-hop name.
+    if !upgrade && headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
         for name in HOP_BY_HOP {
             headers.remove(name);
         }
@@ -493,7 +518,7 @@ async fn forward(
         return response.map(|body| {
             state
                 .pools
-                .returning(&backend.addr, sender, body)
+                .returning(backend.clone(), sender, body)
                 .map_err(|error| Box::new(error) as Box<dyn std::error::Error + Send + Sync>)
                 .boxed()
         });
@@ -538,4 +563,23 @@ fn switch_protocols(
             .map_err(|never| match never {})
             .boxed(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_ids_are_the_32_hex_digits_of_the_number() {
+        for id in [
+            0u128,
+            1,
+            0xdead_beef,
+            u128::MAX,
+            0x0123_4567_89ab_cdef << 64,
+        ] {
+            assert_eq!(
+                std::str::from_utf8(&super::hex_id(id)).unwrap(),
+                format!("{id:032x}")
+            );
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! Prometheus metrics of the proxy: requests by app and status, latency,
 //! backend errors, the table's size and the age of its last sync.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -28,6 +30,15 @@ pub(crate) struct Metrics {
     last_sync_age: Gauge,
     /// Unix milliseconds of the last table swap.
     last_sync: AtomicU64,
+    /// Tells this proxy's counters apart in the per-thread cache.
+    id: u64,
+}
+
+thread_local! {
+    /// Per thread: (metrics id, status) -> app -> its counter, so that
+    /// counting a request neither allocates nor takes the family's lock.
+    static COUNTERS: RefCell<HashMap<(u64, u16), HashMap<String, Counter>>> =
+        RefCell::default();
 }
 
 fn now_millis() -> u64 {
@@ -78,7 +89,30 @@ impl Metrics {
             table_size,
             last_sync_age,
             last_sync: AtomicU64::new(now_millis()),
+            id: {
+                static NEXT: AtomicU64 = AtomicU64::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            },
         }
+    }
+
+    /// Counts one request answered for `app` with `status`.
+    pub(crate) fn count(&self, app: &str, status: u16) {
+        COUNTERS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let apps = cache.entry((self.id, status)).or_default();
+            if let Some(counter) = apps.get(app) {
+                counter.inc();
+                return;
+            }
+            let labels = RequestLabels {
+                app: app.to_string(),
+                status,
+            };
+            let counter = self.requests.get_or_create(&labels).clone();
+            counter.inc();
+            apps.insert(app.to_string(), counter);
+        });
     }
 
     pub(crate) fn synced(&self, backends: usize) {

@@ -18,9 +18,10 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
+use crate::table::Backend;
 use crate::Body;
 
-type Idle = Arc<Mutex<HashMap<Arc<str>, Vec<SendRequest<Body>>>>>;
+type Idle = Arc<Mutex<HashMap<String, Vec<SendRequest<Body>>>>>;
 
 pub(crate) struct Pools {
     connect_timeout: Duration,
@@ -50,6 +51,8 @@ impl Pools {
                 .map_err(|error| format!("cannot connect to {addr}: {error}"))?;
         let _ = stream.set_nodelay(true);
         let (sender, connection) = hyper::client::conn::http1::Builder::new()
+            // A request head is one small write: one `send`, not a `writev`.
+            .writev(false)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|error| format!("cannot talk HTTP to {addr}: {error}"))?;
@@ -80,13 +83,13 @@ impl Pools {
     /// once the body has been read to its end (not if it is dropped before).
     pub(crate) fn returning(
         &self,
-        addr: &str,
+        backend: Arc<Backend>,
         sender: SendRequest<Body>,
         body: Incoming,
     ) -> Returning {
         Returning {
             body,
-            home: Some((self.idle.clone(), Arc::from(addr), sender)),
+            home: Some((self.idle.clone(), backend, sender)),
         }
     }
 }
@@ -94,14 +97,18 @@ impl Pools {
 /// A backend's response body that returns its connection to the pool at its end.
 pub(crate) struct Returning {
     body: Incoming,
-    home: Option<(Idle, Arc<str>, SendRequest<Body>)>,
+    home: Option<(Idle, Arc<Backend>, SendRequest<Body>)>,
 }
 
 impl Returning {
     fn give_back(&mut self) {
-        if let Some((idle, addr, sender)) = self.home.take() {
+        if let Some((idle, backend, sender)) = self.home.take() {
             let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
-            let list = idle.entry(addr).or_default();
+            // No new key (an allocation) once the backend has one.
+            let list = match idle.get_mut(backend.addr.as_str()) {
+                Some(list) => list,
+                None => idle.entry(backend.addr.clone()).or_default(),
+            };
             if list.len() < MAX_IDLE {
                 list.push(sender);
             }
