@@ -105,6 +105,8 @@ pub struct Agent {
     sidekicks: HashMap<String, SidekickTask>,
     retries: HashMap<String, Retry>,
     restarts: HashMap<String, u32>,
+    /// The exit code of each unit's last crash.
+    last_exit: HashMap<String, i64>,
     /// Units whose container is being stopped (drain, then stop).
     stopping: Arc<Mutex<HashSet<String>>>,
     /// What was last written to `/paz/state/<unit>`.
@@ -146,6 +148,7 @@ impl Agent {
             sidekicks: HashMap::new(),
             retries: HashMap::new(),
             restarts: HashMap::new(),
+            last_exit: HashMap::new(),
             stopping: Arc::new(Mutex::new(HashSet::new())),
             reported: HashMap::new(),
             lease: None,
@@ -341,6 +344,7 @@ impl Agent {
             });
             self.reported.remove(unit);
             self.restarts.remove(unit);
+            self.last_exit.remove(unit);
             self.retries.remove(unit);
         }
 
@@ -370,9 +374,7 @@ impl Agent {
         if let Some(container) = actual {
             if container.running && container.image == spec.image {
                 self.retries.remove(name);
-                let restarts = self.restarts.get(name).copied().unwrap_or(0);
-                let reason =
-                    (restarts > 0).then(|| format!("restarted {restarts} times after crashes"));
+                let reason = self.restart_reason(name);
                 self.report(
                     name,
                     ActiveState::Active,
@@ -392,6 +394,7 @@ impl Agent {
         }
         let crashed = actual.filter(|c| !c.running).map(|c| c.exit_code);
         if let Some(code) = crashed {
+            self.last_exit.insert(name.to_string(), code);
             let count = self.restarts.entry(name.to_string()).or_insert(0);
             *count += 1;
             info!(unit = %name, code, restarts = *count, "container exited: restarting");
@@ -414,9 +417,7 @@ impl Agent {
         match started {
             Ok(id) => {
                 info!(unit = %name, container = %id, "started");
-                let restarts = self.restarts.get(name).copied().unwrap_or(0);
-                let reason =
-                    (restarts > 0).then(|| format!("restarted {restarts} times after crashes"));
+                let reason = self.restart_reason(name);
                 self.report(name, ActiveState::Active, Some(id), reason)
                     .await;
             }
@@ -433,6 +434,17 @@ impl Agent {
         });
         retry.attempts += 1;
         retry.next = Instant::now() + Duration::from_secs((1u64 << retry.attempts.min(5)).min(30));
+    }
+
+    /// What the unit's state says about its crashes, if it had any.
+    fn restart_reason(&self, name: &str) -> Option<String> {
+        let restarts = self.restarts.get(name).copied().unwrap_or(0);
+        (restarts > 0).then(|| match self.last_exit.get(name) {
+            Some(code) => {
+                format!("restarted {restarts} times after crashes, the last with exit code {code}")
+            }
+            None => format!("restarted {restarts} times after crashes"),
+        })
     }
 
     async fn keep_sidekick(

@@ -45,6 +45,26 @@ pub trait ReleasePhase: Send + Sync + std::fmt::Debug {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 }
 
+/// Crashes of a new instance that fail its deploy at once, rather than at the
+/// deploy timeout: the agent restarts a crashed container after 2 s, then 4 s.
+const CRASHES_TO_FAIL: u32 = 2;
+
+/// Why a new instance will not come up, if its agent's report says so: it
+/// failed to start, or it keeps crashing.
+fn broken(unit: &str, state: &store::records::UnitState) -> Option<String> {
+    let name = unit.trim_end_matches(".service");
+    let reason = state.reason.as_deref().unwrap_or("no reason given");
+    if state.active == ActiveState::Failed {
+        return Some(format!("{name} failed: {reason}"));
+    }
+    (state.restarts >= CRASHES_TO_FAIL).then(|| {
+        format!(
+            "{name} keeps crashing: it exited {} times ({reason})",
+            state.restarts
+        )
+    })
+}
+
 /// Rolls releases out; one deploy per app at a time (the next waits).
 #[derive(Debug, Clone)]
 pub struct Deployer {
@@ -589,17 +609,10 @@ impl Deployer {
                 return Ok(());
             }
             if let Ok(Some(state)) = self.store.get(&state).await {
-                last_reason = state.value.reason.clone();
-                if state.value.active == ActiveState::Failed {
-                    return Err(format!(
-                        "{} failed: {}",
-                        unit.trim_end_matches(".service"),
-                        state
-                            .value
-                            .reason
-                            .unwrap_or_else(|| "no reason given".into())
-                    ));
+                if let Some(error) = broken(unit, &state.value) {
+                    return Err(error);
                 }
+                last_reason = state.value.reason.clone();
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -648,19 +661,11 @@ impl Deployer {
                 told_machine = self.tell_machine(&schedule, unit, report).await;
             }
             if let Ok(Some(state)) = self.store.get(&state).await {
-                match state.value.active {
-                    ActiveState::Active => return Ok(()),
-                    ActiveState::Failed => {
-                        return Err(format!(
-                            "{} failed: {}",
-                            unit.trim_end_matches(".service"),
-                            state
-                                .value
-                                .reason
-                                .unwrap_or_else(|| "no reason given".into())
-                        ))
-                    }
-                    _ => {}
+                if let Some(error) = broken(unit, &state.value) {
+                    return Err(error);
+                }
+                if state.value.active == ActiveState::Active {
+                    return Ok(());
                 }
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

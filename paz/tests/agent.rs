@@ -250,7 +250,7 @@ async fn failing_health_checks_withdraw_and_crashes_are_restarted() {
     assert_eq!(restarted.restarts, 1);
     assert_eq!(
         restarted.reason.as_deref(),
-        Some("restarted 1 times after crashes")
+        Some("restarted 1 times after crashes, the last with exit code 137")
     );
     for (unit, _) in &units {
         store

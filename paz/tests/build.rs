@@ -983,3 +983,180 @@ async fn a_failing_release_command_stops_the_deploy_and_a_passing_one_runs_once_
     );
     assert!(!bad.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_scale_up_leaves_the_serving_instances_and_release_as_they_were() {
+    let mut paz = paz_up_with("scale-fails", &["--deploy-timeout", "5"]).await;
+    let http = paz.running.http_port;
+    // Only the first instance (DYNO=web.1) ever listens.
+    let base = tests::BUSYBOX_IMAGE;
+    let app = paz.tree(&[
+        (
+            "Dockerfile",
+            &format!("FROM {base}\nCOPY index.html /www/index.html\nCMD [\"sh\", \"-c\", \"[ \\\"$DYNO\\\" = web.1 ] || exec sleep 1000; exec httpd -f -p $PORT -h /www\"]\n"),
+        ),
+        ("index.html", "only one\n"),
+    ]);
+    let pushed = paz.push(app.path(), "lonely");
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    assert_eq!(
+        get(http, "lonely.paz.localhost"),
+        (200, "only one\n".to_string())
+    );
+
+    let scaled = paz.admin.ssh(
+        "paz@127.0.0.1",
+        paz.running.ssh_port,
+        &["ps:scale", "lonely", "web=2"],
+    );
+    let said = text(&scaled);
+    assert!(!scaled.status.success(), "{said}");
+    assert!(
+        said.contains("lonely-v1-web-2 did not pass its health check within 5 s"),
+        "{said}"
+    );
+    // What served still serves, and the release is still the current one.
+    assert_eq!(
+        get(http, "lonely.paz.localhost"),
+        (200, "only one\n".to_string())
+    );
+    let name = store::AppName::new("lonely").unwrap();
+    let v1 = paz.release(&name, 1).await;
+    assert_eq!(v1.status, store::records::ReleaseStatus::Active);
+    assert_eq!(
+        paz.store
+            .get(&paz.store.keys().current(&name))
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        1
+    );
+    let keys = paz.store.keys();
+    assert!(paz
+        .store
+        .get(&keys.unit("lonely-v1-web-1.service").unwrap())
+        .await
+        .unwrap()
+        .is_some());
+    assert!(paz
+        .store
+        .get(&keys.unit("lonely-v1-web-2.service").unwrap())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(paz
+        .store
+        .get(&keys.service(&name, 1, "1").unwrap())
+        .await
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pusher_who_goes_away_mid_rollout_does_not_stop_it() {
+    let mut paz = paz_up("pusher-gone").await;
+    let http = paz.running.http_port;
+    let v1 = web_app(&paz, "v1");
+    let pushed = paz.force_push(v1.path(), "gone");
+    assert!(pushed.status.success(), "{}", text(&pushed));
+
+    // v2 takes a few seconds to listen; the pusher leaves as soon as it starts.
+    let base = tests::BUSYBOX_IMAGE;
+    let v2 = paz.tree(&[
+        (
+            "Dockerfile",
+            &format!("FROM {base}\nCOPY index.html /www/index.html\nCMD [\"sh\", \"-c\", \"sleep 3; exec httpd -f -p $PORT -h /www\"]\n"),
+        ),
+        ("index.html", "v2\n"),
+    ]);
+    let mut push = paz
+        .admin
+        .git(v2.path())
+        .args(["push", "--force", &paz.url("gone"), "main"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = push.stderr.take().unwrap();
+    let mut said = String::new();
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        said.push_str(&line);
+        said.push('\n');
+        if line.contains("-----> Starting gone-v2-web-1") {
+            break;
+        }
+    }
+    assert!(said.contains("Starting gone-v2-web-1"), "{said}");
+    push.kill().unwrap();
+    let _ = push.wait();
+    assert_eq!(get(http, "gone.paz.localhost"), (200, "v1\n".to_string()));
+
+    // The rollout goes on without anyone watching: v2 serves and is current.
+    let mut answer = (0, String::new());
+    for _ in 0..100 {
+        answer = get(http, "gone.paz.localhost");
+        if answer.1 == "v2\n" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(answer, (200, "v2\n".to_string()));
+    let name = store::AppName::new("gone").unwrap();
+    let mut current = 0;
+    for _ in 0..50 {
+        current = paz
+            .store
+            .get(&paz.store.keys().current(&name))
+            .await
+            .unwrap()
+            .unwrap()
+            .value;
+        if current == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(current, 2, "the release finished");
+    assert!(paz
+        .store
+        .get(&paz.store.keys().unit("gone-v1-web-1.service").unwrap())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_keeps_crashing_is_rejected_without_waiting_for_the_timeout() {
+    // The default deploy timeout (60 s): the crashes end the deploy, not it.
+    let mut paz = paz_up("crash-loop").await;
+    let http = paz.running.http_port;
+    let v1 = web_app(&paz, "steady");
+    let pushed = paz.push(v1.path(), "crashy");
+    assert!(pushed.status.success(), "{}", text(&pushed));
+
+    let base = tests::BUSYBOX_IMAGE;
+    let crashing = paz.tree(&[(
+        "Dockerfile",
+        &format!(
+            "FROM {base}\nCMD [\"sh\", \"-c\", \"echo cannot reach the database >&2; exit 3\"]\n"
+        ),
+    )]);
+    let pushed = paz.force_push(crashing.path(), "crashy");
+    let said = text(&pushed);
+    assert!(!pushed.status.success(), "{said}");
+    assert!(
+        said.contains("crashy-v2-web-1 keeps crashing: it exited 2 times")
+            && said.contains("exit code 3")
+            && !said.contains("did not pass its health check"),
+        "{said}"
+    );
+    assert_eq!(
+        get(http, "crashy.paz.localhost"),
+        (200, "steady\n".to_string())
+    );
+    let name = store::AppName::new("crashy").unwrap();
+    assert_eq!(
+        paz.release(&name, 2).await.status,
+        store::records::ReleaseStatus::Failed
+    );
+}

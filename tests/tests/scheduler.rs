@@ -296,3 +296,33 @@ async fn one_deploy_per_app_at_a_time_across_servers() {
         .unwrap();
     drop(next);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_whose_leader_key_is_deleted_campaigns_again_and_places() {
+    let store = tests::test_store("scheduler-deposed").await;
+    let _m = machine(&store, "mmmm", &[]).await;
+    let only = start(&store, "only");
+    submit(&store, "one-v1-web-1.service", "").await;
+    until(&store, "placed", |s| s.contains_key("one-v1-web-1.service")).await;
+
+    // Its leader key goes (an operator, or a compaction of a lost lease): it
+    // may no longer write, so it must win the election again to place.
+    let leader = store.keys().leader("scheduler").unwrap();
+    store.delete(&leader).await.unwrap();
+    submit(&store, "two-v1-web-1.service", "").await;
+    until(&store, "placed after the leader key went", |s| {
+        s.contains_key("two-v1-web-1.service")
+    })
+    .await;
+    assert_eq!(
+        store
+            .get(&leader)
+            .await
+            .unwrap()
+            .map(|v| v.value)
+            .as_deref(),
+        Some("only"),
+        "it leads again"
+    );
+    only.abort();
+}

@@ -52,12 +52,20 @@ pub fn render_instance(instance: &Instance) -> (RenderedUnit, RenderedUnit) {
         instance.app, instance.release, instance.process, instance.index
     );
     let unit = format!("{name}.service");
-    let mut env = vec![("PORT".to_string(), instance.port.to_string())];
+    // As on Heroku and Dokku: PORT to listen on, DYNO naming the instance
+    // (`web.1`); the app's own env cannot override either.
+    let mut env = vec![
+        ("PORT".to_string(), instance.port.to_string()),
+        (
+            "DYNO".to_string(),
+            format!("{}.{}", instance.process, instance.index),
+        ),
+    ];
     env.extend(
         instance
             .env
             .iter()
-            .filter(|(key, _)| key != "PORT")
+            .filter(|(key, _)| key != "PORT" && key != "DYNO")
             .cloned(),
     );
     let container = ContainerSpec {

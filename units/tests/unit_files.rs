@@ -129,6 +129,7 @@ fn paz_renders_an_instance_and_its_sidekick() {
         env: vec![
             ("GREETING".into(), "hello world".into()),
             ("PORT".into(), "1".into()),
+            ("DYNO".into(), "mine.7".into()),
         ],
         command: vec![],
         service_key: "/paz/services/web/7/1".into(),
@@ -145,7 +146,7 @@ fn paz_renders_an_instance_and_its_sidekick() {
 
         [Service]
         TimeoutStopSec=10
-        ExecStart=/usr/bin/docker run --rm --name web-v7-web-1 -p 5000 -e PORT=5000 -e "GREETING=hello world" -l paz.app=web -l paz.release=7 -l paz.unit=web-v7-web-1.service 127.0.0.1:5000/web@sha256:abc
+        ExecStart=/usr/bin/docker run --rm --name web-v7-web-1 -p 5000 -e PORT=5000 -e DYNO=web.1 -e "GREETING=hello world" -l paz.app=web -l paz.release=7 -l paz.unit=web-v7-web-1.service 127.0.0.1:5000/web@sha256:abc
     "#]]
     .assert_eq(&app.text);
     assert_eq!(sidekick.name, "web-v7-web-1-announce.service");
@@ -175,6 +176,7 @@ fn paz_renders_an_instance_and_its_sidekick() {
         spec.env,
         [
             ("PORT".to_string(), "5000".to_string()),
+            ("DYNO".to_string(), "web.1".to_string()),
             ("GREETING".to_string(), "hello world".to_string())
         ]
     );
