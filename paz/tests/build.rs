@@ -651,6 +651,13 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
         lines[0].starts_with("v4") && lines[0].contains("current") && lines[0].contains("rollback"),
         "{releases}"
     );
+    // When, as a UTC time such as 2026-11-28T05:50:19Z.
+    assert!(
+        lines[0]
+            .split_whitespace()
+            .any(|word| word.len() == 20 && word.as_bytes()[10] == b'T' && word.ends_with('Z')),
+        "{releases}"
+    );
     assert!(
         releases
             .lines()

@@ -63,9 +63,13 @@ pub(crate) async fn list(
         } else {
             status_name(release.status)
         };
+        // When, as an RFC 3339 UTC time (`2026-11-28T05:50:19Z`).
+        let when = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(release.created_at),
+        );
         lines.push(format!(
-            "v{:<4} {status:10} {cause:8} {:12} {}  {}",
-            release.n, release.by, release.created_at, release.image
+            "v{:<4} {status:10} {cause:8} {:12} {when}  {}",
+            release.n, release.by, release.image
         ));
     }
     let text = if lines.is_empty() {
