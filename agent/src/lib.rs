@@ -88,6 +88,13 @@ struct SidekickTask {
     watches: String,
 }
 
+/// A unit's crashes since it was placed here: how many, and the last exit code.
+#[derive(Debug, Default, Clone, Copy)]
+struct Crashes {
+    count: u32,
+    last_exit: i64,
+}
+
 /// Back-off after a crash or a failed start.
 struct Retry {
     attempts: u32,
@@ -104,9 +111,7 @@ pub struct Agent {
     texts: HashMap<String, String>,
     sidekicks: HashMap<String, SidekickTask>,
     retries: HashMap<String, Retry>,
-    restarts: HashMap<String, u32>,
-    /// The exit code of each unit's last crash.
-    last_exit: HashMap<String, i64>,
+    restarts: HashMap<String, Crashes>,
     /// Units whose container is being stopped (drain, then stop).
     stopping: Arc<Mutex<HashSet<String>>>,
     /// What was last written to `/paz/state/<unit>`.
@@ -148,7 +153,6 @@ impl Agent {
             sidekicks: HashMap::new(),
             retries: HashMap::new(),
             restarts: HashMap::new(),
-            last_exit: HashMap::new(),
             stopping: Arc::new(Mutex::new(HashSet::new())),
             reported: HashMap::new(),
             lease: None,
@@ -344,7 +348,6 @@ impl Agent {
             });
             self.reported.remove(unit);
             self.restarts.remove(unit);
-            self.last_exit.remove(unit);
             self.retries.remove(unit);
         }
 
@@ -394,10 +397,10 @@ impl Agent {
         }
         let crashed = actual.filter(|c| !c.running).map(|c| c.exit_code);
         if let Some(code) = crashed {
-            self.last_exit.insert(name.to_string(), code);
-            let count = self.restarts.entry(name.to_string()).or_insert(0);
-            *count += 1;
-            info!(unit = %name, code, restarts = *count, "container exited: restarting");
+            let crashes = self.restarts.entry(name.to_string()).or_default();
+            crashes.count += 1;
+            crashes.last_exit = code;
+            info!(unit = %name, code, restarts = crashes.count, "container exited: restarting");
         }
         self.report(
             name,
@@ -438,12 +441,11 @@ impl Agent {
 
     /// What the unit's state says about its crashes, if it had any.
     fn restart_reason(&self, name: &str) -> Option<String> {
-        let restarts = self.restarts.get(name).copied().unwrap_or(0);
-        (restarts > 0).then(|| match self.last_exit.get(name) {
-            Some(code) => {
-                format!("restarted {restarts} times after crashes, the last with exit code {code}")
-            }
-            None => format!("restarted {restarts} times after crashes"),
+        self.restarts.get(name).map(|crashes| {
+            format!(
+                "restarted {} times after crashes, the last with exit code {}",
+                crashes.count, crashes.last_exit
+            )
         })
     }
 
@@ -535,7 +537,7 @@ impl Agent {
         container: Option<String>,
         reason: Option<String>,
     ) {
-        let restarts = self.restarts.get(unit).copied().unwrap_or(0);
+        let restarts = self.restarts.get(unit).map_or(0, |crashes| crashes.count);
         let previous = self.reported.get(unit);
         if previous.is_some_and(|p| {
             p.active == active

@@ -237,13 +237,13 @@ mod tests {
         );
         let with_public = plan(
             &root(&["public", "README"], &[]),
-            &HashMap::from([("static".to_string(), "paz-test/busybox:latest".to_string())]),
+            &HashMap::from([("static".to_string(), "paz/busybox:latest".to_string())]),
         )
         .unwrap();
         assert!(with_public
             .dockerfile
             .unwrap()
-            .starts_with("FROM paz-test/busybox:latest\nCOPY public/ /srv/www\n"));
+            .starts_with("FROM paz/busybox:latest\nCOPY public/ /srv/www\n"));
     }
 
     #[test]

@@ -171,7 +171,7 @@ mod tests {
 
     fn unit(name: &str, xfleet: &str) -> UnitInfo {
         let text = format!(
-            "[Service]\nExecStart=/usr/bin/docker run --rm --name x paz-test/busybox\n\n[X-Fleet]\n{xfleet}\n"
+            "[Service]\nExecStart=/usr/bin/docker run --rm --name x paz/busybox\n\n[X-Fleet]\n{xfleet}\n"
         );
         let parsed = units::parse_unit(name, &text).expect("a valid unit");
         UnitInfo {

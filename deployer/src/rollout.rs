@@ -165,14 +165,7 @@ impl Deployer {
             self.withdraw(&[(name.clone(), text.clone())]).await;
             self.until_withdrawn(app, &name).await;
             // Started again only once its container is gone.
-            let state = keys.unit_state(&name).map_err(|e| e.to_string())?;
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < deadline {
-                if matches!(self.store.get(&state).await, Ok(None)) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            self.until_gone(&name).await?;
             let mut again = vec![(name.clone(), text)];
             if let Some(text) = sidekick_text {
                 again.push((sidekick, text));
@@ -368,6 +361,13 @@ impl Deployer {
                     let mut batch = Vec::new();
                     for i in index..=batch_end {
                         let (unit, sidekick) = self.render(&record, &release, n, process, i)?;
+                        // A unit of this name removed a moment ago (a failed
+                        // scale, retried) may still be stopping: its state is
+                        // not the new instance's.
+                        let key = self.store.keys().unit(&unit.0).map_err(|e| e.to_string())?;
+                        if matches!(self.store.get(&key).await, Ok(None)) {
+                            self.until_gone(&unit.0).await?;
+                        }
                         let mut submitted = vec![unit.clone()];
                         submitted.extend(sidekick);
                         // Only what was written is this deploy's to take back (a
@@ -545,6 +545,24 @@ impl Deployer {
         if let Err(error) = self.submit(units).await {
             warn!(%error, "cannot restore the old instances");
         }
+    }
+
+    /// Waits (a bounded time) until the agent has stopped what ran as `unit`
+    /// and deleted its state, so that a new instance of that name starts clean.
+    async fn until_gone(&self, unit: &str) -> Result<(), String> {
+        let state = self
+            .store
+            .keys()
+            .unit_state(unit)
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if matches!(self.store.get(&state).await, Ok(None)) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
     }
 
     /// Removes units (and their sidekicks); the agents withdraw, drain and stop.

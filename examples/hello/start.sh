@@ -1,11 +1,15 @@
 #!/bin/sh
 # Writes the page with this release's GREETING (config:set hello GREETING=hi),
-# then serves it on $PORT.
+# then serves it on $PORT. The greeting is taken as it is: no escapes, and a
+# greeting that itself holds {{GREETING}} is not expanded again.
 set -e
 mkdir -p /tmp/www
-awk -v greeting="${GREETING:-Hello}" '{
-  while ((at = index($0, "{{GREETING}}")) > 0)
-    $0 = substr($0, 1, at - 1) greeting substr($0, at + 12)
-  print
+GREETING="${GREETING:-Hello}" awk '{
+  line = $0; out = ""
+  while ((at = index(line, "{{GREETING}}")) > 0) {
+    out = out substr(line, 1, at - 1) ENVIRON["GREETING"]
+    line = substr(line, at + 12)
+  }
+  print out line
 }' /app/www/index.html > /tmp/www/index.html
 exec httpd -f -p "${PORT:-5000}" -h /tmp/www

@@ -73,7 +73,7 @@ pub(crate) struct AgentFlags {
     /// The machine token to pull with, NAME:SECRET (tokens:create NAME --role machine)
     #[arg(
         long,
-        alias = "token",
+        visible_alias = "token",
         env = "PAZ_REGISTRY_TOKEN",
         value_name = "NAME:SECRET"
     )]

@@ -211,7 +211,11 @@ async fn run_roles(
         (routing, Some(http_addr), metrics)
     };
 
-    let admins = admin_key::admins(&store).await?;
+    // Only the banner needs them: a failed read leaves its admin lines out.
+    let admins = admin_key::admins(&store).await.unwrap_or_else(|error| {
+        warn!(%error, "cannot list the admin keys for the banner");
+        Vec::new()
+    });
     print_banner(
         config,
         &store,
@@ -414,10 +418,22 @@ fn print_banner(
         None => println!("  http      (paz server: run paz proxy on the edge hosts)"),
     }
     match admins {
-        [] => println!(
-            "  admin     no admin key yet: paz keys add admin ~/.ssh/id_ed25519.pub --role admin --data-dir {}",
-            config.data_dir.display()
-        ),
+        [] => {
+            // `paz keys add` finds a local etcd through the data dir; a shared
+            // one must be named, with this cluster's prefix.
+            let reach = match local_etcd {
+                Some(_) => format!("--data-dir {}", config.data_dir.display()),
+                None => format!("--etcd {}", store.endpoints()),
+            };
+            let prefix = if config.etcd_prefix == "/paz" {
+                String::new()
+            } else {
+                format!(" --etcd-prefix {}", config.etcd_prefix)
+            };
+            println!(
+                "  admin     no admin key yet: paz keys add admin ~/.ssh/id_ed25519.pub --role admin {reach}{prefix}"
+            );
+        }
         keys => {
             for key in keys {
                 println!("  admin     {} ({})", key.fingerprint, key.name);
@@ -437,9 +453,12 @@ fn print_banner(
         ssh.port()
     );
     println!("  3. git push paz main");
-    println!(
-        "  4. curl {app_url}   (with DNS or /etc/hosts pointing *.{} here)",
-        config.domain
-    );
+    match http {
+        Some(_) => println!(
+            "  4. curl {app_url}   (with wildcard DNS for *.{0} to this host, or myapp.{0} in /etc/hosts)",
+            config.domain
+        ),
+        None => println!("  4. open {app_url} through a paz proxy on an edge host"),
+    }
     println!("stop with Ctrl-C");
 }

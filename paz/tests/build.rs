@@ -1082,6 +1082,7 @@ async fn a_pusher_who_goes_away_mid_rollout_does_not_stop_it() {
         .git(v2.path())
         .args(["push", "--force", &paz.url("gone"), "main"])
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .unwrap();
     let stderr = push.stderr.take().unwrap();
@@ -1094,7 +1095,12 @@ async fn a_pusher_who_goes_away_mid_rollout_does_not_stop_it() {
         }
     }
     assert!(said.contains("Starting gone-v2-web-1"), "{said}");
-    push.kill().unwrap();
+    // git and its ssh, the whole group: the SSH session ends.
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(push.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let _ = push.wait();
     assert_eq!(get(http, "gone.paz.localhost"), (200, "v1\n".to_string()));
 

@@ -5,33 +5,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::{answers, example, paz, said, start_role};
+use common::{answers, example, paz, said, spawn_until, start_role};
 use tests::{ChildGuard, DockerCleanup, SshIdentity};
-
-/// Starts `command` and returns it with the first stdout line that starts
-/// with `prefix`, minus the prefix.
-fn spawn_until(command: &mut std::process::Command, prefix: &str) -> (ChildGuard, String) {
-    let mut child = ChildGuard::spawn(command.stdout(Stdio::piped()).stderr(Stdio::inherit()));
-    let stdout = child.child().stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let rest = loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("exited before printing {prefix:?}"))
-            .unwrap();
-        if let Some(rest) = line.strip_prefix(prefix) {
-            break rest.to_string();
-        }
-    };
-    // Keep reading, so a later line never blocks the child.
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, rest)
-}
 
 /// `paz agent` with its own data dir; returns it and its machine id.
 fn agent(etcd: &str, data: &Path, registry: u16, token: &str) -> (ChildGuard, String) {
@@ -148,6 +126,16 @@ async fn two_agents_share_an_app_and_a_killed_ones_instance_moves_to_the_other()
         let output = admin.git(app.path()).args(args).output().unwrap();
         assert!(output.status.success(), "{}", said(&output));
     }
+    let sha = admin
+        .git(app.path())
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .unwrap();
+    cleanup.track_image(&format!(
+        "127.0.0.1:{}/demo:{}",
+        server.registry_port,
+        String::from_utf8_lossy(&sha.stdout).trim()
+    ));
     let pushed = admin
         .git(app.path())
         .args(["push", &format!("ssh://paz@127.0.0.1:{ssh}/demo"), "main"])

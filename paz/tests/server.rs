@@ -55,8 +55,7 @@ async fn placed(store: &store::Store, unit: &str, seconds: u64) -> Option<String
 }
 
 async fn submit(store: &store::Store, name: &str) {
-    let text =
-        "[Service]\nExecStart=/usr/bin/docker run --rm --name x paz-test/busybox\n".to_string();
+    let text = "[Service]\nExecStart=/usr/bin/docker run --rm --name x paz/busybox\n".to_string();
     store
         .put(&store.keys().unit(name).unwrap(), &text)
         .await

@@ -139,6 +139,15 @@ async fn with_etcd_given_paz_uses_it_and_reads_settings_from_env_and_config_file
     );
     assert_eq!(running.etcd_pid, None, "no local etcd when --etcd is given");
     assert!(!data_dir.join("etcd").exists());
+    // With no admin key, the banner says how to add one to this very etcd and prefix.
+    let banner = running.banner.join("\n");
+    assert!(
+        banner.contains(&format!(
+            "paz keys add admin ~/.ssh/id_ed25519.pub --role admin --etcd {} --etcd-prefix {prefix}",
+            etcd.url()
+        )),
+        "{banner}"
+    );
     let store = tests::etcd::connect(&etcd.url(), &prefix).await;
     let domain = store.get(&store.keys().domain()).await.unwrap().unwrap();
     assert_eq!(

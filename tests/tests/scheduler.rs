@@ -29,7 +29,7 @@ async fn machine(store: &Store, id: &str, metadata: &[(&str, &str)]) -> store::R
 
 async fn submit(store: &Store, name: &str, xfleet: &str) {
     let text = format!(
-        "[Service]\nExecStart=/usr/bin/docker run --rm --name {} paz-test/busybox httpd -f\n\n[X-Fleet]\n{xfleet}\n",
+        "[Service]\nExecStart=/usr/bin/docker run --rm --name {} paz/busybox httpd -f\n\n[X-Fleet]\n{xfleet}\n",
         name.trim_end_matches(".service")
     );
     store

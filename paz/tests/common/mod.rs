@@ -459,3 +459,23 @@ pub fn assert_all_answered(seen: &[(std::time::Instant, u16, String)]) {
         &failed[..failed.len().min(5)]
     );
 }
+
+/// Starts `command` and returns it with the first stdout line that starts
+/// with `prefix`, minus the prefix.
+pub fn spawn_until(command: &mut std::process::Command, prefix: &str) -> (ChildGuard, String) {
+    let mut child = ChildGuard::spawn(command.stdout(Stdio::piped()).stderr(Stdio::inherit()));
+    let stdout = child.child().stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let rest = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("exited before printing {prefix:?}"))
+            .unwrap();
+        if let Some(rest) = line.strip_prefix(prefix) {
+            break rest.to_string();
+        }
+    };
+    // Keep reading, so a later line never blocks the child.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, rest)
+}
