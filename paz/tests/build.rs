@@ -508,11 +508,21 @@ async fn a_pusher_that_disconnects_leaves_a_finished_recorded_build() {
 }
 
 fn web_app(paz: &Paz, say: &str) -> tempfile::TempDir {
+    app_running(
+        paz,
+        say,
+        "echo ${GREETING:-unset} > /www/greeting && exec httpd -f -p $PORT -h /www",
+    )
+}
+
+/// An app whose page says `say`, started with `sh -c SHELL`.
+fn app_running(paz: &Paz, say: &str, shell: &str) -> tempfile::TempDir {
     let base = tests::BUSYBOX_IMAGE;
+    let command = serde_json::to_string(&["sh", "-c", shell]).unwrap();
     paz.tree(&[
         (
             "Dockerfile",
-            &format!("FROM {base}\nCOPY index.html /www/index.html\nCMD [\"sh\", \"-c\", \"echo ${{GREETING:-unset}} > /www/greeting && exec httpd -f -p $PORT -h /www\"]\n"),
+            &format!("FROM {base}\nCOPY index.html /www/index.html\nCMD {command}\n"),
         ),
         ("index.html", &format!("{say}\n")),
     ])
@@ -996,14 +1006,11 @@ async fn a_failed_scale_up_leaves_the_serving_instances_and_release_as_they_were
     let mut paz = paz_up_with("scale-fails", &["--deploy-timeout", "5"]).await;
     let http = paz.running.http_port;
     // Only the first instance (DYNO=web.1) ever listens.
-    let base = tests::BUSYBOX_IMAGE;
-    let app = paz.tree(&[
-        (
-            "Dockerfile",
-            &format!("FROM {base}\nCOPY index.html /www/index.html\nCMD [\"sh\", \"-c\", \"[ \\\"$DYNO\\\" = web.1 ] || exec sleep 1000; exec httpd -f -p $PORT -h /www\"]\n"),
-        ),
-        ("index.html", "only one\n"),
-    ]);
+    let app = app_running(
+        &paz,
+        "only one",
+        "[ \"$DYNO\" = web.1 ] || exec sleep 1000; exec httpd -f -p $PORT -h /www",
+    );
     let pushed = paz.push(app.path(), "lonely");
     assert!(pushed.status.success(), "{}", text(&pushed));
     assert_eq!(
@@ -1069,14 +1076,7 @@ async fn a_pusher_who_goes_away_mid_rollout_does_not_stop_it() {
     assert!(pushed.status.success(), "{}", text(&pushed));
 
     // v2 takes a few seconds to listen; the pusher leaves as soon as it starts.
-    let base = tests::BUSYBOX_IMAGE;
-    let v2 = paz.tree(&[
-        (
-            "Dockerfile",
-            &format!("FROM {base}\nCOPY index.html /www/index.html\nCMD [\"sh\", \"-c\", \"sleep 3; exec httpd -f -p $PORT -h /www\"]\n"),
-        ),
-        ("index.html", "v2\n"),
-    ]);
+    let v2 = app_running(&paz, "v2", "sleep 3; exec httpd -f -p $PORT -h /www");
     let mut push = paz
         .admin
         .git(v2.path())

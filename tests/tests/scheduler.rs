@@ -49,6 +49,15 @@ fn start(store: &Store, candidate: &str) -> tokio::task::JoinHandle<()> {
     tokio::spawn(scheduler.run(std::future::pending()))
 }
 
+/// Who holds the scheduler's leader key.
+async fn leader(store: &Store) -> Option<String> {
+    store
+        .get(&store.keys().leader("scheduler").unwrap())
+        .await
+        .unwrap()
+        .map(|v| v.value)
+}
+
 async fn schedule(store: &Store) -> BTreeMap<String, String> {
     let prefix = store.keys().schedules();
     store
@@ -241,13 +250,7 @@ async fn a_second_scheduler_takes_over_when_the_leader_goes() {
         s.contains_key("one-v1-web-1.service")
     })
     .await;
-    let leader = store
-        .get(&store.keys().leader("scheduler").unwrap())
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
-    assert_eq!(leader, "first");
+    assert_eq!(leader(&store).await.as_deref(), Some("first"));
 
     // The leader dies (its lease goes with it); the second one places from now on.
     first.abort();
@@ -257,13 +260,7 @@ async fn a_second_scheduler_takes_over_when_the_leader_goes() {
         s.contains_key("two-v1-web-1.service")
     })
     .await;
-    let leader = store
-        .get(&store.keys().leader("scheduler").unwrap())
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
-    assert_eq!(leader, "second");
+    assert_eq!(leader(&store).await.as_deref(), Some("second"));
     second.abort();
 }
 
@@ -307,20 +304,17 @@ async fn a_scheduler_whose_leader_key_is_deleted_campaigns_again_and_places() {
 
     // Its leader key goes (an operator, or a compaction of a lost lease): it
     // may no longer write, so it must win the election again to place.
-    let leader = store.keys().leader("scheduler").unwrap();
-    store.delete(&leader).await.unwrap();
+    store
+        .delete(&store.keys().leader("scheduler").unwrap())
+        .await
+        .unwrap();
     submit(&store, "two-v1-web-1.service", "").await;
     until(&store, "placed after the leader key went", |s| {
         s.contains_key("two-v1-web-1.service")
     })
     .await;
     assert_eq!(
-        store
-            .get(&leader)
-            .await
-            .unwrap()
-            .map(|v| v.value)
-            .as_deref(),
+        leader(&store).await.as_deref(),
         Some("only"),
         "it leads again"
     );

@@ -64,12 +64,11 @@ pub(crate) async fn list(context: &Context, caller: &Caller) -> Result<Outcome, 
         .filter(|app| caller.may_use(app))
         .map(AppName::as_str)
         .collect();
-    let text = if names.is_empty() {
-        "no apps yet: create one with apps:create APP".to_string()
-    } else {
-        names.join("\n")
-    };
-    Ok(Outcome::new(text, json!(names)))
+    Ok(Outcome::listing(
+        &names,
+        "no apps yet: create one with apps:create APP",
+        json!(names),
+    ))
 }
 
 pub(crate) async fn create(

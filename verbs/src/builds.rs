@@ -38,12 +38,11 @@ pub(crate) async fn list(
         ));
         builds.push(json!({"id": id, "build": build}));
     }
-    let text = if lines.is_empty() {
-        format!("{app} has no builds yet: git push to build it")
-    } else {
-        lines.join("\n")
-    };
-    Ok(Outcome::new(text, json!(builds)))
+    Ok(Outcome::listing(
+        &lines,
+        format!("{app} has no builds yet: git push to build it"),
+        json!(builds),
+    ))
 }
 
 pub(crate) async fn log(

@@ -34,12 +34,11 @@ pub(crate) async fn machines(context: &Context, caller: &Caller) -> Result<Outco
         ));
         rows.push(json!({"id": id, "machine": entry.value, "units": units}));
     }
-    let text = if lines.is_empty() {
-        "no machines: start paz agent (or paz up) on a host".to_string()
-    } else {
-        lines.join("\n")
-    };
-    Ok(Outcome::new(text, json!(rows)))
+    Ok(Outcome::listing(
+        &lines,
+        "no machines: start paz agent (or paz up) on a host".to_string(),
+        json!(rows),
+    ))
 }
 
 /// Whether `unit` belongs to `app` (`<app>-v<n>-...`).
@@ -125,12 +124,11 @@ pub(crate) async fn units(
             json!({"unit": name, "machine": machine, "state": state, "unplaced": cannot_place}),
         );
     }
-    let text = if lines.is_empty() {
-        "no units".to_string()
-    } else {
-        lines.join("\n")
-    };
-    Ok(Outcome::new(text, json!(rows)))
+    Ok(Outcome::listing(
+        &lines,
+        "no units".to_string(),
+        json!(rows),
+    ))
 }
 
 pub(crate) async fn cat(

@@ -84,6 +84,20 @@ impl Outcome {
             json,
         }
     }
+
+    /// A list, a line per item, or `empty` when there is none.
+    fn listing<S: std::borrow::Borrow<str>>(
+        lines: &[S],
+        empty: impl Into<String>,
+        json: serde_json::Value,
+    ) -> Outcome {
+        let text = if lines.is_empty() {
+            empty.into()
+        } else {
+            lines.join("\n")
+        };
+        Outcome::new(text, json)
+    }
 }
 
 /// One verb as `help` lists it.

@@ -72,12 +72,11 @@ pub(crate) async fn list(
             release.n, release.by, release.image
         ));
     }
-    let text = if lines.is_empty() {
-        format!("{app} has no releases yet: git push or deploy an image")
-    } else {
-        lines.join("\n")
-    };
-    Ok(Outcome::new(text, json!(releases)))
+    Ok(Outcome::listing(
+        &lines,
+        format!("{app} has no releases yet: git push or deploy an image"),
+        json!(releases),
+    ))
 }
 
 /// Records a release of `image` with `env` and rolls it out.
@@ -373,12 +372,11 @@ pub(crate) async fn ps(
         ));
         rows.push(json!({"unit": unit, "machine": machine, "state": state}));
     }
-    let text = if lines.is_empty() {
-        format!("{app} runs no instances")
-    } else {
-        lines.join("\n")
-    };
-    Ok(Outcome::new(text, json!(rows)))
+    Ok(Outcome::listing(
+        &lines,
+        format!("{app} runs no instances"),
+        json!(rows),
+    ))
 }
 
 pub(crate) async fn follow(
