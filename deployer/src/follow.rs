@@ -2,9 +2,14 @@
 //! (`deploy:follow APP REPO [TAG-GLOB]`), or a `/hooks/deploy` event naming
 //! an app, makes a release of that image with the app's env and rolls it out.
 //! Each event is claimed in etcd (create-if-absent) so that one server, and
-//! only one, deploys it.
+//! only one, deploys it. While it deploys, the claim lives on a lease: if
+//! that server dies, the claim goes, and the next look for unclaimed events
+//! (at start and every few seconds, on every server) deploys the event. An
+//! event is never deployed over a newer release of its app.
 
+use std::collections::HashSet;
 use std::future::Future;
+use std::time::Duration;
 
 use globset::Glob;
 use store::records::{App, ImageEvent, ImageSource, Release, ReleaseCause, ReleaseStatus};
@@ -12,6 +17,12 @@ use store::{Store, WatchEvent};
 use tracing::{info, warn};
 
 use crate::Deployer;
+
+/// How often each server looks for events nobody claimed: those whose
+/// server died before deploying them, or that came while no server ran.
+const RESCAN: Duration = Duration::from_secs(5);
+/// How long a claim outlives a server that died while deploying its event.
+const CLAIM_TTL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct FollowConfig {
@@ -70,28 +81,87 @@ impl ImageFollower {
         }
     }
 
-    /// Follows new events until `shutdown`.
+    /// Follows new events until `shutdown`; looks for unclaimed ones at
+    /// start and every [`RESCAN`].
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let prefix = self.store.keys().image_events();
         let mut watch = self.store.watch(&prefix);
+        let mut rescan = tokio::time::interval(RESCAN);
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
             let event = tokio::select! {
                 _ = &mut shutdown => return,
+                _ = rescan.tick() => {
+                    self.rescan().await;
+                    continue;
+                }
                 event = watch.next_event() => event,
             };
             match event {
-                // What happened before this server started was someone else's.
+                // Events already there are the rescan's.
                 Some(WatchEvent::Snapshot { .. }) => {}
                 Some(WatchEvent::Put { key, value, .. }) => {
-                    let id = prefix.child_name(&key).to_string();
-                    let follower = self.clone_parts();
-                    tokio::spawn(async move { follower.handle(&id, value).await });
+                    self.spawn_handle(prefix.child_name(&key).to_string(), value);
                 }
                 Some(_) => {}
                 None => return,
             }
         }
+    }
+
+    fn spawn_handle(&self, id: String, event: ImageEvent) {
+        let follower = self.clone_parts();
+        tokio::spawn(async move { follower.handle(&id, event).await });
+    }
+
+    /// Handles every event that has no claim.
+    async fn rescan(&self) {
+        let keys = self.store.keys();
+        let (event_prefix, claim_prefix) = (keys.image_events(), keys.image_claims());
+        let (events, claims) = match tokio::try_join!(
+            self.store.list(&event_prefix),
+            self.store.list(&claim_prefix)
+        ) {
+            Ok(listed) => listed,
+            Err(error) => {
+                warn!(%error, "cannot look for unclaimed image events; trying again later");
+                return;
+            }
+        };
+        let claimed: HashSet<&str> = claims
+            .entries
+            .iter()
+            .map(|entry| claim_prefix.child_name(&entry.key))
+            .collect();
+        for entry in events.entries {
+            let id = event_prefix.child_name(&entry.key);
+            if !claimed.contains(id) {
+                self.spawn_handle(id.to_string(), entry.value);
+            }
+        }
+    }
+
+    /// Claims an event that deploys nothing, so that rescans pass it by.
+    async fn settle(&self, claim: &store::Key<String>, why: &str) {
+        let _ = self
+            .store
+            .transaction()
+            .create(claim, &format!("{}: {why}", self.config.candidate))
+            .commit()
+            .await;
+    }
+
+    /// Whether `app` has a release made after `at` (Unix seconds).
+    async fn newer_release(&self, app: &App, at: u64) -> Result<bool, store::StoreError> {
+        let releases = self
+            .store
+            .list(&self.store.keys().releases(&app.name))
+            .await?;
+        Ok(releases
+            .entries
+            .iter()
+            .any(|entry| entry.value.created_at > at))
     }
 
     fn clone_parts(&self) -> ImageFollower {
@@ -103,7 +173,12 @@ impl ImageFollower {
     }
 
     async fn handle(&self, id: &str, event: ImageEvent) {
+        let Ok(claim) = self.store.keys().image_claim(id) else {
+            return;
+        };
         if self.config.ignore_by.contains(&event.by) {
+            self.settle(&claim, "a build's push, deployed by that push")
+                .await;
             return;
         }
         let apps = match self.store.list(&self.store.keys().apps()).await {
@@ -113,27 +188,46 @@ impl ImageFollower {
                 return;
             }
         };
-        let targets: Vec<App> = apps
-            .entries
-            .into_iter()
-            .map(|entry| entry.value)
-            .filter(|app| follows(app, &event))
-            .collect();
+        let mut targets = Vec::new();
+        for app in apps.entries.into_iter().map(|entry| entry.value) {
+            if !follows(&app, &event) {
+                continue;
+            }
+            // An event found late never takes an app back to an older image.
+            match self.newer_release(&app, event.at).await {
+                Ok(false) => targets.push(app),
+                Ok(true) => {
+                    info!(app = %app.name, repository = %event.repository, "an image event older than the app's newest release; not deployed");
+                }
+                Err(error) => {
+                    warn!(app = %app.name, %error, "cannot read the releases for an image event");
+                    return;
+                }
+            }
+        }
         if targets.is_empty() {
+            self.settle(&claim, "no app to deploy it to").await;
             return;
         }
         let Some(image) = image_of(&event, self.config.registry_host.as_deref()) else {
             warn!(repository = %event.repository, "an image event without tag or digest; not deployed");
+            self.settle(&claim, "no tag or digest").await;
             return;
         };
-        // One server deploys it.
-        let Ok(claim) = self.store.keys().image_claim(id) else {
-            return;
+        // One server deploys it. The claim lives on a lease until the deploy
+        // has ended, so that it goes if this server dies before then.
+        let lease = match self.store.grant_lease(CLAIM_TTL).await {
+            Ok(lease) => lease,
+            Err(error) => {
+                warn!(%error, "cannot claim an image event; trying again later");
+                return;
+            }
         };
         if self
             .store
             .transaction()
-            .create(&claim, &self.config.candidate)
+            .require_absent(&claim)
+            .put_on_lease(&claim, &self.config.candidate, &lease)
             .commit()
             .await
             .is_err()
@@ -174,6 +268,11 @@ impl ImageFollower {
             drop(lines);
             let _ = log.await;
         }
+        // Deployed or failed, the event has been dealt with: the claim stays.
+        if let Err(error) = self.store.put(&claim, &self.config.candidate).await {
+            warn!(%error, "cannot keep the claim of a deployed image event; it may deploy again");
+        }
+        let _ = lease.revoke().await;
     }
 }
 

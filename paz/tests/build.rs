@@ -110,6 +110,16 @@ impl Paz {
             .value
     }
 
+    /// How many releases `app` has.
+    async fn releases(&self, app: &store::AppName) -> usize {
+        self.store
+            .list(&self.store.keys().releases(app))
+            .await
+            .unwrap()
+            .entries
+            .len()
+    }
+
     /// Pushes `dir`'s main over whatever the app's main is.
     fn force_push(&mut self, dir: &Path, app: &str) -> Output {
         self.admin
@@ -831,15 +841,7 @@ async fn an_image_pushed_to_a_followed_repository_deploys_and_others_do_not() {
         Some(&secret),
     );
     let context = web_app(&paz, "v2 from CI");
-    let releases = async |paz: &Paz| {
-        let app = store::AppName::new("follow").unwrap();
-        paz.store
-            .list(&paz.store.keys().releases(&app))
-            .await
-            .unwrap()
-            .entries
-            .len()
-    };
+    let follow = store::AppName::new("follow").unwrap();
     for (reference, deploys) in [
         ("other:v9", false),
         ("webimg:latest", false),
@@ -859,13 +861,13 @@ async fn an_image_pushed_to_a_followed_repository_deploys_and_others_do_not() {
             ],
             None,
         );
-        let before = releases(&paz).await;
+        let before = paz.releases(&follow).await;
         docker(&["push", &image], None);
         if !deploys {
             // Give a wrong deploy the time it would take to show.
             tokio::time::sleep(Duration::from_secs(2)).await;
             assert_eq!(
-                releases(&paz).await,
+                paz.releases(&follow).await,
                 before,
                 "{reference} must deploy nothing"
             );
@@ -1172,4 +1174,123 @@ async fn a_release_that_keeps_crashing_is_rejected_without_waiting_for_the_timeo
         paz.release(&name, 2).await.status,
         store::records::ReleaseStatus::Failed
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_event_whose_server_died_is_deployed_by_the_next_look_and_a_stale_one_never() {
+    use store::records::{ImageEvent, ImageSource, ReleaseCause};
+    let mut paz = paz_up_with("follow-recovery", &["--deploy-timeout", "15"]).await;
+    let v1 = web_app(&paz, "v1");
+    let pushed = paz.push(v1.path(), "recover");
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    let app = store::AppName::new("recover").unwrap();
+    let v1 = paz.release(&app, 1).await;
+    let registry = format!("127.0.0.1:{}/", paz.running.registry_port);
+    let reference = v1.image.strip_prefix(&registry).unwrap_or_else(|| {
+        panic!("{} is not in Paz's registry", v1.image);
+    });
+    let (repository, tag, digest) = match reference.split_once('@') {
+        Some((repository, digest)) => (repository, None, Some(digest.to_string())),
+        None => {
+            let (repository, tag) = reference.rsplit_once(':').unwrap();
+            (repository, Some(tag.to_string()), None)
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let event = |at: u64| ImageEvent {
+        repository: repository.to_string(),
+        tag: tag.clone(),
+        digest: digest.clone(),
+        media_type: None,
+        app: Some(app.clone()),
+        by: "ci".into(),
+        source: ImageSource::Push,
+        at,
+    };
+    let keys = paz.store.keys();
+
+    // A server published an event and claimed it, then died before deploying
+    // it: its claim is on a lease, which ends with it.
+    let dead = format!("{:020}-dead01", now.as_nanos());
+    let lease = paz
+        .store
+        .grant_lease(Duration::from_secs(10))
+        .await
+        .unwrap();
+    paz.store
+        .transaction()
+        .put_on_lease(
+            &keys.image_claim(&dead).unwrap(),
+            &"a server that died".to_string(),
+            &lease,
+        )
+        .put(&keys.image_event(&dead).unwrap(), &event(now.as_secs()))
+        .commit()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        paz.releases(&app).await,
+        1,
+        "a claimed event is its claimer's"
+    );
+    lease.revoke().await.unwrap();
+    let mut deployed = None;
+    for _ in 0..150 {
+        if let Some(found) = paz.store.get(&keys.release(&app, 2)).await.unwrap() {
+            deployed = Some(found.value);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deployed = deployed.expect("the dead server's event was deployed by the next look");
+    assert_eq!(deployed.cause, ReleaseCause::Image);
+    assert_eq!(deployed.by, "ci");
+    assert_eq!(deployed.image, v1.image);
+    let claim = paz
+        .store
+        .get(&keys.image_claim(&dead).unwrap())
+        .await
+        .unwrap()
+        .expect("the deployed event keeps its claim")
+        .value;
+    assert_ne!(claim, "a server that died");
+
+    // An event older than the app's newest release (found late) is passed
+    // by: it must not take the app back.
+    let stale = format!("{:020}-old001", now.as_nanos() + 1);
+    paz.store
+        .put(&keys.image_event(&stale).unwrap(), &event(1))
+        .await
+        .unwrap();
+    let mut settled = None;
+    for _ in 0..100 {
+        settled = paz
+            .store
+            .get(&keys.image_claim(&stale).unwrap())
+            .await
+            .unwrap();
+        if settled.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let settled = settled.expect("the stale event was looked at").value;
+    assert!(settled.ends_with("no app to deploy it to"), "{settled}");
+    // Give a wrong deploy the time it would take to show.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        paz.releases(&app).await,
+        2,
+        "the stale event deployed nothing"
+    );
+
+    // Every event has been dealt with, the build's own push included, so
+    // that the looks for unclaimed events pass them all by.
+    let events = paz.store.list(&keys.image_events()).await.unwrap();
+    let claims = paz.store.list(&keys.image_claims()).await.unwrap();
+    assert!(events.entries.len() >= 3, "{:?}", events.entries.len());
+    assert_eq!(events.entries.len(), claims.entries.len());
 }

@@ -282,6 +282,11 @@ impl Keys {
         Ok(Key::new(format!("{}/images/claims/{id}", self.root)))
     }
 
+    /// Every claim on an image event.
+    pub fn image_claims(&self) -> Prefix<String> {
+        Prefix::new(format!("{}/images/claims/", self.root), false)
+    }
+
     /// Every election key.
     pub fn leaders(&self) -> Prefix<String> {
         Prefix::new(format!("{}/leader/", self.root), true)
