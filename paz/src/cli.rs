@@ -223,6 +223,12 @@ pub(crate) struct UpFlags {
     #[arg(long, env = "PAZ_REGISTRY_LISTEN", value_name = "ADDR")]
     pub(crate) registry_listen: Option<String>,
 
+    /// The registry as every host's Docker reaches it, HOST[:PORT] (port: the
+    /// listen port), when that is not the listen address: a routable IP, or
+    /// the name of a TLS proxy in front [default: the listen address]
+    #[arg(long, env = "PAZ_REGISTRY_ADVERTISE", value_name = "HOST[:PORT]")]
+    pub(crate) registry_advertise: Option<String>,
+
     /// The HTTP proxy in front of the apps [default: 0.0.0.0:80]
     #[arg(long, env = "PAZ_HTTP_LISTEN", value_name = "ADDR")]
     pub(crate) http_listen: Option<String>,

@@ -19,6 +19,8 @@ pub(crate) struct UpConfig {
     pub(crate) domain: String,
     pub(crate) ssh_listen: SocketAddr,
     pub(crate) registry_listen: SocketAddr,
+    /// `--registry-advertise`: the host, and the port if one was given.
+    pub(crate) registry_advertise: Option<(String, Option<u16>)>,
     pub(crate) http_listen: SocketAddr,
     pub(crate) api_listen: SocketAddr,
     pub(crate) admin_key: Option<PathBuf>,
@@ -46,6 +48,7 @@ struct FileConfig {
     domain: Option<String>,
     ssh_listen: Option<String>,
     registry_listen: Option<String>,
+    registry_advertise: Option<String>,
     http_listen: Option<String>,
     api_listen: Option<String>,
     admin_key: Option<PathBuf>,
@@ -173,6 +176,11 @@ impl UpConfig {
                 file.registry_listen,
                 "0.0.0.0:5000",
             )?,
+            registry_advertise: flags
+                .registry_advertise
+                .or(file.registry_advertise)
+                .map(|text| advertised(&text))
+                .transpose()?,
             http_listen: listen(
                 "http-listen",
                 flags.http_listen,
@@ -204,6 +212,33 @@ impl UpConfig {
             )? << 20,
         })
     }
+}
+
+/// `--registry-advertise HOST[:PORT]`, checked: image names start with it.
+fn advertised(text: &str) -> anyhow::Result<(String, Option<u16>)> {
+    let invalid = || {
+        anyhow::anyhow!(
+            "--registry-advertise `{text}` is invalid: use HOST or HOST:PORT, such as registry.example.com or 10.0.0.1:5000"
+        )
+    };
+    let (host, port) = match text.split_once(':') {
+        Some((host, port)) => {
+            let port = port.parse::<u16>().ok().filter(|port| *port > 0);
+            (host, Some(port.ok_or_else(invalid)?))
+        }
+        None => (text, None),
+    };
+    let label = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if host.len() > 253 || !host.split('.').all(label) {
+        return Err(invalid());
+    }
+    Ok((host.to_ascii_lowercase(), port))
 }
 
 fn positive(flag: &str, value: u64) -> anyhow::Result<u64> {
@@ -259,6 +294,42 @@ mod tests {
         assert_eq!(config.registry_listen.to_string(), "0.0.0.0:5000");
         assert_eq!(config.http_listen.to_string(), "0.0.0.0:80");
         assert_eq!(config.api_listen.to_string(), "127.0.0.1:9000");
+    }
+
+    #[test]
+    fn the_advertised_registry_is_a_host_and_maybe_a_port() {
+        assert_eq!(
+            advertised("Registry.Example.com").unwrap(),
+            ("registry.example.com".to_string(), None)
+        );
+        assert_eq!(
+            advertised("10.0.0.1:5000").unwrap(),
+            ("10.0.0.1".to_string(), Some(5000))
+        );
+        for bad in [
+            "",
+            "http://registry.example.com",
+            "registry.example.com/paz",
+            "registry.example.com:",
+            "registry.example.com:0",
+            "registry.example.com:99999",
+            "-bad.example.com",
+            "a..b",
+            "::1",
+            "two words",
+        ] {
+            let message = format!("{:#}", advertised(bad).unwrap_err());
+            assert_eq!(
+                message,
+                format!("--registry-advertise `{bad}` is invalid: use HOST or HOST:PORT, such as registry.example.com or 10.0.0.1:5000")
+            );
+        }
+        let file = write("registry_advertise = \"paz1.internal\"\n");
+        let config = UpConfig::resolve(UpFlags::default(), Some(file.path())).unwrap();
+        assert_eq!(
+            config.registry_advertise,
+            Some(("paz1.internal".to_string(), None))
+        );
     }
 
     #[test]

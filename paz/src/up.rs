@@ -100,13 +100,14 @@ async fn run_roles(
             )
         })?;
     let registry_addr = registry_listener.local_addr()?;
+    let registry_host = registry_host(registry_addr, config.registry_advertise.as_ref());
     let mut tokens = issue_internal_tokens(&store, &config.data_dir).await?;
     let builder_credentials = tokens.remove("builder").expect("issued above");
     let builder_token = builder_credentials.0.clone();
     let (agent_name, agent_secret) = tokens.remove("agent").expect("issued above");
     let mut builder_config = builder::BuilderConfig::new(
         config.data_dir.clone(),
-        registry_host(registry_addr),
+        registry_host.clone(),
         builder_credentials,
     );
     builder_config.base_images = config.buildpack_images.clone();
@@ -146,7 +147,7 @@ async fn run_roles(
     let advertise =
         crate::agent::address_towards(store.endpoints().split(',').next().unwrap_or_default())?;
     let mut agent_config = agent::AgentConfig::new(config.data_dir.clone(), advertise);
-    agent_config.registry = Some((registry_host(registry_addr), agent_name, agent_secret));
+    agent_config.registry = Some((registry_host.clone(), agent_name, agent_secret));
     let mut host = if config.server_only {
         tokio::spawn(async { Ok(()) })
     } else {
@@ -175,7 +176,7 @@ async fn run_roles(
         deployer.clone(),
         deployer::FollowConfig {
             candidate: format!("{}:{}", advertise_host(&store), std::process::id()),
-            registry_host: Some(registry_host(registry_addr)),
+            registry_host: Some(registry_host.clone()),
             ignore_by: vec![builder_token],
         },
     );
@@ -222,7 +223,7 @@ async fn run_roles(
         &admins,
         local_etcd.as_deref(),
         ssh_addr,
-        registry_addr,
+        (registry_addr, &registry_host),
         http_addr,
     );
     let outcome = tokio::select! {
@@ -295,9 +296,14 @@ async fn issue_internal_tokens(
     Ok(issued)
 }
 
-/// Where this host's Docker Engine reaches the registry: loopback when the
-/// registry listens on every address (Docker trusts plain HTTP there).
-fn registry_host(listening: SocketAddr) -> String {
+/// Where every host's Docker Engine reaches the registry (what image names
+/// start with): the advertised address, else the listen address, with
+/// loopback when the registry listens on every address (Docker trusts plain
+/// HTTP there).
+fn registry_host(listening: SocketAddr, advertised: Option<&(String, Option<u16>)>) -> String {
+    if let Some((host, port)) = advertised {
+        return format!("{host}:{}", port.unwrap_or(listening.port()));
+    }
     if listening.ip().is_unspecified() || listening.ip().is_loopback() {
         format!("127.0.0.1:{}", listening.port())
     } else {
@@ -388,7 +394,7 @@ fn print_banner(
     admins: &[store::records::SshKey],
     local_etcd: Option<&LocalEtcd>,
     ssh: SocketAddr,
-    registry: SocketAddr,
+    (registry, registry_host): (SocketAddr, &str),
     http: Option<SocketAddr>,
 ) {
     let etcd = match local_etcd {
@@ -409,10 +415,13 @@ fn print_banner(
         "  ssh       {ssh}   git remote: ssh://paz@HOST:{}/APP",
         ssh.port()
     );
-    println!(
-        "  registry  {registry}   docker login HOST:{} -u TOKEN-NAME",
-        registry.port()
-    );
+    match &config.registry_advertise {
+        Some(_) => println!("  registry  {registry}   docker login {registry_host} -u TOKEN-NAME"),
+        None => println!(
+            "  registry  {registry}   docker login HOST:{} -u TOKEN-NAME",
+            registry.port()
+        ),
+    }
     match http {
         Some(http) => println!("  http      {http}   apps at http://APP.{}", config.domain),
         None => println!("  http      (paz server: run paz proxy on the edge hosts)"),

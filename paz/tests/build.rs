@@ -1294,3 +1294,50 @@ async fn an_image_event_whose_server_died_is_deployed_by_the_next_look_and_a_sta
     assert!(events.entries.len() >= 3, "{:?}", events.entries.len());
     assert_eq!(events.entries.len(), claims.entries.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_named_after_the_advertised_registry_address() {
+    // `localhost` reaches the same registry as 127.0.0.1, under another name.
+    let mut paz = paz_up_with("registry-advertise", &["--registry-advertise", "localhost"]).await;
+    let advertised = format!("localhost:{}", paz.running.registry_port);
+    assert!(
+        paz.running
+            .banner
+            .iter()
+            .any(|line| line.ends_with(&format!("docker login {advertised} -u TOKEN-NAME"))),
+        "{:?}",
+        paz.running.banner
+    );
+    let app = web_app(&paz, "named");
+    let sha = paz.git(app.path(), &["rev-parse", "HEAD"]);
+    paz.cleanup
+        .track_image(&format!("{advertised}/advertised:{sha}"));
+    let pushed = paz.push(app.path(), "advertised");
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    let v1 = paz
+        .release(&store::AppName::new("advertised").unwrap(), 1)
+        .await;
+    assert!(
+        v1.image.starts_with(&format!("{advertised}/advertised")),
+        "{}",
+        v1.image
+    );
+    assert_eq!(
+        get(paz.running.http_port, "advertised.paz.localhost"),
+        (200, "named\n".to_string())
+    );
+
+    // A bad address stops paz up before it starts anything.
+    let output = common::paz()
+        .args(["up", "--registry-advertise", "http://registry.example.com"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(
+            "--registry-advertise `http://registry.example.com` is invalid: use HOST or HOST:PORT"
+        ),
+        "{}",
+        text(&output)
+    );
+}
