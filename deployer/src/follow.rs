@@ -3,12 +3,16 @@
 //! an app, makes a release of that image with the app's env and rolls it out.
 //! Each event is claimed in etcd (create-if-absent) so that one server, and
 //! only one, deploys it. While it deploys, the claim lives on a lease: if
-//! that server dies, the claim goes, and the next look for unclaimed events
-//! (at start and every few seconds, on every server) deploys the event. An
-//! event is never deployed over a newer release of its app.
+//! that server dies (or stops, or loses etcd), the claim goes, and the next
+//! look for unclaimed events (at start and every few seconds, on every
+//! server, newest first) deploys the event, rolling out the release an
+//! earlier attempt made if there is one. An event never takes an app back:
+//! one created in etcd before the app's newest release (or before the app)
+//! is passed by.
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use globset::Glob;
@@ -40,6 +44,8 @@ pub struct ImageFollower {
     store: Store,
     deployer: Deployer,
     config: FollowConfig,
+    /// Events being handled on this server.
+    in_flight: Arc<Mutex<HashSet<String>>>,
 }
 
 /// Whether `app` follows the event's repository and tag.
@@ -72,12 +78,63 @@ pub fn image_of(event: &ImageEvent, registry_host: Option<&str>) -> Option<Strin
     }
 }
 
+/// What to do with an event for one app that follows it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Make a release of the image and roll it out.
+    Deploy,
+    /// Roll out release `n`, which an earlier attempt made for this event
+    /// before its server died.
+    Resume(u64),
+    /// Nothing: an earlier attempt dealt with it, or the app has a newer
+    /// release (or is newer itself) than the event, which must not take it back.
+    Skip,
+}
+
+/// The plan for an event (created at store revision `revision`, naming
+/// `image`) and an app created at `app_revision`, given the app's releases.
+pub fn plan(
+    event: &ImageEvent,
+    revision: i64,
+    image: &str,
+    app_revision: i64,
+    releases: &[store::Entry<Release>],
+) -> Plan {
+    if app_revision > revision {
+        return Plan::Skip;
+    }
+    let own = releases.iter().find(|entry| {
+        entry.create_revision > revision
+            && entry.value.cause == ReleaseCause::Image
+            && entry.value.image == image
+            && entry.value.created_at == event.at
+            && entry.value.by == event.by
+    });
+    let newer = releases.iter().any(|entry| {
+        entry.create_revision > revision && own.is_none_or(|own| own.key != entry.key)
+    });
+    match own {
+        _ if newer => Plan::Skip,
+        Some(own)
+            if matches!(
+                own.value.status,
+                ReleaseStatus::Pending | ReleaseStatus::Deploying
+            ) =>
+        {
+            Plan::Resume(own.value.n)
+        }
+        Some(_) => Plan::Skip,
+        None => Plan::Deploy,
+    }
+}
+
 impl ImageFollower {
     pub fn new(store: Store, deployer: Deployer, config: FollowConfig) -> ImageFollower {
         ImageFollower {
             store,
             deployer,
             config,
+            in_flight: Arc::default(),
         }
     }
 
@@ -88,12 +145,16 @@ impl ImageFollower {
         let mut watch = self.store.watch(&prefix);
         let mut rescan = tokio::time::interval(RESCAN);
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut rescanning: Option<tokio::task::JoinHandle<()>> = None;
         tokio::pin!(shutdown);
         loop {
             let event = tokio::select! {
                 _ = &mut shutdown => return,
                 _ = rescan.tick() => {
-                    self.rescan().await;
+                    if rescanning.as_ref().is_none_or(|task| task.is_finished()) {
+                        let follower = self.clone_parts();
+                        rescanning = Some(tokio::spawn(async move { follower.rescan().await }));
+                    }
                     continue;
                 }
                 event = watch.next_event() => event,
@@ -101,8 +162,19 @@ impl ImageFollower {
             match event {
                 // Events already there are the rescan's.
                 Some(WatchEvent::Snapshot { .. }) => {}
-                Some(WatchEvent::Put { key, value, .. }) => {
-                    self.spawn_handle(prefix.child_name(&key).to_string(), value);
+                Some(WatchEvent::Put {
+                    key,
+                    value,
+                    revision,
+                }) => {
+                    let id = prefix.child_name(&key).to_string();
+                    if let Some(guard) = self.start(&id) {
+                        let follower = self.clone_parts();
+                        tokio::spawn(async move {
+                            follower.handle(&id, value, revision).await;
+                            drop(guard);
+                        });
+                    }
                 }
                 Some(_) => {}
                 None => return,
@@ -110,12 +182,27 @@ impl ImageFollower {
         }
     }
 
-    fn spawn_handle(&self, id: String, event: ImageEvent) {
-        let follower = self.clone_parts();
-        tokio::spawn(async move { follower.handle(&id, event).await });
+    fn clone_parts(&self) -> ImageFollower {
+        ImageFollower {
+            store: self.store.clone(),
+            deployer: self.deployer.clone(),
+            config: self.config.clone(),
+            in_flight: self.in_flight.clone(),
+        }
     }
 
-    /// Handles every event that has no claim.
+    /// Marks event `id` as being handled here; `None` if it already is.
+    fn start(&self, id: &str) -> Option<InFlight> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        in_flight.insert(id.to_string()).then(|| InFlight {
+            set: self.in_flight.clone(),
+            id: id.to_string(),
+        })
+    }
+
+    /// Handles the events that have no claim, newest first and one at a
+    /// time, so that an older one finds the newer one's release and is
+    /// passed by.
     async fn rescan(&self) {
         let keys = self.store.keys();
         let (event_prefix, claim_prefix) = (keys.image_events(), keys.image_claims());
@@ -134,10 +221,16 @@ impl ImageFollower {
             .iter()
             .map(|entry| claim_prefix.child_name(&entry.key))
             .collect();
-        for entry in events.entries {
-            let id = event_prefix.child_name(&entry.key);
-            if !claimed.contains(id) {
-                self.spawn_handle(id.to_string(), entry.value);
+        let mut unclaimed: Vec<_> = events
+            .entries
+            .into_iter()
+            .filter(|entry| !claimed.contains(event_prefix.child_name(&entry.key)))
+            .collect();
+        unclaimed.sort_by_key(|entry| std::cmp::Reverse(entry.create_revision));
+        for entry in unclaimed {
+            let id = event_prefix.child_name(&entry.key).to_string();
+            if let Some(_guard) = self.start(&id) {
+                self.handle(&id, entry.value, entry.create_revision).await;
             }
         }
     }
@@ -152,35 +245,30 @@ impl ImageFollower {
             .await;
     }
 
-    /// Whether `app` has a release made after `at` (Unix seconds).
-    async fn newer_release(&self, app: &App, at: u64) -> Result<bool, store::StoreError> {
-        let releases = self
-            .store
-            .list(&self.store.keys().releases(&app.name))
-            .await?;
-        Ok(releases
-            .entries
-            .iter()
-            .any(|entry| entry.value.created_at > at))
-    }
-
-    fn clone_parts(&self) -> ImageFollower {
-        ImageFollower {
-            store: self.store.clone(),
-            deployer: self.deployer.clone(),
-            config: self.config.clone(),
-        }
-    }
-
-    async fn handle(&self, id: &str, event: ImageEvent) {
+    /// Deploys event `id` (created at store revision `revision`) to the
+    /// apps that follow it, unless another server has claimed it.
+    async fn handle(&self, id: &str, event: ImageEvent, revision: i64) {
         let Ok(claim) = self.store.keys().image_claim(id) else {
             return;
         };
+        match self.store.get(&claim).await {
+            Ok(None) => {}
+            Ok(Some(_)) => return,
+            Err(error) => {
+                warn!(%error, "cannot read an image event's claim; trying again later");
+                return;
+            }
+        }
         if self.config.ignore_by.contains(&event.by) {
             self.settle(&claim, "a build's push, deployed by that push")
                 .await;
             return;
         }
+        let Some(image) = image_of(&event, self.config.registry_host.as_deref()) else {
+            warn!(repository = %event.repository, "an image event without tag or digest; not deployed");
+            self.settle(&claim, "no tag or digest").await;
+            return;
+        };
         let apps = match self.store.list(&self.store.keys().apps()).await {
             Ok(apps) => apps,
             Err(error) => {
@@ -189,31 +277,46 @@ impl ImageFollower {
             }
         };
         let mut targets = Vec::new();
-        for app in apps.entries.into_iter().map(|entry| entry.value) {
+        let mut passed_by = false;
+        for entry in apps.entries {
+            let app = entry.value;
             if !follows(&app, &event) {
                 continue;
             }
-            // An event found late never takes an app back to an older image.
-            match self.newer_release(&app, event.at).await {
-                Ok(false) => targets.push(app),
-                Ok(true) => {
-                    info!(app = %app.name, repository = %event.repository, "an image event older than the app's newest release; not deployed");
-                }
+            let releases = match self
+                .store
+                .list(&self.store.keys().releases(&app.name))
+                .await
+            {
+                Ok(releases) => releases,
                 Err(error) => {
                     warn!(app = %app.name, %error, "cannot read the releases for an image event");
                     return;
                 }
+            };
+            match plan(
+                &event,
+                revision,
+                &image,
+                entry.create_revision,
+                &releases.entries,
+            ) {
+                Plan::Skip => {
+                    info!(app = %app.name, %image, "an image event older than the app's newest release, or already deployed; not deployed");
+                    passed_by = true;
+                }
+                plan => targets.push((app, plan)),
             }
         }
         if targets.is_empty() {
-            self.settle(&claim, "no app to deploy it to").await;
+            let why = if passed_by {
+                "older than the newest release of each app that follows it"
+            } else {
+                "no app follows it"
+            };
+            self.settle(&claim, why).await;
             return;
         }
-        let Some(image) = image_of(&event, self.config.registry_host.as_deref()) else {
-            warn!(repository = %event.repository, "an image event without tag or digest; not deployed");
-            self.settle(&claim, "no tag or digest").await;
-            return;
-        };
         // One server deploys it. The claim lives on a lease until the deploy
         // has ended, so that it goes if this server dies before then.
         let lease = match self.store.grant_lease(CLAIM_TTL).await {
@@ -223,35 +326,39 @@ impl ImageFollower {
                 return;
             }
         };
-        if self
+        let Ok(claimed_at) = self
             .store
             .transaction()
             .require_absent(&claim)
             .put_on_lease(&claim, &self.config.candidate, &lease)
             .commit()
             .await
-            .is_err()
-        {
+        else {
             return;
-        }
-        for app in targets {
-            let release = Release {
-                n: 0,
-                image: image.clone(),
-                git_sha: None,
-                env: app.env.clone(),
-                created_at: event.at,
-                by: event.by.clone(),
-                cause: ReleaseCause::Image,
-                status: ReleaseStatus::Pending,
-                processes: Default::default(),
-                release_command: None,
-            };
-            let n = match self.store.create_release(&app.name, release).await {
-                Ok(n) => n,
-                Err(error) => {
-                    warn!(app = %app.name, %error, "cannot record a release for an image event");
-                    continue;
+        };
+        for (app, plan) in targets {
+            let n = match plan {
+                Plan::Resume(n) => n,
+                _ => {
+                    let release = Release {
+                        n: 0,
+                        image: image.clone(),
+                        git_sha: None,
+                        env: app.env.clone(),
+                        created_at: event.at,
+                        by: event.by.clone(),
+                        cause: ReleaseCause::Image,
+                        status: ReleaseStatus::Pending,
+                        processes: Default::default(),
+                        release_command: None,
+                    };
+                    match self.store.create_release(&app.name, release).await {
+                        Ok(n) => n,
+                        Err(error) => {
+                            warn!(app = %app.name, %error, "cannot record a release for an image event");
+                            continue;
+                        }
+                    }
                 }
             };
             let (lines, mut said) = tokio::sync::mpsc::channel::<String>(64);
@@ -268,11 +375,32 @@ impl ImageFollower {
             drop(lines);
             let _ = log.await;
         }
-        // Deployed or failed, the event has been dealt with: the claim stays.
-        if let Err(error) = self.store.put(&claim, &self.config.candidate).await {
-            warn!(%error, "cannot keep the claim of a deployed image event; it may deploy again");
+        // Deployed or failed, the event has been dealt with: the claim stays
+        // (unless the event was trimmed meanwhile). Were this lost, the next
+        // look would find the event's release and pass it by.
+        if let Err(error) = self
+            .store
+            .transaction()
+            .update(&claim, claimed_at, &self.config.candidate)
+            .commit()
+            .await
+        {
+            warn!(%error, "cannot keep the claim of a deployed image event");
         }
         let _ = lease.revoke().await;
+    }
+}
+
+/// An event being handled on this server; unmarked when dropped.
+struct InFlight {
+    set: Arc<Mutex<HashSet<String>>>,
+    id: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut set = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        set.remove(&self.id);
     }
 }
 
@@ -291,6 +419,71 @@ mod tests {
             source: ImageSource::Push,
             at: 1,
         }
+    }
+
+    fn release(
+        n: u64,
+        created: i64,
+        status: ReleaseStatus,
+        cause: ReleaseCause,
+    ) -> store::Entry<Release> {
+        store::Entry {
+            key: format!("/paz/releases/web/{n}"),
+            value: Release {
+                n,
+                image: "127.0.0.1:5000/web@sha256:abc".into(),
+                git_sha: None,
+                env: Default::default(),
+                created_at: 1,
+                by: "ci".into(),
+                cause,
+                status,
+                processes: Default::default(),
+                release_command: None,
+            },
+            mod_revision: created,
+            create_revision: created,
+        }
+    }
+
+    #[test]
+    fn an_event_never_takes_an_app_back_and_resumes_its_own_release() {
+        let event = event("web", Some("v1"));
+        let image = "127.0.0.1:5000/web@sha256:abc";
+        let older = release(1, 5, ReleaseStatus::Active, ReleaseCause::Push);
+        assert_eq!(
+            plan(&event, 10, image, 2, std::slice::from_ref(&older)),
+            Plan::Deploy
+        );
+        assert_eq!(plan(&event, 10, image, 2, &[]), Plan::Deploy);
+        // The app was created after the event.
+        assert_eq!(plan(&event, 10, image, 11, &[]), Plan::Skip);
+        // A release made after the event, by a push.
+        let newer = release(2, 12, ReleaseStatus::Active, ReleaseCause::Push);
+        assert_eq!(
+            plan(&event, 10, image, 2, &[older.clone(), newer.clone()]),
+            Plan::Skip
+        );
+        // The release an earlier attempt made for this event.
+        for (status, expected) in [
+            (ReleaseStatus::Pending, Plan::Resume(2)),
+            (ReleaseStatus::Deploying, Plan::Resume(2)),
+            (ReleaseStatus::Active, Plan::Skip),
+            (ReleaseStatus::Failed, Plan::Skip),
+        ] {
+            let own = release(2, 12, status, ReleaseCause::Image);
+            assert_eq!(
+                plan(&event, 10, image, 2, &[older.clone(), own.clone()]),
+                expected
+            );
+            // ... but not when something newer came after it.
+            let later = release(3, 13, ReleaseStatus::Active, ReleaseCause::Push);
+            assert_eq!(plan(&event, 10, image, 2, &[own, later]), Plan::Skip);
+        }
+        // Another image's release is not this event's.
+        let mut other = release(2, 12, ReleaseStatus::Pending, ReleaseCause::Image);
+        other.value.image = "127.0.0.1:5000/web@sha256:def".into();
+        assert_eq!(plan(&event, 10, image, 2, &[other]), Plan::Skip);
     }
 
     #[test]

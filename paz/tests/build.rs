@@ -1178,7 +1178,7 @@ async fn a_release_that_keeps_crashing_is_rejected_without_waiting_for_the_timeo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_event_whose_server_died_is_deployed_by_the_next_look_and_a_stale_one_never() {
-    use store::records::{ImageEvent, ImageSource, ReleaseCause};
+    use store::records::{ImageEvent, ImageSource, ReleaseCause, ReleaseStatus};
     let mut paz = paz_up_with("follow-recovery", &["--deploy-timeout", "15"]).await;
     let v1 = web_app(&paz, "v1");
     let pushed = paz.push(v1.path(), "recover");
@@ -1196,40 +1196,51 @@ async fn an_image_event_whose_server_died_is_deployed_by_the_next_look_and_a_sta
             (repository, Some(tag.to_string()), None)
         }
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    let event = |at: u64| ImageEvent {
-        repository: repository.to_string(),
-        tag: tag.clone(),
-        digest: digest.clone(),
-        media_type: None,
-        app: Some(app.clone()),
-        by: "ci".into(),
-        source: ImageSource::Push,
-        at,
+    let keys = paz.store.keys().clone();
+    // A server publishes an event for the app and claims it, then dies
+    // before deploying it: its claim is on a lease, which ends with it.
+    let died_after_claiming = async |paz: &Paz, suffix: &str| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let id = format!("{:020}-{suffix}", now.as_nanos());
+        let event = ImageEvent {
+            repository: repository.to_string(),
+            tag: tag.clone(),
+            digest: digest.clone(),
+            media_type: None,
+            app: Some(app.clone()),
+            by: "ci".into(),
+            source: ImageSource::Push,
+            at: now.as_secs(),
+        };
+        let lease = paz
+            .store
+            .grant_lease(Duration::from_secs(10))
+            .await
+            .unwrap();
+        paz.store
+            .transaction()
+            .put_on_lease(
+                &keys.image_claim(&id).unwrap(),
+                &"a server that died".to_string(),
+                &lease,
+            )
+            .put(&keys.image_event(&id).unwrap(), &event)
+            .commit()
+            .await
+            .unwrap();
+        (id, lease)
     };
-    let keys = paz.store.keys();
+    let claim_of = async |paz: &Paz, id: &str| {
+        paz.store
+            .get(&keys.image_claim(id).unwrap())
+            .await
+            .unwrap()
+            .map(|claim| claim.value)
+    };
 
-    // A server published an event and claimed it, then died before deploying
-    // it: its claim is on a lease, which ends with it.
-    let dead = format!("{:020}-dead01", now.as_nanos());
-    let lease = paz
-        .store
-        .grant_lease(Duration::from_secs(10))
-        .await
-        .unwrap();
-    paz.store
-        .transaction()
-        .put_on_lease(
-            &keys.image_claim(&dead).unwrap(),
-            &"a server that died".to_string(),
-            &lease,
-        )
-        .put(&keys.image_event(&dead).unwrap(), &event(now.as_secs()))
-        .commit()
-        .await
-        .unwrap();
+    let (dead, lease) = died_after_claiming(&paz, "dead01").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         paz.releases(&app).await,
@@ -1240,8 +1251,10 @@ async fn an_image_event_whose_server_died_is_deployed_by_the_next_look_and_a_sta
     let mut deployed = None;
     for _ in 0..150 {
         if let Some(found) = paz.store.get(&keys.release(&app, 2)).await.unwrap() {
-            deployed = Some(found.value);
-            break;
+            if found.value.status == ReleaseStatus::Active {
+                deployed = Some(found.value);
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -1249,49 +1262,51 @@ async fn an_image_event_whose_server_died_is_deployed_by_the_next_look_and_a_sta
     assert_eq!(deployed.cause, ReleaseCause::Image);
     assert_eq!(deployed.by, "ci");
     assert_eq!(deployed.image, v1.image);
-    let claim = paz
-        .store
-        .get(&keys.image_claim(&dead).unwrap())
+    // The deploy has ended; its claim stays, off its lease.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let claim = claim_of(&paz, &dead)
         .await
-        .unwrap()
-        .expect("the deployed event keeps its claim")
-        .value;
+        .expect("the deployed event keeps its claim");
     assert_ne!(claim, "a server that died");
 
-    // An event older than the app's newest release (found late) is passed
-    // by: it must not take the app back.
-    let stale = format!("{:020}-old001", now.as_nanos() + 1);
-    paz.store
-        .put(&keys.image_event(&stale).unwrap(), &event(1))
-        .await
-        .unwrap();
+    // Another such event, then a push: when the event is found, the app
+    // has a newer release, and the event must not take it back.
+    let (stale, lease) = died_after_claiming(&paz, "old001").await;
+    let v3 = web_app(&paz, "v3");
+    let pushed = paz.force_push(v3.path(), "recover");
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    assert_eq!(paz.releases(&app).await, 3);
+    lease.revoke().await.unwrap();
     let mut settled = None;
-    for _ in 0..100 {
-        settled = paz
-            .store
-            .get(&keys.image_claim(&stale).unwrap())
-            .await
-            .unwrap();
+    for _ in 0..150 {
+        settled = claim_of(&paz, &stale).await;
         if settled.is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let settled = settled.expect("the stale event was looked at").value;
-    assert!(settled.ends_with("no app to deploy it to"), "{settled}");
+    let settled = settled.expect("the stale event was looked at");
+    assert!(
+        settled.ends_with("older than the newest release of each app that follows it"),
+        "{settled}"
+    );
     // Give a wrong deploy the time it would take to show.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         paz.releases(&app).await,
-        2,
+        3,
         "the stale event deployed nothing"
     );
+    assert_eq!(
+        get(paz.running.http_port, "recover.paz.localhost"),
+        (200, "v3\n".to_string())
+    );
 
-    // Every event has been dealt with, the build's own push included, so
+    // Every event has been dealt with, the build's own pushes included, so
     // that the looks for unclaimed events pass them all by.
     let events = paz.store.list(&keys.image_events()).await.unwrap();
     let claims = paz.store.list(&keys.image_claims()).await.unwrap();
-    assert!(events.entries.len() >= 3, "{:?}", events.entries.len());
+    assert!(events.entries.len() >= 4, "{:?}", events.entries.len());
     assert_eq!(events.entries.len(), claims.entries.len());
 }
 

@@ -49,6 +49,8 @@ pub struct Entry<T> {
     pub key: String,
     pub value: T,
     pub mod_revision: i64,
+    /// The store revision that created the key: orders keys by creation.
+    pub create_revision: i64,
 }
 
 /// The keys under a prefix at one store revision.
@@ -232,6 +234,7 @@ impl Store {
                     key,
                     value,
                     mod_revision: kv.mod_revision(),
+                    create_revision: kv.create_revision(),
                 }),
                 Err(reason) => listing.invalid.push((key, reason)),
             }
