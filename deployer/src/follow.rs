@@ -10,14 +10,14 @@
 //! one created in etcd before the app's newest release (or before the app)
 //! is passed by.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use globset::Glob;
 use store::records::{App, ImageEvent, ImageSource, Release, ReleaseCause, ReleaseStatus};
-use store::{Store, WatchEvent};
+use store::{AppName, Store, WatchEvent};
 use tracing::{info, warn};
 
 use crate::Deployer;
@@ -46,6 +46,10 @@ pub struct ImageFollower {
     config: FollowConfig,
     /// Events being handled on this server.
     in_flight: Arc<Mutex<HashSet<String>>>,
+    /// One lock per app: an event is planned and rolled out for an app
+    /// under it, so two events for one app are planned one after the other
+    /// and the older finds the newer's release.
+    app_locks: Arc<Mutex<HashMap<AppName, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 /// Whether `app` follows the event's repository and tag.
@@ -135,6 +139,7 @@ impl ImageFollower {
             deployer,
             config,
             in_flight: Arc::default(),
+            app_locks: Arc::default(),
         }
     }
 
@@ -188,6 +193,7 @@ impl ImageFollower {
             deployer: self.deployer.clone(),
             config: self.config.clone(),
             in_flight: self.in_flight.clone(),
+            app_locks: self.app_locks.clone(),
         }
     }
 
@@ -233,6 +239,34 @@ impl ImageFollower {
                 self.handle(&id, entry.value, entry.create_revision).await;
             }
         }
+    }
+
+    /// The plan for `event` and `app` (created at `app_revision`), from the
+    /// app's releases now.
+    async fn plan_for(
+        &self,
+        app: &App,
+        app_revision: i64,
+        event: &ImageEvent,
+        revision: i64,
+        image: &str,
+    ) -> Result<Plan, store::StoreError> {
+        let releases = self
+            .store
+            .list(&self.store.keys().releases(&app.name))
+            .await?;
+        Ok(plan(
+            event,
+            revision,
+            image,
+            app_revision,
+            &releases.entries,
+        ))
+    }
+
+    fn app_lock(&self, app: &AppName) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.app_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(app.clone()).or_default().clone()
     }
 
     /// Claims an event that deploys nothing, so that rescans pass it by.
@@ -283,29 +317,19 @@ impl ImageFollower {
             if !follows(&app, &event) {
                 continue;
             }
-            let releases = match self
-                .store
-                .list(&self.store.keys().releases(&app.name))
+            match self
+                .plan_for(&app, entry.create_revision, &event, revision, &image)
                 .await
             {
-                Ok(releases) => releases,
+                Ok(Plan::Skip) => {
+                    info!(app = %app.name, %image, "an image event older than the app's newest release, or already deployed; not deployed");
+                    passed_by = true;
+                }
+                Ok(_) => targets.push((app, entry.create_revision)),
                 Err(error) => {
                     warn!(app = %app.name, %error, "cannot read the releases for an image event");
                     return;
                 }
-            };
-            match plan(
-                &event,
-                revision,
-                &image,
-                entry.create_revision,
-                &releases.entries,
-            ) {
-                Plan::Skip => {
-                    info!(app = %app.name, %image, "an image event older than the app's newest release, or already deployed; not deployed");
-                    passed_by = true;
-                }
-                plan => targets.push((app, plan)),
             }
         }
         if targets.is_empty() {
@@ -336,10 +360,22 @@ impl ImageFollower {
         else {
             return;
         };
-        for (app, plan) in targets {
-            let n = match plan {
-                Plan::Resume(n) => n,
-                _ => {
+        for (app, app_revision) in targets {
+            let lock = self.app_lock(&app.name);
+            let _planning = lock.lock().await;
+            // Planned again under the app's lock: another event's rollout
+            // may have made a newer release meanwhile.
+            let n = match self
+                .plan_for(&app, app_revision, &event, revision, &image)
+                .await
+            {
+                Ok(Plan::Skip) => continue,
+                Ok(Plan::Resume(n)) => n,
+                Err(error) => {
+                    warn!(app = %app.name, %error, "cannot read the releases for an image event");
+                    continue;
+                }
+                Ok(Plan::Deploy) => {
                     let release = Release {
                         n: 0,
                         image: image.clone(),

@@ -228,17 +228,9 @@ fn advertised(text: &str) -> anyhow::Result<(String, Option<u16>)> {
         }
         None => (text, None),
     };
-    let label = |label: &str| {
-        !label.is_empty()
-            && label.len() <= 63
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    };
-    if host.len() > 253 || !host.split('.').all(label) {
-        return Err(invalid());
-    }
-    Ok((host.to_ascii_lowercase(), port))
+    let host = host.to_ascii_lowercase();
+    store::names::check_domain(&host).map_err(|_| invalid())?;
+    Ok((host, port))
 }
 
 fn positive(flag: &str, value: u64) -> anyhow::Result<u64> {
