@@ -185,9 +185,12 @@ pub(crate) async fn start(
             .and_then(|labels| labels.get(MACHINE_LABEL).cloned());
         if owner.as_deref() != Some(machine) {
             return Err(format!(
-                "a container named {} that this machine did not start exists on this Docker Engine (machine {}): remove it, or give the unit another name",
-                spec.name,
-                owner.as_deref().unwrap_or("none")
+                "a container named {name} that this machine did not start (it belongs to {owner}) exists on this Docker Engine: if it is left over from another Paz install, remove it with `docker rm -f {name}`; otherwise give the app another name",
+                name = spec.name,
+                owner = owner
+                    .as_deref()
+                    .map(|machine| format!("machine {machine}"))
+                    .unwrap_or_else(|| "no Paz machine".to_string())
             ));
         }
         let _ = docker
@@ -232,9 +235,35 @@ pub(crate) async fn stop(docker: &Docker, id: &str, timeout: u64) {
         .await;
 }
 
-/// The host port Docker published for `container_port` of container `name`.
-pub(crate) async fn host_port(docker: &Docker, name: &str, container_port: u16) -> Option<u16> {
-    let inspected = docker.inspect_container(name, None).await.ok()?;
+/// The host port Docker published for `container_port` of the container
+/// that this machine's agent started for `unit`: found by its labels, then
+/// read by its id, never by its name (a container of that name started by
+/// another install on this engine is not this unit's).
+pub(crate) async fn host_port(
+    docker: &Docker,
+    machine: &str,
+    unit: &str,
+    container_port: u16,
+) -> Option<u16> {
+    let machine_filter = format!("{MACHINE_LABEL}={machine}");
+    let unit_filter = format!("{UNIT_LABEL}={unit}");
+    let filters = HashMap::from([("label", vec![machine_filter.as_str(), unit_filter.as_str()])]);
+    let options = ListContainersOptionsBuilder::new()
+        .filters(&filters)
+        .build();
+    let id = docker
+        .list_containers(Some(options))
+        .await
+        .ok()?
+        .into_iter()
+        .find_map(|summary| summary.id)?;
+    let inspected = docker.inspect_container(&id, None).await.ok()?;
+    let labels = inspected.config.as_ref()?.labels.as_ref()?;
+    if labels.get(MACHINE_LABEL).map(String::as_str) != Some(machine)
+        || labels.get(UNIT_LABEL).map(String::as_str) != Some(unit)
+    {
+        return None;
+    }
     if !inspected.state?.running? {
         return None;
     }

@@ -496,7 +496,7 @@ impl Agent {
         let sidekick = sidekick::Sidekick {
             spec: spec.clone(),
             key,
-            container: watched.name.clone(),
+            machine: self.id.clone(),
             container_port,
             advertise: self.config.advertise_addr.clone(),
         };

@@ -23,8 +23,9 @@ const ANNOUNCE_TTL: Duration = Duration::from_secs(10);
 pub(crate) struct Sidekick {
     pub(crate) spec: SidekickSpec,
     pub(crate) key: Key<String>,
-    /// The container's name and the port the app listens on inside it.
-    pub(crate) container: String,
+    /// This machine's id: only a container it labelled is checked.
+    pub(crate) machine: String,
+    /// The port the app listens on inside the container of `spec.unit`.
     pub(crate) container_port: u16,
     /// The address other hosts reach this machine's published ports on.
     pub(crate) advertise: String,
@@ -52,8 +53,13 @@ pub(crate) async fn run(
     // The registration and the address it announces.
     let mut announced: Option<(Registration, String)> = None;
     loop {
-        let port =
-            crate::docker::host_port(&docker, &sidekick.container, sidekick.container_port).await;
+        let port = crate::docker::host_port(
+            &docker,
+            &sidekick.machine,
+            &sidekick.spec.unit,
+            sidekick.container_port,
+        )
+        .await;
         let ok = match port {
             Some(port) => healthy(&client, port, &sidekick.spec.check, timeout).await,
             None => false,

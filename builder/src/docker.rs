@@ -6,7 +6,7 @@ use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{BuildImageOptionsBuilder, PushImageOptionsBuilder};
 use bollard::Docker;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::log::BuildLog;
 use crate::source::Source;
@@ -148,4 +148,57 @@ pub(crate) async fn push(
         }
     }
     digest.ok_or_else(|| "the registry did not report the pushed image's digest".to_string())
+}
+
+/// Pulls `reference` and reads back its digest (the repository's entry of
+/// `RepoDigests`) and the TCP ports its config exposes.
+pub(crate) async fn inspect_remote(
+    docker: &Docker,
+    reference: &str,
+) -> Result<store::ResolvedImage, String> {
+    let options = bollard::query_parameters::CreateImageOptionsBuilder::new()
+        .from_image(reference)
+        .build();
+    docker
+        .create_image(Some(options), None, None)
+        .try_collect::<Vec<_>>()
+        .await
+        .map_err(|error| format!("cannot pull {reference}: {}", describe(error)))?;
+    let inspected = docker
+        .inspect_image(reference)
+        .await
+        .map_err(|error| format!("cannot inspect {reference}: {}", describe(error)))?;
+    let repository = match reference.split_once('@') {
+        Some((name, _)) => name,
+        None => match reference.rsplit_once(':') {
+            Some((name, tag)) if !tag.contains('/') => name,
+            _ => reference,
+        },
+    };
+    let digest = inspected
+        .repo_digests
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|pinned| {
+            let (name, digest) = pinned.split_once('@')?;
+            (name == repository || name.ends_with(&format!("/{repository}")))
+                .then(|| digest.to_string())
+        });
+    let exposed = inspected
+        .config
+        .and_then(|config| config.exposed_ports)
+        .unwrap_or_default();
+    let exposed_ports = store::images::tcp_ports(exposed.iter().map(String::as_str));
+    Ok(match digest {
+        Some(digest) => store::ResolvedImage {
+            image: format!("{repository}@{digest}"),
+            source: (!reference.contains('@')).then(|| reference.to_string()),
+            exposed_ports,
+        },
+        None => store::ResolvedImage {
+            image: reference.to_string(),
+            source: None,
+            exposed_ports,
+        },
+    })
 }

@@ -43,6 +43,8 @@ pub struct BuilderConfig {
     pub timeout: Duration,
     /// How many builds run at once on this host.
     pub concurrency: usize,
+    /// Reads the ports a pushed image exposes, for its release.
+    pub images: Option<Arc<dyn store::ImageResolver>>,
 }
 
 impl BuilderConfig {
@@ -59,6 +61,7 @@ impl BuilderConfig {
             context_limit: 1 << 30,
             timeout: Duration::from_secs(30 * 60),
             concurrency: 1,
+            images: None,
         }
     }
 }
@@ -336,6 +339,16 @@ impl Builder {
             }
         };
         record.image = Some(image.clone());
+        let exposed_ports = match &config.images {
+            Some(images) => {
+                images
+                    .resolve(&image)
+                    .await
+                    .map_err(|error| format!("cannot read the pushed image back: {error}"))?
+                    .exposed_ports
+            }
+            None => Vec::new(),
+        };
 
         let app = store
             .get(&store.keys().app(&request.app))
@@ -354,6 +367,8 @@ impl Builder {
             status: ReleaseStatus::Pending,
             processes: plan.processes,
             release_command: plan.release_command,
+            source: None,
+            exposed_ports,
         };
         let n = store
             .create_release(&request.app, release)
@@ -367,6 +382,14 @@ impl Builder {
             release: n,
             reused,
         })
+    }
+
+    /// Pins an image of another registry to its digest and reads its exposed
+    /// ports, by pulling it through this host's Docker Engine (the registry's
+    /// credentials are Docker's own, as `docker login` left them).
+    pub async fn inspect_remote(&self, reference: &str) -> Result<store::ResolvedImage, String> {
+        let docker = self.docker().await?;
+        docker::inspect_remote(&docker, reference).await
     }
 
     async fn docker(&self) -> Result<bollard::Docker, String> {

@@ -110,7 +110,7 @@ pub fn plan(
     let own = releases.iter().find(|entry| {
         entry.create_revision > revision
             && entry.value.cause == ReleaseCause::Image
-            && entry.value.image == image
+            && (entry.value.image == image || entry.value.source.as_deref() == Some(image))
             && entry.value.created_at == event.at
             && entry.value.by == event.by
     });
@@ -376,9 +376,17 @@ impl ImageFollower {
                     continue;
                 }
                 Ok(Plan::Deploy) => {
+                    // Pinned now: a tag moved later must not change this release.
+                    let resolved = match self.deployer.resolve_image(&image).await {
+                        Ok(resolved) => resolved,
+                        Err(error) => {
+                            warn!(app = %app.name, %image, %error, "cannot resolve a followed image; not deployed");
+                            continue;
+                        }
+                    };
                     let release = Release {
                         n: 0,
-                        image: image.clone(),
+                        image: resolved.image,
                         git_sha: None,
                         env: app.env.clone(),
                         created_at: event.at,
@@ -387,6 +395,8 @@ impl ImageFollower {
                         status: ReleaseStatus::Pending,
                         processes: Default::default(),
                         release_command: None,
+                        source: resolved.source,
+                        exposed_ports: resolved.exposed_ports,
                     };
                     match self.store.create_release(&app.name, release).await {
                         Ok(n) => n,
@@ -476,6 +486,8 @@ mod tests {
                 status,
                 processes: Default::default(),
                 release_command: None,
+                source: None,
+                exposed_ports: Vec::new(),
             },
             mod_revision: created,
             create_revision: created,

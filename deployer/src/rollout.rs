@@ -72,6 +72,8 @@ pub struct Deployer {
     config: DeployConfig,
     locks: Arc<Mutex<HashMap<AppName, Arc<Mutex<()>>>>>,
     release_phase: Option<Arc<dyn ReleasePhase>>,
+    /// Pins image references to digests and reads their ports for releases.
+    images: Option<Arc<dyn store::ImageResolver>>,
 }
 
 /// A unit as submitted: its name and text.
@@ -89,6 +91,26 @@ impl Deployer {
             config,
             locks: Arc::default(),
             release_phase: None,
+            images: None,
+        }
+    }
+
+    /// Resolves image references with `images` when releases are made.
+    pub fn with_images(mut self, images: Arc<dyn store::ImageResolver>) -> Deployer {
+        self.images = Some(images);
+        self
+    }
+
+    /// `reference` pinned to its digest, with the ports it exposes; as it is
+    /// when no resolver was given.
+    pub async fn resolve_image(&self, reference: &str) -> Result<store::ResolvedImage, String> {
+        match &self.images {
+            Some(images) => images.resolve(reference).await,
+            None => Ok(store::ResolvedImage {
+                image: reference.to_string(),
+                source: None,
+                exposed_ports: Vec::new(),
+            }),
         }
     }
 
@@ -496,7 +518,7 @@ impl Deployer {
             process: process.to_string(),
             index,
             image: release.image.clone(),
-            port: app.port.unwrap_or(5000),
+            port: store::images::instance_port(app.port, &release.exposed_ports),
             env: release.env.clone().into_iter().collect(),
             command,
             service_key: service_key.as_str().to_string(),
@@ -640,11 +662,42 @@ impl Deployer {
             " (it was never placed on a machine)"
         };
         Err(format!(
-            "{} did not pass its health check within {} s{placed}{}",
+            "{} did not pass its health check within {} s{placed}{}{}",
             unit.trim_end_matches(".service"),
             self.config.health_timeout.as_secs(),
-            last_reason.map(|r| format!(": {r}")).unwrap_or_default()
+            last_reason.map(|r| format!(": {r}")).unwrap_or_default(),
+            self.health_advice(app, n).await
         ))
+    }
+
+    /// What a failed health check checked, and how to fix it.
+    async fn health_advice(&self, app: &AppName, n: u64) -> String {
+        let keys = self.store.keys();
+        let (Ok(Some(record)), Ok(Some(release))) = (
+            self.store.get(&keys.app(app)).await,
+            self.store.get(&keys.release(app, n)).await,
+        ) else {
+            return String::new();
+        };
+        let (record, release) = (record.value, release.value);
+        let port = store::images::instance_port(record.port, &release.exposed_ports);
+        let why = match (record.port, release.exposed_ports.first()) {
+            (Some(_), _) => "the app's port setting",
+            (None, Some(_)) => "the image's first EXPOSE",
+            (None, None) => "the default",
+        };
+        let exposed = match release.exposed_ports.as_slice() {
+            [] => "no port".to_string(),
+            ports => ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        format!(
+            "; it checked GET {} on port {port} ({why}), and the image exposes {exposed}: make the app listen on $PORT, EXPOSE the port it listens on in its Dockerfile, or set it with `ports:set {app} PORT`",
+            record.health.path
+        )
     }
 
     /// Says on which machine `unit` starts, once it is placed; whether it said.

@@ -233,7 +233,7 @@ pub(crate) struct UpFlags {
     #[arg(long, env = "PAZ_HTTP_LISTEN", value_name = "ADDR")]
     pub(crate) http_listen: Option<String>,
 
-    /// REST API and web UI [default: 127.0.0.1:9000]
+    /// Reserved for the REST API and web UI, which are not served yet [default: 127.0.0.1:9000]
     #[arg(long, env = "PAZ_API_LISTEN", value_name = "ADDR")]
     pub(crate) api_listen: Option<String>,
 

@@ -98,4 +98,14 @@ impl verbs::Rollouts for Rollouts {
         let deployer = self.0.clone();
         Box::pin(async move { deployer.restart(&app, &report).await })
     }
+
+    fn resolve_image(
+        &self,
+        reference: String,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<store::ResolvedImage, String>> + Send>,
+    > {
+        let deployer = self.0.clone();
+        Box::pin(async move { deployer.resolve_image(&reference).await })
+    }
 }

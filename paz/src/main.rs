@@ -7,6 +7,7 @@ mod agent;
 mod cli;
 mod config;
 mod deploy;
+mod images;
 mod keys;
 mod up;
 

@@ -114,6 +114,13 @@ async fn run_roles(
     builder_config.timeout = config.build_timeout;
     builder_config.concurrency = config.build_concurrency;
     builder_config.context_limit = config.max_context_bytes;
+    // What the builder pushes is in Paz's registry: no other is asked.
+    let registry_root = config.data_dir.join("registry");
+    builder_config.images = Some(Arc::new(crate::images::Images {
+        storage: registry::Storage::new(registry_root.clone()),
+        registry_host: registry_host.clone(),
+        builder: None,
+    }));
     let builder = builder::Builder::new(builder_config, store.clone());
     let hook_program =
         std::env::current_exe().context("cannot find the paz binary for git hooks")?;
@@ -126,7 +133,12 @@ async fn run_roles(
     )
     .with_release_phase(Arc::new(crate::deploy::BuilderReleasePhase(
         builder.clone(),
-    )));
+    )))
+    .with_images(Arc::new(crate::images::Images {
+        storage: registry::Storage::new(registry_root.clone()),
+        registry_host: registry_host.clone(),
+        builder: Some(builder.clone()),
+    }));
     let mut gitd_config = gitd::GitdConfig::new(config.data_dir.clone(), hook_program);
     gitd_config.rollouts = Some(Arc::new(crate::deploy::Rollouts(deployer.clone())));
     let gitd = gitd::Gitd::new(
@@ -137,7 +149,7 @@ async fn run_roles(
             deployer: deployer.clone(),
         }),
     )?;
-    let registry = registry::Registry::new(config.data_dir.join("registry"), store.clone());
+    let registry = registry::Registry::new(registry_root, store.clone());
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop_signal = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {

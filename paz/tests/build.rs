@@ -509,6 +509,46 @@ async fn a_pusher_that_disconnects_leaves_a_finished_recorded_build() {
         .contains("slow step done"));
 }
 
+/// Runs the docker CLI with its config (logins) in `config`, `stdin` on its
+/// input; fails the test if it fails.
+fn docker_with(config: &Path, args: &[&str], stdin: Option<&str>) {
+    let mut command = Command::new("docker");
+    command
+        .env("DOCKER_CONFIG", config)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "docker {args:?}: {}",
+        text(&output)
+    );
+}
+
+/// Builds `context` as `image`, labelled for the test's cleanup.
+fn build_image(paz: &Paz, config: &Path, image: &str, context: &Path) {
+    let label = paz.cleanup.label_arg();
+    let args = ["build", "-q", "--label", &label, "-t", image];
+    let context = context.to_str().unwrap();
+    docker_with(config, &[&args[..], &[context]].concat(), None);
+}
+
 fn web_app(paz: &Paz, say: &str) -> tempfile::TempDir {
     app_running(
         paz,
@@ -802,32 +842,8 @@ async fn an_image_pushed_to_a_followed_repository_deploys_and_others_do_not() {
     // CI builds an image and pushes it to Paz's registry as a docker client would.
     let docker_config = tests::temp_dir();
     let registry = format!("127.0.0.1:{}", paz.running.registry_port);
-    let docker = |args: &[&str], stdin: Option<&str>| {
-        let mut command = Command::new("docker");
-        command
-            .env("DOCKER_CONFIG", docker_config.path())
-            .args(args);
-        if stdin.is_some() {
-            command.stdin(Stdio::piped());
-        }
-        command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap();
-        if let Some(text) = stdin {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-        }
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "docker {args:?}: {}",
-            text(&output)
-        );
-    };
+    let docker =
+        |args: &[&str], stdin: Option<&str>| docker_with(docker_config.path(), args, stdin);
     docker(
         &["login", &registry, "-u", "ci", "--password-stdin"],
         Some(&secret),
@@ -841,18 +857,7 @@ async fn an_image_pushed_to_a_followed_repository_deploys_and_others_do_not() {
     ] {
         let image = format!("{registry}/{reference}");
         paz.cleanup.track_image(&image);
-        docker(
-            &[
-                "build",
-                "-q",
-                "--label",
-                &paz.cleanup.label_arg(),
-                "-t",
-                &image,
-                context.path().to_str().unwrap(),
-            ],
-            None,
-        );
+        build_image(&paz, docker_config.path(), &image, context.path());
         let before = paz.releases(&follow).await;
         docker(&["push", &image], None);
         if !deploys {
@@ -1346,5 +1351,266 @@ async fn images_are_named_after_the_advertised_registry_address() {
         ),
         "{}",
         text(&output)
+    );
+}
+
+/// `ssh paz@… ARGS` as the admin; the output, whether it succeeded.
+fn admin_ssh(paz: &Paz, args: &[&str]) -> Output {
+    paz.admin.ssh("paz@127.0.0.1", paz.running.ssh_port, args)
+}
+
+/// The text of `unit` as submitted.
+async fn unit_text(paz: &Paz, unit: &str) -> String {
+    paz.store
+        .get(&paz.store.keys().unit(unit).unwrap())
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no unit {unit}"))
+        .value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_listens_on_its_images_exposed_port_unless_ports_set_says_otherwise() {
+    let mut paz = paz_up_with("image-port", &["--deploy-timeout", "8"]).await;
+    let http = paz.running.http_port;
+    let base = tests::BUSYBOX_IMAGE;
+
+    // EXPOSE 8080 and a server that ignores $PORT, as off-the-shelf images do.
+    let exposed = paz.tree(&[
+        (
+            "Dockerfile",
+            &format!(
+                "FROM {base}\nCOPY index.html /www/index.html\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+            ),
+        ),
+        ("index.html", "on 8080\n"),
+    ]);
+    let pushed = paz.push(exposed.path(), "exposed");
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    assert_eq!(
+        get(http, "exposed.paz.localhost"),
+        (200, "on 8080\n".to_string())
+    );
+    let app = store::AppName::new("exposed").unwrap();
+    assert_eq!(paz.release(&app, 1).await.exposed_ports, vec![8080]);
+    assert!(unit_text(&paz, "exposed-v1-web-1.service")
+        .await
+        .contains("PORT=8080"));
+
+    // No EXPOSE: 5000, where the app listens on $PORT.
+    let plain = web_app(&paz, "on $PORT");
+    let pushed = paz.push(plain.path(), "plain");
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    let plain_app = store::AppName::new("plain").unwrap();
+    assert!(paz.release(&plain_app, 1).await.exposed_ports.is_empty());
+    assert!(unit_text(&paz, "plain-v1-web-1.service")
+        .await
+        .contains("PORT=5000"));
+
+    // Bad ports change nothing.
+    for bad in ["0", "65536", "http", "-1"] {
+        let output = admin_ssh(&paz, &["ports:set", "plain", bad]);
+        assert!(!output.status.success(), "ports:set {bad} must fail");
+        assert!(text(&output).contains("is not a port"), "{}", text(&output));
+    }
+    assert_eq!(paz.releases(&plain_app).await, 1);
+
+    // ports:set: a new release on the new port, rolled out under load.
+    let load = common::Load::start(http, "plain.paz.localhost");
+    let output = admin_ssh(&paz, &["ports:set", "plain", "7000"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let seen = load.finish();
+    common::assert_all_answered(&seen);
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("plain listens on port 7000"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert_eq!(paz.releases(&plain_app).await, 2);
+    assert!(unit_text(&paz, "plain-v2-web-1.service")
+        .await
+        .contains("PORT=7000"));
+    assert_eq!(get(http, "plain.paz.localhost").0, 200);
+
+    // An image that exposes one port and listens on another: the failure
+    // says what was checked and how to fix it.
+    let wrong = paz.tree(&[(
+        "Dockerfile",
+        &format!("FROM {base}\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"9000\"]\n"),
+    )]);
+    let pushed = paz.force_push(wrong.path(), "exposed");
+    let said = text(&pushed);
+    assert!(!pushed.status.success(), "{said}");
+    assert!(
+        said.contains("it checked GET / on port 8080 (the image's first EXPOSE)")
+            && said.contains("the image exposes 8080")
+            && said.contains("ports:set exposed PORT"),
+        "{said}"
+    );
+    assert_eq!(
+        get(http, "exposed.paz.localhost"),
+        (200, "on 8080\n".to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_of_another_install_named_like_a_unit_is_never_announced_or_routed() {
+    let mut paz = paz_up_with("foreign-container", &["--deploy-timeout", "15"]).await;
+    let http = paz.running.http_port;
+    // Left by another paz up on this engine: the same name, Paz's labels, another machine.
+    let foreign = Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--name",
+            "fgn-v1-web-1",
+            "--label",
+            &paz.cleanup.label_arg(),
+            "--label",
+            "paz.unit=fgn-v1-web-1.service",
+            "--label",
+            "paz.machine=0123456789abcdef0123456789abcdef",
+            "-e",
+            "PORT=5000",
+            "-p",
+            "127.0.0.1::5000",
+            tests::BUSYBOX_IMAGE,
+            "sh",
+            "-c",
+            "mkdir -p /www && echo foreign > /www/index.html && exec httpd -f -p 5000 -h /www",
+        ])
+        .output()
+        .unwrap();
+    assert!(foreign.status.success(), "{}", text(&foreign));
+    let app = web_app(&paz, "own");
+    let watch = paz.store.clone();
+    let services = watch.keys().services();
+    let pushed = paz.push(app.path(), "fgn");
+    let said = text(&pushed);
+    let _ = Command::new("docker")
+        .args(["rm", "-f", "fgn-v1-web-1"])
+        .output();
+    assert!(!pushed.status.success(), "{said}");
+    assert!(
+        said.contains("a container named fgn-v1-web-1 that this machine did not start")
+            && said.contains("docker rm -f fgn-v1-web-1"),
+        "{said}"
+    );
+    assert!(!said.contains("healthy"), "{said}");
+    let announced = watch.list(&services).await.unwrap();
+    assert!(
+        announced.entries.iter().all(|e| !e.key.contains("/fgn/")),
+        "the foreign container was announced: {:?}",
+        announced.entries
+    );
+    let (status, body) = get(http, "fgn.paz.localhost");
+    assert_ne!(
+        body, "foreign\n",
+        "the proxy routed to the foreign container"
+    );
+    assert_ne!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_of_a_tag_records_its_digest_and_a_rollback_runs_the_original_bits() {
+    let mut paz = paz_up_with("pinned-release", &["--deploy-timeout", "15"]).await;
+    let http = paz.running.http_port;
+    let registry = format!("127.0.0.1:{}", paz.running.registry_port);
+    let created = admin_ssh(&paz, &["apps:create", "pin"]);
+    assert!(created.status.success(), "{}", text(&created));
+    let token: serde_json::Value = serde_json::from_slice(
+        &admin_ssh(
+            &paz,
+            &[
+                "tokens:create",
+                "ci",
+                "--role",
+                "deployer",
+                "--apps",
+                "pin",
+                "--json",
+            ],
+        )
+        .stdout,
+    )
+    .unwrap();
+    let secret = token["secret"].as_str().unwrap().to_string();
+    let docker_config = tests::temp_dir();
+    let docker =
+        |args: &[&str], stdin: Option<&str>| docker_with(docker_config.path(), args, stdin);
+    docker(
+        &["login", &registry, "-u", "ci", "--password-stdin"],
+        Some(&secret),
+    );
+    let tag = format!("{registry}/pin:ci-1");
+    paz.cleanup.track_image(&tag);
+    let build_and_push = |say: &str| {
+        let context = web_app(&paz, say);
+        build_image(&paz, docker_config.path(), &tag, context.path());
+        docker(&["push", &tag], None);
+    };
+
+    // deploy APP REPO:TAG records the digest the tag names, and the tag.
+    build_and_push("first bits");
+    let deployed = admin_ssh(&paz, &["deploy", "pin", &tag]);
+    assert!(deployed.status.success(), "{}", text(&deployed));
+    let app = store::AppName::new("pin").unwrap();
+    let v1 = paz.release(&app, 1).await;
+    assert!(
+        v1.image.starts_with(&format!("{registry}/pin@sha256:")),
+        "{}",
+        v1.image
+    );
+    assert_eq!(v1.source.as_deref(), Some(tag.as_str()));
+    assert_eq!(
+        get(http, "pin.paz.localhost"),
+        (200, "first bits\n".to_string())
+    );
+    let listed = String::from_utf8_lossy(&admin_ssh(&paz, &["releases", "pin"]).stdout).to_string();
+    assert!(
+        listed.contains(&format!("{} (from {tag})", v1.image)),
+        "{listed}"
+    );
+    // A tag Paz's registry lacks is refused, and records nothing.
+    let missing = admin_ssh(&paz, &["deploy", "pin", &format!("{registry}/pin:nope")]);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing).contains("is not in Paz's registry"),
+        "{}",
+        text(&missing)
+    );
+    assert_eq!(paz.releases(&app).await, 1);
+
+    // The tag moves; POST /hooks/deploy with it pins the new digest.
+    build_and_push("second bits");
+    let hook = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .args(["-H", &format!("Authorization: Bearer {secret}")])
+        .args(["-H", "Content-Type: application/json"])
+        .args([
+            "-d",
+            &serde_json::json!({"app": "pin", "image": tag}).to_string(),
+        ])
+        .arg(format!("http://{registry}/hooks/deploy"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&hook.stdout), "202");
+    common::answers(http, "pin.paz.localhost", "second bits");
+    let v2 = paz.release(&app, 2).await;
+    assert!(
+        v2.image.starts_with(&format!("{registry}/pin@sha256:")) && v2.image != v1.image,
+        "{} after {}",
+        v2.image,
+        v1.image
+    );
+    assert_eq!(v2.source.as_deref(), Some(tag.as_str()));
+
+    // Rolling back to v1 runs v1's bits, wherever the tag points now.
+    let rolled = admin_ssh(&paz, &["rollback", "pin", "1"]);
+    assert!(rolled.status.success(), "{}", text(&rolled));
+    assert_eq!(paz.release(&app, 3).await.image, v1.image);
+    assert_eq!(
+        get(http, "pin.paz.localhost"),
+        (200, "first bits\n".to_string())
     );
 }

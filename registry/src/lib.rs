@@ -13,6 +13,7 @@ pub mod events;
 pub mod gc;
 mod handlers;
 mod hooks;
+pub mod inspect;
 mod names;
 mod storage;
 

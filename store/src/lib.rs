@@ -11,6 +11,7 @@
 
 mod client;
 mod error;
+pub mod images;
 mod keys;
 mod lease;
 mod local_etcd;
@@ -20,6 +21,7 @@ mod watch;
 
 pub use client::{Entry, Listing, Store, StoreConfig, Transaction, Versioned};
 pub use error::{ConflictKind, Result, StoreError};
+pub use images::{ImageResolver, ResolvedImage};
 pub use keys::{fingerprint_segment, Key, Keys, Prefix};
 pub use lease::{Lease, Registration};
 pub use local_etcd::{LocalEtcd, LocalEtcdError};

@@ -246,6 +246,13 @@ pub struct Release {
     /// The Procfile's `release:` command, run once before a rollout.
     #[serde(default)]
     pub release_command: Option<String>,
+    /// The reference `image` was resolved from, when it named a tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The TCP ports the image exposes, lowest first: without a port
+    /// setting, instances listen on the first (else 5000).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed_ports: Vec<u16>,
 }
 
 /// Where an image event came from.

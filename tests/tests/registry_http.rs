@@ -909,6 +909,8 @@ async fn gc_removes_what_no_tag_or_release_refers_to() {
         status: store::records::ReleaseStatus::Active,
         processes: Default::default(),
         release_command: None,
+        source: None,
+        exposed_ports: Vec::new(),
     };
     fixture
         .store

@@ -29,6 +29,8 @@ async fn typed_records_round_trip_and_list_skips_releases() {
         status: ReleaseStatus::Active,
         processes: Default::default(),
         release_command: None,
+        source: None,
+        exposed_ports: Vec::new(),
     };
     store.put(&keys.release(&web, 1), &release).await.unwrap();
     store.put(&keys.current(&web), &1).await.unwrap();

@@ -186,5 +186,7 @@ fn release() -> store::records::Release {
         status: store::records::ReleaseStatus::Active,
         processes: Default::default(),
         release_command: None,
+        source: None,
+        exposed_ports: Vec::new(),
     }
 }

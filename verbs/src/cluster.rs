@@ -29,8 +29,10 @@ pub(crate) async fn machines(context: &Context, caller: &Caller) -> Result<Outco
         };
         // A machine key lives on its agent's lease: being listed means being alive now.
         lines.push(format!(
-            "{id}  {}  {metadata}  {units} units  up since {}",
-            entry.value.addr, entry.value.started_at
+            "{id}  {}  {metadata}  {units} units  up since {} ({})",
+            entry.value.addr,
+            crate::utc(entry.value.started_at),
+            crate::age(entry.value.started_at)
         ));
         rows.push(json!({"id": id, "machine": entry.value, "units": units}));
     }

@@ -15,6 +15,7 @@ mod domains;
 mod error;
 mod health;
 pub mod keys;
+mod ports;
 mod releases;
 mod tokens;
 
@@ -54,6 +55,15 @@ pub trait Rollouts: Send + Sync + std::fmt::Debug {
         app: store::AppName,
         report: tokio::sync::mpsc::Sender<String>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
+    /// Pins an image reference to its digest and reads its exposed ports,
+    /// for a release of it.
+    fn resolve_image(
+        &self,
+        reference: String,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<store::ResolvedImage, String>> + Send>,
+    >;
 }
 
 impl Context {
@@ -217,6 +227,11 @@ pub const VERBS: &[Verb] = &[
         "set how new instances are checked",
     ),
     verb(
+        "ports:set",
+        "ports:set APP PORT|default",
+        "set the port the app listens on ($PORT; default: the image's EXPOSE, else 5000)",
+    ),
+    verb(
         "releases",
         "releases APP",
         "list an app's releases, newest first",
@@ -287,6 +302,7 @@ pub async fn run(
         "domains:add" => domains::add(context, caller, args).await,
         "domains:remove" => domains::remove(context, caller, args).await,
         "health:set" => health::set(context, caller, args).await,
+        "ports:set" => ports::set(context, caller, args).await,
         "builds" => builds::list(context, caller, args).await,
         "machines:list" => cluster::machines(context, caller).await,
         "units:list" => cluster::units(context, caller, args).await,
@@ -314,6 +330,26 @@ fn help() -> Outcome {
         .map(|verb| json!({"verb": verb.name, "usage": verb.usage, "summary": verb.summary}))
         .collect::<Vec<_>>());
     Outcome::new(text.trim_end(), json)
+}
+
+/// A time in seconds since the Unix epoch as RFC 3339 UTC (`2026-11-28T05:50:19Z`).
+fn utc(seconds: u64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds),
+    )
+    .to_string()
+}
+
+/// How long ago `seconds` (since the Unix epoch) was, to the largest two units (`3h 12m`).
+fn age(seconds: u64) -> String {
+    let elapsed = now().saturating_sub(seconds);
+    let (days, hours, minutes) = (elapsed / 86400, elapsed / 3600 % 24, elapsed / 60 % 60);
+    match (days, hours, minutes) {
+        (0, 0, 0) => format!("{elapsed}s"),
+        (0, 0, m) => format!("{m}m {}s", elapsed % 60),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
 }
 
 /// Seconds since the Unix epoch.

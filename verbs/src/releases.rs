@@ -5,7 +5,7 @@
 
 use serde_json::json;
 use store::records::{ActiveState, Release, ReleaseCause, ReleaseStatus};
-use store::AppName;
+use store::{AppName, ResolvedImage};
 
 use crate::apps::{load, update};
 use crate::args::Args;
@@ -64,11 +64,14 @@ pub(crate) async fn list(
             status_name(release.status)
         };
         // When, as an RFC 3339 UTC time (`2026-11-28T05:50:19Z`).
-        let when = humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(release.created_at),
-        );
+        let when = crate::utc(release.created_at);
+        let from = release
+            .source
+            .as_ref()
+            .map(|source| format!(" (from {source})"))
+            .unwrap_or_default();
         lines.push(format!(
-            "v{:<4} {status:10} {cause:8} {:12} {when}  {}",
+            "v{:<4} {status:10} {cause:8} {:12} {when}  {}{from}",
             release.n, release.by, release.image
         ));
     }
@@ -79,12 +82,21 @@ pub(crate) async fn list(
     ))
 }
 
+/// The image of an earlier release, as it was resolved then.
+fn image_of(release: &Release) -> ResolvedImage {
+    ResolvedImage {
+        image: release.image.clone(),
+        source: release.source.clone(),
+        exposed_ports: release.exposed_ports.clone(),
+    }
+}
+
 /// Records a release of `image` with `env` and rolls it out.
 async fn release_and_roll_out(
     context: &Context,
     caller: &Caller,
     app: &AppName,
-    image: String,
+    image: ResolvedImage,
     env: std::collections::BTreeMap<String, String>,
     from: Option<&Release>,
     cause: ReleaseCause,
@@ -92,7 +104,9 @@ async fn release_and_roll_out(
     let rollouts = context.rollouts()?;
     let release = Release {
         n: 0,
-        image,
+        image: image.image,
+        source: image.source,
+        exposed_ports: image.exposed_ports,
         git_sha: from.and_then(|r| r.git_sha.clone()),
         env,
         created_at: now(),
@@ -170,7 +184,7 @@ pub(crate) async fn after_config_change(
         context,
         caller,
         &app.name,
-        serving.image.clone(),
+        image_of(&serving),
         app.env.clone(),
         Some(&serving),
         ReleaseCause::Config,
@@ -200,17 +214,33 @@ pub(crate) async fn deploy(
             "`{image}` is not an image reference: use REPO[:TAG] or REPO@sha256:DIGEST"
         )));
     }
+    // Pinned to the digest the tag names now, so that the release never
+    // changes (a rollback to it runs these bits, wherever the tag moves).
+    let resolved = context
+        .rollouts()?
+        .resolve_image(image.clone())
+        .await
+        .map_err(|reason| VerbError::Invalid(format!("cannot deploy {image}: {reason}")))?;
+    let pinned = if resolved.image == image {
+        String::new()
+    } else {
+        format!("-----> {image} is {}\n", resolved.image)
+    };
     // Another image: nothing of the last release's Procfile applies to it.
-    release_and_roll_out(
+    let rolled = release_and_roll_out(
         context,
         caller,
         &app,
-        image,
+        resolved,
         record.value.env.clone(),
         None,
         ReleaseCause::Image,
     )
-    .await
+    .await?;
+    Ok(Outcome::new(
+        format!("{pinned}{}", rolled.text),
+        rolled.json,
+    ))
 }
 
 pub(crate) async fn rollback(
@@ -256,7 +286,7 @@ pub(crate) async fn rollback(
         context,
         caller,
         &app,
-        target.image.clone(),
+        image_of(&target),
         target.env.clone(),
         Some(&target),
         ReleaseCause::Rollback,

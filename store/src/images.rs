@@ -1,0 +1,71 @@
+//! What a release records of its image, and the handle that finds it out:
+//! the crates that make releases (builder, verbs, deployer) ask it; `paz`
+//! gives them one that reads Paz's registry (and asks Docker for others).
+
+use std::future::Future;
+use std::pin::Pin;
+
+/// An image reference pinned to what it named when it was resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedImage {
+    /// `repo@sha256:digest` when the digest is known, else the reference as given.
+    pub image: String,
+    /// The reference it was resolved from, when that named a tag
+    /// (`127.0.0.1:5000/hello:ci-1`).
+    pub source: Option<String>,
+    /// The TCP ports the image exposes (`EXPOSE`), lowest first.
+    pub exposed_ports: Vec<u16>,
+}
+
+/// Resolves image references at release time.
+pub trait ImageResolver: Send + Sync + std::fmt::Debug {
+    /// Pins `reference` (`REPO[:TAG]` or `REPO@sha256:...`) to its digest and
+    /// reads the ports its image exposes. Fails when the image is in Paz's
+    /// registry and does not exist there, with a message that says so.
+    fn resolve(
+        &self,
+        reference: &str,
+    ) -> Pin<Box<dyn Future<Output = Result<ResolvedImage, String>> + Send + '_>>;
+}
+
+/// The port an instance listens on: the app's setting, else the image's
+/// first exposed TCP port, else 5000 (as DESIGN.md says).
+pub fn instance_port(configured: Option<u16>, exposed: &[u16]) -> u16 {
+    configured.or(exposed.first().copied()).unwrap_or(5000)
+}
+
+/// The TCP ports among an image's `ExposedPorts` keys (`8080/tcp`,
+/// `53/udp`, `9000`), lowest first.
+pub fn tcp_ports<'a>(keys: impl IntoIterator<Item = &'a str>) -> Vec<u16> {
+    let mut ports: Vec<u16> = keys
+        .into_iter()
+        .filter_map(|key| {
+            let (port, protocol) = key.split_once('/').unwrap_or((key, "tcp"));
+            (protocol == "tcp").then(|| port.parse().ok()).flatten()
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{instance_port, tcp_ports};
+
+    #[test]
+    fn only_tcp_ports_count_lowest_first() {
+        assert_eq!(
+            tcp_ports(["8080/tcp", "53/udp", "443/tcp", "9000"]),
+            vec![443, 8080, 9000]
+        );
+        assert_eq!(tcp_ports(["x/tcp", "70000/tcp"]), Vec::<u16>::new());
+    }
+
+    #[test]
+    fn the_setting_wins_then_the_image_then_5000() {
+        assert_eq!(instance_port(Some(3000), &[8080]), 3000);
+        assert_eq!(instance_port(None, &[80, 8080]), 80);
+        assert_eq!(instance_port(None, &[]), 5000);
+    }
+}
