@@ -319,6 +319,18 @@ async fn keys_are_added_from_stdin_listed_and_removed() {
     // The new deployer may use web, and only web.
     assert_eq!(verb(&fixture, &dana, &["apps:list"]).1, "web");
     assert_eq!(verb(&fixture, &dana, &["config:set", "web", "A=1"]).0, 0);
+    assert_eq!(
+        verb(&fixture, &dana, &["ports:set", "web", "8080"]).1,
+        "web listens on port 8080; it takes effect with the next release"
+    );
+    verb(&fixture, admin, &["apps:create", "other"]);
+    refused(
+        &fixture,
+        &dana,
+        &["ports:set", "other", "8080"],
+        "`dana` may not use app `other`: its apps are web; an admin can add it with ssh-keys:add --apps",
+    )
+    .await;
     refused(
         &fixture,
         &dana,
