@@ -1,6 +1,9 @@
 //! `scripts/check-tools`, which `scripts/setup` runs after installing: it
-//! passes on a machine set up by `scripts/setup`, and names the package to
-//! install when protoc cannot find its well-known types.
+//! names the package to install when protoc cannot find its well-known
+//! types. (That it passes on a set-up machine is shown by every run of
+//! `scripts/test`, whose setup runs it first; it is not run here as well,
+//! because the etcd it starts could take a port that a test running beside
+//! it has just picked for its own etcd.)
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -21,17 +24,6 @@ fn protoc() -> PathBuf {
         "protoc is not on PATH: run scripts/setup"
     );
     PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
-}
-
-#[test]
-fn the_tools_of_a_set_up_machine_pass_their_checks() {
-    let output = check_tools().output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    assert!(
-        String::from_utf8_lossy(&output.stdout).contains("Docker Engine and etcd work"),
-        "{stderr}"
-    );
 }
 
 #[test]
