@@ -31,10 +31,17 @@ pub(crate) struct Sidekick {
     pub(crate) advertise: String,
 }
 
+/// One check: `GET path` on the instance's own published port answers with
+/// a status below 500 that is not a redirect. Redirects are never followed,
+/// so an app cannot make the agent (root, on the host's network) ask any
+/// other address for it.
 async fn healthy(client: &reqwest::Client, port: u16, path: &str, timeout: Duration) -> bool {
     let url = format!("http://127.0.0.1:{port}{path}");
     match client.get(&url).timeout(timeout).send().await {
-        Ok(response) => response.status().as_u16() < 500,
+        Ok(response) => {
+            let status = response.status();
+            !status.is_redirection() && status.as_u16() < 500
+        }
         Err(_) => false,
     }
 }
@@ -46,7 +53,17 @@ pub(crate) async fn run(
     docker: Docker,
     mut stop: watch::Receiver<bool>,
 ) {
-    let client = reqwest::Client::new();
+    let client = match reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+    {
+        Ok(client) => client,
+        Err(error) => {
+            warn!(%error, key = %sidekick.key, "cannot make the health-check client");
+            return;
+        }
+    };
     let timeout = Duration::from_secs(sidekick.spec.timeout.max(1));
     let mut failures = 0u32;
     let mut wait = FIRST_WAIT;

@@ -303,6 +303,12 @@ impl ImageFollower {
             self.settle(&claim, "no tag or digest").await;
             return;
         };
+        // Whatever its source let through, it must not reach a unit file.
+        if let Err(error) = units::check_image(&image) {
+            warn!(%error, "an image event naming no valid image; not deployed");
+            self.settle(&claim, "not an image reference").await;
+            return;
+        }
         let apps = match self.store.list(&self.store.keys().apps()).await {
             Ok(apps) => apps,
             Err(error) => {

@@ -527,7 +527,7 @@ impl Deployer {
             health_attempts: app.health.attempts,
             stop_timeout: 10,
         };
-        let (unit, sidekick) = render_instance(&instance);
+        let (unit, sidekick) = render_instance(&instance)?;
         let sidekick = (process == "web").then_some((sidekick.name, sidekick.text));
         Ok(((unit.name, unit.text), sidekick))
     }

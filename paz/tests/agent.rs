@@ -379,7 +379,8 @@ async fn the_rendered_docker_run_line_makes_the_same_container_as_the_agent() {
         health_timeout: 1,
         health_attempts: 2,
         stop_timeout: 1,
-    });
+    })
+    .unwrap();
     let text = app.text.replace(
         " -l paz.app=demo",
         &format!(" -l {} -l paz.app=demo", cleanup.label_arg()),

@@ -1614,3 +1614,39 @@ async fn a_release_of_a_tag_records_its_digest_and_a_rollback_runs_the_original_
         (200, "first bits\n".to_string())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_check_that_redirects_fails_where_following_it_would_pass() {
+    let mut paz = paz_up_with("health-redirect", &["--deploy-timeout", "6"]).await;
+    let http = paz.running.http_port;
+    let created = admin_ssh(&paz, &["apps:create", "hop"]);
+    assert!(created.status.success(), "{}", text(&created));
+    // busybox httpd answers `GET /sub` (a directory) with a redirect to `/sub/`,
+    // which answers 200: a check that followed redirects would pass.
+    let base = tests::BUSYBOX_IMAGE;
+    let app = paz.tree(&[
+        (
+            "Dockerfile",
+            &format!("FROM {base}\nCOPY www /www\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"),
+        ),
+        ("www/index.html", "top\n"),
+        ("www/sub/index.html", "sub\n"),
+    ]);
+    let set = admin_ssh(&paz, &["health:set", "hop", "path=/sub"]);
+    assert!(set.status.success(), "{}", text(&set));
+    let pushed = paz.push(app.path(), "hop");
+    let said = text(&pushed);
+    assert!(!pushed.status.success(), "{said}");
+    assert!(
+        said.contains("hop-v1-web-1 did not pass its health check within 6 s"),
+        "{said}"
+    );
+    assert_ne!(get(http, "hop.paz.localhost").0, 200);
+
+    // The same app with a check that answers 200 itself is released.
+    let set = admin_ssh(&paz, &["health:set", "hop", "path=/sub/"]);
+    assert!(set.status.success(), "{}", text(&set));
+    let pushed = paz.force_push(app.path(), "hop");
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    assert_eq!(get(http, "hop.paz.localhost"), (200, "top\n".to_string()));
+}

@@ -303,6 +303,8 @@ pub(crate) async fn deploy(
             format!("app `{app}` does not exist"),
         ));
     }
+    // Checked here, before anything is recorded: it ends up in a unit file.
+    units::check_image(image).map_err(bad)?;
     let (repository, tag, digest) = split_image(image);
     if let Some(digest) = &digest {
         crate::names::check_digest(digest).map_err(|error| bad(error.message))?;

@@ -113,6 +113,19 @@ async fn the_deploy_hook_takes_an_app_and_an_image() {
             400,
             "is invalid",
         ),
+        // Would have become a `docker run` flag in the unit's ExecStart.
+        (
+            Some(fixture.admin.secret.as_str()),
+            json!({"app": "web", "image": "--volume=/:/host:ro"}).to_string(),
+            400,
+            "`--volume=/:/host:ro` is not an image reference",
+        ),
+        (
+            Some(fixture.admin.secret.as_str()),
+            json!({"app": "web", "image": "web\u{7}:v1"}).to_string(),
+            400,
+            "is not an image reference",
+        ),
     ] {
         let (status, reply) = post(&fixture, "/hooks/deploy", bearer, &[], body.as_bytes()).await;
         assert_eq!(status.as_u16(), expected, "{body}: {reply}");

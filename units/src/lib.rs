@@ -13,7 +13,7 @@ mod templates;
 
 pub use file::UnitFile;
 pub use fleet::Placement;
-pub use spec::{ContainerSpec, Exec, Port, SidekickSpec};
+pub use spec::{check_image, ContainerSpec, Exec, Port, SidekickSpec};
 pub use templates::{parse_instance_name, render_instance, Instance, InstanceName, RenderedUnit};
 
 /// A unit file that cannot be used, with the line it is about.

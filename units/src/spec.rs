@@ -91,6 +91,28 @@ fn pair(text: &str, flag: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{flag} `{text}` is not KEY=VALUE"))
 }
 
+/// The one check of an image reference, for every entry point that takes one
+/// (verbs, hooks, the image follower) and for unit files: `REPO[:TAG]` or
+/// `REPO@sha256:DIGEST` in the characters references use, so that it can
+/// never become a `docker run` flag (`--volume=...`) or carry a control
+/// character into a unit file.
+pub fn check_image(image: &str) -> Result<(), String> {
+    let valid = !image.is_empty()
+        && image.len() <= 512
+        && !image.starts_with('-')
+        && image
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "./:@_-".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not an image reference: use REPO[:TAG] or REPO@sha256:DIGEST",
+            image.escape_debug()
+        ))
+    }
+}
+
 /// Parses `docker run` arguments (after `run`).
 pub fn parse_docker_run(args: &[String]) -> Result<ContainerSpec, String> {
     let mut spec = ContainerSpec::default();
@@ -138,6 +160,7 @@ pub fn parse_docker_run(args: &[String]) -> Result<ContainerSpec, String> {
     if spec.image.is_empty() {
         return Err("docker run names no image".to_string());
     }
+    check_image(&spec.image)?;
     if spec.name.is_empty() {
         return Err("docker run needs --name (the unit's container name)".to_string());
     }

@@ -46,7 +46,8 @@ fn fill(template: &str, values: &[(&str, String)]) -> String {
 }
 
 /// The instance's unit and its sidekick's.
-pub fn render_instance(instance: &Instance) -> (RenderedUnit, RenderedUnit) {
+pub fn render_instance(instance: &Instance) -> Result<(RenderedUnit, RenderedUnit), String> {
+    crate::spec::check_image(&instance.image)?;
     let name = format!(
         "{}-v{}-{}-{}",
         instance.app, instance.release, instance.process, instance.index
@@ -112,7 +113,7 @@ pub fn render_instance(instance: &Instance) -> (RenderedUnit, RenderedUnit) {
         ANNOUNCE,
         &[("unit", unit.clone()), ("exec_start", exec::join(&paz))],
     );
-    (
+    Ok((
         RenderedUnit {
             name: unit,
             text: app_text,
@@ -121,7 +122,7 @@ pub fn render_instance(instance: &Instance) -> (RenderedUnit, RenderedUnit) {
             name: format!("{name}-announce.service"),
             text: announce_text,
         },
-    )
+    ))
 }
 
 /// What an instance's unit name says: `<app>-v<release>-<process>-<index>.service`,

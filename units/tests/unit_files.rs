@@ -137,7 +137,8 @@ fn paz_renders_an_instance_and_its_sidekick() {
         health_timeout: 5,
         health_attempts: 3,
         stop_timeout: 10,
-    });
+    })
+    .unwrap();
     assert_eq!(app.name, "web-v7-web-1.service");
     expect![[r#"
         [Unit]
@@ -184,5 +185,48 @@ fn paz_renders_an_instance_and_its_sidekick() {
         UnitFile::parse(&app.text).unwrap().render(),
         app.text,
         "rendered files round-trip exactly"
+    );
+}
+
+#[test]
+fn an_image_that_would_be_a_docker_flag_or_hold_a_control_character_is_refused() {
+    let instance = |image: &str| Instance {
+        app: "web".into(),
+        release: 1,
+        process: "web".into(),
+        index: 1,
+        image: image.into(),
+        port: 5000,
+        env: vec![],
+        command: vec![],
+        service_key: "/paz/services/web/1/1".into(),
+        health_path: "/".into(),
+        health_timeout: 5,
+        health_attempts: 3,
+        stop_timeout: 10,
+    };
+    for bad in [
+        "--volume=/:/host:ro",
+        "-v",
+        "web\nExecStartPre=/bin/sh",
+        "web latest",
+        "",
+    ] {
+        let error = render_instance(&instance(bad)).unwrap_err();
+        assert!(
+            error.contains("is not an image reference"),
+            "{bad:?}: {error}"
+        );
+    }
+    assert!(render_instance(&instance("127.0.0.1:5000/web@sha256:ab")).is_ok());
+    // A unit file written by hand is held to the same check.
+    let error = units::parse_unit(
+        "x.service",
+        "[Service]\nExecStart=/usr/bin/docker run --name x web\u{7f}\n",
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("is not an image reference"),
+        "{error}"
     );
 }

@@ -203,17 +203,7 @@ pub(crate) async fn deploy(
 ) -> Result<Outcome, VerbError> {
     let (name, image) = args.two()?;
     let (app, record) = load(context, caller, &name).await?;
-    let valid = !image.is_empty()
-        && image.len() <= 512
-        && !image.starts_with('-')
-        && image
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "./:@_-".contains(c));
-    if !valid {
-        return Err(VerbError::Invalid(format!(
-            "`{image}` is not an image reference: use REPO[:TAG] or REPO@sha256:DIGEST"
-        )));
-    }
+    units::check_image(&image).map_err(VerbError::Invalid)?;
     // Pinned to the digest the tag names now, so that the release never
     // changes (a rollback to it runs these bits, wherever the tag moves).
     let resolved = context
