@@ -486,3 +486,66 @@ async fn help_lists_every_verb() {
         assert!(out.contains(name), "{name} missing from:\n{out}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployer_cannot_take_another_apps_hostname_or_a_name_nobody_owns() {
+    let fixture = fixture("verbs-domain-takeover").await;
+    let admin = &fixture.admin;
+    fixture
+        .store
+        .put(&fixture.store.keys().domain(), &"paz.localhost".to_string())
+        .await
+        .unwrap();
+    verb(&fixture, admin, &["apps:create", "one"]);
+    verb(&fixture, admin, &["apps:create", "aaa"]);
+    let deployer = SshIdentity::new("ed25519");
+    add_key(
+        &fixture.store,
+        &deployer,
+        "dev",
+        store::records::Role::Deployer,
+        &["one"],
+    )
+    .await;
+    for (domain, message) in [
+        ("aaa.paz.localhost", "domain aaa.paz.localhost belongs to the app named `aaa`: only names outside paz.localhost (or deeper under it) can be added"),
+        ("future.paz.localhost", "domain future.paz.localhost belongs to the app named `future`: only names outside paz.localhost (or deeper under it) can be added"),
+        ("one.paz.localhost", "domain one.paz.localhost is one's own name: it is routed already"),
+        ("paz.localhost", "domain paz.localhost is the base domain: apps answer at APP.paz.localhost by themselves"),
+        ("localhost", "domain localhost names this machine, not an app: add a name under a domain you own"),
+        ("10.0.0.1", "domain 10.0.0.1 is an IP address: add a name that resolves to the proxy"),
+        ("127.0.0.1", "domain 127.0.0.1 is an IP address: add a name that resolves to the proxy"),
+        ("api.one.paz.localhost", "`dev` is a deployer and may not add names under the base domain paz.localhost: that needs the admin role"),
+    ] {
+        refused(&fixture, &deployer, &["domains:add", "one", domain], message).await;
+    }
+    // An admin is held to the same names, but may route one deeper under the base.
+    refused(
+        &fixture,
+        admin,
+        &["domains:add", "one", "aaa.paz.localhost"],
+        "domain aaa.paz.localhost belongs to the app named `aaa`: only names outside paz.localhost (or deeper under it) can be added",
+    )
+    .await;
+    assert_eq!(
+        verb(
+            &fixture,
+            admin,
+            &["domains:add", "one", "api.one.paz.localhost"]
+        )
+        .1,
+        "added api.one.paz.localhost to one"
+    );
+    // What a deployer may add: a name of its own, to its own app only.
+    assert_eq!(
+        verb(&fixture, &deployer, &["domains:add", "one", "www.one.test"]).1,
+        "added www.one.test to one"
+    );
+    refused(
+        &fixture,
+        &deployer,
+        &["domains:add", "aaa", "www.aaa.test"],
+        "`dev` may not use app `aaa`: its apps are one; an admin can add it with ssh-keys:add --apps",
+    )
+    .await;
+}

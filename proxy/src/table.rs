@@ -37,15 +37,19 @@ impl Table {
     ) -> Table {
         let mut table = Table::default();
         for app in apps {
-            if let Some(domain) = domain {
-                table
-                    .hosts
-                    .insert(format!("{}.{domain}", app.name), app.name.clone());
-            }
             for extra in &app.domains {
                 table
                     .hosts
                     .insert(extra.to_ascii_lowercase(), app.name.clone());
+            }
+        }
+        // `<app>.<domain>` always belongs to its app: it wins over any added
+        // domain of the same name (another app's `domains:add` cannot take it).
+        if let Some(domain) = domain {
+            for app in apps {
+                table
+                    .hosts
+                    .insert(format!("{}.{domain}", app.name), app.name.clone());
             }
         }
         let known: HashMap<(&str, &str), &Arc<Backend>> = previous
@@ -114,5 +118,34 @@ impl Table {
     /// How many backends the table holds.
     pub fn size(&self) -> usize {
         self.instances.values().map(Vec::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_apps_own_name_wins_over_another_apps_added_domain() {
+        let app = |name: &str, domains: &[&str]| {
+            let mut app = App::new(AppName::new(name).unwrap(), 0);
+            app.domains = domains.iter().map(|d| d.to_string()).collect();
+            app
+        };
+        // In either order of the apps.
+        for apps in [
+            vec![
+                app("aaa", &[]),
+                app("one", &["aaa.paz.localhost", "www.one.test"]),
+            ],
+            vec![
+                app("one", &["aaa.paz.localhost", "www.one.test"]),
+                app("aaa", &[]),
+            ],
+        ] {
+            let table = Table::build(Some("paz.localhost"), &apps, &[], "", &Table::default());
+            assert_eq!(table.app_for("aaa.paz.localhost").unwrap().as_str(), "aaa");
+            assert_eq!(table.app_for("www.one.test").unwrap().as_str(), "one");
+        }
     }
 }

@@ -33,7 +33,14 @@ pub(crate) async fn add(
     args: Args,
 ) -> Result<Outcome, VerbError> {
     let (name, domain) = args.two()?;
+    caller.require_app(&store::AppName::new(&name)?)?;
     check_domain(&domain)?;
+    let base = context
+        .store
+        .get(&context.store.keys().domain())
+        .await?
+        .map(|d| d.value);
+    check_routable(caller, &name, &domain, base.as_deref())?;
     // A domain routes to one app only.
     let apps = context.store.list(&context.store.keys().apps()).await?;
     if let Some(owner) = apps
@@ -65,6 +72,49 @@ pub(crate) async fn add(
         format!("added {domain} to {}", app.name),
         json!(app.domains),
     ))
+}
+
+/// Whether `caller` may route `domain` to app `name`: never `localhost`, an
+/// IP address or the base domain itself; under the base domain only an
+/// admin, and never `<label>.<base>`, which belongs to the app of that name
+/// (created or not: the proxy routes it to that app).
+fn check_routable(
+    caller: &Caller,
+    name: &str,
+    domain: &str,
+    base: Option<&str>,
+) -> Result<(), VerbError> {
+    let refuse = |why: String| Err(VerbError::Invalid(format!("domain {domain} {why}")));
+    if base == Some(domain) {
+        return refuse(format!(
+            "is the base domain: apps answer at APP.{domain} by themselves"
+        ));
+    }
+    let under_base = base.is_some_and(|base| domain.ends_with(&format!(".{base}")));
+    if domain == "localhost" || (domain.ends_with(".localhost") && !under_base) {
+        return refuse("names this machine, not an app: add a name under a domain you own".into());
+    }
+    if domain
+        .split('.')
+        .all(|label| label.chars().all(|c| c.is_ascii_digit()))
+    {
+        return refuse("is an IP address: add a name that resolves to the proxy".into());
+    }
+    let Some(base) = base else {
+        return Ok(());
+    };
+    let Some(under) = domain.strip_suffix(&format!(".{base}")) else {
+        return Ok(());
+    };
+    if !under.contains('.') {
+        return refuse(if under == name {
+            format!("is {name}'s own name: it is routed already")
+        } else {
+            format!("belongs to the app named `{under}`: only names outside {base} (or deeper under it) can be added")
+        });
+    }
+    caller.require_admin(&format!("add names under the base domain {base}"))?;
+    Ok(())
 }
 
 pub(crate) async fn remove(
