@@ -149,6 +149,8 @@ impl Gitd {
             source,
         })?;
         let hook_server = tokio::spawn(hook::serve(hooks, self.shared.clone()));
+        let shared = self.shared.clone();
+        let key_watch = tokio::spawn(async move { shared.follow_keys().await });
         let slots = Arc::new(Semaphore::new(self.config.max_connections));
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
@@ -171,12 +173,21 @@ impl Gitd {
             };
             let (started, started_watch) = watch::channel(false);
             let handler = Connection::new(self.shared.clone(), peer.to_string(), started);
+            let fingerprint = handler.fingerprint.clone();
+            let keys_now = self.shared.keys_now.subscribe();
+            let shared = self.shared.clone();
             let ssh = self.ssh.clone();
             let handshake_timeout = self.config.handshake_timeout;
             connections.spawn(
                 async move {
                     let _slot = slot;
-                    serve_connection(ssh, socket, handler, handshake_timeout, started_watch).await;
+                    let watched = Watched {
+                        started: started_watch,
+                        fingerprint,
+                        keys_now,
+                        shared,
+                    };
+                    serve_connection(ssh, socket, handler, handshake_timeout, watched).await;
                 }
                 .instrument(tracing::info_span!("ssh", %peer)),
             );
@@ -191,20 +202,53 @@ impl Gitd {
         }
         connections.abort_all();
         hook_server.abort();
+        key_watch.abort();
         let _ = std::fs::remove_file(&socket_path);
         Ok(())
     }
 }
 
+/// What a connection's loop watches besides the session.
+struct Watched {
+    /// Whether the client has asked for something yet.
+    started: watch::Receiver<bool>,
+    /// The key it authenticated with, once it has.
+    fingerprint: Arc<std::sync::Mutex<Option<String>>>,
+    /// The keys in `/paz/keys` now.
+    keys_now: watch::Receiver<Option<Arc<std::collections::HashSet<String>>>>,
+    /// To read the key itself before acting on what the watch says.
+    shared: Arc<server::Shared>,
+}
+
+/// The connection's key (once it has one), if it has left `/paz/keys` as the
+/// watch sees it.
+fn removed_key(
+    fingerprint: &std::sync::Mutex<Option<String>>,
+    keys_now: &watch::Receiver<Option<Arc<std::collections::HashSet<String>>>>,
+) -> Option<String> {
+    let fingerprint = fingerprint
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()?;
+    let keys = keys_now.borrow().clone()?;
+    (!keys.contains(&fingerprint)).then_some(fingerprint)
+}
+
 /// Runs one connection; closes it if it has not asked for anything within the
-/// handshake timeout.
+/// handshake timeout, and when its key is removed.
 async fn serve_connection(
     ssh: Arc<russh::server::Config>,
     socket: tokio::net::TcpStream,
     handler: Connection,
     handshake_timeout: Duration,
-    mut started: watch::Receiver<bool>,
+    watched: Watched,
 ) {
+    let Watched {
+        mut started,
+        fingerprint,
+        mut keys_now,
+        shared,
+    } = watched;
     let session = match tokio::time::timeout(
         handshake_timeout,
         russh::server::run_stream(ssh, socket, handler),
@@ -244,6 +288,20 @@ async fn serve_connection(
                 if changed.is_err() {
                     // The handler is gone; the session future ends too.
                     let _ = (&mut session).await;
+                    return;
+                }
+            }
+            Ok(()) = keys_now.changed() => {
+                // The watch may lag a key added a moment ago: the store decides.
+                let removed = match removed_key(&fingerprint, &keys_now) {
+                    Some(gone) => shared.key_record(&gone).await.is_none(),
+                    None => false,
+                };
+                if removed {
+                    info!("the connection's key was removed; disconnecting");
+                    let _ = handle
+                        .disconnect(russh::Disconnect::ByApplication, "your key has been removed".into(), "en".into())
+                        .await;
                     return;
                 }
             }

@@ -31,6 +31,9 @@ pub(crate) struct Shared {
     pushes: Mutex<HashMap<String, PushContext>>,
     /// One lock per app: pushes to an app run one after the other.
     push_locks: Mutex<HashMap<AppName, Arc<tokio::sync::Mutex<()>>>>,
+    /// The fingerprints of the keys in `/paz/keys` now (`None` until the
+    /// watch has read them): a connection whose key leaves it is closed.
+    pub(crate) keys_now: watch::Sender<Option<Arc<std::collections::HashSet<String>>>>,
 }
 
 impl Shared {
@@ -47,6 +50,32 @@ impl Shared {
             hook_socket,
             pushes: Mutex::new(HashMap::new()),
             push_locks: Mutex::new(HashMap::new()),
+            keys_now: watch::channel(None).0,
+        }
+    }
+
+    /// Keeps [`Shared::keys_now`] current from a watch of `/paz/keys`.
+    pub(crate) async fn follow_keys(&self) {
+        let prefix = self.store().keys().ssh_keys();
+        let mut watch = self.store().watch(&prefix);
+        let mut known: HashMap<String, String> = HashMap::new();
+        while let Some(event) = watch.next_event().await {
+            match event {
+                store::WatchEvent::Snapshot { entries, .. } => {
+                    known = entries
+                        .into_iter()
+                        .map(|entry| (entry.key, entry.value.fingerprint))
+                        .collect();
+                }
+                store::WatchEvent::Put { key, value, .. } => {
+                    known.insert(key, value.fingerprint);
+                }
+                store::WatchEvent::Delete { key, .. } | store::WatchEvent::Invalid { key, .. } => {
+                    known.remove(&key);
+                }
+            }
+            let fingerprints = known.values().cloned().collect();
+            self.keys_now.send_replace(Some(Arc::new(fingerprints)));
         }
     }
 
@@ -76,8 +105,12 @@ impl Shared {
         if !verbs::keys::is_supported(&key.algorithm()) {
             return None;
         }
-        let fingerprint = verbs::keys::fingerprint(key);
-        let record_key = self.store().keys().ssh_key(&fingerprint).ok()?;
+        self.key_record(&verbs::keys::fingerprint(key)).await
+    }
+
+    /// The record of the key with `fingerprint` as `/paz/keys` has it now.
+    pub(crate) async fn key_record(&self, fingerprint: &str) -> Option<SshKey> {
+        let record_key = self.store().keys().ssh_key(fingerprint).ok()?;
         match self.store().get(&record_key).await {
             Ok(Some(record)) if record.value.fingerprint == fingerprint => Some(record.value),
             Ok(_) => None,
@@ -119,6 +152,9 @@ pub(crate) struct Connection {
     git_protocol: HashMap<ChannelId, String>,
     /// Set once the client has asked for something; the handshake timeout ends then.
     started: watch::Sender<bool>,
+    /// The authenticated key's fingerprint, for the connection's loop, which
+    /// closes the connection when that key is removed.
+    pub(crate) fingerprint: Arc<Mutex<Option<String>>>,
 }
 
 impl Connection {
@@ -134,6 +170,7 @@ impl Connection {
             channels: HashMap::new(),
             git_protocol: HashMap::new(),
             started,
+            fingerprint: Arc::default(),
         }
     }
 }
@@ -161,6 +198,8 @@ impl russh::server::Handler for Connection {
         match self.shared.find_key(key.public_key).await {
             Some(record) => {
                 info!(peer = %self.peer, key = %record.name, "authenticated");
+                *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(record.fingerprint.clone());
                 self.key = Some(record);
                 Ok(Auth::Accept)
             }
@@ -305,6 +344,8 @@ async fn finish(channel: Channel<Msg>, stdout: &str, stderr: &str, code: u32) ->
 }
 
 /// Runs what the client asked for on its channel; returns the exit code.
+/// The key is read again first: a key removed (or whose rights changed)
+/// since the connection was made is held to what `/paz/keys` says now.
 async fn execute(
     shared: &Shared,
     key: &SshKey,
@@ -312,6 +353,17 @@ async fn execute(
     command: &[u8],
     git_protocol: Option<String>,
 ) -> u32 {
+    let Some(key) = shared.key_record(&key.fingerprint).await else {
+        return refuse(
+            channel,
+            &format!(
+                "paz: key `{}` has been removed: ask an admin to add it again (ssh-keys:add)",
+                key.name
+            ),
+        )
+        .await;
+    };
+    let key = &key;
     match command::parse(command) {
         Err(message) => refuse(channel, &format!("paz: {message}")).await,
         Ok(Request::Git { service, app }) => {

@@ -549,3 +549,63 @@ async fn a_deployer_cannot_take_another_apps_hostname_or_a_name_nobody_owns() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_keys_open_connections_are_closed_and_refused() {
+    let fixture = fixture("verbs-removed-key").await;
+    let admin = &fixture.admin;
+    verb(&fixture, admin, &["apps:create", "web"]);
+    let dana = SshIdentity::new("ed25519");
+    add_key(
+        &fixture.store,
+        &dana,
+        "dana",
+        store::records::Role::Deployer,
+        &["web"],
+    )
+    .await;
+    // One OpenSSH master connection that later commands are multiplexed over.
+    let control = dana.home().join("control.sock");
+    let ssh = |extra: &[&str], args: &[&str]| {
+        let command = dana.ssh_command();
+        let mut parts = command.split_whitespace();
+        let mut ssh = std::process::Command::new(parts.next().unwrap());
+        ssh.args(parts)
+            .args(["-o", &format!("ControlPath={}", control.display())])
+            .args(extra)
+            .args(["-p", &fixture.port.to_string(), "paz@127.0.0.1"])
+            .args(args)
+            .env("HOME", dana.home())
+            .stdin(std::process::Stdio::null());
+        ssh
+    };
+    let master = ssh(&["-M", "-N", "-f"], &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(master.success(), "the master connection did not start");
+    let over_master = |args: &[&str]| ssh(&["-o", "ControlMaster=no"], args).output().unwrap();
+    let set = over_master(&["config:set", "web", "A=1"]);
+    assert!(set.status.success(), "{}", stderr(&set));
+
+    assert_eq!(verb(&fixture, admin, &["ssh-keys:remove", "dana"]).0, 0);
+    // The connection the removed key opened is closed...
+    let mut open = true;
+    for _ in 0..50 {
+        open = ssh(&["-O", "check"], &[])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        if !open {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!open, "the removed key's connection is still open");
+    // ...and nothing runs for it any more, over it or anew.
+    let after = over_master(&["config:set", "web", "A=2"]);
+    assert!(!after.status.success(), "{}", stdout(&after));
+    assert_eq!(verb(&fixture, admin, &["config:get", "web", "A"]).1, "1");
+}
