@@ -56,6 +56,10 @@ impl Drop for Registry {
     }
 }
 
+/// The largest webhook body read (1 MiB); a larger one is refused with 413
+/// while it is read, before it is authenticated.
+pub const HOOK_BODY_LIMIT: usize = 1 << 20;
+
 /// How long an upload may go unwritten before it counts as abandoned.
 const STALE_UPLOAD: Duration = Duration::from_secs(24 * 3600);
 
@@ -81,9 +85,19 @@ impl Registry {
     /// The HTTP surface: `/v2/...` and `/hooks/...`.
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/hooks/registry", post(hooks::registry))
-            .route("/hooks/dockerhub", post(hooks::dockerhub))
-            .route("/hooks/deploy", post(hooks::deploy))
+            // A hook's body is small: read no more than this, authenticated or not.
+            .route(
+                "/hooks/registry",
+                post(hooks::registry).layer(DefaultBodyLimit::max(HOOK_BODY_LIMIT)),
+            )
+            .route(
+                "/hooks/dockerhub",
+                post(hooks::dockerhub).layer(DefaultBodyLimit::max(HOOK_BODY_LIMIT)),
+            )
+            .route(
+                "/hooks/deploy",
+                post(hooks::deploy).layer(DefaultBodyLimit::max(HOOK_BODY_LIMIT)),
+            )
             .fallback(handlers::dispatch)
             .layer(axum::middleware::map_response(api_version))
             .layer(DefaultBodyLimit::disable())

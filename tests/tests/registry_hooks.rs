@@ -279,3 +279,21 @@ async fn the_registry_hook_takes_a_signed_notification_envelope() {
     assert_eq!(status, 400);
     assert_eq!(events(&fixture).await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_hook_body_over_the_limit_is_refused_while_it_is_read_and_records_nothing() {
+    let fixture = fixture("hook-body-limit").await;
+    let body = vec![b'x'; registry::HOOK_BODY_LIMIT + 1];
+    for path in ["/hooks/deploy", "/hooks/registry", "/hooks/dockerhub"] {
+        // Anonymous: the limit applies before authentication.
+        let response = fixture
+            .http
+            .post(fixture.url(path))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 413, "{path}");
+    }
+    assert!(events(&fixture).await.is_empty());
+}
