@@ -14,7 +14,9 @@ mod hook;
 mod hostkey;
 mod server;
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +55,9 @@ pub struct GitdConfig {
     pub hook_program: PathBuf,
     /// Connections beyond this are closed at once.
     pub max_connections: usize,
+    /// Connections from one IP address beyond this are closed at once, so
+    /// that one client cannot use up `max_connections` and lock others out.
+    pub max_connections_per_address: usize,
     /// A client must authenticate and ask for something within this.
     pub handshake_timeout: Duration,
     /// A connection that sends nothing for this long is closed.
@@ -67,6 +72,7 @@ impl GitdConfig {
             data_dir,
             hook_program,
             max_connections: 100,
+            max_connections_per_address: 10,
             handshake_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
             rollouts: None,
@@ -152,6 +158,7 @@ impl Gitd {
         let shared = self.shared.clone();
         let key_watch = tokio::spawn(async move { shared.follow_keys().await });
         let slots = Arc::new(Semaphore::new(self.config.max_connections));
+        let per_address: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>> = Arc::default();
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -167,6 +174,14 @@ impl Gitd {
                 },
                 Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             };
+            let Some(from_address) = PerAddress::take(
+                &per_address,
+                peer.ip(),
+                self.config.max_connections_per_address,
+            ) else {
+                warn!(%peer, limit = self.config.max_connections_per_address, "too many connections from this address; closing this one");
+                continue;
+            };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 warn!(%peer, limit = self.config.max_connections, "too many connections; closing this one");
                 continue;
@@ -180,7 +195,7 @@ impl Gitd {
             let handshake_timeout = self.config.handshake_timeout;
             connections.spawn(
                 async move {
-                    let _slot = slot;
+                    let _slot = (slot, from_address);
                     let watched = Watched {
                         started: started_watch,
                         fingerprint,
@@ -205,6 +220,44 @@ impl Gitd {
         key_watch.abort();
         let _ = std::fs::remove_file(&socket_path);
         Ok(())
+    }
+}
+
+/// One connection's share of its address's count; given back on drop.
+struct PerAddress {
+    counts: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    address: IpAddr,
+}
+
+impl PerAddress {
+    /// A share for `address`, unless it has `limit` connections already.
+    fn take(
+        counts: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+        address: IpAddr,
+        limit: usize,
+    ) -> Option<PerAddress> {
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let count = map.entry(address).or_default();
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(PerAddress {
+            counts: counts.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for PerAddress {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = map.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.address);
+            }
+        }
     }
 }
 

@@ -486,3 +486,40 @@ async fn every_key_type_logs_in() {
         assert_eq!(stdout(&output), "[]");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_from_one_address_do_not_lock_out_another() {
+    let fixture = fixture("gitd-per-address").await;
+    // 120 idle connections from 127.0.0.2 (loopback, another address): more
+    // than the whole cap of 100. Those past its per-address share are closed.
+    let mut idle = Vec::new();
+    for _ in 0..120 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        if let Ok(stream) = socket
+            .connect(format!("127.0.0.1:{}", fixture.port).parse().unwrap())
+            .await
+        {
+            idle.push(stream);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A user from 127.0.0.1 still gets in and is served.
+    let output = fixture.ssh(&fixture.admin, &["apps:list", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "[]");
+    // And what the attacker holds open is its share, not the server's slots.
+    let mut open = 0;
+    for stream in &idle {
+        let mut byte = [0u8; 1];
+        // The server speaks first (its SSH banner) on the connections it kept.
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(200), stream.peek(&mut byte)).await
+        {
+            if n > 0 {
+                open += 1;
+            }
+        }
+    }
+    assert_eq!(open, 10, "connections kept from one address");
+}
