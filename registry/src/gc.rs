@@ -43,6 +43,26 @@ fn release_repository(image: &str) -> Option<(String, String)> {
     Some((name.to_string(), digest.to_string()))
 }
 
+/// The first release (app, number) whose image is `repository@digest`.
+pub(crate) async fn release_of(
+    store: &Store,
+    repository: &str,
+    digest: &str,
+) -> Result<Option<(store::AppName, u64)>, store::StoreError> {
+    let apps = store.list(&store.keys().apps()).await?;
+    for app in &apps.entries {
+        let releases = store.list(&store.keys().releases(&app.value.name)).await?;
+        for release in releases.entries {
+            if release_repository(&release.value.image)
+                .is_some_and(|(name, pinned)| name == repository && pinned == digest)
+            {
+                return Ok(Some((app.value.name.clone(), release.value.n)));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Runs a collection; with `dry_run` it only reports.
 pub async fn collect(
     storage: &Storage,

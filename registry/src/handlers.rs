@@ -465,7 +465,18 @@ async fn put_manifest(
 async fn delete_manifest(state: &AppState, name: &str, reference: &Reference) -> Result<Response> {
     let deleted = match reference {
         Reference::Tag(tag) => state.storage.delete_tag(name, tag).await,
-        Reference::Digest(digest) => state.storage.delete_manifest(name, digest).await?,
+        Reference::Digest(digest) => {
+            // A release runs these bits (and a rollback may again): they stay.
+            let released = crate::gc::release_of(&state.store, name, digest)
+                .await
+                .map_err(|error| RegistryError::internal("read the releases", error))?;
+            if let Some((app, n)) = released {
+                return Err(RegistryError::denied(format!(
+                    "manifest {digest} is the image of release v{n} of app {app}: a release's image is kept while the release exists"
+                )));
+            }
+            state.storage.delete_manifest(name, digest).await?
+        }
     };
     if deleted {
         Ok(StatusCode::ACCEPTED.into_response())

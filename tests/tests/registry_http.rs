@@ -1070,3 +1070,54 @@ async fn concurrent_pushes_of_one_blob_both_succeed_and_store_it_once() {
         "no upload left behind"
     );
 }
+
+#[tokio::test]
+async fn the_manifest_of_a_release_cannot_be_deleted_while_the_release_exists() {
+    let fixture = start_registry("reg-released-delete").await;
+    let (_, digest) = fixture.push_image("web", "v1", &[b"serving layer"]).await;
+    let app = store::AppName::new("web").unwrap();
+    fixture
+        .store
+        .put(
+            &fixture.store.keys().app(&app),
+            &store::records::App::new(app.clone(), 1),
+        )
+        .await
+        .unwrap();
+    let release = store::records::Release {
+        n: 1,
+        image: format!("127.0.0.1:5000/web@{digest}"),
+        git_sha: None,
+        env: Default::default(),
+        created_at: 1,
+        by: "test".into(),
+        cause: store::records::ReleaseCause::Image,
+        status: store::records::ReleaseStatus::Active,
+        processes: Default::default(),
+        release_command: None,
+        source: None,
+        exposed_ports: Vec::new(),
+    };
+    let release_key = fixture.store.keys().release(&app, 1);
+    fixture.store.put(&release_key, &release).await.unwrap();
+    let path = format!("/v2/web/manifests/{digest}");
+    let delete = |who| fixture.request(who, Method::DELETE, &path).send();
+    for who in [&fixture.deployer, &fixture.admin] {
+        let response = delete(who).await.unwrap();
+        assert_eq!(response.status(), 403);
+        let body = response.text().await.unwrap();
+        assert!(
+            body.contains("is the image of release v1 of app web"),
+            "{body}"
+        );
+    }
+    let kept = fixture
+        .request(&fixture.admin, Method::GET, &path)
+        .send()
+        .await
+        .unwrap();
+    assert!(kept.status().is_success(), "the manifest is still there");
+    // Without the release, it may go.
+    fixture.store.delete(&release_key).await.unwrap();
+    assert_eq!(delete(&fixture.deployer).await.unwrap().status(), 202);
+}
