@@ -122,6 +122,7 @@ pub(crate) async fn start(
     unit: &str,
     spec: &ContainerSpec,
     stop_timeout: u64,
+    publish_ip: Option<std::net::IpAddr>,
 ) -> Result<String, String> {
     let mut env: Vec<String> = Vec::new();
     for file in &spec.env_files {
@@ -147,7 +148,10 @@ pub(crate) async fn start(
         bindings.insert(
             key,
             Some(vec![PortBinding {
-                host_ip: port.ip.clone(),
+                host_ip: port
+                    .ip
+                    .clone()
+                    .or_else(|| publish_ip.map(|ip| ip.to_string())),
                 host_port: Some(port.host.map(|h| h.to_string()).unwrap_or_default()),
             }]),
         );

@@ -414,7 +414,15 @@ impl Agent {
             if credentials.is_some() || self.docker.inspect_image(&spec.image).await.is_err() {
                 docker::pull(&self.docker, &spec.image, credentials).await?;
             }
-            docker::start(&self.docker, &self.id, name, spec, unit.stop_timeout).await
+            docker::start(
+                &self.docker,
+                &self.id,
+                name,
+                spec,
+                unit.stop_timeout,
+                self.publish_ip(),
+            )
+            .await
         }
         .await;
         match started {
@@ -497,6 +505,9 @@ impl Agent {
             spec: spec.clone(),
             key,
             machine: self.id.clone(),
+            check_ip: self
+                .publish_ip()
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
             container_port,
             advertise: self.config.advertise_addr.clone(),
         };
@@ -515,6 +526,14 @@ impl Agent {
             },
         );
         self.report(name, ActiveState::Active, None, None).await;
+    }
+
+    /// Where app containers publish their ports: the advertised address
+    /// only (the proxy reaches them there), not every address of the host,
+    /// which would let clients bypass the proxy. A host name, not an IP,
+    /// publishes on every address as Docker does by default.
+    fn publish_ip(&self) -> Option<std::net::IpAddr> {
+        self.config.advertise_addr.parse().ok()
     }
 
     fn credentials_for(&self, image: &str) -> Option<DockerCredentials> {

@@ -25,6 +25,8 @@ pub(crate) struct Sidekick {
     pub(crate) key: Key<String>,
     /// This machine's id: only a container it labelled is checked.
     pub(crate) machine: String,
+    /// The address its published port is checked on (where it is published).
+    pub(crate) check_ip: std::net::IpAddr,
     /// The port the app listens on inside the container of `spec.unit`.
     pub(crate) container_port: u16,
     /// The address other hosts reach this machine's published ports on.
@@ -35,8 +37,13 @@ pub(crate) struct Sidekick {
 /// a status below 500 that is not a redirect. Redirects are never followed,
 /// so an app cannot make the agent (root, on the host's network) ask any
 /// other address for it.
-async fn healthy(client: &reqwest::Client, port: u16, path: &str, timeout: Duration) -> bool {
-    let url = format!("http://127.0.0.1:{port}{path}");
+async fn healthy(
+    client: &reqwest::Client,
+    address: std::net::SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> bool {
+    let url = format!("http://{address}{path}");
     match client.get(&url).timeout(timeout).send().await {
         Ok(response) => {
             let status = response.status();
@@ -78,7 +85,10 @@ pub(crate) async fn run(
         )
         .await;
         let ok = match port {
-            Some(port) => healthy(&client, port, &sidekick.spec.check, timeout).await,
+            Some(port) => {
+                let address = std::net::SocketAddr::new(sidekick.check_ip, port);
+                healthy(&client, address, &sidekick.spec.check, timeout).await
+            }
             None => false,
         };
         if ok {

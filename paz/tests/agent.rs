@@ -437,9 +437,15 @@ async fn the_rendered_docker_run_line_makes_the_same_container_as_the_agent() {
             .collect()
     };
     assert_eq!(labels(&agent), labels(&hand));
+    // The same ports; the agent publishes them on its advertised address
+    // only, where a plain `docker run -p` publishes on every address.
+    assert_eq!(
+        hand.pointer("/HostConfig/PortBindings"),
+        Some(&serde_json::json!({"8080/tcp": [{"HostIp": "", "HostPort": ""}]}))
+    );
     assert_eq!(
         agent.pointer("/HostConfig/PortBindings"),
-        hand.pointer("/HostConfig/PortBindings")
+        Some(&serde_json::json!({"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}))
     );
     let _ = Command::new("docker").args(["rm", "-f", &by_hand]).output();
     store

@@ -1393,6 +1393,16 @@ async fn an_app_listens_on_its_images_exposed_port_unless_ports_set_says_otherwi
     );
     let app = store::AppName::new("exposed").unwrap();
     assert_eq!(paz.release(&app, 1).await.exposed_ports, vec![8080]);
+    // Published on the agent's advertised address only: not around the proxy.
+    let published = Command::new("docker")
+        .args(["port", "exposed-v1-web-1", "8080"])
+        .output()
+        .unwrap();
+    let published = String::from_utf8_lossy(&published.stdout).to_string();
+    assert!(
+        published.starts_with("127.0.0.1:") && !published.contains("0.0.0.0"),
+        "{published}"
+    );
     assert!(unit_text(&paz, "exposed-v1-web-1.service")
         .await
         .contains("PORT=8080"));
