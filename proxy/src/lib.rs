@@ -121,16 +121,27 @@ fn page(status: StatusCode, text: String) -> Response<Body> {
     response
 }
 
-/// The host a request is for: lowercase, without its port; `None` if it has
-/// characters no host name has.
-fn host_of(request: &Request<hyper::body::Incoming>) -> Option<String> {
-    let raw = match request.headers().get(HOST) {
-        Some(value) => value.to_str().ok()?,
-        None => request.uri().authority()?.as_str(),
-    };
-    let host = match raw.rsplit_once(':') {
-        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
-        _ => raw,
+/// The host a request is for: lowercase, without its port. An absolute-form
+/// target's authority (and HTTP/2's `:authority`) wins over `Host`, as RFC
+/// 9112 says; two `Host` headers, or a host with characters no host name
+/// has, are the client's error.
+fn host_of(request: &Request<hyper::body::Incoming>) -> Result<String, &'static str> {
+    const INVALID: &str = "the Host header is missing or is not a host name";
+    let mut headers = request.headers().get_all(HOST).iter();
+    let header = headers.next();
+    if headers.next().is_some() {
+        return Err("the request has two Host headers: send one");
+    }
+    let host = match (request.uri().authority(), header) {
+        (Some(authority), _) => authority.host(),
+        (None, Some(value)) => {
+            let raw = value.to_str().map_err(|_| INVALID)?;
+            match raw.rsplit_once(':') {
+                Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+                _ => raw,
+            }
+        }
+        (None, None) => return Err(INVALID),
     }
     .trim_end_matches('.')
     .to_ascii_lowercase();
@@ -139,7 +150,16 @@ fn host_of(request: &Request<hyper::body::Incoming>) -> Option<String> {
         && host
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-    valid.then_some(host)
+    valid.then_some(host).ok_or(INVALID)
+}
+
+/// Whether a client's `X-Request-Id` is one to keep: a short token that can
+/// be logged as it is (no spaces, quotes or `=` to forge log fields with).
+fn is_request_id(value: &[u8]) -> bool {
+    (1..=128).contains(&value.len())
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Headers that belong to one connection, not to the request.
@@ -158,6 +178,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 impl Proxy {
     /// Starts the watches that keep the table current, and the access log.
@@ -387,9 +408,20 @@ async fn handle(
     client: HeaderValue,
     outcome: &mut Outcome,
 ) -> Response<Body> {
-    let Some(host) = host_of(&request) else {
-        let text = "the Host header is missing or is not a host name".to_string();
-        return page(StatusCode::BAD_REQUEST, text);
+    if request.method() == hyper::Method::CONNECT {
+        let mut response = page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not served: this is a reverse proxy for Paz's apps".to_string(),
+        );
+        response.headers_mut().insert(
+            hyper::header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        return response;
+    }
+    let host = match host_of(&request) {
+        Ok(host) => host,
+        Err(text) => return page(StatusCode::BAD_REQUEST, text.to_string()),
     };
     let table = state.table.load();
     let Some(app) = table.app_for(&host) else {
@@ -410,22 +442,30 @@ async fn forward(
 ) -> Response<Body> {
     // What the backend is told about the original request. (`String`s
     // become header values without a copy.)
+    // The proxy is the edge: it says who the client is, and what a client
+    // claims of itself (`X-Forwarded-For`, `Forwarded`, `X-Real-IP`) goes.
+    let authority = request.uri().authority().map(|a| a.as_str().to_string());
     let headers = request.headers_mut();
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(previous) => {
-            HeaderValue::try_from(format!("{previous}, {}", client.to_str().unwrap_or("")))
-                .unwrap_or(client)
-        }
-        None => client,
-    };
-    headers.insert(X_FORWARDED_FOR, forwarded_for);
+    headers.insert(X_FORWARDED_FOR, client);
+    headers.remove(hyper::header::FORWARDED);
+    headers.remove(X_REAL_IP);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     let host = HeaderValue::try_from(host).unwrap_or(HeaderValue::from_static(""));
-    if !headers.contains_key(HOST) {
-        headers.insert(HOST, host.clone());
+    // The backend is told the host the request was routed by.
+    match authority.and_then(|authority| HeaderValue::try_from(authority).ok()) {
+        Some(authority) => {
+            headers.insert(HOST, authority);
+        }
+        None if !headers.contains_key(HOST) => {
+            headers.insert(HOST, host.clone());
+        }
+        None => {}
     }
     headers.insert(X_FORWARDED_HOST, host);
-    let request_id = match headers.get(&X_REQUEST_ID) {
+    let given = headers
+        .get(&X_REQUEST_ID)
+        .filter(|id| is_request_id(id.as_bytes()));
+    let request_id = match given {
         Some(given) => given.clone(),
         None => {
             let mut hex = [0u8; 32];

@@ -200,9 +200,27 @@ async fn hosts_and_domains_route_to_their_app_and_the_rest_is_404_or_503() {
         .text()
         .await
         .unwrap();
+    // The client's own claim of where it is from is not passed on: the edge says.
     assert!(
-        given.contains("id=abc-123") && given.contains("for=10.1.2.3, 127.0.0.1"),
+        given.contains("id=abc-123") && given.contains("for=127.0.0.1 "),
         "{given}"
+    );
+    // A request id that would forge access-log fields is replaced.
+    let forged = fixture
+        .http
+        .get(format!("http://{}/", fixture.addr))
+        .header("Host", "web.paz.test")
+        .header("X-Request-Id", "x app=admin status=200")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let id = forged.rsplit("id=").next().unwrap();
+    assert!(
+        id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()),
+        "{forged}"
     );
 
     let (status, text) = fixture.get("nobody.paz.test", "/").await;
@@ -466,6 +484,42 @@ async fn bad_requests_get_a_4xx_or_are_closed_and_others_are_still_served() {
             .await
             .unwrap();
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    // Two Host headers: which one routes is ambiguous, so neither does.
+    let answer = tokio::task::spawn_blocking(move || {
+        raw(
+            addr,
+            b"GET / HTTP/1.1\r\nHost: web.paz.test\r\nHost: other.paz.test\r\n\r\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 400") && answer.contains("two Host headers"),
+        "{answer:?}"
+    );
+    // An absolute-form target's authority wins over Host.
+    let answer = tokio::task::spawn_blocking(move || {
+        raw(
+            addr,
+            b"GET http://nobody.paz.test/ HTTP/1.1\r\nHost: web.paz.test\r\n\r\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 404") && answer.contains("no app serves nobody.paz.test"),
+        "{answer:?}"
+    );
+    // CONNECT is refused at once, not left hanging.
+    let answer = tokio::task::spawn_blocking(move || {
+        raw(
+            addr,
+            b"CONNECT web.paz.test:443 HTTP/1.1\r\nHost: web.paz.test:443\r\n\r\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer:?}");
     // A slow client sending its headers a byte at a time is cut off...
     let slow = tokio::task::spawn_blocking(move || {
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
