@@ -48,6 +48,7 @@ pub(crate) async fn run(flags: AgentFlags) -> anyhow::Result<()> {
         _ => bail!("--registry and --registry-token go together"),
     };
     let (store, data_dir) = crate::keys::connect(&flags.store).await?;
+    crate::private_data_dir(&data_dir)?;
     let advertise = match flags.advertise_addr {
         Some(address) => address,
         None => address_towards(store.endpoints().split(',').next().unwrap_or_default())?,

@@ -39,6 +39,15 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: UnitsCommand,
     },
+    /// Make etcd's client TLS for several hosts into DIR: a CA, etcd's certificate (for 127.0.0.1, localhost and each --host) and Paz's client certificate, mode 0600.
+    EtcdTls {
+        /// Where the files go (made mode 0700); existing files are kept
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// A name or IP address etcd is reached at (repeatable)
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+    },
     /// Manage the image registry on this host.
     Registry {
         #[command(subcommand)]
@@ -153,6 +162,9 @@ pub(crate) struct StoreFlags {
         value_name = "PREFIX"
     )]
     pub(crate) etcd_prefix: String,
+    /// etcd's client TLS: a directory with ca.pem, client.pem and client-key.pem [default: none; the local etcd of paz up uses its own]
+    #[arg(long, env = "PAZ_ETCD_TLS", value_name = "DIR")]
+    pub(crate) etcd_tls: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,6 +222,10 @@ pub(crate) struct UpFlags {
     /// The key prefix of this cluster in etcd [default: /paz]
     #[arg(long, env = "PAZ_ETCD_PREFIX", value_name = "PREFIX")]
     pub(crate) etcd_prefix: Option<String>,
+
+    /// etcd's client TLS: a directory with ca.pem, client.pem and client-key.pem [default: none; the local etcd of paz up uses its own]
+    #[arg(long, env = "PAZ_ETCD_TLS", value_name = "DIR")]
+    pub(crate) etcd_tls: Option<PathBuf>,
 
     /// Base domain: an app's URL is http://<app>.<domain> [default: paz.localhost]
     #[arg(long, env = "PAZ_DOMAIN", value_name = "DOMAIN")]

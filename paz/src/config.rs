@@ -16,6 +16,8 @@ pub(crate) struct UpConfig {
     /// `None`: start a local etcd under `data_dir/etcd`.
     pub(crate) etcd: Option<Vec<String>>,
     pub(crate) etcd_prefix: String,
+    /// `--etcd-tls`: the client TLS files of a shared etcd.
+    pub(crate) etcd_tls: Option<PathBuf>,
     pub(crate) domain: String,
     pub(crate) ssh_listen: SocketAddr,
     pub(crate) registry_listen: SocketAddr,
@@ -45,6 +47,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     etcd: Option<EtcdEndpoints>,
     etcd_prefix: Option<String>,
+    etcd_tls: Option<PathBuf>,
     domain: Option<String>,
     ssh_listen: Option<String>,
     registry_listen: Option<String>,
@@ -163,6 +166,7 @@ impl UpConfig {
             data_dir,
             etcd,
             etcd_prefix,
+            etcd_tls: flags.etcd_tls.or(file.etcd_tls),
             domain,
             ssh_listen: listen(
                 "ssh-listen",

@@ -47,6 +47,7 @@ pub(crate) async fn connect(flags: &StoreFlags) -> anyhow::Result<(Store, std::p
         .data_dir
         .clone()
         .unwrap_or_else(|| std::path::PathBuf::from("/var/lib/paz"));
+    let mut tls = flags.etcd_tls.as_deref().map(store::TlsFiles::in_dir);
     let endpoints = match &flags.etcd {
         Some(endpoints) => endpoints.clone(),
         None => {
@@ -57,10 +58,18 @@ pub(crate) async fn connect(flags: &StoreFlags) -> anyhow::Result<(Store, std::p
                     recorded.display()
                 )
             })?;
-            vec![url.trim().to_string()]
+            let url = url.trim().to_string();
+            // The local etcd of that paz up answers only Paz's certificate.
+            if url.starts_with("https://") && tls.is_none() {
+                tls = Some(store::TlsFiles::in_dir(
+                    &data_dir.join(crate::LOCAL_ETCD_TLS),
+                ));
+            }
+            vec![url]
         }
     };
     let mut config = StoreConfig::new(endpoints);
     config.prefix = flags.etcd_prefix.clone();
+    config.tls = tls;
     Ok((Store::connect(config).await?, data_dir))
 }

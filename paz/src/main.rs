@@ -103,6 +103,32 @@ async fn export_units(
     Ok(())
 }
 
+/// Where `paz up` keeps its local etcd's certificates, under the data dir.
+pub(crate) const LOCAL_ETCD_TLS: &str = "etcd-tls";
+
+/// Makes `dir` (the data dir) private to Paz's user: made mode 0700, or set
+/// to it, and what this process creates from now on is 0600/0700 (umask
+/// 077). App sources, build logs, registry blobs, tokens and etcd's
+/// certificates live there.
+pub(crate) fn private_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let cannot = || {
+        format!(
+            "cannot create data dir {}: choose another with --data-dir",
+            dir.display()
+        )
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(cannot)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make data dir {} private (mode 0700)", dir.display()))
+}
+
 /// `paz registry gc`: runs against the registry files of the data dir.
 async fn registry_gc(flags: cli::GcFlags) -> anyhow::Result<()> {
     let (store, data_dir) = keys::connect(&flags.store).await?;
@@ -178,6 +204,13 @@ fn main() -> std::process::ExitCode {
             cli::Command::Registry {
                 command: cli::RegistryCommand::Gc(flags),
             } => registry_gc(flags).await,
+            cli::Command::EtcdTls { dir, hosts } => {
+                let tls = store::EtcdTls::ensure(&dir, &hosts)?;
+                let client = tls.client();
+                println!("etcd:    --client-cert-auth --trusted-ca-file {} --cert-file {} --key-file {}", client.ca.display(), tls.server_cert().display(), tls.server_key().display());
+                println!("paz:     --etcd https://HOST:2379 --etcd-tls {} (copy ca.pem, client.pem and client-key.pem to each host, mode 0600)", dir.display());
+                Ok(())
+            }
             cli::Command::Hook { .. } => unreachable!("handled before the runtime starts"),
         }
     });

@@ -38,27 +38,36 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
         Some(path) => Some(admin_key::read(path)?),
         None => None,
     };
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create data dir {}: choose another with --data-dir",
-            config.data_dir.display()
-        )
-    })?;
+    crate::private_data_dir(&config.data_dir)?;
     let _lock = lock_data_dir(&config.data_dir)?;
 
     let mut local_etcd = None;
-    let endpoints = match &config.etcd {
-        Some(endpoints) => endpoints.clone(),
+    let (endpoints, tls) = match &config.etcd {
+        Some(endpoints) => (
+            endpoints.clone(),
+            config.etcd_tls.as_deref().map(store::TlsFiles::in_dir),
+        ),
         None => {
-            let etcd = LocalEtcd::start(&config.data_dir.join("etcd"))
-                .await
-                .context("cannot start the local etcd")?;
+            // Only who can read Paz's client certificate gets an answer.
+            let etcd = LocalEtcd::start_with_tls(
+                &config.data_dir.join("etcd"),
+                &config.data_dir.join(crate::LOCAL_ETCD_TLS),
+            )
+            .await
+            .context("cannot start the local etcd")?;
             let url = etcd.client_url();
+            let tls = etcd.client_tls();
             local_etcd = Some(etcd);
-            vec![url]
+            (vec![url], tls)
         }
     };
-    let outcome = run_roles(&config, endpoints, admin_key.as_ref(), local_etcd.as_mut()).await;
+    let outcome = run_roles(
+        &config,
+        (endpoints, tls),
+        admin_key.as_ref(),
+        local_etcd.as_mut(),
+    )
+    .await;
 
     // etcd goes last: the roles above have stopped using it.
     if let Some(etcd) = local_etcd.as_mut() {
@@ -79,7 +88,7 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
 /// them in order.
 async fn run_roles(
     config: &UpConfig,
-    endpoints: Vec<String>,
+    endpoints: (Vec<String>, Option<store::TlsFiles>),
     admin_key: Option<&store::records::SshKey>,
     local_etcd: Option<&mut LocalEtcd>,
 ) -> anyhow::Result<()> {
@@ -334,11 +343,12 @@ fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
 /// Connects to the store and writes the settings the cluster shares.
 async fn prepare(
     config: &UpConfig,
-    endpoints: Vec<String>,
+    (endpoints, tls): (Vec<String>, Option<store::TlsFiles>),
     admin_key: Option<&store::records::SshKey>,
 ) -> anyhow::Result<Store> {
     let mut store_config = StoreConfig::new(endpoints);
     store_config.prefix = config.etcd_prefix.clone();
+    store_config.tls = tls;
     let store = Store::connect(store_config).await?;
     let domain_key = store.keys().domain();
     let current = store.get(&domain_key).await?;

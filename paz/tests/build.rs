@@ -44,7 +44,7 @@ async fn paz_up_with(test_name: &str, extra: &[&str]) -> Paz {
         .collect::<Vec<_>>(),
         &[],
     );
-    let store = tests::etcd::connect(&running.etcd_url, "/paz").await;
+    let store = running.store("/paz").await;
     let mut cleanup = DockerCleanup::new(test_name);
     // What this paz up's agent runs goes with the test.
     let machine = agent::machine_id(data.path()).unwrap();

@@ -39,7 +39,7 @@ async fn paz_up_starts_its_own_etcd_and_a_signal_stops_both() {
             "etcd keeps its data in <data-dir>/etcd"
         );
 
-        let store = tests::etcd::connect(&running.etcd_url, "/paz").await;
+        let store = running.store("/paz").await;
         let domain = store.get(&store.keys().domain()).await.unwrap().unwrap();
         assert_eq!(domain.value, "paz.localhost");
 
@@ -68,7 +68,7 @@ async fn state_survives_a_restart_on_the_same_data_dir() {
     let dir = tests::temp_dir();
     let data_dir = dir.path().to_str().unwrap();
     let mut running = start(&["--data-dir", data_dir], &[]);
-    let store = tests::etcd::connect(&running.etcd_url, "/paz").await;
+    let store = running.store("/paz").await;
     let key = store.keys().unit("kept.service").unwrap();
     store.put(&key, &"[Service]\n".to_string()).await.unwrap();
     drop(store);
@@ -83,7 +83,7 @@ async fn state_survives_a_restart_on_the_same_data_dir() {
         &["--data-dir", data_dir, "--domain", "apps.example.com"],
         &[],
     );
-    let store = tests::etcd::connect(&running.etcd_url, "/paz").await;
+    let store = running.store("/paz").await;
     assert_eq!(store.get(&key).await.unwrap().unwrap().value, "[Service]\n");
     let domain = store.get(&store.keys().domain()).await.unwrap().unwrap();
     assert_eq!(domain.value, "apps.example.com");
@@ -487,6 +487,8 @@ async fn paz_up_and_paz_proxy_answer_http_for_the_apps() {
                 "proxy",
                 "--etcd",
                 &running.etcd_url,
+                "--etcd-tls",
+                running.etcd_tls.as_ref().unwrap().to_str().unwrap(),
                 "--http-listen",
                 "127.0.0.1:0",
                 "--metrics-listen",
@@ -524,4 +526,250 @@ async fn paz_up_and_paz_proxy_answer_http_for_the_apps() {
         .wait_timeout(Duration::from_secs(30))
         .unwrap()
         .success());
+}
+
+/// Runs `command ARGS` as the unprivileged user `nobody`, as a local user
+/// without root would.
+fn as_nobody(command: &str, args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(command)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_user_reads_nothing_of_the_data_dir_and_gets_no_answer_from_its_etcd() {
+    let dir = tests::temp_dir();
+    let data = dir.path();
+    let running = start(&["--data-dir", data.to_str().unwrap()], &[]);
+    assert!(
+        running.etcd_url.starts_with("https://"),
+        "{}",
+        running.etcd_url
+    );
+
+    // Nothing under the data dir is open to another user...
+    use std::os::unix::fs::PermissionsExt;
+    let mut open = Vec::new();
+    let mut pending = vec![data.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.permissions().mode() & 0o077 != 0 && !meta.file_type().is_symlink() {
+            open.push(format!(
+                "{} {:o}",
+                path.display(),
+                meta.permissions().mode()
+            ));
+        }
+        if meta.is_dir() {
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    assert!(open.is_empty(), "open to other users: {open:?}");
+    assert_eq!(
+        std::fs::metadata(data).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    // ...and a local user without root is refused each file, the etcd URL
+    // and Paz's certificates among them.
+    for file in [
+        "etcd.url",
+        "internal-tokens.json",
+        "etcd-tls/client-key.pem",
+    ] {
+        let path = data.join(file);
+        assert!(path.is_file(), "{file} exists");
+        let read = as_nobody("cat", &[path.to_str().unwrap()]);
+        assert!(!read.status.success(), "nobody read {file}");
+        assert!(
+            String::from_utf8_lossy(&read.stderr).contains("Permission denied"),
+            "{}",
+            String::from_utf8_lossy(&read.stderr)
+        );
+    }
+
+    // Its etcd answers nobody without Paz's client certificate, not even
+    // root, TLS checks skipped or not: no read of the tokens, no admin key written.
+    let etcdctl = |user: &str, args: &[&str]| {
+        let mut command = if user == "nobody" {
+            let mut command = Command::new("setpriv");
+            command.args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+                "etcdctl",
+            ]);
+            command
+        } else {
+            Command::new("etcdctl")
+        };
+        command
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &running.etcd_url,
+                "--command-timeout=3s",
+                "--dial-timeout=3s",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for user in ["nobody", "root"] {
+        for args in [
+            vec!["get", "--prefix", "/paz/tokens"],
+            vec![
+                "--insecure-skip-tls-verify",
+                "get",
+                "--prefix",
+                "/paz/tokens",
+            ],
+            vec![
+                "--insecure-skip-tls-verify",
+                "put",
+                "/paz/keys/forged",
+                "{}",
+            ],
+        ] {
+            let output = etcdctl(user, &args);
+            assert!(!output.status.success(), "{user} {args:?} got an answer");
+        }
+    }
+    // With Paz's certificate (root can read it) the same etcd answers, and
+    // nothing was written by the refused calls.
+    let tls = running.etcd_tls.clone().unwrap();
+    let with_certs = etcdctl(
+        "root",
+        &[
+            "--cacert",
+            tls.join("ca.pem").to_str().unwrap(),
+            "--cert",
+            tls.join("client.pem").to_str().unwrap(),
+            "--key",
+            tls.join("client-key.pem").to_str().unwrap(),
+            "get",
+            "--prefix",
+            "--keys-only",
+            "/paz/keys/",
+        ],
+    );
+    assert!(
+        with_certs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_certs.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&with_certs.stdout).contains("forged"));
+    let store = running.store("/paz").await;
+    assert_eq!(
+        store
+            .get(&store.keys().domain())
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        "paz.localhost"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paz_etcd_tls_makes_certificates_that_a_shared_etcd_and_paz_use() {
+    let dir = tests::temp_dir();
+    let tls = dir.path().join("etcd-tls");
+    // The README's several hosts: etcd on another address than loopback's first.
+    let made = paz()
+        .args(["etcd-tls", tls.to_str().unwrap(), "--host", "127.0.0.2"])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for file in [
+        "ca.pem",
+        "server.pem",
+        "server-key.pem",
+        "client.pem",
+        "client-key.pem",
+    ] {
+        let mode = std::fs::metadata(tls.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+    let port = |ip: &str| {
+        std::net::TcpListener::bind((ip, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (client, peer) = (port("127.0.0.2"), port("127.0.0.2"));
+    let url = format!("https://127.0.0.2:{client}");
+    let file = |name: &str| tls.join(name).to_str().unwrap().to_string();
+    let _etcd = tests::ChildGuard::spawn(
+        Command::new("etcd")
+            .args(["--name", "shared", "--data-dir"])
+            .arg(dir.path().join("etcd"))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.2:{peer}")])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.2:{peer}"),
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("shared=http://127.0.0.2:{peer}"),
+            ])
+            .args(["--client-cert-auth", "--trusted-ca-file", &file("ca.pem")])
+            .args([
+                "--cert-file",
+                &file("server.pem"),
+                "--key-file",
+                &file("server-key.pem"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    // paz's local commands reach it with --etcd-tls, and only with it.
+    let key = tests::SshIdentity::new("ed25519");
+    let add = |with_tls: bool| {
+        let mut command = paz();
+        command
+            .args(["keys", "add", "ops"])
+            .arg(key.private_key.with_extension("pub"));
+        command.args(["--role", "admin", "--etcd", &url]);
+        if with_tls {
+            command.args(["--etcd-tls", tls.to_str().unwrap()]);
+        }
+        command.output().unwrap()
+    };
+    let mut added = add(true);
+    for _ in 0..50 {
+        if added.status.success() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        added = add(true);
+    }
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let refused = add(false);
+    assert!(!refused.status.success());
+    let store = tests::etcd::connect_with_tls(&url, "/paz", Some(&tls)).await;
+    let keys = store.list(&store.keys().ssh_keys()).await.unwrap();
+    assert_eq!(keys.entries.len(), 1);
 }

@@ -22,6 +22,9 @@ pub struct StoreConfig {
     pub prefix: String,
     /// The most any single call may take; also the connect timeout.
     pub timeout: Duration,
+    /// Client TLS (`https://` endpoints): the CA to check etcd with, and the
+    /// certificate and key to present.
+    pub tls: Option<crate::TlsFiles>,
 }
 
 impl StoreConfig {
@@ -30,6 +33,7 @@ impl StoreConfig {
             endpoints,
             prefix: "/paz".to_string(),
             timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -88,7 +92,10 @@ fn normalize_endpoint(endpoint: &str) -> Result<String> {
     } else {
         format!("http://{endpoint}")
     };
-    let authority = url.strip_prefix("http://").unwrap_or("");
+    let authority = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or("");
     if authority.is_empty() || authority.contains(char::is_whitespace) {
         return Err(StoreError::InvalidEndpoint {
             endpoint: endpoint.to_string(),
@@ -116,11 +123,27 @@ impl Store {
             timeout: config.timeout,
             detail,
         };
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(config.timeout)
             .with_timeout(config.timeout)
             .with_keep_alive(Duration::from_secs(5), config.timeout)
             .with_keep_alive_while_idle(true);
+        if let Some(tls) = &config.tls {
+            let read = |path: &std::path::Path| {
+                std::fs::read(path).map_err(|error| {
+                    unreachable(format!(
+                        "cannot read {}: {error} (etcd's client certificates are readable only by Paz's user)",
+                        path.display()
+                    ))
+                })
+            };
+            let (ca, cert, key) = (read(&tls.ca)?, read(&tls.cert)?, read(&tls.key)?);
+            options = options.with_tls(
+                etcd_client::TlsOptions::new()
+                    .ca_certificate(etcd_client::Certificate::from_pem(ca))
+                    .identity(etcd_client::Identity::from_pem(cert, key)),
+            );
+        }
         let client =
             match tokio::time::timeout(config.timeout, Client::connect(&endpoints, Some(options)))
                 .await

@@ -11,6 +11,7 @@
 
 mod client;
 mod error;
+mod etcd_tls;
 pub mod images;
 mod keys;
 mod lease;
@@ -21,6 +22,7 @@ mod watch;
 
 pub use client::{Entry, Listing, Store, StoreConfig, Transaction, Versioned};
 pub use error::{ConflictKind, Result, StoreError};
+pub use etcd_tls::{EtcdTls, EtcdTlsError, TlsFiles};
 pub use images::{ImageResolver, ResolvedImage};
 pub use keys::{fingerprint_segment, Key, Keys, Prefix};
 pub use lease::{Lease, Registration};

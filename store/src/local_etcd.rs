@@ -39,6 +39,8 @@ pub enum LocalEtcdError {
     },
     #[error("etcd did not answer within {}s of starting; see its log {log}", after.as_secs())]
     NotReady { after: Duration, log: PathBuf },
+    #[error(transparent)]
+    Tls(#[from] crate::EtcdTlsError),
 }
 
 /// A running etcd child process with its data in one directory.
@@ -48,6 +50,9 @@ pub struct LocalEtcd {
     log_path: PathBuf,
     client_addr: SocketAddr,
     peer_addr: SocketAddr,
+    /// Client TLS with client certificates: only who holds Paz's certificate
+    /// gets an answer. `None`: plain HTTP on loopback (the tests' own etcds).
+    tls: Option<crate::EtcdTls>,
     child: Option<Child>,
 }
 
@@ -58,6 +63,23 @@ impl LocalEtcd {
     /// Starts etcd on two free loopback ports with its data in `data_dir` (made
     /// if missing) and its log in `<data_dir>.log`; returns once it answers.
     pub async fn start(data_dir: &Path) -> Result<LocalEtcd, LocalEtcdError> {
+        Self::start_with(data_dir, None).await
+    }
+
+    /// As [`LocalEtcd::start`], serving only clients that present the client
+    /// certificate of `tls_dir` (made there, mode 0600, if missing).
+    pub async fn start_with_tls(
+        data_dir: &Path,
+        tls_dir: &Path,
+    ) -> Result<LocalEtcd, LocalEtcdError> {
+        let tls = crate::EtcdTls::ensure(tls_dir, &[])?;
+        Self::start_with(data_dir, Some(tls)).await
+    }
+
+    async fn start_with(
+        data_dir: &Path,
+        tls: Option<crate::EtcdTls>,
+    ) -> Result<LocalEtcd, LocalEtcdError> {
         let io_error = |path: &Path| {
             let path = path.to_path_buf();
             move |source| LocalEtcdError::Io { path, source }
@@ -72,6 +94,7 @@ impl LocalEtcd {
                 data_dir: data_dir.clone(),
                 client_addr,
                 peer_addr,
+                tls: tls.clone(),
                 child: None,
             };
             match etcd.run().await {
@@ -90,7 +113,13 @@ impl LocalEtcd {
 
     /// The URL clients connect to.
     pub fn client_url(&self) -> String {
-        format!("http://{}", self.client_addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.client_addr)
+    }
+
+    /// What a client must present, when it serves TLS.
+    pub fn client_tls(&self) -> Option<crate::TlsFiles> {
+        self.tls.as_ref().map(crate::EtcdTls::client)
     }
 
     /// The address clients connect to.
@@ -172,7 +201,8 @@ impl LocalEtcd {
             source,
         })?;
         let client_url = self.client_url();
-        let peer_url = format!("http://{}", self.peer_addr);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let peer_url = format!("{scheme}://{}", self.peer_addr);
         let mut command = Command::new(setpriv);
         // setpriv asks the kernel to SIGKILL etcd when its parent dies, then execs etcd.
         command
@@ -185,7 +215,26 @@ impl LocalEtcd {
             .args(["--listen-peer-urls", &peer_url])
             .args(["--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", &format!("paz={peer_url}")])
-            .args(["--logger", "zap", "--log-outputs", "stderr"])
+            .args(["--logger", "zap", "--log-outputs", "stderr"]);
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(tls.client().ca)
+                .arg("--cert-file")
+                .arg(tls.server_cert())
+                .arg("--key-file")
+                .arg(tls.server_key())
+                // The peer port too: nobody else may speak raft to it.
+                .arg("--peer-client-cert-auth")
+                .arg("--peer-trusted-ca-file")
+                .arg(tls.client().ca)
+                .arg("--peer-cert-file")
+                .arg(tls.server_cert())
+                .arg("--peer-key-file")
+                .arg(tls.server_key());
+        }
+        command
             // Its own process group: a terminal's Ctrl-C reaches only Paz, which
             // then stops etcd last, after the roles that use it.
             .process_group(0)
@@ -205,6 +254,7 @@ impl LocalEtcd {
         let started = Instant::now();
         let mut probe = StoreConfig::new(vec![self.client_url()]);
         probe.timeout = Duration::from_secs(1);
+        probe.tls = self.client_tls();
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {

@@ -55,8 +55,15 @@ pub async fn test_store(test_name: &str) -> Store {
 
 /// Connects to `url` under `prefix` with a short timeout.
 pub async fn connect(url: &str, prefix: &str) -> Store {
+    connect_with_tls(url, prefix, None).await
+}
+
+/// As [`connect`], presenting the client certificate in `tls_dir` (the
+/// `etcd-tls` of a `paz up` data dir).
+pub async fn connect_with_tls(url: &str, prefix: &str, tls_dir: Option<&std::path::Path>) -> Store {
     let mut config = StoreConfig::new(vec![url.to_string()]);
     config.prefix = prefix.to_string();
+    config.tls = tls_dir.map(store::TlsFiles::in_dir);
     config.timeout = Duration::from_secs(3);
     Store::connect(config)
         .await

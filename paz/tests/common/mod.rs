@@ -249,6 +249,8 @@ pub fn paz() -> Command {
 pub struct Running {
     pub paz: ChildGuard,
     pub etcd_url: String,
+    /// The client certificates of its local etcd (`<data-dir>/etcd-tls`).
+    pub etcd_tls: Option<PathBuf>,
     pub etcd_pid: Option<u32>,
     pub ssh_port: u16,
     pub registry_port: u16,
@@ -324,6 +326,14 @@ pub fn start_role(role: &str, args: &[&str], envs: &[(&str, &str)]) -> Running {
     }
     let etcd_line = etcd_line.expect("the banner names etcd");
     let etcd_url = etcd_line.split_whitespace().next().unwrap().to_string();
+    let data_dir = args
+        .iter()
+        .position(|arg| *arg == "--data-dir")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from);
+    let etcd_tls = data_dir
+        .filter(|_| etcd_url.starts_with("https://"))
+        .map(|dir| dir.join("etcd-tls"));
     let etcd_pid = etcd_line
         .split("pid ")
         .nth(1)
@@ -331,11 +341,19 @@ pub fn start_role(role: &str, args: &[&str], envs: &[(&str, &str)]) -> Running {
     Running {
         paz,
         etcd_url,
+        etcd_tls,
         etcd_pid,
         ssh_port: ssh_port.expect("the banner names the ssh address"),
         registry_port: registry_port.expect("the banner names the registry address"),
         http_port: http_port.expect("the banner names the http address"),
         banner,
+    }
+}
+
+impl Running {
+    /// A store on its etcd under `prefix`, with its certificates.
+    pub async fn store(&self, prefix: &str) -> Store {
+        tests::etcd::connect_with_tls(&self.etcd_url, prefix, self.etcd_tls.as_deref()).await
     }
 }
 
