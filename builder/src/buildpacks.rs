@@ -63,6 +63,70 @@ pub struct Plan {
     pub release_command: Option<String>,
 }
 
+/// The images a Dockerfile builds on: each `FROM` (not an earlier stage)
+/// and each `COPY --from=` that names an image, with the `ARG` defaults
+/// given before them substituted (`FROM $BASE`).
+pub fn base_images(dockerfile: &str) -> Vec<String> {
+    let mut args: HashMap<String, String> = HashMap::new();
+    let mut stages: Vec<String> = Vec::new();
+    let mut images = Vec::new();
+    let substitute = |word: &str, args: &HashMap<String, String>| {
+        let mut word = word.to_string();
+        for (name, value) in args {
+            word = word
+                .replace(&format!("${{{name}}}"), value)
+                .replace(&format!("${name}"), value);
+        }
+        word
+    };
+    // Continuation lines joined, comments dropped.
+    let joined = dockerfile.replace("\\\n", " ");
+    for line in joined.lines().map(str::trim) {
+        let mut words = line.split_whitespace();
+        let Some(instruction) = words.next() else {
+            continue;
+        };
+        let words: Vec<&str> = words.collect();
+        match instruction.to_ascii_uppercase().as_str() {
+            "ARG" => {
+                for word in &words {
+                    if let Some((name, value)) = word.split_once('=') {
+                        args.insert(name.to_string(), value.trim_matches('"').to_string());
+                    }
+                }
+            }
+            "FROM" => {
+                let mut rest = words.iter().filter(|word| !word.starts_with("--"));
+                if let Some(image) = rest.next() {
+                    let image = substitute(image, &args);
+                    if !stages.contains(&image.to_ascii_lowercase()) {
+                        images.push(image);
+                    }
+                }
+                if let (Some(as_word), Some(stage)) = (rest.next(), rest.next()) {
+                    if as_word.eq_ignore_ascii_case("as") {
+                        stages.push(stage.to_ascii_lowercase());
+                    }
+                }
+            }
+            "COPY" => {
+                for word in &words {
+                    if let Some(from) = word.strip_prefix("--from=") {
+                        let from = substitute(from, &args);
+                        let is_stage = stages.contains(&from.to_ascii_lowercase())
+                            || from.chars().all(|c| c.is_ascii_digit());
+                        if !is_stage {
+                            images.push(from);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    images
+}
+
 /// Parses a Procfile (`type: command` lines).
 pub fn procfile(text: &str) -> Result<BTreeMap<String, String>, String> {
     let mut processes = BTreeMap::new();
@@ -196,6 +260,24 @@ fn rust_binary(cargo_toml: &str) -> Result<String, String> {
         ));
     }
     Ok(name.to_string())
+}
+
+#[cfg(test)]
+mod base_image_tests {
+    use super::base_images;
+
+    #[test]
+    fn the_images_a_dockerfile_builds_on_are_found_also_behind_args_and_stages() {
+        let dockerfile = "ARG BASE=127.0.0.1:5000/two:v1\nFROM --platform=linux/amd64 golang:1.22 AS build\nRUN make\nFROM ${BASE}\nCOPY --from=build /app /app\nCOPY --from=127.0.0.1:5000/three /x /x\nCOPY --from=0 /y /y\n";
+        assert_eq!(
+            base_images(dockerfile),
+            [
+                "golang:1.22",
+                "127.0.0.1:5000/two:v1",
+                "127.0.0.1:5000/three"
+            ]
+        );
+    }
 }
 
 #[cfg(test)]

@@ -77,6 +77,9 @@ pub struct BuildRequest {
     pub git_env: Vec<(String, String)>,
     /// Who pushed (recorded on the build and the release).
     pub by: String,
+    /// The apps the pusher may use (`None`: every app): a Dockerfile may
+    /// build on Paz's registry's images of these only.
+    pub may_use: Option<Vec<AppName>>,
 }
 
 /// What a successful build made.
@@ -113,6 +116,38 @@ fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_secs())
         .unwrap_or_default()
+}
+
+/// Refuses a Dockerfile that builds on (`FROM`, `COPY --from`) an image of
+/// an app in Paz's registry (`registry`) that the pusher may not use: the
+/// engine's cache would hand it over without asking the registry.
+fn check_base_images(
+    dockerfile: &str,
+    registry: &str,
+    request: &BuildRequest,
+) -> Result<(), String> {
+    let Some(allowed) = &request.may_use else {
+        return Ok(());
+    };
+    let hosts = match registry.strip_prefix("127.0.0.1:") {
+        Some(port) => vec![registry.to_string(), format!("localhost:{port}")],
+        None => vec![registry.to_string()],
+    };
+    for image in buildpacks::base_images(dockerfile) {
+        let owner = hosts
+            .iter()
+            .find_map(|host| image.strip_prefix(host.as_str())?.strip_prefix('/'))
+            // What is left has no host: a `:` or `@` starts the tag or digest.
+            .map(|rest| rest.split([':', '@']).next().unwrap_or(rest))
+            .and_then(store::images::repository_app);
+        if let Some(owner) = owner.filter(|owner| !allowed.contains(owner)) {
+            return Err(format!(
+                "the Dockerfile builds on {image}, an image of app `{owner}`, which `{}` may not use: build on your own apps' images or a public one",
+                request.by
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Builder {
@@ -267,6 +302,12 @@ impl Builder {
             .await
             .map_err(|error| error.to_string())??;
         let plan = buildpacks::plan(&source.root, &config.base_images)?;
+        let dockerfile = plan
+            .dockerfile
+            .as_deref()
+            .or(source.root.files.get("Dockerfile").map(String::as_str))
+            .unwrap_or_default();
+        check_base_images(dockerfile, &config.registry, request)?;
         record.buildpack = Some(plan.buildpack.clone());
         let cache_key = hex::encode(Sha256::digest(format!(
             "{}\n{}\n{}",

@@ -141,7 +141,7 @@ pub fn read(
         .map(|text| dockerignore(&text))
         .unwrap_or_default();
     let mut files = HashMap::new();
-    for name in ["Procfile", "Cargo.toml"] {
+    for name in ["Procfile", "Cargo.toml", "Dockerfile"] {
         if let Some(text) = blob_text(name) {
             files.insert(name.to_string(), text);
         }

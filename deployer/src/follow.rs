@@ -69,6 +69,23 @@ pub fn follows(app: &App, event: &ImageEvent) -> bool {
     }
 }
 
+/// Whether `token` may deploy `app`, with an image of app `owner`'s
+/// repository in Paz's registry (if it is one).
+pub fn may_deploy(
+    token: Option<&store::records::Token>,
+    app: &AppName,
+    owner: Option<&AppName>,
+) -> bool {
+    use store::records::Role;
+    match token {
+        Some(token) if token.role == Role::Admin => true,
+        Some(token) if token.role == Role::Deployer => {
+            token.apps.contains(app) && owner.is_none_or(|owner| token.apps.contains(owner))
+        }
+        _ => false,
+    }
+}
+
 /// The reference agents pull: by digest when known.
 pub fn image_of(event: &ImageEvent, registry_host: Option<&str>) -> Option<String> {
     let repository = match (event.source, registry_host) {
@@ -316,11 +333,30 @@ impl ImageFollower {
                 return;
             }
         };
+        // The event's token must be allowed to deploy each app, and to use
+        // the image when it is another app's in Paz's registry.
+        let token = match self.store.keys().token(&event.by) {
+            Ok(key) => match self.store.get(&key).await {
+                Ok(token) => token.map(|token| token.value),
+                Err(error) => {
+                    warn!(%error, "cannot read the token of an image event; trying again later");
+                    return;
+                }
+            },
+            Err(_) => None,
+        };
+        let owner = self.deployer.image_owner(&image);
         let mut targets = Vec::new();
         let mut passed_by = false;
+        let mut refused = false;
         for entry in apps.entries {
             let app = entry.value;
             if !follows(&app, &event) {
+                continue;
+            }
+            if !may_deploy(token.as_ref(), &app.name, owner.as_ref()) {
+                warn!(app = %app.name, by = %event.by, image = %image, "an image event whose token may not deploy this app, or use this image; not deployed");
+                refused = true;
                 continue;
             }
             match self
@@ -339,7 +375,9 @@ impl ImageFollower {
             }
         }
         if targets.is_empty() {
-            let why = if passed_by {
+            let why = if refused {
+                "its token may not deploy the apps that follow it"
+            } else if passed_by {
                 "older than the newest release of each app that follows it"
             } else {
                 "no app follows it"

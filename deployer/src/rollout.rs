@@ -101,6 +101,11 @@ impl Deployer {
         self
     }
 
+    /// The app whose repository in Paz's registry `reference` names, if any.
+    pub fn image_owner(&self, reference: &str) -> Option<AppName> {
+        self.images.as_ref()?.owner(reference)
+    }
+
     /// `reference` pinned to its digest, with the ports it exposes; as it is
     /// when no resolver was given.
     pub async fn resolve_image(&self, reference: &str) -> Result<store::ResolvedImage, String> {

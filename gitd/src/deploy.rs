@@ -15,6 +15,9 @@ pub struct Pusher {
     /// The key's name, recorded as `by` on what the push makes.
     pub name: String,
     pub fingerprint: String,
+    /// The apps it may use; `None`: every app (an admin). What it builds on
+    /// from Paz's registry is held to these.
+    pub apps: Option<Vec<AppName>>,
 }
 
 /// A push to an app's deploy branch, waiting for the handler's verdict.

@@ -491,6 +491,7 @@ async fn serve_git(
                 pusher: Pusher {
                     name: key.name.clone(),
                     fingerprint: key.fingerprint.clone(),
+                    apps: (!Caller::from_key(key).is_admin()).then(|| key.apps.clone()),
                 },
                 repo: repo.clone(),
             },

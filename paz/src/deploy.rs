@@ -31,6 +31,7 @@ impl DeployHandler for BuildAndRelease {
                 repo: push.repo,
                 git_env: push.git_env,
                 by: push.pusher.name,
+                may_use: push.pusher.apps,
             };
             let result = match builder.build(request, lines.clone()).await {
                 // In a task of its own: a pusher who goes away must not cut a
@@ -107,5 +108,9 @@ impl verbs::Rollouts for Rollouts {
     > {
         let deployer = self.0.clone();
         Box::pin(async move { deployer.resolve_image(&reference).await })
+    }
+
+    fn image_owner(&self, reference: &str) -> Option<store::AppName> {
+        self.0.image_owner(reference)
     }
 }

@@ -84,6 +84,11 @@ impl Images {
 }
 
 impl store::ImageResolver for Images {
+    fn owner(&self, reference: &str) -> Option<store::AppName> {
+        let (name, _) = split_reference(reference);
+        store::images::repository_app(self.own_repository(name)?)
+    }
+
     fn resolve(
         &self,
         reference: &str,

@@ -1193,6 +1193,19 @@ async fn an_image_event_whose_server_died_is_deployed_by_the_next_look_and_a_sta
             (repository, Some(tag.to_string()), None)
         }
     };
+    // The events are a CI token's, which may deploy the app.
+    let token = admin_ssh(
+        &paz,
+        &[
+            "tokens:create",
+            "ci",
+            "--role",
+            "deployer",
+            "--apps",
+            "recover",
+        ],
+    );
+    assert!(token.status.success(), "{}", text(&token));
     let keys = paz.store.keys().clone();
     // A server publishes an event for the app and claims it, then dies
     // before deploying it: its claim is on a lease, which ends with it.
@@ -1659,4 +1672,154 @@ async fn a_health_check_that_redirects_fails_where_following_it_would_pass() {
     let pushed = paz.force_push(app.path(), "hop");
     assert!(pushed.status.success(), "{}", text(&pushed));
     assert_eq!(get(http, "hop.paz.localhost"), (200, "top\n".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployer_of_one_app_cannot_deploy_follow_or_build_on_another_apps_images() {
+    let mut paz = paz_up_with("cross-app-images", &["--deploy-timeout", "6"]).await;
+    let registry = format!("127.0.0.1:{}", paz.running.registry_port);
+    for app in ["one", "two"] {
+        let created = admin_ssh(&paz, &["apps:create", app]);
+        assert!(created.status.success(), "{}", text(&created));
+    }
+    let two_app = web_app(&paz, "two's code");
+    let pushed = paz.push(two_app.path(), "two");
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    let two = store::AppName::new("two").unwrap();
+    let one = store::AppName::new("one").unwrap();
+    let two_image = paz.release(&two, 1).await.image;
+    let two_tag = format!(
+        "{registry}/two:{}",
+        paz.git(two_app.path(), &["rev-parse", "HEAD"])
+    );
+
+    // A deployer key and a deployer token of `one` only.
+    let dev = SshIdentity::new("ed25519");
+    let added = paz.admin.ssh_with_input(
+        "paz@127.0.0.1",
+        paz.running.ssh_port,
+        &["ssh-keys:add", "dev", "--apps", "one"],
+        dev.public_key.as_bytes(),
+    );
+    assert!(added.status.success(), "{}", text(&added));
+    let token: serde_json::Value = serde_json::from_slice(
+        &admin_ssh(
+            &paz,
+            &[
+                "tokens:create",
+                "ci-one",
+                "--role",
+                "deployer",
+                "--apps",
+                "one",
+                "--json",
+            ],
+        )
+        .stdout,
+    )
+    .unwrap();
+    let secret = token["secret"].as_str().unwrap().to_string();
+    let dev_ssh = |args: &[&str]| dev.ssh("paz@127.0.0.1", paz.running.ssh_port, args);
+
+    // deploy and deploy:follow of two's images are refused, and change nothing.
+    for args in [
+        vec!["deploy", "one", two_image.as_str()],
+        vec!["deploy", "one", two_tag.as_str()],
+        vec!["deploy:follow", "one", "two"],
+        vec!["deploy:follow", "one", &format!("{registry}/two")],
+    ] {
+        let output = dev_ssh(&args);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(
+            text(&output).contains("`dev` may not use the images of app `two`"),
+            "{args:?}: {}",
+            text(&output)
+        );
+    }
+    assert_eq!(paz.releases(&one).await, 0);
+    let record = paz
+        .store
+        .get(&paz.store.keys().app(&one))
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert_eq!(record.deploy.image_repo, None);
+
+    // /hooks/deploy with one's token and two's image: no release of one.
+    let hook = |path: &str, body: serde_json::Value| {
+        let output = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+            .args([
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &body.to_string(),
+            ])
+            .arg(format!("http://{registry}{path}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    let status = hook(
+        &format!("/hooks/deploy?token={secret}"),
+        serde_json::json!({"app": "one", "image": two_tag}),
+    );
+    assert_eq!(status, "202");
+    // A repository both follow: one's token fires the Docker Hub hook.
+    for (app, repository) in [("two", "acme/web"), ("one", "acme/web")] {
+        let followed = admin_ssh(&paz, &["deploy:follow", app, repository]);
+        assert!(followed.status.success(), "{}", text(&followed));
+    }
+    let payload = serde_json::json!({
+        "push_data": {"tag": "chosen"},
+        "repository": {"repo_name": "acme/web"}
+    });
+    assert_eq!(
+        hook(&format!("/hooks/dockerhub?token={secret}"), payload),
+        "202"
+    );
+    // Give a wrong deploy the time it would take to show: two keeps its one release.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(paz.releases(&two).await, 1, "one's token released two");
+    let releases = paz
+        .store
+        .list(&paz.store.keys().releases(&one))
+        .await
+        .unwrap();
+    assert!(
+        releases
+            .entries
+            .iter()
+            .all(|r| !r.value.image.contains("/two")),
+        "one got two's image: {:?}",
+        releases.entries
+    );
+
+    // A Dockerfile of one that builds on two's image is refused.
+    let sneaky = paz.tree(&[(
+        "Dockerfile",
+        &format!("ARG BASE={two_tag}\nFROM $BASE\nCMD [\"sleep\", \"1\"]\n"),
+    )]);
+    let pushed = dev
+        .git(sneaky.path())
+        .args(["push", &paz.url("one"), "main"])
+        .output()
+        .unwrap();
+    let said = text(&pushed);
+    assert!(!pushed.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "the Dockerfile builds on {two_tag}, an image of app `two`, which `dev` may not use"
+        )),
+        "{said}"
+    );
+    // What one's deployer may do: build on a public image.
+    let own = web_app(&paz, "one's code");
+    let pushed = dev
+        .git(own.path())
+        .args(["push", &paz.url("one"), "main"])
+        .output()
+        .unwrap();
+    assert!(pushed.status.success(), "{}", text(&pushed));
 }

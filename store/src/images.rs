@@ -26,6 +26,16 @@ pub trait ImageResolver: Send + Sync + std::fmt::Debug {
         &self,
         reference: &str,
     ) -> Pin<Box<dyn Future<Output = Result<ResolvedImage, String>> + Send + '_>>;
+
+    /// The app whose repository in Paz's registry `reference` names
+    /// (`HOST/two:v1` -> `two`), if it names one: only who may use that app
+    /// may deploy, follow or build on it.
+    fn owner(&self, reference: &str) -> Option<crate::AppName>;
+}
+
+/// The app a repository of Paz's registry belongs to: its first component.
+pub fn repository_app(repository: &str) -> Option<crate::AppName> {
+    crate::AppName::new(repository.split('/').next()?).ok()
 }
 
 /// The port an instance listens on: the app's setting, else the image's

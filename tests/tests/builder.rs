@@ -54,6 +54,7 @@ async fn build(
         repo: repo.path().to_path_buf(),
         git_env: Vec::new(),
         by: "test".into(),
+        may_use: None,
     };
     let result = builder.build(request, lines).await;
     let mut output = String::new();

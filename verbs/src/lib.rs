@@ -64,6 +64,9 @@ pub trait Rollouts: Send + Sync + std::fmt::Debug {
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<store::ResolvedImage, String>> + Send>,
     >;
+
+    /// The app whose repository in Paz's registry `reference` names, if any.
+    fn image_owner(&self, reference: &str) -> Option<store::AppName>;
 }
 
 impl Context {

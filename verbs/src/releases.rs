@@ -82,6 +82,17 @@ pub(crate) async fn list(
     ))
 }
 
+/// Refuses unless `caller` may use the images of app `owner`.
+fn require_images_of(caller: &Caller, owner: &AppName) -> Result<(), VerbError> {
+    if caller.may_use(owner) {
+        return Ok(());
+    }
+    Err(VerbError::Denied(format!(
+        "`{}` may not use the images of app `{owner}`: deploy and follow your own apps' images or ask an admin",
+        caller.name
+    )))
+}
+
 /// The image of an earlier release, as it was resolved then.
 fn image_of(release: &Release) -> ResolvedImage {
     ResolvedImage {
@@ -204,6 +215,10 @@ pub(crate) async fn deploy(
     let (name, image) = args.two()?;
     let (app, record) = load(context, caller, &name).await?;
     units::check_image(&image).map_err(VerbError::Invalid)?;
+    // Another app's image in Paz's registry is that app's to deploy.
+    if let Some(owner) = context.rollouts()?.image_owner(&image) {
+        require_images_of(caller, &owner)?;
+    }
     // Pinned to the digest the tag names now, so that the release never
     // changes (a rollback to it runs these bits, wherever the tag moves).
     let resolved = context
@@ -421,6 +436,30 @@ pub(crate) async fn follow(
         return Err(VerbError::Invalid(format!(
             "`{repository}` is not a repository name such as web or team/web"
         )));
+    }
+    // A repository of Paz's registry (`HOST/two`, or `two` when app `two`
+    // exists; Docker Hub names such as `acme/web` have no host either) is
+    // its app's.
+    let owner = match repository.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => context
+            .rollouts
+            .as_ref()
+            .and_then(|rollouts| rollouts.image_owner(&repository)),
+        _ => match store::images::repository_app(&repository) {
+            Some(app)
+                if context
+                    .store
+                    .get(&context.store.keys().app(&app))
+                    .await?
+                    .is_some() =>
+            {
+                Some(app)
+            }
+            _ => None,
+        },
+    };
+    if let Some(owner) = &owner {
+        require_images_of(caller, owner)?;
     }
     let pattern = words.get(2).cloned();
     if let Some(pattern) = &pattern {
