@@ -103,6 +103,20 @@ async fn export_units(
     Ok(())
 }
 
+/// Raises this process's open-file limit to the hard limit: every client
+/// connection holds a descriptor, and running out in one role (the proxy)
+/// must not stop the others (the registry, SSH).
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(%error, soft, hard, "cannot raise the open-file limit");
+            }
+        }
+    }
+}
+
 /// Where `paz up` keeps its local etcd's certificates, under the data dir.
 pub(crate) const LOCAL_ETCD_TLS: &str = "etcd-tls";
 
@@ -172,6 +186,7 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(writer)
         .init();
+    raise_descriptor_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -340,6 +340,7 @@ async fn serve_on(
             },
         };
         let _ = stream.set_nodelay(true);
+        let first_byte = state.config.header_timeout;
         let state = state.clone();
         // The client's address as a header value, made once per connection.
         let client_ip = HeaderValue::try_from(client.ip().to_string())
@@ -385,10 +386,18 @@ async fn serve_on(
                 Ok::<_, Infallible>(response)
             }
         });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let _ = connection.await;
+            // A client that sends nothing is closed after the header timeout:
+            // telling HTTP/1 from HTTP/2 waits for its first bytes, before
+            // hyper's own header timeout runs.
+            let mut byte = [0u8; 1];
+            match tokio::time::timeout(first_byte, stream.peek(&mut byte)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let _ = watcher.watch(connection.into_owned()).await;
         });
     }
     info!("proxy: no longer accepting; finishing requests in flight");

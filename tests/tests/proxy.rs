@@ -520,6 +520,39 @@ async fn bad_requests_get_a_4xx_or_are_closed_and_others_are_still_served() {
     .await
     .unwrap();
     assert!(answer.starts_with("HTTP/1.1 405"), "{answer:?}");
+    // A client that sends nothing at all, and one that stays idle after a
+    // request on a kept-alive connection, are closed after the header
+    // timeout rather than held open (each holds a descriptor).
+    let silent = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buffer = [0u8; 1];
+        matches!(stream.read(&mut buffer), Ok(0))
+    });
+    let idle = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: web.paz.test\r\n\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stream.read(&mut buffer) {
+                Ok(0) => return (String::from_utf8_lossy(&answer).to_string(), true),
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+                Err(_) => return (String::from_utf8_lossy(&answer).to_string(), false),
+            }
+        }
+    });
+    assert!(silent.await.unwrap(), "a silent connection was left open");
+    let (answer, closed) = idle.await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(closed, "an idle kept-alive connection was left open");
     // A slow client sending its headers a byte at a time is cut off...
     let slow = tokio::task::spawn_blocking(move || {
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
