@@ -64,6 +64,8 @@ pub struct GitdConfig {
     pub idle_timeout: Duration,
     /// The deployer, for the verbs that roll releases out.
     pub rollouts: Option<std::sync::Arc<dyn verbs::Rollouts>>,
+    /// Seals new tokens' webhook signing secrets (`hooks.key`).
+    pub hooks: Option<std::sync::Arc<store::HookKey>>,
 }
 
 impl GitdConfig {
@@ -76,6 +78,7 @@ impl GitdConfig {
             handshake_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
             rollouts: None,
+            hooks: None,
         }
     }
 }
@@ -120,6 +123,7 @@ impl Gitd {
                 store,
                 data_dir: config.data_dir.clone(),
                 rollouts: config.rollouts.clone(),
+                hooks: config.hooks.clone(),
             },
             deploy,
             config.hook_program.clone(),

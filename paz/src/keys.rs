@@ -29,6 +29,7 @@ pub(crate) async fn add(flags: KeysAddFlags) -> anyhow::Result<()> {
             store,
             data_dir,
             rollouts: None,
+            hooks: None,
         },
         &key,
     )

@@ -148,8 +148,16 @@ async fn run_roles(
         registry_host: registry_host.clone(),
         builder: Some(builder.clone()),
     }));
+    // Seals the tokens' webhook signing secrets; never in etcd. Control
+    // hosts that take webhooks share it (copy it, mode 0600).
+    let hooks_key_path = config.data_dir.join("hooks.key");
+    let hook_key = Arc::new(
+        store::HookKey::load_or_create(&hooks_key_path)
+            .with_context(|| format!("cannot read or make {}", hooks_key_path.display()))?,
+    );
     let mut gitd_config = gitd::GitdConfig::new(config.data_dir.clone(), hook_program);
     gitd_config.rollouts = Some(Arc::new(crate::deploy::Rollouts(deployer.clone())));
+    gitd_config.hooks = Some(hook_key.clone());
     let gitd = gitd::Gitd::new(
         gitd_config,
         store.clone(),
@@ -158,7 +166,7 @@ async fn run_roles(
             deployer: deployer.clone(),
         }),
     )?;
-    let registry = registry::Registry::new(registry_root, store.clone());
+    let registry = registry::Registry::new(registry_root, store.clone()).with_hook_key(hook_key);
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop_signal = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {

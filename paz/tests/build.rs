@@ -1558,6 +1558,18 @@ async fn a_release_of_a_tag_records_its_digest_and_a_rollback_runs_the_original_
     )
     .unwrap();
     let secret = token["secret"].as_str().unwrap().to_string();
+    // Its webhook signing secret is shown once and stored nowhere in etcd.
+    let signing = token["signing_secret"].as_str().unwrap().to_string();
+    assert!(signing.starts_with("whsec_"), "{token}");
+    let everything = paz
+        .store
+        .list(&paz.store.keys().everything())
+        .await
+        .unwrap();
+    assert!(everything
+        .entries
+        .iter()
+        .all(|e| !String::from_utf8_lossy(&e.value).contains(&signing)));
     let docker_config = tests::temp_dir();
     let docker =
         |args: &[&str], stdin: Option<&str>| docker_with(docker_config.path(), args, stdin);

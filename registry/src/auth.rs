@@ -213,24 +213,83 @@ pub(crate) async fn by_secret(tokens: &Tokens, store: &Store, secret: &str) -> O
     found
 }
 
-/// The token whose HMAC-SHA256 key signed `body`. The key is the hex SHA-256
-/// of the token's secret (what etcd stores); `signature` is `sha256=<hex>`.
+/// How far (seconds) a signed webhook's timestamp may be from now.
+pub(crate) const SIGNATURE_WINDOW: u64 = 300;
+
+/// The token whose webhook signing secret signed `body`, from
+/// `X-Paz-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.
+/// The secret is the token's own (shown once by `tokens:create`), kept sealed
+/// in its record with the control hosts' `hooks.key`: nothing in etcd signs.
+/// A signature is taken once, and only within [`SIGNATURE_WINDOW`] of its
+/// timestamp, so a captured delivery cannot be replayed.
 pub(crate) async fn by_signature(
     tokens: &Tokens,
     store: &Store,
+    hook_key: Option<&store::HookKey>,
     body: &[u8],
-    signature: &str,
-) -> Option<Principal> {
-    let given = hex::decode(signature.strip_prefix("sha256=")?).ok()?;
+    header: &str,
+) -> std::result::Result<Principal, String> {
+    let malformed = || {
+        "X-Paz-Signature must be t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<body>\"> with the token's signing secret".to_string()
+    };
+    let (mut timestamp, mut given) = (None, None);
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", value)) => timestamp = value.parse::<u64>().ok(),
+            Some(("v1", value)) => given = hex::decode(value).ok(),
+            _ => {}
+        }
+    }
+    let (Some(timestamp), Some(given)) = (timestamp, given) else {
+        return Err(malformed());
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default();
+    if now.abs_diff(timestamp) > SIGNATURE_WINDOW {
+        return Err(format!(
+            "the signature's timestamp is more than {SIGNATURE_WINDOW} s from now: sign each delivery when it is sent"
+        ));
+    }
+    let Some(hook_key) = hook_key else {
+        return Err(
+            "this server has no hooks.key to check signatures with: use a bearer token".to_string(),
+        );
+    };
     let mut found = None;
+    // Every token is tried, so the time taken says nothing about which matched.
     for token in tokens.all(store).await {
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(token.secret_sha256.as_bytes()) else {
+        let Some(secret) = token
+            .signing_sealed
+            .as_deref()
+            .and_then(|sealed| hook_key.open(&token.name, sealed))
+        else {
             continue;
         };
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&secret) else {
+            continue;
+        };
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
         mac.update(body);
         if mac.verify_slice(&given).is_ok() {
             found = Some(Principal::from_token(&token));
         }
     }
-    found
+    let principal = found
+        .ok_or_else(|| "the signature does not match any token's signing secret".to_string())?;
+    let seen = store
+        .keys()
+        .hook_seen(&hex::encode(<Sha256 as sha2::Digest>::digest(&given)))
+        .map_err(|error| error.to_string())?;
+    let window = std::time::Duration::from_secs(2 * SIGNATURE_WINDOW);
+    match store.create_expiring(&seen, &principal.name, window).await {
+        Ok(true) => Ok(principal),
+        Ok(false) => Err(
+            "this signed delivery was taken already: a replay is refused; sign each delivery anew"
+                .to_string(),
+        ),
+        Err(error) => Err(format!("cannot record the delivery: {error}")),
+    }
 }

@@ -6,8 +6,9 @@
 //! - `POST /hooks/deploy`: `{"app": ..., "image": ...}`.
 //!
 //! Auth: `Authorization: Bearer <token secret>`, `?token=<secret>`, or
-//! `X-Hub-Signature-256: sha256=<hex>` (HMAC-SHA256 of the body, keyed by the
-//! hex SHA-256 of the token secret), compared in constant time.
+//! `X-Paz-Signature: t=<unix seconds>,v1=<hex>` (HMAC-SHA256 of `<t>.<body>`
+//! keyed by the token's signing secret, taken once within 5 minutes of `t`;
+//! see `auth::by_signature`).
 
 use std::sync::Arc;
 
@@ -55,18 +56,22 @@ async fn authenticate(
             "authenticate with Authorization: Bearer <token secret>, ?token=<secret>, or X-Hub-Signature-256".to_string(),
         )
     };
-    if let Some(signature) = headers
-        .get("X-Hub-Signature-256")
-        .and_then(|v| v.to_str().ok())
-    {
-        return auth::by_signature(&state.tokens, &state.store, body, signature)
-            .await
-            .ok_or_else(|| {
-                HookError(
-                    StatusCode::UNAUTHORIZED,
-                    "the signature does not match any token".to_string(),
-                )
-            });
+    if headers.contains_key("X-Hub-Signature-256") {
+        return Err(HookError(
+            StatusCode::UNAUTHORIZED,
+            "X-Hub-Signature-256 is not accepted (it signs no time and can be replayed): sign with X-Paz-Signature, or use a bearer token".to_string(),
+        ));
+    }
+    if let Some(signature) = headers.get("X-Paz-Signature").and_then(|v| v.to_str().ok()) {
+        return auth::by_signature(
+            &state.tokens,
+            &state.store,
+            state.hook_key.as_deref(),
+            body,
+            signature,
+        )
+        .await
+        .map_err(|message| HookError(StatusCode::UNAUTHORIZED, message));
     }
     let secret = headers
         .get(header::AUTHORIZATION)

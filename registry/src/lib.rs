@@ -41,6 +41,9 @@ pub(crate) struct AppState {
     pub(crate) storage: Storage,
     pub(crate) store: Arc<Store>,
     pub(crate) tokens: Arc<auth::Tokens>,
+    /// Opens the tokens' webhook signing secrets; `None`: signed webhooks
+    /// are refused.
+    pub(crate) hook_key: Option<Arc<store::HookKey>>,
 }
 
 /// The registry: storage under a root directory, auth and events on the store.
@@ -73,9 +76,18 @@ impl Registry {
                 storage: Storage::new(root),
                 store,
                 tokens,
+                hook_key: None,
             }),
             token_watch,
         }
+    }
+
+    /// Checks signed webhooks with `key` (the control hosts' `hooks.key`).
+    pub fn with_hook_key(mut self, key: Arc<store::HookKey>) -> Registry {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.hook_key = Some(key);
+        }
+        self
     }
 
     pub fn storage(&self) -> &Storage {

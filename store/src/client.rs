@@ -433,6 +433,16 @@ impl Transaction<'_> {
         self
     }
 
+    /// Writes `value` on the lease `id`, which nobody keeps alive.
+    pub(crate) fn put_on_lease_id<T: Record>(mut self, key: &Key<T>, value: &T, id: i64) -> Self {
+        self.writes.push(TxnOp::put(
+            key.as_str(),
+            value.encode(),
+            Some(etcd_client::PutOptions::new().with_lease(id)),
+        ));
+        self
+    }
+
     /// Writes `value` on `lease`: the key goes when the lease does.
     pub fn put_on_lease<T: Record>(
         mut self,

@@ -153,6 +153,13 @@ impl Keys {
         Prefix::new(format!("{}/tokens/", self.root), true)
     }
 
+    /// `/paz/hooks/seen/<hex>`: a signed webhook already taken (on a lease
+    /// that outlives the signature's time window), so a replay is refused.
+    pub fn hook_seen(&self, digest: &str) -> Result<Key<String>, NameError> {
+        check_segment("webhook digest", digest)?;
+        Ok(Key::new(format!("{}/hooks/seen/{digest}", self.root)))
+    }
+
     pub fn app(&self, app: &AppName) -> Key<App> {
         Key::new(format!("{}/apps/{app}", self.root))
     }

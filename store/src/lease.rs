@@ -92,6 +92,36 @@ impl Store {
             .await
     }
 
+    /// Creates `key` if it is absent, to vanish `ttl` later (on a lease that
+    /// nobody keeps alive); whether it was created. A record of something
+    /// seen once, such as a webhook delivery.
+    pub async fn create_expiring<T: Record>(
+        &self,
+        key: &Key<T>,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let ttl_seconds = ttl.as_secs().max(1) as i64;
+        let mut client = self.client();
+        let granted = self
+            .call(
+                || format!("grant a {ttl_seconds}s lease"),
+                client.lease_grant(ttl_seconds, None),
+            )
+            .await?;
+        match self
+            .transaction()
+            .require_absent(key)
+            .put_on_lease_id(key, value, granted.id())
+            .commit()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(crate::StoreError::Conflict { .. }) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Grants a lease of `ttl` (whole seconds, at least 1) and keeps it alive.
     pub async fn grant_lease(&self, ttl: Duration) -> Result<Lease> {
         let ttl_seconds = ttl.as_secs().max(1) as i64;

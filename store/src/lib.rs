@@ -12,6 +12,7 @@
 mod client;
 mod error;
 mod etcd_tls;
+mod hook_key;
 pub mod images;
 mod keys;
 mod lease;
@@ -23,6 +24,7 @@ mod watch;
 pub use client::{Entry, Listing, Store, StoreConfig, Transaction, Versioned};
 pub use error::{ConflictKind, Result, StoreError};
 pub use etcd_tls::{EtcdTls, EtcdTlsError, TlsFiles};
+pub use hook_key::HookKey;
 pub use images::{ImageResolver, ResolvedImage};
 pub use keys::{fingerprint_segment, Key, Keys, Prefix};
 pub use lease::{Lease, Registration};

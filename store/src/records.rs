@@ -109,6 +109,10 @@ pub struct Token {
     pub role: Role,
     #[serde(default)]
     pub apps: Vec<AppName>,
+    /// Its webhook signing secret, sealed with the control hosts' `hooks.key`
+    /// ([`crate::HookKey`]); `None`: it cannot sign webhooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_sealed: Option<String>,
 }
 
 /// `/paz/apps/<app>`: an app's settings.

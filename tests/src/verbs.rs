@@ -8,6 +8,7 @@ pub fn admin_verbs(store: &store::Store) -> (verbs::Context, verbs::Caller, temp
         store: store.clone(),
         data_dir: data.path().to_path_buf(),
         rollouts: None,
+        hooks: None,
     };
     let admin = verbs::Caller {
         name: "admin".into(),

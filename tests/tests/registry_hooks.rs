@@ -195,19 +195,27 @@ async fn the_registry_hook_takes_a_signed_notification_envelope() {
         {"action": "push", "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "repository": "acme/web", "tag": "v1"}}
     ]})
     .to_string();
-    let sign = |key: &str, body: &[u8]| {
-        let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
-        mac.update(body);
-        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
     };
-    // The key is the hex SHA-256 of the token's secret.
-    let key = verbs::secret_sha256(&fixture.deployer.secret);
+    let sign_at = |key: &str, body: &[u8], at: u64| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
+        mac.update(format!("{at}.").as_bytes());
+        mac.update(body);
+        format!("t={at},v1={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    let sign = |key: &str, body: &[u8]| sign_at(key, body, now());
+    // The key is the token's own signing secret, shown once when it was made.
+    let key = fixture.deployer.signing.clone();
     let content_type = (
         "Content-Type",
         "application/vnd.docker.distribution.events.v2+json".to_string(),
     );
     let signed = [
-        ("X-Hub-Signature-256", sign(&key, envelope.as_bytes())),
+        ("X-Paz-Signature", sign(&key, envelope.as_bytes())),
         content_type.clone(),
     ];
     let (status, reply) = post(
@@ -229,11 +237,86 @@ async fn the_registry_hook_takes_a_signed_notification_envelope() {
     assert_eq!(recorded[0].by, "dev");
     assert_eq!(recorded[0].source, store::records::ImageSource::Registry);
 
-    let forged = [
+    // The same delivery again is a replay.
+    let (status, reply) = post(
+        &fixture,
+        "/hooks/registry",
+        None,
+        &signed,
+        envelope.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("a replay is refused"),
+        "{reply}"
+    );
+    // One signed long ago (or far ahead) is refused however fresh its bytes.
+    for at in [now() - 3600, now() + 3600] {
+        let stale = [
+            ("X-Paz-Signature", sign_at(&key, envelope.as_bytes(), at)),
+            content_type.clone(),
+        ];
+        let (status, reply) = post(
+            &fixture,
+            "/hooks/registry",
+            None,
+            &stale,
+            envelope.as_bytes(),
+        )
+        .await;
+        assert_eq!(status, 401);
+        assert!(
+            reply["error"]
+                .as_str()
+                .unwrap()
+                .contains("more than 300 s from now"),
+            "{reply}"
+        );
+    }
+    // What etcd stores signs nothing: the secret's hash as the key (the old
+    // scheme), or the old header, are refused.
+    let stored = fixture
+        .store
+        .get(&fixture.store.keys().token("root").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    for (name, value) in [
+        (
+            "X-Paz-Signature",
+            sign(&stored.secret_sha256, envelope.as_bytes()),
+        ),
+        (
+            "X-Paz-Signature",
+            sign(
+                stored.signing_sealed.as_deref().unwrap(),
+                envelope.as_bytes(),
+            ),
+        ),
         (
             "X-Hub-Signature-256",
-            sign("not the key", envelope.as_bytes()),
+            format!("sha256={}", hex::encode([0u8; 32])),
         ),
+    ] {
+        let (status, _) = post(
+            &fixture,
+            "/hooks/registry",
+            None,
+            &[(name, value), content_type.clone()],
+            envelope.as_bytes(),
+        )
+        .await;
+        assert_eq!(status, 401, "{name}");
+    }
+    assert_eq!(events(&fixture).await.len(), 1);
+
+    let forged = [
+        ("X-Paz-Signature", sign("not the key", envelope.as_bytes())),
         content_type.clone(),
     ];
     let (status, reply) = post(
@@ -245,13 +328,20 @@ async fn the_registry_hook_takes_a_signed_notification_envelope() {
     )
     .await;
     assert_eq!(status, 401);
-    assert_eq!(reply["error"], "the signature does not match any token");
+    assert_eq!(
+        reply["error"],
+        "the signature does not match any token's signing secret"
+    );
     let tampered = envelope.replace("v1", "v2");
+    let resigned = [
+        ("X-Paz-Signature", signed[0].1.clone()),
+        content_type.clone(),
+    ];
     let (status, _) = post(
         &fixture,
         "/hooks/registry",
         None,
-        &signed,
+        &resigned,
         tampered.as_bytes(),
     )
     .await;

@@ -37,6 +37,9 @@ pub struct Context {
     pub data_dir: PathBuf,
     /// Who rolls releases out (the deployer); `None` where none runs.
     pub rollouts: Option<std::sync::Arc<dyn Rollouts>>,
+    /// Seals the webhook signing secret of each new token; `None`: tokens
+    /// made here cannot sign webhooks.
+    pub hooks: Option<std::sync::Arc<store::HookKey>>,
 }
 
 /// Rolls a recorded release out, sending each step as a line; the handle

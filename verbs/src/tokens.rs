@@ -25,6 +25,7 @@ pub fn new_token(name: &str, role: Role, apps: Vec<AppName>) -> (Token, String) 
         secret_sha256: secret_sha256(&secret),
         role,
         apps,
+        signing_sealed: None,
     };
     (token, secret)
 }
@@ -70,7 +71,15 @@ pub(crate) async fn create(
     caller.require_admin("create tokens")?;
     let (role, apps) = role_and_apps(&flags)?;
     let key = context.store.keys().token(&name)?;
-    let (token, secret) = new_token(&name, role, apps);
+    let (mut token, secret) = new_token(&name, role, apps);
+    // Its webhook signing secret, sealed with the control hosts' key: etcd
+    // holds nothing that signs.
+    let signing = context.hooks.as_ref().map(|hooks| {
+        let random: [u8; 24] = rand::rng().random();
+        let signing = format!("whsec_{}", hex::encode(random));
+        token.signing_sealed = Some(hooks.seal(&name, signing.as_bytes()));
+        signing
+    });
     context
         .store
         .create(&key, &token)
@@ -81,12 +90,16 @@ pub(crate) async fn create(
             )),
             None => error.into(),
         })?;
+    let signing_line = signing
+        .as_ref()
+        .map(|signing| format!("\nwebhook signing secret (shown once; X-Paz-Signature): {signing}"))
+        .unwrap_or_default();
     Ok(Outcome::new(
         format!(
-            "created token {}\nsecret (shown once, keep it safe): {secret}",
+            "created token {}\nsecret (shown once, keep it safe): {secret}{signing_line}",
             describe(&token)
         ),
-        json!({"name": name, "secret": secret, "role": token.role, "apps": token.apps}),
+        json!({"name": name, "secret": secret, "signing_secret": signing, "role": token.role, "apps": token.apps}),
     ))
 }
 

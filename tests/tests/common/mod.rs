@@ -13,6 +13,8 @@ use tokio::sync::watch;
 pub struct Credentials {
     pub name: String,
     pub secret: String,
+    /// Its webhook signing secret (X-Paz-Signature).
+    pub signing: String,
 }
 
 pub struct RegistryFixture {
@@ -26,13 +28,21 @@ pub struct RegistryFixture {
     _stop: watch::Sender<bool>,
 }
 
-pub async fn add_token(store: &Store, name: &str, role: Role, apps: &[&str]) -> Credentials {
+pub async fn add_token(
+    store: &Store,
+    hooks: &store::HookKey,
+    name: &str,
+    role: Role,
+    apps: &[&str],
+) -> Credentials {
     let secret = format!("paz_{name}_{}", hex::encode(rand_bytes()));
+    let signing = format!("whsec_{name}_{}", hex::encode(rand_bytes()));
     let token = Token {
         name: name.to_string(),
         secret_sha256: verbs::secret_sha256(&secret),
         role,
         apps: apps.iter().map(|app| AppName::new(app).unwrap()).collect(),
+        signing_sealed: Some(hooks.seal(name, signing.as_bytes())),
     };
     store
         .put(&store.keys().token(name).unwrap(), &token)
@@ -41,6 +51,7 @@ pub async fn add_token(store: &Store, name: &str, role: Role, apps: &[&str]) -> 
     Credentials {
         name: name.to_string(),
         secret,
+        signing,
     }
 }
 
@@ -55,11 +66,15 @@ fn rand_bytes() -> [u8; 12] {
 
 pub async fn start_registry(test_name: &str) -> RegistryFixture {
     let store = tests::test_store(test_name).await;
-    let admin = add_token(&store, "root", Role::Admin, &[]).await;
-    let deployer = add_token(&store, "dev", Role::Deployer, &["web"]).await;
-    let machine = add_token(&store, "agent", Role::Machine, &[]).await;
     let data = tests::temp_dir();
-    let registry = registry::Registry::new(data.path().join("registry"), store.clone());
+    let hooks = std::sync::Arc::new(
+        store::HookKey::load_or_create(&data.path().join("hooks.key")).unwrap(),
+    );
+    let admin = add_token(&store, &hooks, "root", Role::Admin, &[]).await;
+    let deployer = add_token(&store, &hooks, "dev", Role::Deployer, &["web"]).await;
+    let machine = add_token(&store, &hooks, "agent", Role::Machine, &[]).await;
+    let registry =
+        registry::Registry::new(data.path().join("registry"), store.clone()).with_hook_key(hooks);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, mut stopped) = watch::channel(false);
