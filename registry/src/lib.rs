@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 pub use error::RegistryError;
 pub use gc::{collect, GcReport};
 pub use handlers::MAX_MANIFEST;
-pub use storage::Storage;
+pub use storage::{Limits, Storage};
 
 /// What the handlers share.
 #[derive(Debug)]
@@ -80,6 +80,15 @@ impl Registry {
             }),
             token_watch,
         }
+    }
+
+    /// Refuses uploads beyond `limits`.
+    pub fn with_limits(mut self, limits: storage::Limits) -> Registry {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            let storage = std::mem::replace(&mut state.storage, Storage::new(PathBuf::new()));
+            state.storage = storage.with_limits(limits);
+        }
+        self
     }
 
     /// Checks signed webhooks with `key` (the control hosts' `hooks.key`).

@@ -39,6 +39,25 @@ pub struct Storage {
     /// Hash state of running uploads, so finishing one does not read it again.
     /// After a restart it is rebuilt from the upload's file.
     uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Upload>>>>,
+    limits: Limits,
+}
+
+/// How much one client may store: one upload, and one repository's blobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes in one blob upload (default 10 GiB).
+    pub upload: u64,
+    /// Bytes of the blobs one repository holds (default 100 GiB).
+    pub repository: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            upload: 10 << 30,
+            repository: 100 << 30,
+        }
+    }
 }
 
 fn hex_of(digest: &str) -> &str {
@@ -66,7 +85,25 @@ impl Storage {
         Storage {
             root,
             uploads: Mutex::new(HashMap::new()),
+            limits: Limits::default(),
         }
+    }
+
+    /// Refuses uploads beyond `limits`.
+    pub fn with_limits(mut self, limits: Limits) -> Storage {
+        self.limits = limits;
+        self
+    }
+
+    /// The bytes of the blobs `repo` holds.
+    async fn repository_bytes(&self, repo: &str) -> u64 {
+        let mut total = 0;
+        for hex in list_dir(&self.repository(repo).join("_layers")).await {
+            if let Ok(meta) = tokio::fs::metadata(self.blob_path(&format!("sha256:{hex}"))).await {
+                total += meta.len();
+            }
+        }
+        total
     }
 
     pub fn root(&self) -> &Path {
@@ -224,12 +261,18 @@ impl Storage {
             let chunk: Bytes = chunk.map_err(|error| {
                 RegistryError::upload_invalid(format!("the upload stream broke: {error}"))
             })?;
+            written += chunk.len() as u64;
+            if upload.size + written > self.limits.upload {
+                return Err(RegistryError::too_large(format!(
+                    "a blob may hold at most {} MiB on this registry: nothing more of it was stored",
+                    self.limits.upload >> 20
+                )));
+            }
             hasher.update(&chunk);
             writer
                 .write_all(&chunk)
                 .await
                 .map_err(io_error("write an upload"))?;
-            written += chunk.len() as u64;
         }
         writer.flush().await.map_err(io_error("write an upload"))?;
         // Only a whole body counts; a broken one leaves the state as it was
@@ -265,6 +308,15 @@ impl Storage {
             self.cancel(id).await;
             return Err(RegistryError::digest_invalid(format!(
                 "the upload's content has digest {actual}, not {digest}; nothing was stored"
+            )));
+        }
+        if self.blob_size(repo, digest).await.is_none()
+            && self.repository_bytes(repo).await + upload.size > self.limits.repository
+        {
+            self.cancel(id).await;
+            return Err(RegistryError::too_large(format!(
+                "repository {repo} may hold at most {} MiB of blobs on this registry: remove old images (paz registry gc) or ask an admin; nothing was stored",
+                self.limits.repository >> 20
             )));
         }
         let data = dir.join("data");

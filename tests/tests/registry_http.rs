@@ -1121,3 +1121,50 @@ async fn the_manifest_of_a_release_cannot_be_deleted_while_the_release_exists() 
     fixture.store.delete(&release_key).await.unwrap();
     assert_eq!(delete(&fixture.deployer).await.unwrap().status(), 202);
 }
+
+#[tokio::test]
+async fn uploads_beyond_the_upload_and_repository_limits_are_refused_and_store_nothing() {
+    let fixture = common::start_registry_with(
+        "reg-limits",
+        registry::Limits {
+            upload: 4096,
+            repository: 6000,
+        },
+    )
+    .await;
+    let upload = |bytes: Vec<u8>| {
+        let digest = digest_of(&bytes);
+        let request = fixture
+            .request(
+                &fixture.deployer,
+                Method::POST,
+                &format!("/v2/web/blobs/uploads/?digest={digest}"),
+            )
+            .body(bytes);
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status(), response.text().await.unwrap(), digest)
+        }
+    };
+    // One blob over the upload limit.
+    let (status, body, digest) = upload(vec![b'a'; 5000]).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("a blob may hold at most"), "{body}");
+    let head = |digest: String| {
+        fixture
+            .request(
+                &fixture.admin,
+                Method::HEAD,
+                &format!("/v2/web/blobs/{digest}"),
+            )
+            .send()
+    };
+    assert_eq!(head(digest).await.unwrap().status(), 404);
+    // Blobs within it, until the repository is full.
+    let (status, body, _) = upload(vec![b'b'; 4000]).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body, digest) = upload(vec![b'c'; 4000]).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("repository web may hold at most"), "{body}");
+    assert_eq!(head(digest).await.unwrap().status(), 404);
+}

@@ -65,6 +65,11 @@ fn rand_bytes() -> [u8; 12] {
 }
 
 pub async fn start_registry(test_name: &str) -> RegistryFixture {
+    start_registry_with(test_name, registry::Limits::default()).await
+}
+
+/// A registry that refuses uploads beyond `limits`.
+pub async fn start_registry_with(test_name: &str, limits: registry::Limits) -> RegistryFixture {
     let store = tests::test_store(test_name).await;
     let data = tests::temp_dir();
     let hooks = std::sync::Arc::new(
@@ -73,8 +78,9 @@ pub async fn start_registry(test_name: &str) -> RegistryFixture {
     let admin = add_token(&store, &hooks, "root", Role::Admin, &[]).await;
     let deployer = add_token(&store, &hooks, "dev", Role::Deployer, &["web"]).await;
     let machine = add_token(&store, &hooks, "agent", Role::Machine, &[]).await;
-    let registry =
-        registry::Registry::new(data.path().join("registry"), store.clone()).with_hook_key(hooks);
+    let registry = registry::Registry::new(data.path().join("registry"), store.clone())
+        .with_hook_key(hooks)
+        .with_limits(limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, mut stopped) = watch::channel(false);
