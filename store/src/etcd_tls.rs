@@ -140,7 +140,7 @@ impl EtcdTls {
 }
 
 /// Writes `bytes` to `path` (mode 0600) through a temp file and a rename.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let temp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()
         .write(true)

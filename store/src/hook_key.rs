@@ -3,8 +3,6 @@
 //! control hosts' data dirs (`hooks.key`, 0600), never in etcd: who reads
 //! etcd or a backup of it learns no secret that signs a webhook.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -28,16 +26,7 @@ impl HookKey {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let bytes: [u8; 32] = rand::rng().random();
-                let temp = path.with_extension("tmp");
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&temp)?;
-                file.write_all(&bytes)?;
-                file.sync_all()?;
-                std::fs::rename(&temp, path)?;
+                crate::etcd_tls::write_private(path, &bytes)?;
                 bytes.to_vec()
             }
             Err(error) => return Err(error),

@@ -101,18 +101,11 @@ impl Store {
         value: &T,
         ttl: Duration,
     ) -> Result<bool> {
-        let ttl_seconds = ttl.as_secs().max(1) as i64;
-        let mut client = self.client();
-        let granted = self
-            .call(
-                || format!("grant a {ttl_seconds}s lease"),
-                client.lease_grant(ttl_seconds, None),
-            )
-            .await?;
+        let (id, _) = self.grant_bare_lease(ttl).await?;
         match self
             .transaction()
             .require_absent(key)
-            .put_on_lease_id(key, value, granted.id())
+            .put_on_lease_id(key, value, id)
             .commit()
             .await
         {
@@ -122,8 +115,9 @@ impl Store {
         }
     }
 
-    /// Grants a lease of `ttl` (whole seconds, at least 1) and keeps it alive.
-    pub async fn grant_lease(&self, ttl: Duration) -> Result<Lease> {
+    /// A lease of `ttl` (whole seconds, at least 1) that nobody keeps alive:
+    /// its id and TTL in seconds.
+    async fn grant_bare_lease(&self, ttl: Duration) -> Result<(i64, i64)> {
         let ttl_seconds = ttl.as_secs().max(1) as i64;
         let mut client = self.client();
         let granted = self
@@ -132,7 +126,12 @@ impl Store {
                 client.lease_grant(ttl_seconds, None),
             )
             .await?;
-        let id = granted.id();
+        Ok((granted.id(), ttl_seconds))
+    }
+
+    /// Grants a lease of `ttl` (whole seconds, at least 1) and keeps it alive.
+    pub async fn grant_lease(&self, ttl: Duration) -> Result<Lease> {
+        let (id, ttl_seconds) = self.grant_bare_lease(ttl).await?;
         let (expired_sender, expired) = watch::channel(false);
         let keeper = tokio::spawn(
             keep_alive(

@@ -898,20 +898,7 @@ async fn gc_removes_what_no_tag_or_release_refers_to() {
             .unwrap();
     }
     let app = store::AppName::new("web").unwrap();
-    let release = store::records::Release {
-        n: 1,
-        image: format!("127.0.0.1:5000/web@{released}"),
-        git_sha: None,
-        env: Default::default(),
-        created_at: 1,
-        by: "test".into(),
-        cause: store::records::ReleaseCause::Image,
-        status: store::records::ReleaseStatus::Active,
-        processes: Default::default(),
-        release_command: None,
-        source: None,
-        exposed_ports: Vec::new(),
-    };
+    let release = release_of(&format!("127.0.0.1:5000/web@{released}"));
     fixture
         .store
         .put(&fixture.store.keys().release(&app, 1), &release)
@@ -1084,20 +1071,7 @@ async fn the_manifest_of_a_release_cannot_be_deleted_while_the_release_exists() 
         )
         .await
         .unwrap();
-    let release = store::records::Release {
-        n: 1,
-        image: format!("127.0.0.1:5000/web@{digest}"),
-        git_sha: None,
-        env: Default::default(),
-        created_at: 1,
-        by: "test".into(),
-        cause: store::records::ReleaseCause::Image,
-        status: store::records::ReleaseStatus::Active,
-        processes: Default::default(),
-        release_command: None,
-        source: None,
-        exposed_ports: Vec::new(),
-    };
+    let release = release_of(&format!("127.0.0.1:5000/web@{digest}"));
     let release_key = fixture.store.keys().release(&app, 1);
     fixture.store.put(&release_key, &release).await.unwrap();
     let path = format!("/v2/web/manifests/{digest}");
@@ -1167,4 +1141,22 @@ async fn uploads_beyond_the_upload_and_repository_limits_are_refused_and_store_n
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("repository web may hold at most"), "{body}");
     assert_eq!(head(digest).await.unwrap().status(), 404);
+}
+
+/// Release v1 of `web`, serving `image`.
+fn release_of(image: &str) -> store::records::Release {
+    store::records::Release {
+        n: 1,
+        image: image.to_string(),
+        git_sha: None,
+        env: Default::default(),
+        created_at: 1,
+        by: "test".into(),
+        cause: store::records::ReleaseCause::Image,
+        status: store::records::ReleaseStatus::Active,
+        processes: Default::default(),
+        release_command: None,
+        source: None,
+        exposed_ports: Vec::new(),
+    }
 }
