@@ -166,7 +166,9 @@ async fn run_roles(
             deployer: deployer.clone(),
         }),
     )?;
-    let registry = registry::Registry::new(registry_root, store.clone()).with_hook_key(hook_key);
+    let registry = registry::Registry::new(registry_root, store.clone())
+        .with_hook_key(hook_key)
+        .with_host(registry_host.clone());
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop_signal = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {

@@ -1758,7 +1758,7 @@ async fn a_deployer_of_one_app_cannot_deploy_follow_or_build_on_another_apps_ima
         .value;
     assert_eq!(record.deploy.image_repo, None);
 
-    // /hooks/deploy with one's token and two's image: no release of one.
+    // /hooks/deploy with one's token and two's image is refused (403).
     let hook = |path: &str, body: serde_json::Value| {
         let output = Command::new("curl")
             .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
@@ -1777,7 +1777,7 @@ async fn a_deployer_of_one_app_cannot_deploy_follow_or_build_on_another_apps_ima
         &format!("/hooks/deploy?token={secret}"),
         serde_json::json!({"app": "one", "image": two_tag}),
     );
-    assert_eq!(status, "202");
+    assert_eq!(status, "403");
     // A repository both follow: one's token fires the Docker Hub hook.
     for (app, repository) in [("two", "acme/web"), ("one", "acme/web")] {
         let followed = admin_ssh(&paz, &["deploy:follow", app, repository]);

@@ -310,6 +310,22 @@ pub(crate) async fn deploy(
     }
     // Checked here, before anything is recorded: it ends up in a unit file.
     units::check_image(image).map_err(bad)?;
+    // One of this registry's images is its app's to deploy.
+    let owner = state
+        .host
+        .as_deref()
+        .and_then(|host| image.strip_prefix(host)?.strip_prefix('/'))
+        .map(|rest| rest.split([':', '@']).next().unwrap_or(rest))
+        .and_then(store::images::repository_app);
+    if let Some(owner) = owner.filter(|owner| !who.may_use_app(owner)) {
+        return Err(HookError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "token `{}` may not use the images of app `{owner}`: deploy your own apps' images",
+                who.name
+            ),
+        ));
+    }
     let (repository, tag, digest) = split_image(image);
     if let Some(digest) = &digest {
         crate::names::check_digest(digest).map_err(|error| bad(error.message))?;

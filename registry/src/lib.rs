@@ -44,6 +44,9 @@ pub(crate) struct AppState {
     /// Opens the tokens' webhook signing secrets; `None`: signed webhooks
     /// are refused.
     pub(crate) hook_key: Option<Arc<store::HookKey>>,
+    /// This registry as image names spell it (`127.0.0.1:5000`), so that a
+    /// hook naming one of its images is held to the right to pull it.
+    pub(crate) host: Option<String>,
 }
 
 /// The registry: storage under a root directory, auth and events on the store.
@@ -77,9 +80,18 @@ impl Registry {
                 store,
                 tokens,
                 hook_key: None,
+                host: None,
             }),
             token_watch,
         }
+    }
+
+    /// Names this registry's images `host/REPO` (the advertised address).
+    pub fn with_host(mut self, host: String) -> Registry {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.host = Some(host);
+        }
+        self
     }
 
     /// Refuses uploads beyond `limits`.
