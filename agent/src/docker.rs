@@ -243,12 +243,23 @@ pub(crate) async fn stop(docker: &Docker, id: &str, timeout: u64) {
 /// that this machine's agent started for `unit`: found by its labels, then
 /// read by its id, never by its name (a container of that name started by
 /// another install on this engine is not this unit's).
+///
+/// `known` is the id found by the last call: it is read again by id (one
+/// call), and only when that container is gone or stopped is the machine's
+/// container of `unit` looked for again by its labels.
 pub(crate) async fn host_port(
     docker: &Docker,
     machine: &str,
     unit: &str,
     container_port: u16,
+    known: &mut Option<String>,
 ) -> Option<u16> {
+    if let Some(id) = known.as_deref() {
+        if let Some(port) = published_port(docker, id, machine, unit, container_port).await {
+            return Some(port);
+        }
+        *known = None;
+    }
     let machine_filter = format!("{MACHINE_LABEL}={machine}");
     let unit_filter = format!("{UNIT_LABEL}={unit}");
     let filters = HashMap::from([("label", vec![machine_filter.as_str(), unit_filter.as_str()])]);
@@ -261,7 +272,21 @@ pub(crate) async fn host_port(
         .ok()?
         .into_iter()
         .find_map(|summary| summary.id)?;
-    let inspected = docker.inspect_container(&id, None).await.ok()?;
+    let port = published_port(docker, &id, machine, unit, container_port).await?;
+    *known = Some(id);
+    Some(port)
+}
+
+/// The host port of container `id`, if it runs and carries this machine's
+/// labels for `unit`.
+async fn published_port(
+    docker: &Docker,
+    id: &str,
+    machine: &str,
+    unit: &str,
+    container_port: u16,
+) -> Option<u16> {
+    let inspected = docker.inspect_container(id, None).await.ok()?;
     let labels = inspected.config.as_ref()?.labels.as_ref()?;
     if labels.get(MACHINE_LABEL).map(String::as_str) != Some(machine)
         || labels.get(UNIT_LABEL).map(String::as_str) != Some(unit)

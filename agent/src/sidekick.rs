@@ -76,12 +76,15 @@ pub(crate) async fn run(
     let mut wait = FIRST_WAIT;
     // The registration and the address it announces.
     let mut announced: Option<(Registration, String)> = None;
+    // The id of the container checked last, read again by id.
+    let mut container = None;
     loop {
         let port = crate::docker::host_port(
             &docker,
             &sidekick.machine,
             &sidekick.spec.unit,
             sidekick.container_port,
+            &mut container,
         )
         .await;
         let ok = match port {

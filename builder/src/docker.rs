@@ -168,13 +168,7 @@ pub(crate) async fn inspect_remote(
         .inspect_image(reference)
         .await
         .map_err(|error| format!("cannot inspect {reference}: {}", describe(error)))?;
-    let repository = match reference.split_once('@') {
-        Some((name, _)) => name,
-        None => match reference.rsplit_once(':') {
-            Some((name, tag)) if !tag.contains('/') => name,
-            _ => reference,
-        },
-    };
+    let (repository, _) = store::images::split_reference(reference);
     let digest = inspected
         .repo_digests
         .unwrap_or_default()

@@ -129,17 +129,8 @@ fn check_base_images(
     let Some(allowed) = &request.may_use else {
         return Ok(());
     };
-    let hosts = match registry.strip_prefix("127.0.0.1:") {
-        Some(port) => vec![registry.to_string(), format!("localhost:{port}")],
-        None => vec![registry.to_string()],
-    };
     for image in buildpacks::base_images(dockerfile) {
-        let owner = hosts
-            .iter()
-            .find_map(|host| image.strip_prefix(host.as_str())?.strip_prefix('/'))
-            // What is left has no host: a `:` or `@` starts the tag or digest.
-            .map(|rest| rest.split([':', '@']).next().unwrap_or(rest))
-            .and_then(store::images::repository_app);
+        let owner = store::images::registry_owner(registry, &image);
         if let Some(owner) = owner.filter(|owner| !allowed.contains(owner)) {
             return Err(format!(
                 "the Dockerfile builds on {image}, an image of app `{owner}`, which `{}` may not use: build on your own apps' images or a public one",

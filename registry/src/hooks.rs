@@ -314,9 +314,7 @@ pub(crate) async fn deploy(
     let owner = state
         .host
         .as_deref()
-        .and_then(|host| image.strip_prefix(host)?.strip_prefix('/'))
-        .map(|rest| rest.split([':', '@']).next().unwrap_or(rest))
-        .and_then(store::images::repository_app);
+        .and_then(|host| store::images::registry_owner(host, image));
     if let Some(owner) = owner.filter(|owner| !who.may_use_app(owner)) {
         return Err(HookError(
             StatusCode::FORBIDDEN,

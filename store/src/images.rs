@@ -38,6 +38,35 @@ pub fn repository_app(repository: &str) -> Option<crate::AppName> {
     crate::AppName::new(repository.split('/').next()?).ok()
 }
 
+/// `REPO[:TAG]` or `REPO@DIGEST` as (repository, tag or digest).
+pub fn split_reference(reference: &str) -> (&str, Option<&str>) {
+    if let Some((name, digest)) = reference.split_once('@') {
+        return (name, Some(digest));
+    }
+    match reference.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name, Some(tag)),
+        _ => (reference, None),
+    }
+}
+
+/// The repository of Paz's registry that the image name `name` (no tag or
+/// digest) is in: it starts with `registry_host`, or with `localhost:PORT`
+/// for a registry at `127.0.0.1:PORT`.
+pub fn registry_repository<'a>(registry_host: &str, name: &'a str) -> Option<&'a str> {
+    let rest = name.strip_prefix(registry_host).or_else(|| {
+        let port = registry_host.strip_prefix("127.0.0.1:")?;
+        name.strip_prefix("localhost:")?.strip_prefix(port)
+    })?;
+    rest.strip_prefix('/')
+}
+
+/// The app whose repository in Paz's registry (at `registry_host`)
+/// `reference` names, if it names one.
+pub fn registry_owner(registry_host: &str, reference: &str) -> Option<crate::AppName> {
+    let (name, _) = split_reference(reference);
+    repository_app(registry_repository(registry_host, name)?)
+}
+
 /// The port an instance listens on: the app's setting, else the image's
 /// first exposed TCP port, else 5000 (as DESIGN.md says).
 pub fn instance_port(configured: Option<u16>, exposed: &[u16]) -> u16 {
@@ -70,6 +99,34 @@ mod tests {
             vec![443, 8080, 9000]
         );
         assert_eq!(tcp_ports(["x/tcp", "70000/tcp"]), Vec::<u16>::new());
+    }
+
+    #[test]
+    fn references_name_their_app_only_in_pazs_registry() {
+        use super::{registry_owner, split_reference};
+        assert_eq!(
+            split_reference("127.0.0.1:5000/hello:ci-1"),
+            ("127.0.0.1:5000/hello", Some("ci-1"))
+        );
+        assert_eq!(
+            split_reference("127.0.0.1:5000/hello"),
+            ("127.0.0.1:5000/hello", None)
+        );
+        assert_eq!(
+            split_reference("127.0.0.1:5000/hello@sha256:ab"),
+            ("127.0.0.1:5000/hello", Some("sha256:ab"))
+        );
+        let host = "127.0.0.1:5000";
+        let owner = |reference| registry_owner(host, reference).map(|app| app.to_string());
+        assert_eq!(owner("127.0.0.1:5000/two:v1").as_deref(), Some("two"));
+        assert_eq!(
+            owner("localhost:5000/two/api@sha256:ab").as_deref(),
+            Some("two")
+        );
+        assert_eq!(owner("127.0.0.1:50000/two:v1"), None);
+        assert_eq!(owner("localhost:50001/two"), None);
+        assert_eq!(owner("docker.io/two:v1"), None);
+        assert_eq!(owner("two:v1"), None);
     }
 
     #[test]
