@@ -7,6 +7,7 @@ mod agent;
 mod cli;
 mod config;
 mod deploy;
+mod descriptors;
 mod images;
 mod keys;
 mod up;
@@ -67,6 +68,7 @@ async fn run_proxy(flags: cli::ProxyFlags) -> anyhow::Result<()> {
     let config = proxy::ProxyConfig {
         max_body_bytes: flags.max_body_mb.map(|mib| mib << 20),
         access_log: flags.access_log,
+        max_connections: descriptors::proxy_alone(descriptors::limit()),
         ..Default::default()
     };
     println!("proxy listening on {}", listener.local_addr()?);
@@ -101,20 +103,6 @@ async fn export_units(
         println!("{}", path.display());
     }
     Ok(())
-}
-
-/// Raises this process's open-file limit to the hard limit: every client
-/// connection holds a descriptor, and running out in one role (the proxy)
-/// must not stop the others (the registry, SSH).
-fn raise_descriptor_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                tracing::warn!(%error, soft, hard, "cannot raise the open-file limit");
-            }
-        }
-    }
 }
 
 /// Where `paz up` keeps its local etcd's certificates, under the data dir.
@@ -186,7 +174,7 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(writer)
         .init();
-    raise_descriptor_limit();
+    descriptors::raise_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

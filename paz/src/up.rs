@@ -166,7 +166,11 @@ async fn run_roles(
             deployer: deployer.clone(),
         }),
     )?;
+    // A flood of the proxy or the registry leaves descriptors for SSH, the
+    // builder, the agent, etcd and Docker.
+    let caps = crate::descriptors::shared(crate::descriptors::limit());
     let registry = registry::Registry::new(registry_root, store.clone())
+        .with_max_connections(caps.registry)
         .with_hook_key(hook_key)
         .with_host(registry_host.clone());
 
@@ -231,6 +235,7 @@ async fn run_roles(
         let http_addr = http_listener.local_addr()?;
         let proxy_config = proxy::ProxyConfig {
             access_log: config.access_log.clone(),
+            max_connections: caps.proxy,
             ..Default::default()
         };
         let proxy = proxy::Proxy::new(proxy_config, store.clone())?;

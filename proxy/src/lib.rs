@@ -53,6 +53,11 @@ pub struct ProxyConfig {
     pub shutdown_timeout: Duration,
     /// Where the line per request goes.
     pub access_log: AccessLog,
+    /// The most client connections held at once, over all workers; more wait
+    /// in the kernel's backlog until one closes. Each holds up to two file
+    /// descriptors (the client's and a backend's), so the binary sets this
+    /// from the open-file limit, keeping a reserve for the roles beside it.
+    pub max_connections: usize,
 }
 
 impl Default for ProxyConfig {
@@ -66,6 +71,7 @@ impl Default for ProxyConfig {
             retries: 2,
             shutdown_timeout: Duration::from_secs(30),
             access_log: AccessLog::default(),
+            max_connections: 10_000,
         }
     }
 }
@@ -76,6 +82,8 @@ struct State {
     pools: Pools,
     metrics: Arc<metrics::Metrics>,
     access_log: Option<access_log::Writer>,
+    /// One permit per client connection, shared by every worker.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// What became of one request, for the metrics and the access log.
@@ -188,8 +196,10 @@ impl Proxy {
         let metrics = Arc::new(metrics::Metrics::new());
         let watcher = tokio::spawn(watch::keep_current(store, table.clone(), metrics.clone()));
         let pools = Pools::new(config.connect_timeout);
+        let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
         Ok(Proxy {
             state: Arc::new(State {
+                slots,
                 config,
                 table,
                 pools,
@@ -318,7 +328,28 @@ async fn serve_on(
         .max_buf_size(state.config.max_header_bytes.max(8192))
         .writev(false);
     tokio::pin!(shutdown);
+    let mut at_cap = false;
     loop {
+        // A connection is taken only with a slot for it: at the cap the rest
+        // wait in the backlog, and the descriptors left serve the other roles.
+        let slot = match state.slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if !std::mem::replace(&mut at_cap, true) {
+                    warn!(
+                        limit = state.config.max_connections,
+                        "proxy: connection cap reached; new connections wait until one closes"
+                    );
+                }
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    slot = state.slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
         let (stream, client) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -339,6 +370,9 @@ async fn serve_on(
                 }
             },
         };
+        if state.slots.available_permits() > state.config.max_connections / 2 {
+            at_cap = false;
+        }
         let _ = stream.set_nodelay(true);
         let first_byte = state.config.header_timeout;
         let state = state.clone();
@@ -388,6 +422,7 @@ async fn serve_on(
         });
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
+            let _slot = slot;
             // A client that sends nothing is closed after the header timeout:
             // telling HTTP/1 from HTTP/2 waits for its first bytes, before
             // hyper's own header timeout runs.

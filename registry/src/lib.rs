@@ -14,6 +14,7 @@ pub mod gc;
 mod handlers;
 mod hooks;
 pub mod inspect;
+mod listener;
 mod names;
 mod storage;
 
@@ -54,6 +55,8 @@ pub(crate) struct AppState {
 pub struct Registry {
     state: Arc<AppState>,
     token_watch: JoinHandle<()>,
+    /// The most connections served at once (see [`Registry::with_max_connections`]).
+    max_connections: usize,
 }
 
 impl Drop for Registry {
@@ -65,6 +68,9 @@ impl Drop for Registry {
 /// The largest webhook body read (1 MiB); a larger one is refused with 413
 /// while it is read, before it is authenticated.
 pub const HOOK_BODY_LIMIT: usize = 1 << 20;
+
+/// How long a new connection may take to send its first byte.
+const FIRST_BYTE: Duration = Duration::from_secs(10);
 
 /// How long an upload may go unwritten before it counts as abandoned.
 const STALE_UPLOAD: Duration = Duration::from_secs(24 * 3600);
@@ -83,7 +89,16 @@ impl Registry {
                 host: None,
             }),
             token_watch,
+            max_connections: 1024,
         }
+    }
+
+    /// Serves at most `max` connections at once (default 1024); more wait
+    /// in the backlog. The binary sets it from the open-file limit, so that a
+    /// flood of the registry leaves descriptors for the roles beside it.
+    pub fn with_max_connections(mut self, max: usize) -> Registry {
+        self.max_connections = max;
+        self
     }
 
     /// Names this registry's images `host/REPO` (the advertised address).
@@ -154,6 +169,7 @@ impl Registry {
             }
         });
         let forgetter = tokio::spawn(forget_destroyed_apps(self.state.clone()));
+        let listener = listener::Capped::new(listener, self.max_connections, FIRST_BYTE)?;
         let result = axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await;

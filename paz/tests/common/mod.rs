@@ -237,12 +237,16 @@ pub fn remote_ref(fixture: &Fixture, who: &SshIdentity, app: &str, name: &str) -
 /// `paz` with no PAZ_* settings inherited from the environment.
 pub fn paz() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_paz"));
+    without_paz_settings(&mut command);
+    command
+}
+
+fn without_paz_settings(command: &mut Command) {
     for (name, _) in std::env::vars() {
         if name.starts_with("PAZ_") {
             command.env_remove(name);
         }
     }
-    command
 }
 
 /// A running `paz up` and what its banner said.
@@ -271,9 +275,28 @@ pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
 /// Starts `paz ROLE ARGS` (`up` or `server`) and waits for its banner; a
 /// `server` has no proxy, so its `http_port` is 0.
 pub fn start_role(role: &str, args: &[&str], envs: &[(&str, &str)]) -> Running {
+    let mut command = paz();
+    command.arg(role);
+    start_command(command, args, envs)
+}
+
+/// Starts `paz up ARGS` with at most `nofile` open files (soft and hard, so
+/// it cannot raise them), through util-linux's `prlimit`.
+pub fn start_with_nofile(nofile: u64, args: &[&str], envs: &[(&str, &str)]) -> Running {
+    let mut command = Command::new("prlimit");
+    command
+        .arg(format!("--nofile={nofile}:{nofile}"))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_paz"))
+        .args(["up", "--http-listen", "127.0.0.1:0"]);
+    without_paz_settings(&mut command);
+    start_command(command, args, envs)
+}
+
+/// Starts `command` (a `paz` role) with ARGS and waits for its banner.
+fn start_command(mut command: Command, args: &[&str], envs: &[(&str, &str)]) -> Running {
     let mut paz = ChildGuard::spawn(
-        paz()
-            .arg(role)
+        command
             // A free port: tests run side by side.
             .args([
                 "--ssh-listen",
