@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod docker;
+mod error;
 mod sidekick;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -21,11 +22,15 @@ use std::time::{Duration, Instant};
 use bollard::auth::DockerCredentials;
 use bollard::Docker;
 use store::records::{ActiveState, Machine, UnitState};
-use store::{AppName, Key, Lease, Store, WatchEvent};
+use store::{Key, Lease, Store, WatchEvent};
+use support::now;
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use units::{Exec, Unit};
+
+pub use crate::error::AgentError;
+use crate::error::Result;
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -67,17 +72,8 @@ pub fn machine_id(data_dir: &Path) -> std::io::Result<String> {
     }
     std::fs::create_dir_all(data_dir)?;
     let id = hex::encode(rand::random::<[u8; 16]>());
-    let temp = path.with_extension("tmp");
-    std::fs::write(&temp, format!("{id}\n"))?;
-    std::fs::rename(&temp, &path)?;
+    support::write_file(&path, format!("{id}\n").as_bytes())?;
     Ok(id)
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or_default()
 }
 
 /// A running sidekick task.
@@ -127,22 +123,18 @@ impl std::fmt::Debug for Agent {
 
 impl Agent {
     /// Connects to the Docker Engine and reads (or makes) the machine id.
-    pub async fn new(config: AgentConfig, store: Store) -> Result<Agent, String> {
-        let id = machine_id(&config.data_dir).map_err(|error| {
-            format!(
-                "cannot keep the machine id in {}: {error}",
-                config.data_dir.display()
-            )
+    pub async fn new(config: AgentConfig, store: Store) -> Result<Agent> {
+        let id = machine_id(&config.data_dir).map_err(|source| AgentError::MachineId {
+            dir: config.data_dir.clone(),
+            source,
         })?;
+        let unreachable =
+            |error: bollard::errors::Error| AgentError::DockerUnreachable(error.to_string());
         let docker = Docker::connect_with_local_defaults()
-            .map_err(|error| {
-                format!("Docker is not running on this host: start dockerd ({error})")
-            })?
+            .map_err(unreachable)?
             .negotiate_version()
             .await
-            .map_err(|error| {
-                format!("Docker is not running on this host: start dockerd ({error})")
-            })?;
+            .map_err(unreachable)?;
         Ok(Agent {
             config,
             store,
@@ -165,19 +157,19 @@ impl Agent {
 
     /// Runs until `shutdown` resolves. Containers keep running when the agent
     /// stops (static stability); sidekicks withdraw.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let keys = self.store.keys().clone();
         let machine = Machine {
             addr: self.config.advertise_addr.clone(),
             metadata: self.config.metadata.clone(),
             started_at: now(),
         };
-        let machine_key = keys.machine(&self.id).map_err(|error| error.to_string())?;
+        let machine_key = keys.machine(&self.id)?;
         let _registration = self
             .store
             .register(&machine_key, &machine, self.config.lease_ttl)
             .await
-            .map_err(|error| format!("cannot register this machine: {error}"))?;
+            .map_err(AgentError::Register)?;
         info!(machine = %self.id, addr = %machine.addr, "agent registered");
         let schedules = keys.schedules();
         let units = keys.units();
@@ -494,8 +486,8 @@ impl Agent {
         };
         let key = match service_key(&self.store, &spec.key) {
             Ok(key) => key,
-            Err(reason) => {
-                self.report(name, ActiveState::Failed, None, Some(reason))
+            Err(error) => {
+                self.report(name, ActiveState::Failed, None, Some(error.to_string()))
                     .await;
                 return;
             }
@@ -604,37 +596,24 @@ impl Agent {
         }
     }
 
-    async fn forget_state(&mut self, unit: &str) -> Result<(), String> {
+    async fn forget_state(&mut self, unit: &str) -> Result<()> {
         self.reported.remove(unit);
-        let key = self
-            .store
-            .keys()
-            .unit_state(unit)
-            .map_err(|e| e.to_string())?;
-        self.store.delete(&key).await.map_err(|e| e.to_string())?;
+        let key = self.store.keys().unit_state(unit)?;
+        self.store.delete(&key).await?;
         Ok(())
     }
 }
 
 /// The typed key of a sidekick's `--key` (`<prefix>/services/<app>/<release>/<i>`).
-fn service_key(store: &Store, raw: &str) -> Result<Key<String>, String> {
+fn service_key(store: &Store, raw: &str) -> Result<Key<String>> {
     let refuse = || {
-        format!(
+        AgentError::InvalidKey(format!(
             "--key {raw} is not {}/services/APP/RELEASE/INSTANCE",
             store.keys().root()
-        )
+        ))
     };
-    let rest = raw
-        .strip_prefix(store.keys().services().as_str())
-        .ok_or_else(refuse)?;
-    let parts: Vec<&str> = rest.split('/').collect();
-    let [app, release, instance] = parts.as_slice() else {
-        return Err(refuse());
-    };
-    let app = AppName::new(app).map_err(|error| error.to_string())?;
-    let release: u64 = release.parse().map_err(|_| refuse())?;
-    store
+    let service = store.keys().parse_service(raw).ok_or_else(refuse)?;
+    Ok(store
         .keys()
-        .service(&app, release, instance)
-        .map_err(|error| error.to_string())
+        .service(&service.app, service.release, &service.instance)?)
 }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::error::{BuildError, Result};
 use serde::Deserialize;
 
 /// One buildpack as its folder declares it.
@@ -128,32 +129,35 @@ pub fn base_images(dockerfile: &str) -> Vec<String> {
 }
 
 /// Parses a Procfile (`type: command` lines).
-pub fn procfile(text: &str) -> Result<BTreeMap<String, String>, String> {
+pub fn procfile(text: &str) -> Result<BTreeMap<String, String>> {
     let mut processes = BTreeMap::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (name, command) = line
-            .split_once(':')
-            .ok_or_else(|| format!("Procfile line {} is not `type: command`", number + 1))?;
+        let (name, command) = line.split_once(':').ok_or_else(|| {
+            BuildError::Plan(format!(
+                "Procfile line {} is not `type: command`",
+                number + 1
+            ))
+        })?;
         let name = name.trim();
         if name.is_empty()
             || !name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
-            return Err(format!(
+            return Err(BuildError::Plan(format!(
                 "Procfile line {}: process type `{name}` may hold letters, digits, _ and - only",
                 number + 1
-            ));
+            )));
         }
         if command.trim().is_empty() {
-            return Err(format!(
+            return Err(BuildError::Plan(format!(
                 "Procfile line {}: process type `{name}` has no command",
                 number + 1
-            ));
+            )));
         }
         processes.insert(name.to_string(), command.trim().to_string());
     }
@@ -161,7 +165,7 @@ pub fn procfile(text: &str) -> Result<BTreeMap<String, String>, String> {
 }
 
 /// Chooses how to build `root`; `base_images` overrides buildpacks' base images.
-pub fn plan(root: &Root, base_images: &HashMap<String, String>) -> Result<Plan, String> {
+pub fn plan(root: &Root, base_images: &HashMap<String, String>) -> Result<Plan> {
     let mut processes = match root.files.get("Procfile") {
         Some(text) => procfile(text)?,
         None => BTreeMap::new(),
@@ -187,10 +191,10 @@ pub fn plan(root: &Root, base_images: &HashMap<String, String>) -> Result<Plan, 
                     .map(|pack| format!("{} ({})", pack.detect.join(" or "), pack.name)),
             )
             .collect();
-        return Err(format!(
+        return Err(BuildError::Plan(format!(
             "nothing to build: no Dockerfile and no buildpack matches; looked for {}",
             looked_for.join(", ")
-        ));
+        )));
     };
     let mut values = HashMap::new();
     values.insert(
@@ -241,23 +245,26 @@ fn fill(template: &str, values: &HashMap<&str, String>) -> String {
 }
 
 /// The binary a Cargo package builds (its package name).
-fn rust_binary(cargo_toml: &str) -> Result<String, String> {
+fn rust_binary(cargo_toml: &str) -> Result<String> {
     let manifest: toml::Value = toml::from_str(cargo_toml)
-        .map_err(|error| format!("Cargo.toml is not valid TOML: {error}"))?;
+        .map_err(|error| BuildError::Plan(format!("Cargo.toml is not valid TOML: {error}")))?;
     let name = manifest
         .get("package")
         .and_then(|package| package.get("name"))
         .and_then(toml::Value::as_str)
         .ok_or_else(|| {
-            "Cargo.toml has no [package] name: the rust buildpack builds one package".to_string()
+            BuildError::Plan(
+                "Cargo.toml has no [package] name: the rust buildpack builds one package"
+                    .to_string(),
+            )
         })?;
     if !name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
-        return Err(format!(
+        return Err(BuildError::Plan(format!(
             "Cargo.toml package name `{name}` is not a plain binary name"
-        ));
+        )));
     }
     Ok(name.to_string())
 }
@@ -431,23 +438,27 @@ mod tests {
             (plan.buildpack.as_str(), plan.dockerfile),
             ("Dockerfile", None)
         );
-        let error = super::plan(&root(&["README.md"], &[]), &HashMap::new()).unwrap_err();
+        let error = super::plan(&root(&["README.md"], &[]), &HashMap::new())
+            .unwrap_err()
+            .to_string();
         expect![[r#"nothing to build: no Dockerfile and no buildpack matches; looked for Dockerfile, package.json (node), requirements.txt or pyproject.toml (python), go.mod (go), Cargo.toml (rust), index.html or public (static)"#]].assert_eq(&error);
     }
 
     #[test]
     fn bad_procfiles_and_cargo_manifests_are_refused() {
+        let refused = |text: &str| procfile(text).unwrap_err().to_string();
         assert_eq!(
-            procfile("web node x").unwrap_err(),
+            refused("web node x"),
             "Procfile line 1 is not `type: command`"
         );
-        assert!(procfile("we b: x").unwrap_err().contains("letters, digits"));
-        assert!(procfile("web:   ").unwrap_err().contains("has no command"));
+        assert!(refused("we b: x").contains("letters, digits"));
+        assert!(refused("web:   ").contains("has no command"));
         let error = super::plan(
             &root(&["Cargo.toml"], &[("Cargo.toml", "[workspace]\n")]),
             &HashMap::new(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(error.contains("has no [package] name"), "{error}");
     }
 }

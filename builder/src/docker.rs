@@ -8,6 +8,7 @@ use bollard::Docker;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
+use crate::error::{BuildError, Result};
 use crate::log::BuildLog;
 use crate::source::Source;
 
@@ -48,7 +49,7 @@ pub(crate) async fn build(
     tag: &str,
     labels: &HashMap<&str, String>,
     log: &mut BuildLog,
-) -> Result<(), String> {
+) -> Result<()> {
     let (sender, mut receiver) = tokio::sync::mpsc::channel(4);
     let writer = tokio::task::spawn_blocking(move || {
         let mut writer = ChannelWriter {
@@ -98,9 +99,11 @@ pub(crate) async fn build(
     if !pending.trim().is_empty() {
         log.line(format!("       {}", pending.trim_end())).await;
     }
-    let written = writer.await.map_err(|error| error.to_string())?;
+    let written = writer
+        .await
+        .map_err(|error| BuildError::Task(error.to_string()))?;
     match failure {
-        Some(message) => Err(message),
+        Some(message) => Err(BuildError::Docker(message)),
         None => written,
     }
 }
@@ -120,7 +123,7 @@ pub(crate) async fn push(
     app: &str,
     tag: &str,
     (name, secret): &(String, String),
-) -> Result<String, String> {
+) -> Result<String> {
     let credentials = DockerCredentials {
         username: Some(name.clone()),
         password: Some(secret.clone()),
@@ -132,12 +135,14 @@ pub(crate) async fn push(
     let mut stream = docker.push_image(&repository, Some(options), Some(credentials));
     let mut digest = None;
     while let Some(item) = stream.next().await {
-        let info = item.map_err(|error| format!("cannot push the image: {}", describe(error)))?;
+        let info = item.map_err(|error| {
+            BuildError::Docker(format!("cannot push the image: {}", describe(error)))
+        })?;
         if let Some(detail) = info.error_detail {
-            return Err(format!(
+            return Err(BuildError::Docker(format!(
                 "cannot push the image: {}",
                 detail.message.unwrap_or_default()
-            ));
+            )));
         }
         if let Some(found) = info
             .status
@@ -147,7 +152,9 @@ pub(crate) async fn push(
             digest = found.split_whitespace().next().map(str::to_string);
         }
     }
-    digest.ok_or_else(|| "the registry did not report the pushed image's digest".to_string())
+    digest.ok_or_else(|| {
+        BuildError::Docker("the registry did not report the pushed image's digest".to_string())
+    })
 }
 
 /// Pulls `reference` and reads back its digest (the repository's entry of
@@ -155,7 +162,7 @@ pub(crate) async fn push(
 pub(crate) async fn inspect_remote(
     docker: &Docker,
     reference: &str,
-) -> Result<store::ResolvedImage, String> {
+) -> Result<store::ResolvedImage> {
     let options = bollard::query_parameters::CreateImageOptionsBuilder::new()
         .from_image(reference)
         .build();
@@ -163,20 +170,23 @@ pub(crate) async fn inspect_remote(
         .create_image(Some(options), None, None)
         .try_collect::<Vec<_>>()
         .await
-        .map_err(|error| format!("cannot pull {reference}: {}", describe(error)))?;
-    let inspected = docker
-        .inspect_image(reference)
-        .await
-        .map_err(|error| format!("cannot inspect {reference}: {}", describe(error)))?;
+        .map_err(|error| {
+            BuildError::Docker(format!("cannot pull {reference}: {}", describe(error)))
+        })?;
+    let inspected = docker.inspect_image(reference).await.map_err(|error| {
+        BuildError::Docker(format!("cannot inspect {reference}: {}", describe(error)))
+    })?;
     let (repository, _) = store::images::split_reference(reference);
     let digest = inspected
         .repo_digests
         .unwrap_or_default()
         .into_iter()
         .find_map(|pinned| {
-            let (name, digest) = pinned.split_once('@')?;
+            let pinned = store::images::Reference::parse(&pinned);
+            let name = pinned.name;
             (name == repository || name.ends_with(&format!("/{repository}")))
-                .then(|| digest.to_string())
+                .then(|| pinned.digest.map(str::to_string))
+                .flatten()
         });
     let exposed = inspected
         .config

@@ -10,20 +10,24 @@
 
 pub mod buildpacks;
 mod docker;
+mod error;
 mod log;
 mod release;
 pub mod source;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use store::records::{Build, BuildStatus, Release, ReleaseCause, ReleaseStatus};
+use store::records::{Build, BuildStatus, NewRelease, ReleaseCause};
 use store::{AppName, Store};
+use support::now;
 use tokio::sync::{mpsc, Semaphore};
 
+pub use crate::error::BuildError;
+use crate::error::Result;
 use crate::log::BuildLog;
 
 /// How the builder runs.
@@ -108,34 +112,23 @@ struct Inner {
     slots: Semaphore,
     /// Builds of one app run one after the other, also across pushes whose
     /// pusher went away.
-    app_locks: Mutex<HashMap<AppName, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or_default()
+    app_locks: support::KeyedLocks<AppName>,
 }
 
 /// Refuses a Dockerfile that builds on (`FROM`, `COPY --from`) an image of
 /// an app in Paz's registry (`registry`) that the pusher may not use: the
 /// engine's cache would hand it over without asking the registry.
-fn check_base_images(
-    dockerfile: &str,
-    registry: &str,
-    request: &BuildRequest,
-) -> Result<(), String> {
+fn check_base_images(dockerfile: &str, registry: &str, request: &BuildRequest) -> Result<()> {
     let Some(allowed) = &request.may_use else {
         return Ok(());
     };
     for image in buildpacks::base_images(dockerfile) {
         let owner = store::images::registry_owner(registry, &image);
         if let Some(owner) = owner.filter(|owner| !allowed.contains(owner)) {
-            return Err(format!(
+            return Err(BuildError::Denied(format!(
                 "the Dockerfile builds on {image}, an image of app `{owner}`, which `{}` may not use: build on your own apps' images or a public one",
                 request.by
-            ));
+            )));
         }
     }
     Ok(())
@@ -150,7 +143,7 @@ impl Builder {
                 store,
                 docker: tokio::sync::OnceCell::new(),
                 slots,
-                app_locks: Mutex::new(HashMap::new()),
+                app_locks: support::KeyedLocks::default(),
             }),
         }
     }
@@ -162,44 +155,31 @@ impl Builder {
         &self,
         request: BuildRequest,
         output: mpsc::Sender<String>,
-    ) -> Result<Built, String> {
+    ) -> Result<Built> {
         let builder = self.clone();
         tokio::spawn(async move { builder.run(request, output).await })
             .await
-            .map_err(|error| format!("the build task failed: {error}"))?
+            .map_err(|error| BuildError::Task(error.to_string()))?
     }
 
-    async fn run(
-        &self,
-        request: BuildRequest,
-        output: mpsc::Sender<String>,
-    ) -> Result<Built, String> {
+    async fn run(&self, request: BuildRequest, output: mpsc::Sender<String>) -> Result<Built> {
         let started = Instant::now();
         let id = format!("{:010}-{}", now(), hex::encode(rand::random::<[u8; 3]>()));
         let log_path = format!("builds/{}/{id}.log", request.app);
         let mut log = BuildLog::create(&self.inner.config.data_dir.join(&log_path), output)
             .await
-            .map_err(|error| format!("cannot write the build log: {error}"))?;
+            .map_err(BuildError::Log)?;
 
-        let lock = self
+        let _app_turn = self
             .inner
             .app_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(request.app.clone())
-            .or_default()
-            .clone();
-        let _app_turn = match lock.clone().try_lock_owned() {
-            Ok(turn) => turn,
-            Err(_) => {
+            .lock_or_say(&request.app, || {
                 log.line(format!(
                     "-----> Waiting for the previous build of {} to finish",
                     request.app
                 ))
-                .await;
-                lock.lock_owned().await
-            }
-        };
+            })
+            .await;
         let _slot = match self.inner.slots.try_acquire() {
             Ok(slot) => slot,
             Err(_) => {
@@ -211,15 +191,12 @@ impl Builder {
                     .slots
                     .acquire()
                     .await
-                    .map_err(|error| error.to_string())?
+                    .map_err(|error| BuildError::Task(error.to_string()))?
             }
         };
 
         let store = &self.inner.store;
-        let key = store
-            .keys()
-            .build(&request.app, &id)
-            .map_err(|error| error.to_string())?;
+        let key = store.keys().build(&request.app, &id)?;
         let mut record = Build {
             git_sha: request.git_sha.clone(),
             status: BuildStatus::Running,
@@ -232,10 +209,7 @@ impl Builder {
             error: None,
             by: request.by.clone(),
         };
-        store
-            .put(&key, &record)
-            .await
-            .map_err(|error| error.to_string())?;
+        store.put(&key, &record).await?;
 
         let result = match tokio::time::timeout(
             self.inner.config.timeout,
@@ -244,10 +218,10 @@ impl Builder {
         .await
         {
             Ok(result) => result,
-            Err(_) => Err(format!(
-                "the build took longer than {} s and was stopped",
-                self.inner.config.timeout.as_secs()
-            )),
+            Err(_) => Err(BuildError::TimedOut {
+                what: "the build".to_string(),
+                after: self.inner.config.timeout,
+            }),
         };
         record.finished_at = Some(now());
         let outcome = match result {
@@ -262,10 +236,13 @@ impl Builder {
             }
             Err(error) => {
                 record.status = BuildStatus::Failed;
-                record.error = Some(error.clone());
+                record.error = Some(error.to_string());
                 log.line(format!(" !     Build failed: {error}")).await;
-                let tail = log.tail(10);
-                Err(format!("{error}\n\nthe last lines of build {id}:\n{tail}"))
+                Err(BuildError::Failed {
+                    error: Box::new(error),
+                    build: id.clone(),
+                    tail: log.tail(10),
+                })
             }
         };
         if let Err(error) = store.put(&key, &record).await {
@@ -281,7 +258,7 @@ impl Builder {
         id: &str,
         log: &mut BuildLog,
         record: &mut Build,
-    ) -> Result<Built, String> {
+    ) -> Result<Built> {
         let config = &self.inner.config;
         let (repo, env, sha, limit) = (
             request.repo.clone(),
@@ -291,7 +268,7 @@ impl Builder {
         );
         let source = tokio::task::spawn_blocking(move || source::read(&repo, &env, &sha, limit))
             .await
-            .map_err(|error| error.to_string())??;
+            .map_err(|error| BuildError::Task(error.to_string()))??;
         let plan = buildpacks::plan(&source.root, &config.base_images)?;
         let dockerfile = plan
             .dockerfile
@@ -310,10 +287,7 @@ impl Builder {
         let short = &request.git_sha[..request.git_sha.len().min(7)];
 
         let store = &self.inner.store;
-        let builds = store
-            .list(&store.keys().builds(&request.app))
-            .await
-            .map_err(|error| error.to_string())?;
+        let builds = store.list(&store.keys().builds(&request.app)).await?;
         let previous = builds.entries.iter().rev().find(|entry| {
             entry.value.status == BuildStatus::Succeeded
                 && entry.value.cache_key.as_deref() == Some(&cache_key)
@@ -376,7 +350,9 @@ impl Builder {
                 images
                     .resolve(&image)
                     .await
-                    .map_err(|error| format!("cannot read the pushed image back: {error}"))?
+                    .map_err(|error| {
+                        BuildError::Docker(format!("cannot read the pushed image back: {error}"))
+                    })?
                     .exposed_ports
             }
             None => Vec::new(),
@@ -384,28 +360,24 @@ impl Builder {
 
         let app = store
             .get(&store.keys().app(&request.app))
-            .await
-            .map_err(|error| error.to_string())?
-            .ok_or_else(|| format!("app {} was deleted during the build", request.app))?
+            .await?
+            .ok_or_else(|| BuildError::AppGone(request.app.clone()))?
             .value;
-        let release = Release {
-            n: 0,
-            image: image.clone(),
+        let release = NewRelease {
+            image: store::ResolvedImage {
+                image: image.clone(),
+                source: None,
+                exposed_ports,
+            },
             git_sha: Some(request.git_sha.clone()),
             env: app.env,
             created_at: now(),
             by: request.by.clone(),
             cause: ReleaseCause::Push,
-            status: ReleaseStatus::Pending,
             processes: plan.processes,
             release_command: plan.release_command,
-            source: None,
-            exposed_ports,
         };
-        let n = store
-            .create_release(&request.app, release)
-            .await
-            .map_err(|error| error.to_string())?;
+        let n = store.create_release(&request.app, release).await?;
         log.line(format!("-----> Recorded release v{n}: {image}"))
             .await;
         Ok(Built {
@@ -419,17 +391,17 @@ impl Builder {
     /// Pins an image of another registry to its digest and reads its exposed
     /// ports, by pulling it through this host's Docker Engine (the registry's
     /// credentials are Docker's own, as `docker login` left them).
-    pub async fn inspect_remote(&self, reference: &str) -> Result<store::ResolvedImage, String> {
+    pub async fn inspect_remote(&self, reference: &str) -> Result<store::ResolvedImage> {
         let docker = self.docker().await?;
         docker::inspect_remote(&docker, reference).await
     }
 
-    async fn docker(&self) -> Result<bollard::Docker, String> {
+    async fn docker(&self) -> Result<bollard::Docker> {
         self.inner
             .docker
             .get_or_try_init(|| async {
                 let not_running = |error: bollard::errors::Error| {
-                    format!("Docker is not running on this host: start dockerd (scripts/setup does) ({error})")
+                    BuildError::DockerUnreachable(error.to_string())
                 };
                 let docker = bollard::Docker::connect_with_local_defaults().map_err(not_running)?;
                 // Debian's engine speaks an older API than bollard's default.

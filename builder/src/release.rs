@@ -12,6 +12,7 @@ use bollard::query_parameters::{
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
+use crate::error::{BuildError, Result};
 use crate::Builder;
 
 /// Removes the one-off container however the release phase ends.
@@ -42,7 +43,7 @@ impl Builder {
         command: &str,
         env: &[(String, String)],
         output: &mpsc::Sender<String>,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         let docker = self.docker().await?;
         if docker.inspect_image(image).await.is_err() {
             // The builder's token goes to Paz's registry only, never to
@@ -63,8 +64,14 @@ impl Builder {
                 .try_collect::<Vec<_>>();
             tokio::time::timeout(self.inner.config.timeout, pull)
                 .await
-                .map_err(|_| format!("pulling {image} for the release command timed out"))?
-                .map_err(|error| format!("cannot pull {image} for the release command: {error}"))?;
+                .map_err(|_| {
+                    BuildError::Docker(format!("pulling {image} for the release command timed out"))
+                })?
+                .map_err(|error| {
+                    BuildError::Docker(format!(
+                        "cannot pull {image} for the release command: {error}"
+                    ))
+                })?;
         }
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
@@ -76,7 +83,11 @@ impl Builder {
         let created = docker
             .create_container(Some(CreateContainerOptionsBuilder::new().build()), body)
             .await
-            .map_err(|error| format!("cannot create the release command's container: {error}"))?;
+            .map_err(|error| {
+                BuildError::Docker(format!(
+                    "cannot create the release command's container: {error}"
+                ))
+            })?;
         let _remove = Remove {
             docker: docker.clone(),
             id: created.id.clone(),
@@ -84,7 +95,9 @@ impl Builder {
         docker
             .start_container(&created.id, None)
             .await
-            .map_err(|error| format!("cannot start the release command: {error}"))?;
+            .map_err(|error| {
+                BuildError::Docker(format!("cannot start the release command: {error}"))
+            })?;
         let run = async {
             let options = LogsOptionsBuilder::new()
                 .follow(true)
@@ -109,24 +122,30 @@ impl Builder {
                 // A non-zero exit comes back as an error carrying the code.
                 Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
                 Some(Err(error)) => {
-                    return Err(format!("cannot wait for the release command: {error}"))
+                    return Err(BuildError::Docker(format!(
+                        "cannot wait for the release command: {error}"
+                    )))
                 }
-                None => return Err("the release command's container vanished".to_string()),
+                None => {
+                    return Err(BuildError::Docker(
+                        "the release command's container vanished".to_string(),
+                    ))
+                }
             };
             if code == 0 {
                 Ok(())
             } else {
-                Err(format!(
+                Err(BuildError::ReleaseCommand(format!(
                     "the release command `{command}` failed (exit code {code})"
-                ))
+                )))
             }
         };
         match tokio::time::timeout(self.inner.config.timeout, run).await {
             Ok(result) => result,
-            Err(_) => Err(format!(
-                "the release command `{command}` did not finish within {} s",
-                self.inner.config.timeout.as_secs()
-            )),
+            Err(_) => Err(BuildError::TimedOut {
+                what: format!("the release command `{command}`"),
+                after: self.inner.config.timeout,
+            }),
         }
     }
 }

@@ -10,6 +10,7 @@ use git2::{ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
 use globset::GlobMatcher;
 
 use crate::buildpacks::Root;
+use crate::error::{BuildError, Result};
 
 /// One file of the context.
 #[derive(Debug, Clone)]
@@ -36,14 +37,18 @@ pub struct Source {
 /// git's quarantine variables that point at the pushed objects.
 const OBJECT_VARIABLES: &[&str] = &["GIT_QUARANTINE_PATH", "GIT_OBJECT_DIRECTORY"];
 
-fn open(repo: &Path, object_dirs: &[PathBuf]) -> Result<Repository, String> {
+fn open(repo: &Path, object_dirs: &[PathBuf]) -> Result<Repository> {
     let repository = Repository::open_bare(repo)
-        .map_err(|error| format!("cannot open {}: {error}", repo.display()))?;
+        .map_err(|error| BuildError::Source(format!("cannot open {}: {error}", repo.display())))?;
     {
-        let odb = repository.odb().map_err(|error| error.to_string())?;
+        let odb = repository
+            .odb()
+            .map_err(|error| BuildError::Source(error.to_string()))?;
         for dir in object_dirs {
             odb.add_disk_alternate(&dir.to_string_lossy())
-                .map_err(|error| format!("cannot read the pushed objects: {error}"))?;
+                .map_err(|error| {
+                    BuildError::Source(format!("cannot read the pushed objects: {error}"))
+                })?;
         }
     }
     Ok(repository)
@@ -98,25 +103,21 @@ fn ignored(rules: &[Rule], path: &str) -> bool {
 }
 
 /// Reads the tree of `sha` (from the repo and the quarantine in `git_env`).
-pub fn read(
-    repo: &Path,
-    git_env: &[(String, String)],
-    sha: &str,
-    limit: u64,
-) -> Result<Source, String> {
+pub fn read(repo: &Path, git_env: &[(String, String)], sha: &str, limit: u64) -> Result<Source> {
     let object_dirs: Vec<PathBuf> = git_env
         .iter()
         .filter(|(name, _)| OBJECT_VARIABLES.contains(&name.as_str()))
         .map(|(_, value)| PathBuf::from(value))
         .collect();
     let repository = open(repo, &object_dirs)?;
-    let oid = Oid::from_str(sha).map_err(|_| format!("`{sha}` is not a commit id"))?;
+    let oid = Oid::from_str(sha)
+        .map_err(|_| BuildError::Source(format!("`{sha}` is not a commit id")))?;
     let commit = repository
         .find_commit(oid)
-        .map_err(|error| format!("cannot read commit {sha}: {error}"))?;
+        .map_err(|error| BuildError::Source(format!("cannot read commit {sha}: {error}")))?;
     let tree = commit
         .tree()
-        .map_err(|error| format!("cannot read the tree of {sha}: {error}"))?;
+        .map_err(|error| BuildError::Source(format!("cannot read the tree of {sha}: {error}")))?;
 
     let mut entries = Vec::new();
     tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
@@ -130,7 +131,7 @@ pub fn read(
         }
         TreeWalkResult::Ok
     })
-    .map_err(|error| format!("cannot walk the tree of {sha}: {error}"))?;
+    .map_err(|error| BuildError::Source(format!("cannot walk the tree of {sha}: {error}")))?;
 
     let blob_text = |name: &str| -> Option<String> {
         let entry = entries.iter().find(|entry| entry.path == name)?;
@@ -155,20 +156,22 @@ pub fn read(
         .map(|entry| entry.path.split('/').next().unwrap_or_default().to_string())
         .collect();
 
-    let odb = repository.odb().map_err(|error| error.to_string())?;
+    let odb = repository
+        .odb()
+        .map_err(|error| BuildError::Source(error.to_string()))?;
     let mut size = 0u64;
     for entry in &entries {
         let (length, _) = odb
             .read_header(entry.oid)
-            .map_err(|error| format!("cannot read {}: {error}", entry.path))?;
+            .map_err(|error| BuildError::Source(format!("cannot read {}: {error}", entry.path)))?;
         size += length as u64;
     }
     if size > limit {
-        return Err(format!(
+        return Err(BuildError::Source(format!(
             "the build context is {} MiB, over the limit of {} MiB: leave files out with a .dockerignore, or raise the limit",
             size / (1 << 20),
             limit / (1 << 20)
-        ));
+        )));
     }
     Ok(Source {
         repo: repo.to_path_buf(),
@@ -182,14 +185,16 @@ pub fn read(
 
 impl Source {
     /// Writes the context as a tar to `writer`, with `dockerfile` as `Dockerfile` if given.
-    pub fn write_tar(&self, dockerfile: Option<&str>, writer: impl Write) -> Result<(), String> {
+    pub fn write_tar(&self, dockerfile: Option<&str>, writer: impl Write) -> Result<()> {
         let repository = open(&self.repo, &self.object_dirs)?;
         let mut archive = tar::Builder::new(writer);
-        let failed = |error: std::io::Error| format!("cannot send the build context: {error}");
+        let failed = |error: std::io::Error| {
+            BuildError::Docker(format!("cannot send the build context: {error}"))
+        };
         for entry in &self.entries {
-            let blob = repository
-                .find_blob(entry.oid)
-                .map_err(|error| format!("cannot read {}: {error}", entry.path))?;
+            let blob = repository.find_blob(entry.oid).map_err(|error| {
+                BuildError::Source(format!("cannot read {}: {error}", entry.path))
+            })?;
             let mut header = tar::Header::new_gnu();
             header.set_mtime(0);
             if entry.mode == 0o120000 {

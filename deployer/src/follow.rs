@@ -10,13 +10,15 @@
 //! one created in etcd before the app's newest release (or before the app)
 //! is passed by.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use globset::Glob;
-use store::records::{App, ImageEvent, ImageSource, Release, ReleaseCause, ReleaseStatus};
+use store::records::{
+    App, ImageEvent, ImageSource, NewRelease, Release, ReleaseCause, ReleaseStatus,
+};
 use store::{AppName, Store, WatchEvent};
 use tracing::{info, warn};
 
@@ -49,7 +51,7 @@ pub struct ImageFollower {
     /// One lock per app: an event is planned and rolled out for an app
     /// under it, so two events for one app are planned one after the other
     /// and the older finds the newer's release.
-    app_locks: Arc<Mutex<HashMap<AppName, Arc<tokio::sync::Mutex<()>>>>>,
+    app_locks: Arc<support::KeyedLocks<AppName>>,
 }
 
 /// Whether `app` follows the event's repository and tag.
@@ -281,11 +283,6 @@ impl ImageFollower {
         ))
     }
 
-    fn app_lock(&self, app: &AppName) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.app_locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry(app.clone()).or_default().clone()
-    }
-
     /// Claims an event that deploys nothing, so that rescans pass it by.
     async fn settle(&self, claim: &store::Key<String>, why: &str) {
         let _ = self
@@ -405,8 +402,7 @@ impl ImageFollower {
             return;
         };
         for (app, app_revision) in targets {
-            let lock = self.app_lock(&app.name);
-            let _planning = lock.lock().await;
+            let _planning = self.app_locks.lock(&app.name).await;
             // Planned again under the app's lock: another event's rollout
             // may have made a newer release meanwhile.
             let n = match self
@@ -428,19 +424,15 @@ impl ImageFollower {
                             continue;
                         }
                     };
-                    let release = Release {
-                        n: 0,
-                        image: resolved.image,
+                    let release = NewRelease {
+                        image: resolved,
                         git_sha: None,
                         env: app.env.clone(),
                         created_at: event.at,
                         by: event.by.clone(),
                         cause: ReleaseCause::Image,
-                        status: ReleaseStatus::Pending,
                         processes: Default::default(),
                         release_command: None,
-                        source: resolved.source,
-                        exposed_ports: resolved.exposed_ports,
                     };
                     match self.store.create_release(&app.name, release).await {
                         Ok(n) => n,

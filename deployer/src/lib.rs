@@ -4,11 +4,13 @@
 
 #![forbid(unsafe_code)]
 
+mod error;
 pub mod follow;
 pub mod placement;
 pub mod rollout;
 pub mod scheduler;
 
+pub use error::DeployError;
 pub use follow::{FollowConfig, ImageFollower};
 pub use rollout::{DeployConfig, Deployer, ReleasePhase};
 pub use scheduler::{Scheduler, SchedulerConfig};

@@ -5,15 +5,17 @@
 //! healthy in time, the new units go, the removed old ones come back, and
 //! the release is marked failed with the reason.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use store::records::{ActiveState, App, Release, ReleaseStatus};
 use store::{AppName, Store};
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 use units::{render_instance, Instance};
+
+use crate::error::{DeployError, Result};
 
 #[derive(Debug, Clone)]
 pub struct DeployConfig {
@@ -42,8 +44,14 @@ pub trait ReleasePhase: Send + Sync + std::fmt::Debug {
         command: String,
         env: Vec<(String, String)>,
         report: mpsc::Sender<String>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+    ) -> futures::future::BoxFuture<'static, Result<()>>;
 }
+
+/// How long an old instance may take to stop before its name is used again.
+const STOP_WAIT: Duration = Duration::from_secs(60);
+
+/// How long a removed instance may stay announced before the deploy goes on.
+const WITHDRAW_WAIT: Duration = Duration::from_secs(15);
 
 /// Crashes of a new instance that fail its deploy at once, rather than at the
 /// deploy timeout: the agent restarts a crashed container after 2 s, then 4 s.
@@ -51,17 +59,19 @@ const CRASHES_TO_FAIL: u32 = 2;
 
 /// Why a new instance will not come up, if its agent's report says so: it
 /// failed to start, or it keeps crashing.
-fn broken(unit: &str, state: &store::records::UnitState) -> Option<String> {
-    let name = unit.trim_end_matches(".service");
+fn broken(unit: &str, state: &store::records::UnitState) -> Option<DeployError> {
+    let unit = unit.trim_end_matches(".service").to_string();
     let reason = state.reason.as_deref().unwrap_or("no reason given");
     if state.active == ActiveState::Failed {
-        return Some(format!("{name} failed: {reason}"));
+        let reason = format!("failed: {reason}");
+        return Some(DeployError::Broken { unit, reason });
     }
-    (state.restarts >= CRASHES_TO_FAIL).then(|| {
-        format!(
-            "{name} keeps crashing: it exited {} times ({reason})",
+    (state.restarts >= CRASHES_TO_FAIL).then(|| DeployError::Broken {
+        unit,
+        reason: format!(
+            "keeps crashing: it exited {} times ({reason})",
             state.restarts
-        )
+        ),
     })
 }
 
@@ -70,14 +80,14 @@ fn broken(unit: &str, state: &store::records::UnitState) -> Option<String> {
 pub struct Deployer {
     store: Store,
     config: DeployConfig,
-    locks: Arc<Mutex<HashMap<AppName, Arc<Mutex<()>>>>>,
+    locks: Arc<support::KeyedLocks<AppName>>,
     release_phase: Option<Arc<dyn ReleasePhase>>,
     /// Pins image references to digests and reads their ports for releases.
     images: Option<Arc<dyn store::ImageResolver>>,
 }
 
 /// A unit as submitted: its name and text.
-type UnitText = (String, String);
+pub type UnitText = (String, String);
 
 /// The release number in a unit name such as `demo-v7-web-1.service`.
 fn release_of(unit: &str) -> Option<u64> {
@@ -108,9 +118,9 @@ impl Deployer {
 
     /// `reference` pinned to its digest, with the ports it exposes; as it is
     /// when no resolver was given.
-    pub async fn resolve_image(&self, reference: &str) -> Result<store::ResolvedImage, String> {
+    pub async fn resolve_image(&self, reference: &str) -> Result<store::ResolvedImage> {
         match &self.images {
-            Some(images) => images.resolve(reference).await,
+            Some(images) => images.resolve(reference).await.map_err(DeployError::Image),
             None => Ok(store::ResolvedImage {
                 image: reference.to_string(),
                 source: None,
@@ -132,13 +142,12 @@ impl Deployer {
         app: &AppName,
         n: u64,
         report: &mpsc::Sender<String>,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         let _held = self.hold(app, report).await?;
         let serving = self
             .store
             .get(&self.store.keys().current(app))
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .map(|v| v.value);
         let result = self.roll_out_locked(app, n, report).await;
         let status = match &result {
@@ -155,25 +164,18 @@ impl Deployer {
 
     /// Restarts the current release's instances one at a time: each is
     /// withdrawn, drained and stopped, then started again and waited for.
-    pub async fn restart(
-        &self,
-        app: &AppName,
-        report: &mpsc::Sender<String>,
-    ) -> Result<(), String> {
+    pub async fn restart(&self, app: &AppName, report: &mpsc::Sender<String>) -> Result<()> {
         let _held = self.hold(app, report).await?;
         let keys = self.store.keys();
         let n = self
             .store
             .get(&keys.current(app))
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("{app} runs no release yet: deploy it first"))?
+            .await?
+            .ok_or_else(|| {
+                DeployError::NotFound(format!("{app} runs no release yet: deploy it first"))
+            })?
             .value;
-        let listing = self
-            .store
-            .list(&keys.units())
-            .await
-            .map_err(|e| e.to_string())?;
+        let listing = self.store.list(&keys.units()).await?;
         let mut instances: Vec<(String, String)> = listing
             .entries
             .into_iter()
@@ -198,22 +200,10 @@ impl Deployer {
                 again.push((sidekick, text));
             }
             self.submit(&again).await?;
-
             let instance = units::parse_instance_name(&name)
-                .ok_or_else(|| format!("{name} is not an instance"))?;
-            let waited = Instant::now();
-            if instance.process == "web" {
-                self.until_announced(app, n, instance.index, &name, report)
-                    .await?;
-            } else {
-                self.until_running(&name, report).await?;
-            }
-            let _ = report
-                .send(format!(
-                    "       {short} healthy after {:.1} s",
-                    waited.elapsed().as_secs_f64()
-                ))
-                .await;
+                .ok_or_else(|| DeployError::Invalid(format!("{name} is not an instance")))?;
+            self.wait_ready(app, n, instance.process, instance.index, &name, report)
+                .await?;
         }
         let _ = report.send(format!("-----> Restarted {app} v{n}")).await;
         Ok(())
@@ -224,15 +214,8 @@ impl Deployer {
         &self,
         app: &AppName,
         report: &mpsc::Sender<String>,
-    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, store::Lease), String> {
-        let lock = self
-            .locks
-            .lock()
-            .await
-            .entry(app.clone())
-            .or_default()
-            .clone();
-        let in_process = lock.lock_owned().await;
+    ) -> Result<(support::locks::Turn, store::Lease)> {
+        let in_process = self.locks.lock(app).await;
         Ok((in_process, self.lock_app(app, report).await?))
     }
 
@@ -243,42 +226,20 @@ impl Deployer {
         &self,
         app: &AppName,
         report: &mpsc::Sender<String>,
-    ) -> Result<store::Lease, String> {
-        let key = self
-            .store
-            .keys()
-            .leader(&format!("deploy-{app}"))
-            .map_err(|e| e.to_string())?;
-        let lease = self
-            .store
-            .grant_lease(Duration::from_secs(15))
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut told = false;
-        loop {
-            let taken = self
-                .store
-                .transaction()
-                .require_absent(&key)
-                .put_on_lease(&key, &std::process::id().to_string(), &lease)
-                .commit()
-                .await;
-            match taken {
-                Ok(_) => return Ok(lease),
-                Err(store::StoreError::Conflict { .. }) => {
-                    if !told {
-                        let _ = report
-                            .send(format!(
-                                "-----> Waiting for the deploy of {app} in progress"
-                            ))
-                            .await;
-                        told = true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                }
-                Err(error) => return Err(error.to_string()),
-            }
-        }
+    ) -> Result<store::Lease> {
+        let key = self.store.keys().leader(&format!("deploy-{app}"))?;
+        let lease = self.store.grant_lease(Duration::from_secs(15)).await?;
+        let holder = std::process::id().to_string();
+        self.store
+            .acquire(&key, &holder, &lease, || async {
+                let _ = report
+                    .send(format!(
+                        "-----> Waiting for the deploy of {app} in progress"
+                    ))
+                    .await;
+            })
+            .await?;
+        Ok(lease)
     }
 
     async fn roll_out_locked(
@@ -286,196 +247,209 @@ impl Deployer {
         app: &AppName,
         n: u64,
         report: &mpsc::Sender<String>,
-    ) -> Result<(), String> {
-        let say = |line: String| async move {
-            let _ = report.send(line).await;
-        };
+    ) -> Result<()> {
         let keys = self.store.keys();
         let record: App = self
             .store
             .get(&keys.app(app))
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("app {app} does not exist"))?
+            .await?
+            .ok_or_else(|| DeployError::NotFound(format!("app {app} does not exist")))?
             .value;
         let release: Release = self
             .store
             .get(&keys.release(app, n))
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("{app} has no release v{n}"))?
+            .await?
+            .ok_or_else(|| DeployError::NotFound(format!("{app} has no release v{n}")))?
             .value;
         self.set_status(app, n, ReleaseStatus::Deploying).await?;
-        let serving = self
-            .store
-            .get(&keys.current(app))
-            .await
-            .map_err(|e| e.to_string())?
-            .map(|v| v.value);
+        let serving = self.store.get(&keys.current(app)).await?.map(|v| v.value);
         // The release phase, once per release (not again for ps:scale).
-        if let (Some(command), false) = (&release.release_command, serving == Some(n)) {
-            let phase = self.release_phase.as_ref().ok_or_else(|| {
-                format!("v{n} has a release command but no server here can run it")
-            })?;
-            say(format!("-----> Running release command: {command}")).await;
-            phase
-                .run(
-                    app.clone(),
-                    release.image.clone(),
-                    command.clone(),
-                    release.env.clone().into_iter().collect(),
-                    report.clone(),
-                )
-                .await
-                .map_err(|reason| format!("v{n} was not deployed: {reason}"))?;
+        if serving != Some(n) {
+            self.release_phase(app, n, &release, report).await?;
         }
-
-        // What runs: web (at least one) and, when scaled, the Procfile's worker.
-        let mut plan: Vec<(&str, u32)> = vec![("web", record.scale.web.max(1))];
-        if record.scale.worker > 0 {
-            if release.processes.contains_key("worker") {
-                plan.push(("worker", record.scale.worker));
-            } else {
-                say(format!(
-                    "-----> v{n} has no worker process (Procfile `worker:`): none runs"
-                ))
-                .await;
-            }
-        }
-        // The app's units of other releases per process type (the newest old
-        // instance is replaced first);
-        // and this release's instances beyond the counts (scaled down).
-        let listing = self
+        let submitted: Vec<UnitText> = self
             .store
             .list(&keys.units())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut old: BTreeMap<String, BTreeMap<(u64, String), UnitText>> = BTreeMap::new();
-        let mut surplus: Vec<UnitText> = Vec::new();
-        for entry in listing.entries {
-            let name = keys.units().child_name(&entry.key).to_string();
-            let Some(instance) = units::parse_instance_name(&name) else {
-                continue;
-            };
-            if instance.app != app.as_str() || instance.sidekick {
-                continue;
-            }
-            let wanted = plan
-                .iter()
-                .find(|(process, _)| *process == instance.process)
-                .map_or(0, |(_, count)| *count);
-            if instance.release != n {
-                old.entry(instance.process.to_string())
-                    .or_default()
-                    .insert((instance.release, name.clone()), (name, entry.value));
-            } else if instance.index > wanted {
-                surplus.push((name, entry.value));
-            }
+            .await?
+            .entries
+            .into_iter()
+            .map(|entry| (keys.units().child_name(&entry.key).to_string(), entry.value))
+            .collect();
+        let plan = plan_rollout(app, &record.scale, &release, n, &submitted);
+        for note in &plan.notes {
+            let _ = report.send(format!("-----> {note}")).await;
         }
         // Units this deploy wrote, and old ones it removed: on any error
         // after the first write, the first go and the second come back.
-        let mut started: Vec<UnitText> = Vec::new();
-        let mut removed: Vec<UnitText> = Vec::new();
-        let rolled = async {
-            for (process, wanted) in &plan {
-                let mut old: Vec<UnitText> = old
-                    .remove(*process)
-                    .map(|units| units.into_values().collect())
-                    .unwrap_or_default();
-                let mut index = 1;
-                while index <= *wanted {
-                    let batch_end = (index + self.config.batch.max(1) as u32 - 1).min(*wanted);
-                    let mut batch = Vec::new();
-                    for i in index..=batch_end {
-                        let (unit, sidekick) = self.render(&record, &release, n, process, i)?;
-                        // A unit of this name removed a moment ago (a failed
-                        // scale, retried) may still be stopping: its state is
-                        // not the new instance's.
-                        let key = self.store.keys().unit(&unit.0).map_err(|e| e.to_string())?;
-                        if matches!(self.store.get(&key).await, Ok(None)) {
-                            self.until_gone(&unit.0).await?;
-                        }
-                        let mut submitted = vec![unit.clone()];
-                        submitted.extend(sidekick);
-                        // Only what was written is this deploy's to take back (a
-                        // running instance of this release is left alone).
-                        started.extend(self.submit(&submitted).await?);
-                        batch.push((i, unit.0));
-                    }
-                    for (i, unit) in &batch {
-                        let waited = Instant::now();
-                        let ready = match *process {
-                            "web" => self.until_announced(app, n, *i, unit, report).await,
-                            _ => self.until_running(unit, report).await,
-                        };
-                        match ready {
-                            Ok(()) => {
-                                let how = if *process == "web" {
-                                    "healthy"
-                                } else {
-                                    "running"
-                                };
-                                say(format!(
-                                    "       {} {how} after {:.1} s",
-                                    unit.trim_end_matches(".service"),
-                                    waited.elapsed().as_secs_f64()
-                                ))
-                                .await;
-                            }
-                            Err(reason) => return Err(reason),
-                        }
-                    }
-                    for _ in &batch {
-                        if let Some((name, text)) = old.pop() {
-                            say(format!(
-                                "-----> Stopping {}",
-                                name.trim_end_matches(".service")
-                            ))
-                            .await;
-                            let sidekick = sidekick_of(&name);
-                            let sidekick_text = self.unit_text(&sidekick).await?;
-                            self.withdraw(&[(name.clone(), text.clone())]).await;
-                            self.until_withdrawn(app, &name).await;
-                            removed.push((name, text));
-                            if let Some(text) = sidekick_text {
-                                removed.push((sidekick, text));
-                            }
-                        }
-                    }
-                    index = batch_end + 1;
+        let mut changed = Changed::default();
+        let mut surplus = plan.surplus;
+        for process in plan.processes {
+            match self
+                .replace_process(&record, &release, n, process, &mut changed, report)
+                .await
+            {
+                Ok(left) => surplus.extend(left),
+                Err(reason) => {
+                    let _ = report.send(format!("-----> {reason}; rolling back")).await;
+                    self.withdraw(&changed.started).await;
+                    self.submit_all(&changed.removed).await;
+                    return Err(DeployError::RolledBack {
+                        n,
+                        reason: Box::new(reason),
+                    });
                 }
-                surplus.extend(old);
             }
-            Ok::<(), String>(())
-        }
-        .await;
-        if let Err(reason) = rolled {
-            say(format!("-----> {reason}; rolling back")).await;
-            self.withdraw(&started).await;
-            self.submit_all(&removed).await;
-            return Err(format!("v{n} failed: {reason}"));
         }
         // Fewer instances than before, and process types no longer run: they go too.
-        surplus.extend(old.into_values().flat_map(BTreeMap::into_values));
         for (name, text) in surplus {
-            say(format!(
-                "-----> Stopping {}",
-                name.trim_end_matches(".service")
-            ))
-            .await;
+            say_stopping(report, &name).await;
             self.withdraw(&[(name.clone(), text)]).await;
             self.until_withdrawn(app, &name).await;
         }
-        let previous = self
-            .store
-            .get(&keys.current(app))
+        self.finish(app, n, report).await
+    }
+
+    /// Runs the release's `release:` command, if it has one.
+    async fn release_phase(
+        &self,
+        app: &AppName,
+        n: u64,
+        release: &Release,
+        report: &mpsc::Sender<String>,
+    ) -> Result<()> {
+        let Some(command) = &release.release_command else {
+            return Ok(());
+        };
+        let phase = self.release_phase.as_ref().ok_or_else(|| {
+            DeployError::ReleasePhase(format!(
+                "v{n} has a release command but no server here can run it"
+            ))
+        })?;
+        let _ = report
+            .send(format!("-----> Running release command: {command}"))
+            .await;
+        phase
+            .run(
+                app.clone(),
+                release.image.clone(),
+                command.clone(),
+                release.env.clone().into_iter().collect(),
+                report.clone(),
+            )
             .await
-            .map_err(|e| e.to_string())?
-            .map(|v| v.value);
-        self.store
-            .put(&keys.current(app), &n)
-            .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|reason| DeployError::ReleasePhase(format!("v{n} was not deployed: {reason}")))
+    }
+
+    /// Starts the wanted instances of one process type a batch at a time,
+    /// each batch ready before as many old instances are retired; returns
+    /// the old instances left over (scaled down).
+    async fn replace_process(
+        &self,
+        record: &App,
+        release: &Release,
+        n: u64,
+        process: ProcessPlan,
+        changed: &mut Changed,
+        report: &mpsc::Sender<String>,
+    ) -> Result<Vec<UnitText>> {
+        let mut old = process.old;
+        for batch in batches(process.wanted, self.config.batch) {
+            let mut started = Vec::new();
+            for index in batch {
+                let (unit, sidekick) = self.render(record, release, n, &process.process, index)?;
+                changed
+                    .started
+                    .extend(self.start_instance(&unit, sidekick).await?);
+                started.push((index, unit.0));
+            }
+            for (index, unit) in &started {
+                self.wait_ready(&record.name, n, &process.process, *index, unit, report)
+                    .await?;
+            }
+            for _ in &started {
+                if let Some(unit) = old.pop() {
+                    self.retire(&record.name, unit, &mut changed.removed, report)
+                        .await?;
+                }
+            }
+        }
+        Ok(old)
+    }
+
+    /// Submits an instance's unit (and sidekick), once a stopping unit of
+    /// the same name (a failed scale, retried) is gone; returns what it wrote.
+    async fn start_instance(
+        &self,
+        unit: &UnitText,
+        sidekick: Option<UnitText>,
+    ) -> Result<Vec<UnitText>> {
+        let key = self.store.keys().unit(&unit.0)?;
+        if self.store.get(&key).await?.is_none() {
+            self.until_gone(&unit.0).await?;
+        }
+        let mut submitted = vec![unit.clone()];
+        submitted.extend(sidekick);
+        // Only what was written is this deploy's to take back (a running
+        // instance of this release is left alone).
+        self.submit(&submitted).await
+    }
+
+    /// Waits until a new instance is healthy (web) or runs (other types),
+    /// and says how long it took.
+    async fn wait_ready(
+        &self,
+        app: &AppName,
+        n: u64,
+        process: &str,
+        index: u32,
+        unit: &str,
+        report: &mpsc::Sender<String>,
+    ) -> Result<()> {
+        let waited = Instant::now();
+        let how = if process == "web" {
+            self.until_announced(app, n, index, unit, report).await?;
+            "healthy"
+        } else {
+            self.until_running(unit, report).await?;
+            "running"
+        };
+        let _ = report
+            .send(format!(
+                "       {} {how} after {:.1} s",
+                unit.trim_end_matches(".service"),
+                waited.elapsed().as_secs_f64()
+            ))
+            .await;
+        Ok(())
+    }
+
+    /// Stops one old instance: withdrawn (the proxy sends it nothing new),
+    /// then its unit and sidekick go; they are noted in `removed` to come
+    /// back if the rollout fails.
+    async fn retire(
+        &self,
+        app: &AppName,
+        (name, text): UnitText,
+        removed: &mut Vec<UnitText>,
+        report: &mpsc::Sender<String>,
+    ) -> Result<()> {
+        say_stopping(report, &name).await;
+        let sidekick = sidekick_of(&name);
+        let sidekick_text = self.unit_text(&sidekick).await?;
+        self.withdraw(&[(name.clone(), text.clone())]).await;
+        self.until_withdrawn(app, &name).await;
+        removed.push((name, text));
+        if let Some(text) = sidekick_text {
+            removed.push((sidekick, text));
+        }
+        Ok(())
+    }
+
+    /// The release serves: `current` names it, the one before is superseded.
+    async fn finish(&self, app: &AppName, n: u64, report: &mpsc::Sender<String>) -> Result<()> {
+        let keys = self.store.keys();
+        let previous = self.store.get(&keys.current(app)).await?.map(|v| v.value);
+        self.store.put(&keys.current(app), &n).await?;
         if let Some(previous) = previous.filter(|p| *p != n) {
             if let Err(error) = self
                 .set_status(app, previous, ReleaseStatus::Superseded)
@@ -492,7 +466,9 @@ impl Deployer {
             .flatten()
             .map(|v| v.value)
             .unwrap_or_else(|| "paz.localhost".to_string());
-        say(format!("-----> Released v{n}: http://{app}.{domain}")).await;
+        let _ = report
+            .send(format!("-----> Released v{n}: http://{app}.{domain}"))
+            .await;
         info!(%app, n, "released");
         Ok(())
     }
@@ -506,11 +482,9 @@ impl Deployer {
         n: u64,
         process: &str,
         index: u32,
-    ) -> Result<(UnitText, Option<UnitText>), String> {
+    ) -> Result<(UnitText, Option<UnitText>)> {
         let keys = self.store.keys();
-        let service_key = keys
-            .service(&app.name, n, &index.to_string())
-            .map_err(|e| e.to_string())?;
+        let service_key = keys.service(&app.name, n, &index.to_string())?;
         // A Procfile line is shell, as on Heroku: `sh -c LINE`.
         let command = release
             .processes
@@ -532,7 +506,7 @@ impl Deployer {
             health_attempts: app.health.attempts,
             stop_timeout: 10,
         };
-        let (unit, sidekick) = render_instance(&instance)?;
+        let (unit, sidekick) = render_instance(&instance).map_err(DeployError::Invalid)?;
         let sidekick = (process == "web").then_some((sidekick.name, sidekick.text));
         Ok(((unit.name, unit.text), sidekick))
     }
@@ -540,31 +514,26 @@ impl Deployer {
     /// Writes the units that are not already there as they are (an
     /// unchanged unit is left alone, so its container keeps running).
     /// A unit's text, if it is submitted.
-    async fn unit_text(&self, name: &str) -> Result<Option<String>, String> {
-        let key = self.store.keys().unit(name).map_err(|e| e.to_string())?;
-        Ok(self
-            .store
-            .get(&key)
-            .await
-            .map_err(|e| e.to_string())?
-            .map(|v| v.value))
+    async fn unit_text(&self, name: &str) -> Result<Option<String>> {
+        let key = self.store.keys().unit(name)?;
+        Ok(self.store.get(&key).await?.map(|v| v.value))
     }
 
     /// Returns the units it wrote.
-    async fn submit(&self, units: &[UnitText]) -> Result<Vec<UnitText>, String> {
+    async fn submit(&self, units: &[UnitText]) -> Result<Vec<UnitText>> {
         let keys = self.store.keys();
         let mut txn = self.store.transaction();
         let mut written = Vec::new();
         for (name, text) in units {
-            let key = keys.unit(name).map_err(|e| e.to_string())?;
-            let existing = self.store.get(&key).await.map_err(|e| e.to_string())?;
+            let key = keys.unit(name)?;
+            let existing = self.store.get(&key).await?;
             if existing.is_some_and(|v| &v.value == text) {
                 continue;
             }
             txn = txn.put(&key, text);
             written.push((name.clone(), text.clone()));
         }
-        txn.commit().await.map_err(|e| e.to_string())?;
+        txn.commit().await?;
         Ok(written)
     }
 
@@ -574,22 +543,18 @@ impl Deployer {
         }
     }
 
-    /// Waits (a bounded time) until the agent has stopped what ran as `unit`
-    /// and deleted its state, so that a new instance of that name starts clean.
-    async fn until_gone(&self, unit: &str) -> Result<(), String> {
-        let state = self
-            .store
-            .keys()
-            .unit_state(unit)
-            .map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if matches!(self.store.get(&state).await, Ok(None)) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Ok(())
+    /// Waits until the agent has stopped what ran as `unit` and deleted its
+    /// state, so that a new instance of that name starts clean; an error
+    /// after [`STOP_WAIT`].
+    async fn until_gone(&self, unit: &str) -> Result<()> {
+        let state = self.store.keys().unit_state(unit)?;
+        tokio::time::timeout(STOP_WAIT, self.store.wait_until(&state, |s| s.is_none()))
+            .await
+            .map(|_| ())
+            .map_err(|_| DeployError::TimedOut {
+                what: format!("{} stopping", unit.trim_end_matches(".service")),
+                after: STOP_WAIT,
+            })
     }
 
     /// Removes units (and their sidekicks); the agents withdraw, drain and stop.
@@ -608,8 +573,10 @@ impl Deployer {
         }
     }
 
-    /// Waits (a bounded time) until a removed instance is no longer announced,
-    /// so the proxy sends it nothing new by the time the deploy goes on.
+    /// Waits (at most [`WITHDRAW_WAIT`]) until a removed instance is no
+    /// longer announced, so the proxy sends it nothing new by the time the
+    /// deploy goes on; a dead machine's sidekick cannot withdraw (its key
+    /// goes with its lease), so running out of time is said, not fatal.
     async fn until_withdrawn(&self, app: &AppName, unit: &str) {
         let (Some(release), Some(index)) = (release_of(unit), index_of(unit)) else {
             return;
@@ -617,18 +584,18 @@ impl Deployer {
         let Ok(key) = self.store.keys().service(app, release, &index.to_string()) else {
             return;
         };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            match self.store.get(&key).await {
-                Ok(None) => return,
-                Ok(Some(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
+        let withdrawn = self.store.wait_until(&key, |addr| addr.is_none());
+        if tokio::time::timeout(WITHDRAW_WAIT, withdrawn)
+            .await
+            .is_err()
+        {
+            warn!(%app, unit, "the removed instance is still announced; going on");
         }
-        warn!(%app, unit, "the removed instance is still announced; going on");
     }
 
-    /// Waits for the instance's sidekick to announce it; fails early if its
-    /// container fails.
+    /// Waits for the instance's sidekick to announce it (its health check
+    /// passed); fails early if its container fails or keeps crashing, and
+    /// after the health timeout. Says on which machine it starts.
     async fn until_announced(
         &self,
         app: &AppName,
@@ -636,43 +603,47 @@ impl Deployer {
         index: u32,
         unit: &str,
         report: &mpsc::Sender<String>,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         let keys = self.store.keys();
-        let service = keys
-            .service(app, n, &index.to_string())
-            .map_err(|e| e.to_string())?;
-        let schedule = keys.schedule(unit).map_err(|e| e.to_string())?;
-        let state = keys.unit_state(unit).map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + self.config.health_timeout;
-        let mut told_machine = false;
-        let mut last_reason = None;
-        while Instant::now() < deadline {
-            if !told_machine {
-                told_machine = self.tell_machine(&schedule, unit, report).await;
-            }
-            if let Ok(Some(_)) = self.store.get(&service).await {
-                return Ok(());
-            }
-            if let Ok(Some(state)) = self.store.get(&state).await {
-                if let Some(error) = broken(unit, &state.value) {
-                    return Err(error);
+        let mut announced = self
+            .store
+            .watch_key(&keys.service(app, n, &index.to_string())?);
+        let mut state = self.store.watch_key(&keys.unit_state(unit)?);
+        let mut placed = self.store.watch_key(&keys.schedule(unit)?);
+        let deadline = tokio::time::sleep(self.config.health_timeout);
+        tokio::pin!(deadline);
+        let (mut told_machine, mut last_reason) = (false, None);
+        loop {
+            tokio::select! {
+                () = &mut deadline => break,
+                Some(event) = announced.next_event() => {
+                    if event.into_latest().is_some() {
+                        return Ok(());
+                    }
                 }
-                last_reason = state.value.reason.clone();
+                Some(event) = state.next_event() => {
+                    if let Some(state) = event.into_latest() {
+                        if let Some(error) = broken(unit, &state) {
+                            return Err(error);
+                        }
+                        last_reason = state.reason;
+                    }
+                }
+                Some(event) = placed.next_event(), if !told_machine => {
+                    if let Some(machine) = event.into_latest() {
+                        told_machine = true;
+                        tell_machine(report, unit, &machine).await;
+                    }
+                }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let placed = if told_machine {
-            ""
-        } else {
-            " (it was never placed on a machine)"
-        };
-        Err(format!(
-            "{} did not pass its health check within {} s{placed}{}{}",
-            unit.trim_end_matches(".service"),
-            self.config.health_timeout.as_secs(),
-            last_reason.map(|r| format!(": {r}")).unwrap_or_default(),
-            self.health_advice(app, n).await
-        ))
+        Err(DeployError::Unhealthy {
+            unit: unit.trim_end_matches(".service").to_string(),
+            after: self.config.health_timeout,
+            placed: told_machine,
+            last_reason,
+            advice: self.health_advice(app, n).await,
+        })
     }
 
     /// What a failed health check checked, and how to fix it.
@@ -705,74 +676,181 @@ impl Deployer {
         )
     }
 
-    /// Says on which machine `unit` starts, once it is placed; whether it said.
-    async fn tell_machine(
-        &self,
-        schedule: &store::Key<String>,
-        unit: &str,
-        report: &mpsc::Sender<String>,
-    ) -> bool {
-        let Ok(Some(machine)) = self.store.get(schedule).await else {
-            return false;
-        };
-        let short: String = machine.value.chars().take(8).collect();
-        let _ = report
-            .send(format!(
-                "-----> Starting {} on machine {short}",
-                unit.trim_end_matches(".service")
-            ))
-            .await;
-        true
-    }
-
-    /// Waits until a worker's container runs (its agent says active).
-    async fn until_running(&self, unit: &str, report: &mpsc::Sender<String>) -> Result<(), String> {
+    /// Waits until a worker's container runs (its agent says active); fails
+    /// early if it fails or keeps crashing, and after the health timeout.
+    async fn until_running(&self, unit: &str, report: &mpsc::Sender<String>) -> Result<()> {
         let keys = self.store.keys();
-        let state = keys.unit_state(unit).map_err(|e| e.to_string())?;
-        let schedule = keys.schedule(unit).map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + self.config.health_timeout;
+        let mut state = self.store.watch_key(&keys.unit_state(unit)?);
+        let mut placed = self.store.watch_key(&keys.schedule(unit)?);
+        let deadline = tokio::time::sleep(self.config.health_timeout);
+        tokio::pin!(deadline);
         let mut told_machine = false;
-        while Instant::now() < deadline {
-            if !told_machine {
-                told_machine = self.tell_machine(&schedule, unit, report).await;
-            }
-            if let Ok(Some(state)) = self.store.get(&state).await {
-                if let Some(error) = broken(unit, &state.value) {
-                    return Err(error);
+        loop {
+            tokio::select! {
+                () = &mut deadline => break,
+                Some(event) = state.next_event() => {
+                    if let Some(state) = event.into_latest() {
+                        if let Some(error) = broken(unit, &state) {
+                            return Err(error);
+                        }
+                        if state.active == ActiveState::Active {
+                            return Ok(());
+                        }
+                    }
                 }
-                if state.value.active == ActiveState::Active {
-                    return Ok(());
+                Some(event) = placed.next_event(), if !told_machine => {
+                    if let Some(machine) = event.into_latest() {
+                        told_machine = true;
+                        tell_machine(report, unit, &machine).await;
+                    }
                 }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Err(format!(
-            "{} did not start within {} s",
-            unit.trim_end_matches(".service"),
-            self.config.health_timeout.as_secs()
-        ))
+        Err(DeployError::TimedOut {
+            what: format!("{} starting", unit.trim_end_matches(".service")),
+            after: self.config.health_timeout,
+        })
     }
 
-    async fn set_status(&self, app: &AppName, n: u64, status: ReleaseStatus) -> Result<(), String> {
+    async fn set_status(&self, app: &AppName, n: u64, status: ReleaseStatus) -> Result<()> {
         let key = self.store.keys().release(app, n);
-        for _ in 0..5 {
-            let Some(current) = self.store.get(&key).await.map_err(|e| e.to_string())? else {
-                return Err(format!("{app} has no release v{n}"));
-            };
-            let mut release = current.value;
+        let set = |release: &mut Release| {
             release.status = status;
-            match self
-                .store
-                .update(&key, current.mod_revision, &release)
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(store::StoreError::Conflict { .. }) => continue,
-                Err(error) => return Err(error.to_string()),
+            Ok::<(), DeployError>(())
+        };
+        match self.store.update_with(&key, set).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(DeployError::NotFound(format!("{app} has no release v{n}"))),
+            Err(DeployError::Store(error)) if error.conflict().is_some() => {
+                Err(DeployError::Contended(format!("release v{n} of {app}")))
             }
+            Err(error) => Err(error),
         }
-        Err(format!("release v{n} of {app} kept changing"))
     }
+}
+
+/// What a rollout changed so far, to take back if it fails.
+#[derive(Debug, Default)]
+struct Changed {
+    /// Units it wrote.
+    started: Vec<UnitText>,
+    /// Old units (and sidekicks) it removed.
+    removed: Vec<UnitText>,
+}
+
+/// What the rollout of one release does, decided from the units submitted
+/// when it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutPlan {
+    /// The process types to run, `web` first.
+    pub processes: Vec<ProcessPlan>,
+    /// What goes at the end: this release's instances beyond the counts,
+    /// and instances of process types that no longer run.
+    pub surplus: Vec<UnitText>,
+    /// What to say before it starts.
+    pub notes: Vec<String>,
+}
+
+/// One process type of a [`RolloutPlan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessPlan {
+    pub process: String,
+    /// Instances 1 to `wanted` of the new release.
+    pub wanted: u32,
+    /// Its instances of other releases, oldest first: each new instance
+    /// retires the last, so the newest old one goes first.
+    pub old: Vec<UnitText>,
+}
+
+/// The plan for release `n` of `app` at `scale`, given every submitted unit
+/// (name, text). Pure: what runs is `web` (at least one) and, when scaled
+/// and the release has one, `worker`.
+pub fn plan_rollout(
+    app: &AppName,
+    scale: &store::records::Scale,
+    release: &Release,
+    n: u64,
+    submitted: &[UnitText],
+) -> RolloutPlan {
+    let mut wanted: Vec<(&str, u32)> = vec![("web", scale.web.max(1))];
+    let mut notes = Vec::new();
+    if scale.worker > 0 {
+        if release.processes.contains_key("worker") {
+            wanted.push(("worker", scale.worker));
+        } else {
+            notes.push(format!(
+                "v{n} has no worker process (Procfile `worker:`): none runs"
+            ));
+        }
+    }
+    let mut old: BTreeMap<&str, BTreeMap<(u64, &str), UnitText>> = BTreeMap::new();
+    let mut surplus = Vec::new();
+    for (name, text) in submitted {
+        let Some(instance) = units::parse_instance_name(name) else {
+            continue;
+        };
+        if instance.app != app.as_str() || instance.sidekick {
+            continue;
+        }
+        let count = wanted
+            .iter()
+            .find(|(process, _)| *process == instance.process)
+            .map_or(0, |(_, count)| *count);
+        if instance.release != n {
+            old.entry(instance.process)
+                .or_default()
+                .insert((instance.release, name), (name.clone(), text.clone()));
+        } else if instance.index > count {
+            surplus.push((name.clone(), text.clone()));
+        }
+    }
+    let processes = wanted
+        .iter()
+        .map(|(process, count)| ProcessPlan {
+            process: process.to_string(),
+            wanted: *count,
+            old: old
+                .remove(process)
+                .map(|units| units.into_values().collect())
+                .unwrap_or_default(),
+        })
+        .collect();
+    surplus.extend(old.into_values().flat_map(BTreeMap::into_values));
+    RolloutPlan {
+        processes,
+        surplus,
+        notes,
+    }
+}
+
+/// Instances 1 to `wanted` in batches of `size` (at least 1).
+fn batches(wanted: u32, size: usize) -> Vec<Vec<u32>> {
+    let size = u32::try_from(size.max(1)).unwrap_or(u32::MAX);
+    (1..=wanted)
+        .collect::<Vec<_>>()
+        .chunks(size as usize)
+        .map(<[u32]>::to_vec)
+        .collect()
+}
+
+async fn say_stopping(report: &mpsc::Sender<String>, unit: &str) {
+    let _ = report
+        .send(format!(
+            "-----> Stopping {}",
+            unit.trim_end_matches(".service")
+        ))
+        .await;
+}
+
+/// Says on which machine `unit` starts.
+async fn tell_machine(report: &mpsc::Sender<String>, unit: &str, machine: &str) {
+    let short: String = machine.chars().take(8).collect();
+    let _ = report
+        .send(format!(
+            "-----> Starting {} on machine {short}",
+            unit.trim_end_matches(".service")
+        ))
+        .await;
 }
 
 /// The instance number in a unit name such as `demo-v7-web-3.service`.
@@ -789,6 +867,95 @@ fn sidekick_of(unit: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn release(processes: &[&str]) -> Release {
+        Release {
+            n: 3,
+            image: "web@sha256:1".into(),
+            git_sha: None,
+            env: Default::default(),
+            created_at: 1,
+            by: "test".into(),
+            cause: store::records::ReleaseCause::Push,
+            status: ReleaseStatus::Pending,
+            processes: processes
+                .iter()
+                .map(|p| (p.to_string(), "run".to_string()))
+                .collect(),
+            release_command: None,
+            source: None,
+            exposed_ports: Vec::new(),
+        }
+    }
+
+    fn units(names: &[&str]) -> Vec<UnitText> {
+        names
+            .iter()
+            .map(|name| (format!("{name}.service"), format!("[Service] {name}")))
+            .collect()
+    }
+
+    fn names(units: &[UnitText]) -> Vec<&str> {
+        units
+            .iter()
+            .map(|(name, _)| name.trim_end_matches(".service"))
+            .collect()
+    }
+
+    #[test]
+    fn a_rollout_replaces_the_newest_old_instance_first_and_stops_the_rest_at_the_end() {
+        let app = AppName::new("demo").unwrap();
+        let submitted = units(&[
+            "demo-v1-web-1",
+            "demo-v2-web-1",
+            "demo-v2-web-2",
+            "demo-v2-web-2-announce",
+            "demo-v2-worker-1",
+            "other-v9-web-1",
+            "demo-v3-web-1",
+            "demo-v3-web-4",
+        ]);
+        let scale = store::records::Scale { web: 2, worker: 0 };
+        let plan = plan_rollout(&app, &scale, &release(&["web", "worker"]), 3, &submitted);
+        assert_eq!(plan.processes.len(), 1);
+        let web = &plan.processes[0];
+        assert_eq!((web.process.as_str(), web.wanted), ("web", 2));
+        // Popped from the end: v2's web-2, then web-1; v1 is left to the end.
+        assert_eq!(
+            names(&web.old),
+            ["demo-v1-web-1", "demo-v2-web-1", "demo-v2-web-2"]
+        );
+        // v3's web-4 is beyond the count; the worker no longer runs.
+        assert_eq!(names(&plan.surplus), ["demo-v3-web-4", "demo-v2-worker-1"]);
+        assert!(plan.notes.is_empty());
+    }
+
+    #[test]
+    fn a_scaled_worker_runs_only_if_the_release_has_one() {
+        let app = AppName::new("demo").unwrap();
+        let scale = store::records::Scale { web: 0, worker: 2 };
+        let with = plan_rollout(&app, &scale, &release(&["web", "worker"]), 3, &[]);
+        let wanted: Vec<_> = with
+            .processes
+            .iter()
+            .map(|p| (p.process.as_str(), p.wanted))
+            .collect();
+        // At least one web always runs.
+        assert_eq!(wanted, [("web", 1), ("worker", 2)]);
+        let without = plan_rollout(&app, &scale, &release(&["web"]), 3, &[]);
+        assert_eq!(without.processes.len(), 1);
+        assert_eq!(
+            without.notes,
+            ["v3 has no worker process (Procfile `worker:`): none runs"]
+        );
+    }
+
+    #[test]
+    fn instances_start_in_batches() {
+        assert_eq!(batches(5, 2), [vec![1, 2], vec![3, 4], vec![5]]);
+        assert_eq!(batches(2, 0), [vec![1], vec![2]]);
+        assert!(batches(0, 1).is_empty());
+    }
 
     #[test]
     fn release_numbers_come_from_unit_names() {

@@ -15,10 +15,8 @@ use store::records::Machine;
 use store::{Store, WatchEvent};
 use tracing::{info, warn};
 
+use crate::error::{DeployError, Result};
 use crate::placement::{self, UnitInfo};
-
-/// What `write_plan` says when the leader key is no longer this leader's.
-const DEPOSED: &str = "deposed";
 
 /// Operations per etcd transaction (etcd allows 128 by default).
 const BATCH: usize = 100;
@@ -84,39 +82,15 @@ impl Scheduler {
             }
         };
         // Wait until the key is free, then take it; whoever wins leads.
-        let revision = loop {
-            let taken = self
-                .store
-                .transaction()
-                .require_absent(&key)
-                .put_on_lease(&key, &self.config.candidate, &lease)
-                .commit()
-                .await;
-            match taken {
-                Ok(revision) => break revision,
-                Err(store::StoreError::Conflict { .. }) => {
-                    // Someone leads: wait for its key to go.
-                    let leaders = self.store.keys().leaders();
-                    let mut watch = self.store.watch(&leaders);
-                    loop {
-                        match watch.next_event().await {
-                            Some(WatchEvent::Snapshot { entries, .. })
-                                if !entries.iter().any(|e| e.key == key.as_str()) =>
-                            {
-                                break
-                            }
-                            Some(WatchEvent::Delete { key: gone, .. }) if gone == key.as_str() => {
-                                break
-                            }
-                            None => break,
-                            Some(_) => {}
-                        }
-                    }
-                }
-                Err(error) => {
-                    warn!(%error, "scheduler: cannot campaign; will retry");
-                    return;
-                }
+        let taken = self
+            .store
+            .acquire(&key, &self.config.candidate, &lease, || async {})
+            .await;
+        let revision = match taken {
+            Ok(revision) => revision,
+            Err(error) => {
+                warn!(%error, "scheduler: cannot campaign; will retry");
+                return;
             }
         };
         info!(candidate = %self.config.candidate, "scheduler: leading");
@@ -178,7 +152,7 @@ impl Scheduler {
                 continue;
             }
             if let Err(error) = self.write_plan(&mut view, leader, leader_revision).await {
-                if error == DEPOSED {
+                if matches!(error, DeployError::Deposed) {
                     warn!("scheduler: the leader key changed under this leader; campaigning again");
                     return;
                 }
@@ -193,7 +167,7 @@ impl Scheduler {
         view: &mut View,
         leader: &store::Key<String>,
         leader_revision: i64,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         let units: Vec<UnitInfo> = view
             .units
             .values()
@@ -208,28 +182,22 @@ impl Scheduler {
         let keys = self.store.keys();
         let mut ops: Vec<Op> = Vec::new();
         for (unit, machine) in &plan.place {
-            ops.push(Op::Put(
-                keys.schedule(unit).map_err(|e| e.to_string())?,
-                machine.clone(),
-            ));
+            ops.push(Op::Put(keys.schedule(unit)?, machine.clone()));
         }
         // A unit placed again is simply overwritten (etcd refuses two
         // operations on one key in a transaction).
         for unit in plan.unplace.iter().filter(|u| !plan.place.contains_key(*u)) {
-            ops.push(Op::Delete(keys.schedule(unit).map_err(|e| e.to_string())?));
+            ops.push(Op::Delete(keys.schedule(unit)?));
         }
         // `/paz/unplaced/` says exactly what this plan could not place.
         for (unit, reason) in &plan.unplaced {
             if view.unplaced.get(unit) != Some(reason) {
-                ops.push(Op::Put(
-                    keys.unplaced(unit).map_err(|e| e.to_string())?,
-                    reason.clone(),
-                ));
+                ops.push(Op::Put(keys.unplaced(unit)?, reason.clone()));
             }
         }
         for unit in view.unplaced.keys() {
             if !plan.unplaced.contains_key(unit) {
-                ops.push(Op::Delete(keys.unplaced(unit).map_err(|e| e.to_string())?));
+                ops.push(Op::Delete(keys.unplaced(unit)?));
             }
         }
         if ops.is_empty() {
@@ -256,8 +224,8 @@ impl Scheduler {
             }
             txn.commit().await.map_err(|error| match error.conflict() {
                 // The only condition is the leader key's.
-                Some(_) => DEPOSED.to_string(),
-                None => error.to_string(),
+                Some(_) => DeployError::Deposed,
+                None => error.into(),
             })?;
         }
         // What was written is known now: the next plan must not place these

@@ -1,8 +1,7 @@
 //! The server's Ed25519 host key: made on first start, then reused, so clients'
 //! known-hosts entries stay valid across restarts.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use russh::keys::ssh_key::LineEnding;
@@ -47,18 +46,12 @@ pub(crate) fn load_or_create(dir: &Path) -> Result<PrivateKey, GitdError> {
             path: path.clone(),
             reason: error.to_string(),
         })?;
-    // Written whole to a temp file and renamed, so a crash leaves no half key.
-    let temp = dir.join(".host_ed25519.tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temp)
-        .map_err(io)?;
-    file.write_all(private.as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::write(dir.join("host_ed25519.pub"), format!("{public}\n")).map_err(io)?;
-    std::fs::rename(&temp, &path).map_err(io)?;
+    // Written whole, so a crash leaves no half key.
+    support::write_file(
+        &dir.join("host_ed25519.pub"),
+        format!("{public}\n").as_bytes(),
+    )
+    .map_err(io)?;
+    support::write_private_file(&path, private.as_bytes()).map_err(io)?;
     Ok(key)
 }

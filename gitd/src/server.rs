@@ -30,7 +30,7 @@ pub(crate) struct Shared {
     /// Pushes whose `git receive-pack` runs now, by the id given to their hook.
     pushes: Mutex<HashMap<String, PushContext>>,
     /// One lock per app: pushes to an app run one after the other.
-    push_locks: Mutex<HashMap<AppName, Arc<tokio::sync::Mutex<()>>>>,
+    push_locks: support::KeyedLocks<AppName>,
     /// The fingerprints of the keys in `/paz/keys` now (`None` until the
     /// watch has read them): a connection whose key leaves it is closed.
     pub(crate) keys_now: watch::Sender<Option<Arc<std::collections::HashSet<String>>>>,
@@ -49,7 +49,7 @@ impl Shared {
             hook_program,
             hook_socket,
             pushes: Mutex::new(HashMap::new()),
-            push_locks: Mutex::new(HashMap::new()),
+            push_locks: support::KeyedLocks::default(),
             keys_now: watch::channel(None).0,
         }
     }
@@ -89,15 +89,6 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
             .cloned()
-    }
-
-    fn push_lock(&self, app: &AppName) -> Arc<tokio::sync::Mutex<()>> {
-        self.push_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(app.clone())
-            .or_default()
-            .clone()
     }
 
     /// The key with this fingerprint, if it may connect.
@@ -462,10 +453,9 @@ async fn serve_git(
         }
     }
 
-    let lock = shared.push_lock(&app);
-    let _turn = match lock.clone().try_lock_owned() {
-        Ok(turn) => turn,
-        Err(_) => {
+    let _turn = shared
+        .push_locks
+        .lock_or_say(&app, || async {
             let mut err = channel.make_writer_ext(Some(1));
             let _ = err
                 .write_all(
@@ -473,9 +463,8 @@ async fn serve_git(
                 )
                 .await;
             let _ = err.flush().await;
-            lock.lock_owned().await
-        }
-    };
+        })
+        .await;
     if let Err(message) = crate::git::ensure_repo(&repo).await {
         return refuse(channel, &message).await;
     }

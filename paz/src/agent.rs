@@ -57,12 +57,7 @@ pub(crate) async fn run(flags: AgentFlags) -> anyhow::Result<()> {
     config.metadata = metadata;
     config.registry = registry;
     config.drain = Duration::from_secs(flags.drain);
-    let agent = agent::Agent::new(config, store)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let agent = agent::Agent::new(config, store).await?;
     println!("agent {} is running", agent.id());
-    agent
-        .run(crate::stop_signal())
-        .await
-        .map_err(anyhow::Error::msg)
+    Ok(agent.run(crate::stop_signal()).await?)
 }

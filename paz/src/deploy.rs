@@ -38,13 +38,16 @@ impl DeployHandler for BuildAndRelease {
                 // rollout short (it finishes, or rolls back, either way).
                 Ok(built) => {
                     let lines = lines.clone();
-                    tokio::spawn(
-                        async move { deployer.roll_out(&app, built.release, &lines).await },
-                    )
+                    tokio::spawn(async move {
+                        deployer
+                            .roll_out(&app, built.release, &lines)
+                            .await
+                            .map_err(|error| error.to_string())
+                    })
                     .await
                     .unwrap_or_else(|error| Err(format!("the deploy task failed: {error}")))
                 }
-                Err(reason) => Err(reason),
+                Err(error) => Err(error.to_string()),
             };
             // Every line reaches the pusher before the verdict.
             drop(lines);
@@ -66,12 +69,13 @@ impl deployer::ReleasePhase for BuilderReleasePhase {
         command: String,
         env: Vec<(String, String)>,
         report: tokio::sync::mpsc::Sender<String>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
+    ) -> BoxFuture<'static, Result<(), deployer::DeployError>> {
         let builder = self.0.clone();
         Box::pin(async move {
             builder
                 .run_release_command(app.as_str(), &image, &command, &env, &report)
                 .await
+                .map_err(|error| deployer::DeployError::ReleasePhase(error.to_string()))
         })
     }
 }
@@ -86,7 +90,7 @@ impl verbs::Rollouts for Rollouts {
         app: store::AppName,
         n: u64,
         report: tokio::sync::mpsc::Sender<String>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
+    ) -> BoxFuture<'static, Result<(), deployer::DeployError>> {
         let deployer = self.0.clone();
         Box::pin(async move { deployer.roll_out(&app, n, &report).await })
     }
@@ -95,7 +99,7 @@ impl verbs::Rollouts for Rollouts {
         &self,
         app: store::AppName,
         report: tokio::sync::mpsc::Sender<String>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
+    ) -> BoxFuture<'static, Result<(), deployer::DeployError>> {
         let deployer = self.0.clone();
         Box::pin(async move { deployer.restart(&app, &report).await })
     }
@@ -103,9 +107,7 @@ impl verbs::Rollouts for Rollouts {
     fn resolve_image(
         &self,
         reference: String,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<store::ResolvedImage, String>> + Send>,
-    > {
+    ) -> BoxFuture<'static, Result<store::ResolvedImage, deployer::DeployError>> {
         let deployer = self.0.clone();
         Box::pin(async move { deployer.resolve_image(&reference).await })
     }

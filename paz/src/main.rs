@@ -10,6 +10,7 @@ mod deploy;
 mod descriptors;
 mod images;
 mod keys;
+mod roles;
 mod up;
 
 use clap::Parser;
@@ -96,9 +97,7 @@ async fn export_units(
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for (name, text) in &units {
         let path = dir.join(name);
-        let temp = dir.join(format!(".{name}.tmp"));
-        std::fs::write(&temp, text)
-            .and_then(|()| std::fs::rename(&temp, &path))
+        support::write_file(&path, text.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
         println!("{}", path.display());
     }
@@ -174,6 +173,9 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(writer)
         .init();
+    // Failpoints exist only in test builds (the `failpoints` feature, from
+    // the dev-dependencies); in a release build this reads nothing.
+    let _failpoints = fail::FailScenario::setup();
     descriptors::raise_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -174,55 +174,53 @@ async fn run_roles(
         .with_hook_key(hook_key)
         .with_host(registry_host.clone());
 
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let stop_signal = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    };
-    let mut ssh = tokio::spawn(gitd.serve(ssh_listener, stop_signal(stopped.clone())));
+    let mut roles = crate::roles::Roles::new();
+    roles.spawn("SSH server", |stop| gitd.serve(ssh_listener, stop));
     let advertise =
         crate::agent::address_towards(store.endpoints().split(',').next().unwrap_or_default())?;
     let mut agent_config = agent::AgentConfig::new(config.data_dir.clone(), advertise);
     agent_config.registry = Some((registry_host.clone(), agent_name, agent_secret));
-    let mut host = if config.server_only {
-        tokio::spawn(async { Ok(()) })
-    } else {
+    if !config.server_only {
         match agent::Agent::new(agent_config, store.clone()).await {
-            Ok(agent) => {
-                let agent_stop = stop_signal(stopped.clone());
-                tokio::spawn(async move { agent.run(agent_stop).await })
-            }
+            Ok(agent) => roles.spawn("agent", |stop| agent.run(stop)),
             Err(reason) => {
                 warn!(%reason, "no agent on this host: apps cannot run here until Docker runs");
-                tokio::spawn(async { Ok(()) })
             }
         }
-    };
-    let mut images = tokio::spawn(registry.serve(registry_listener, stop_signal(stopped.clone())));
+    }
+    roles.spawn("registry", |stop| registry.serve(registry_listener, stop));
+    let candidate = format!("{}:{}", advertise_host(&store), std::process::id());
     let scheduler = deployer::Scheduler::new(
         store.clone(),
         deployer::SchedulerConfig {
-            candidate: format!("{}:{}", advertise_host(&store), std::process::id()),
+            candidate: candidate.clone(),
             lease_ttl: Duration::from_secs(10),
         },
     );
-    let mut placing = tokio::spawn(scheduler.run(stop_signal(stopped.clone())));
+    roles.spawn("scheduler", |stop| async move {
+        // Tests make the role fail here (`FAILPOINTS=scheduler=return`).
+        fail::fail_point!("scheduler", |_| Err(anyhow::anyhow!(
+            "failed at its failpoint"
+        )));
+        scheduler.run(stop).await;
+        Ok::<(), anyhow::Error>(())
+    });
     let follower = deployer::ImageFollower::new(
         store.clone(),
         deployer.clone(),
         deployer::FollowConfig {
-            candidate: format!("{}:{}", advertise_host(&store), std::process::id()),
+            candidate,
             registry_host: Some(registry_host.clone()),
             ignore_by: vec![builder_token],
         },
     );
-    let mut following = tokio::spawn(follower.run(stop_signal(stopped.clone())));
-    let (mut routing, http_addr, _metrics) = if config.server_only {
-        let stop = stop_signal(stopped.clone());
-        let idle = tokio::spawn(async move {
-            stop.await;
-            Ok::<(), std::io::Error>(())
-        });
-        (idle, None, None)
+    roles.spawn("image follower", |stop| async move {
+        follower.run(stop).await;
+        Ok::<(), std::convert::Infallible>(())
+    });
+    let proxy_drain = proxy::ProxyConfig::default().shutdown_timeout;
+    let http_addr = if config.server_only {
+        None
     } else {
         let http_listener = tokio::net::TcpListener::bind(config.http_listen)
             .await
@@ -239,13 +237,21 @@ async fn run_roles(
             ..Default::default()
         };
         let proxy = proxy::Proxy::new(proxy_config, store.clone())?;
-        let metrics = crate::serve_proxy_metrics(&proxy, config.metrics_listen).await?;
-        let routing = tokio::spawn(proxy.serve_threads(
-            http_listener.into_std()?,
-            None,
-            stop_signal(stopped.clone()),
-        ));
-        (routing, Some(http_addr), metrics)
+        if let Some(mut metrics) = crate::serve_proxy_metrics(&proxy, config.metrics_listen).await?
+        {
+            roles.spawn("metrics server", |stop| async move {
+                tokio::select! {
+                    () = stop => {
+                        metrics.abort();
+                        Ok(())
+                    }
+                    ended = &mut metrics => Err(anyhow::anyhow!("it stopped accepting: {ended:?}")),
+                }
+            });
+        }
+        let listener = http_listener.into_std()?;
+        roles.spawn("proxy", |stop| proxy.serve_threads(listener, None, stop));
+        Some(http_addr)
     };
 
     // Only the banner needs them: a failed read leaves its admin lines out.
@@ -262,42 +268,21 @@ async fn run_roles(
         (registry_addr, &registry_host),
         http_addr,
     );
-    let outcome = tokio::select! {
-        outcome = wait_for_shutdown(local_etcd) => outcome,
-        result = &mut ssh => Err(anyhow::anyhow!("the SSH server stopped: {result:?}")),
-        result = &mut images => Err(anyhow::anyhow!("the registry stopped: {result:?}")),
-        result = &mut routing => Err(anyhow::anyhow!("the proxy stopped: {result:?}")),
-    };
-
-    info!("shutting down");
-    let _ = stop.send(true);
-    stop_role("SSH server", &mut ssh).await;
-    stop_role("registry", &mut images).await;
-    stop_role("proxy", &mut routing).await;
-    stop_role("agent", &mut host).await;
-    stop_role("scheduler", &mut placing).await;
-    stop_role("image follower", &mut following).await;
-    outcome
+    // One deadline for every role, longer than the proxy's drain.
+    roles
+        .run_until(
+            wait_for_shutdown(local_etcd),
+            proxy_drain + Duration::from_secs(5),
+        )
+        .await
 }
 
-/// Waits for a role's task to end after the stop signal, aborting it after the timeout.
 /// This host's name for the scheduler's leader key (who leads is then visible).
 fn advertise_host(store: &Store) -> String {
     nix::unistd::gethostname()
         .ok()
         .and_then(|name| name.into_string().ok())
         .unwrap_or_else(|| store.endpoints().to_string())
-}
-
-async fn stop_role<T>(name: &str, task: &mut tokio::task::JoinHandle<T>) {
-    if !task.is_finished()
-        && tokio::time::timeout(SHUTDOWN_TIMEOUT, &mut *task)
-            .await
-            .is_err()
-    {
-        warn!("the {name} did not stop in time");
-        task.abort();
-    }
 }
 
 /// The registry credentials of this Paz's own builder (`paz-builder`, admin:
@@ -315,7 +300,7 @@ async fn issue_internal_tokens(
         ("builder", "paz-builder", store::records::Role::Admin),
         ("agent", "paz-agent", store::records::Role::Machine),
     ] {
-        let (token, secret) = verbs::new_token(name, role, Vec::new());
+        let (token, secret) = store::records::Token::create(name, role, Vec::new());
         store.put(&store.keys().token(name)?, &token).await?;
         issued.insert(role_name, (name.to_string(), secret.clone()));
         secrets.insert(
@@ -347,11 +332,9 @@ fn registry_host(listening: SocketAddr, advertised: Option<&(String, Option<u16>
     }
 }
 
-/// Writes `text` to `path` through a temp file and a rename.
+/// Writes `text` to `path` whole (a temp file, synced and renamed).
 fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
-    let temp = path.with_extension("tmp");
-    std::fs::write(&temp, text)
-        .and_then(|()| std::fs::rename(&temp, path))
+    support::write_file(path, text.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
 }
 

@@ -68,15 +68,9 @@ async fn place(store: &Store, units: &[(String, String)], machine: &str) {
     }
 }
 
-/// Polls `check` every 200 ms for up to `seconds`.
-async fn eventually<T>(seconds: u64, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    for _ in 0..seconds * 5 {
-        if let Some(value) = check().await {
-            return value;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{what} did not happen within {seconds}s");
+/// `tests::eventually`, with the time in seconds.
+async fn eventually<T>(seconds: u64, what: &str, check: impl AsyncFnMut() -> Option<T>) -> T {
+    tests::eventually(what, Duration::from_secs(seconds), check).await
 }
 
 async fn state(store: &Store, unit: &str) -> Option<store::records::UnitState> {
@@ -277,7 +271,7 @@ async fn bad_units_fail_with_a_reason_and_the_good_ones_keep_running() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let registry_addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(registry.serve(listener, std::future::pending()));
-    let (token, secret) = verbs::new_token(
+    let (token, secret) = store::records::Token::create(
         "outsider",
         store::records::Role::Deployer,
         vec![store::AppName::new("other").unwrap()],
@@ -746,15 +740,17 @@ async fn a_lost_machines_instances_run_again_elsewhere_and_current_is_unchanged(
     record.scale.web = 3;
     record.port = Some(8080);
     store.put(&store.keys().app(&app), &record).await.unwrap();
-    let release = store::records::Release {
-        n: 0,
-        image: tests::BUSYBOX_IMAGE.to_string(),
+    let release = store::records::NewRelease {
+        image: store::ResolvedImage {
+            image: tests::BUSYBOX_IMAGE.to_string(),
+            source: None,
+            exposed_ports: Vec::new(),
+        },
         git_sha: None,
         env: Default::default(),
         created_at: 1,
         by: "test".into(),
         cause: store::records::ReleaseCause::Image,
-        status: store::records::ReleaseStatus::Pending,
         processes: [(
             "web".to_string(),
             "mkdir -p /www && echo hi > /www/index.html && exec httpd -f -p $PORT -h /www"
@@ -762,8 +758,6 @@ async fn a_lost_machines_instances_run_again_elsewhere_and_current_is_unchanged(
         )]
         .into(),
         release_command: None,
-        source: None,
-        exposed_ports: Vec::new(),
     };
     let n = store.create_release(&app, release).await.unwrap();
     // In one batch of three: all three units are submitted before the first

@@ -426,7 +426,7 @@ async fn tokens_show_their_secret_once_and_store_only_its_hash() {
         .unwrap()
         .unwrap()
         .value;
-    assert_eq!(stored.secret_sha256, verbs::secret_sha256(&secret));
+    assert_eq!(stored.secret_sha256, store::records::secret_sha256(&secret));
     let everything = fixture
         .store
         .list(&fixture.store.keys().everything())

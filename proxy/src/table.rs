@@ -32,7 +32,7 @@ impl Table {
         domain: Option<&str>,
         apps: &[App],
         services: &[(String, String)],
-        services_prefix: &str,
+        keys: &store::Keys,
         previous: &Table,
     ) -> Table {
         let mut table = Table::default();
@@ -59,12 +59,7 @@ impl Table {
             .map(|backend| ((backend.key.as_str(), backend.addr.as_str()), backend))
             .collect();
         for (key, addr) in services {
-            // <prefix>/services/<app>/<release>/<instance>
-            let Some(app) = key
-                .strip_prefix(services_prefix)
-                .and_then(|rest| rest.split('/').next())
-                .and_then(|name| AppName::new(name).ok())
-            else {
+            let Some(app) = keys.parse_service(key).map(|service| service.app) else {
                 continue;
             };
             let backend = known
@@ -143,7 +138,13 @@ mod tests {
                 app("aaa", &[]),
             ],
         ] {
-            let table = Table::build(Some("paz.localhost"), &apps, &[], "", &Table::default());
+            let table = Table::build(
+                Some("paz.localhost"),
+                &apps,
+                &[],
+                &store::Keys::new("/paz"),
+                &Table::default(),
+            );
             assert_eq!(table.app_for("aaa.paz.localhost").unwrap().as_str(), "aaa");
             assert_eq!(table.app_for("www.one.test").unwrap().as_str(), "one");
         }

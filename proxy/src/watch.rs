@@ -56,13 +56,7 @@ pub(crate) async fn keep_current(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let domain = config.get(&domain_key).map(String::as_str);
-        let next = Table::build(
-            domain,
-            &apps,
-            &services,
-            services_prefix.as_str(),
-            &table.load(),
-        );
+        let next = Table::build(domain, &apps, &services, &keys, &table.load());
         if next.size() != table.load().size() {
             info!(
                 backends = next.size(),

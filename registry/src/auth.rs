@@ -12,7 +12,6 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use store::records::{Role, Token};
 use store::{AppName, Store, WatchEvent};
-use subtle::ConstantTimeEq;
 use tokio::task::JoinHandle;
 
 use crate::error::{RegistryError, Result};
@@ -162,8 +161,7 @@ impl Principal {
 }
 
 fn secret_matches(token: &Token, secret: &str) -> bool {
-    let hash = verbs::secret_sha256(secret);
-    hash.as_bytes().ct_eq(token.secret_sha256.as_bytes()).into()
+    token.secret_matches(secret)
 }
 
 /// The caller of a registry request, from its Basic credentials.
@@ -243,10 +241,7 @@ pub(crate) async fn by_signature(
     let (Some(timestamp), Some(given)) = (timestamp, given) else {
         return Err(malformed());
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or_default();
+    let now = support::now();
     if now.abs_diff(timestamp) > SIGNATURE_WINDOW {
         return Err(format!(
             "the signature's timestamp is more than {SIGNATURE_WINDOW} s from now: sign each delivery when it is sent"

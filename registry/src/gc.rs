@@ -31,16 +31,8 @@ fn age(path: &std::path::Path) -> Duration {
 
 /// The repository part of a release's image (`host:port/web@sha256:..` -> `web`).
 fn release_repository(image: &str) -> Option<(String, String)> {
-    let (name, digest) = image.split_once('@')?;
-    let name = match name.split_once('/') {
-        Some((first, rest))
-            if first.contains(':') || first.contains('.') || first == "localhost" =>
-        {
-            rest
-        }
-        _ => name,
-    };
-    Some((name.to_string(), digest.to_string()))
+    let parsed = store::images::Reference::parse(image);
+    Some((parsed.path().to_string(), parsed.digest?.to_string()))
 }
 
 /// The first release (app, number) whose image is `repository@digest`.

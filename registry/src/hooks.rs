@@ -91,20 +91,12 @@ fn parse_json(body: &[u8]) -> Result<Value, HookError> {
 
 /// Splits `repo[:tag][@digest]`.
 fn split_image(image: &str) -> (String, Option<String>, Option<String>) {
-    let (rest, digest) = match image.split_once('@') {
-        Some((rest, digest)) => (rest, Some(digest.to_string())),
-        None => (image, None),
-    };
-    // A colon after the last slash is a tag; one before it is a registry port.
-    let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
-    match rest[last_slash..].rfind(':') {
-        Some(i) => (
-            rest[..last_slash + i].to_string(),
-            Some(rest[last_slash + i + 1..].to_string()),
-            digest,
-        ),
-        None => (rest.to_string(), None, digest),
-    }
+    let parsed = store::images::Reference::parse(image);
+    (
+        parsed.name.to_string(),
+        parsed.tag.map(str::to_string),
+        parsed.digest.map(str::to_string),
+    )
 }
 
 /// The apps that follow `repository` (`deploy.image_repo`), which `who` may use.

@@ -68,16 +68,15 @@ fn io_error(what: &str) -> impl Fn(std::io::Error) -> RegistryError + '_ {
     move |error| RegistryError::internal(what, error)
 }
 
-/// Writes `bytes` to `path` whole: temp file, fsync, rename.
+/// Writes `bytes` to `path` whole (temp file, fsync, rename), making its
+/// directory first.
 pub(crate) async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     tokio::fs::create_dir_all(dir).await?;
-    let temp = dir.join(format!(".tmp-{}", hex::encode(rand::random::<[u8; 8]>())));
-    let mut file = tokio::fs::File::create(&temp).await?;
-    file.write_all(bytes).await?;
-    file.sync_all().await?;
-    drop(file);
-    tokio::fs::rename(&temp, path).await
+    let (path, bytes) = (path.to_path_buf(), bytes.to_vec());
+    tokio::task::spawn_blocking(move || support::write_file(&path, &bytes))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 impl Storage {

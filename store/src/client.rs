@@ -13,6 +13,10 @@ use crate::error::{ConflictKind, Result, StoreError};
 use crate::keys::{Key, Keys, Prefix};
 use crate::records::Record;
 
+/// How many times [`Store::update_with`] reads and tries again when someone
+/// else wrote the key in between.
+pub const UPDATE_TRIES: usize = 10;
+
 /// How to reach the cluster store.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -316,6 +320,34 @@ impl Store {
             .await
     }
 
+    /// Reads `key`, applies `change` and writes the result only if nobody
+    /// wrote the key in between; reads again and retries when someone did
+    /// (up to [`UPDATE_TRIES`] times, then a [`ConflictKind::Changed`]
+    /// conflict). `None` if the key does not exist; nothing is written when
+    /// `change` refuses.
+    pub async fn update_with<T: Record, R, E: From<StoreError>>(
+        &self,
+        key: &Key<T>,
+        mut change: impl FnMut(&mut T) -> std::result::Result<R, E>,
+    ) -> std::result::Result<Option<(T, R)>, E> {
+        for _ in 0..UPDATE_TRIES {
+            let Some(mut current) = self.get(key).await? else {
+                return Ok(None);
+            };
+            let result = change(&mut current.value)?;
+            match self.update(key, current.mod_revision, &current.value).await {
+                Ok(_) => return Ok(Some((current.value, result))),
+                Err(error) if error.conflict().is_some() => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(StoreError::Conflict {
+            key: key.as_str().to_string(),
+            kind: ConflictKind::Changed,
+        }
+        .into())
+    }
+
     /// Deletes `key` only if it is unchanged since `expected_revision`.
     pub async fn delete_if_unchanged<T>(
         &self,
@@ -337,12 +369,12 @@ impl Store {
         }
     }
 
-    /// Records `release` as the app's next release (its `n` is set here) and
-    /// returns the number; two writers racing get different numbers.
+    /// Records `release` as the app's next release, pending, and returns its
+    /// number; two writers racing get different numbers.
     pub async fn create_release(
         &self,
         app: &crate::AppName,
-        mut release: crate::records::Release,
+        release: crate::records::NewRelease,
     ) -> Result<u64> {
         loop {
             let listing = self.list(&self.keys.releases(app)).await?;
@@ -353,8 +385,8 @@ impl Store {
                 .max()
                 .unwrap_or(0)
                 + 1;
-            release.n = next;
-            match self.create(&self.keys.release(app, next), &release).await {
+            let numbered = release.clone().numbered(next);
+            match self.create(&self.keys.release(app, next), &numbered).await {
                 Ok(_) => return Ok(next),
                 Err(error) if error.conflict().is_some() => continue,
                 Err(error) => return Err(error),

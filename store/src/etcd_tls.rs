@@ -3,8 +3,7 @@
 //! a directory only Paz's user can read. Who cannot read the client key gets
 //! no answer from etcd (`--client-cert-auth`), however they reach its port.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -139,16 +138,7 @@ impl EtcdTls {
     }
 }
 
-/// Writes `bytes` to `path` (mode 0600) through a temp file and a rename.
+/// Writes `bytes` to `path` (mode 0600) whole.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let temp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)
+    support::write_private_file(path, bytes)
 }

@@ -38,15 +38,51 @@ pub fn repository_app(repository: &str) -> Option<crate::AppName> {
     crate::AppName::new(repository.split('/').next()?).ok()
 }
 
-/// `REPO[:TAG]` or `REPO@DIGEST` as (repository, tag or digest).
+/// An image reference, `[HOST/]PATH[:TAG][@DIGEST]`, split as Docker reads
+/// it: a colon after the last slash starts a tag, one before it is a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reference<'a> {
+    /// `HOST/PATH` or `PATH`, without tag or digest.
+    pub name: &'a str,
+    pub tag: Option<&'a str>,
+    pub digest: Option<&'a str>,
+}
+
+impl<'a> Reference<'a> {
+    pub fn parse(reference: &'a str) -> Reference<'a> {
+        let (rest, digest) = match reference.split_once('@') {
+            Some((rest, digest)) => (rest, Some(digest)),
+            None => (reference, None),
+        };
+        let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+        match rest[last_slash..].rfind(':') {
+            Some(i) => Reference {
+                name: &rest[..last_slash + i],
+                tag: Some(&rest[last_slash + i + 1..]),
+                digest,
+            },
+            None => Reference {
+                name: rest,
+                tag: None,
+                digest,
+            },
+        }
+    }
+
+    /// The name without its registry host (`127.0.0.1:5000/web` -> `web`):
+    /// a first component with a `.` or a `:`, or `localhost`, is a host.
+    pub fn path(&self) -> &'a str {
+        match self.name.split_once('/') {
+            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => rest,
+            _ => self.name,
+        }
+    }
+}
+
+/// `REPO[:TAG][@DIGEST]` as (repository, the digest else the tag).
 pub fn split_reference(reference: &str) -> (&str, Option<&str>) {
-    if let Some((name, digest)) = reference.split_once('@') {
-        return (name, Some(digest));
-    }
-    match reference.rsplit_once(':') {
-        Some((name, tag)) if !tag.contains('/') => (name, Some(tag)),
-        _ => (reference, None),
-    }
+    let parsed = Reference::parse(reference);
+    (parsed.name, parsed.digest.or(parsed.tag))
 }
 
 /// The repository of Paz's registry that the image name `name` (no tag or
@@ -90,7 +126,7 @@ pub fn tcp_ports<'a>(keys: impl IntoIterator<Item = &'a str>) -> Vec<u16> {
 
 #[cfg(test)]
 mod tests {
-    use super::{instance_port, tcp_ports};
+    use super::{instance_port, split_reference, tcp_ports, Reference};
 
     #[test]
     fn only_tcp_ports_count_lowest_first() {
@@ -134,5 +170,23 @@ mod tests {
         assert_eq!(instance_port(Some(3000), &[8080]), 3000);
         assert_eq!(instance_port(None, &[80, 8080]), 80);
         assert_eq!(instance_port(None, &[]), 5000);
+    }
+
+    #[test]
+    fn references_split_as_docker_reads_them() {
+        let digest = "sha256:0123";
+        let parsed = Reference::parse("127.0.0.1:5000/web/api:v2@sha256:0123");
+        assert_eq!(parsed.name, "127.0.0.1:5000/web/api");
+        assert_eq!(parsed.tag, Some("v2"));
+        assert_eq!(parsed.digest, Some(digest));
+        assert_eq!(parsed.path(), "web/api");
+        // A port is not a tag.
+        let parsed = Reference::parse("localhost:5000/web");
+        assert_eq!((parsed.name, parsed.tag), ("localhost:5000/web", None));
+        assert_eq!(parsed.path(), "web");
+        assert_eq!(Reference::parse("acme/web").path(), "acme/web");
+        assert_eq!(split_reference("web:v1"), ("web", Some("v1")));
+        assert_eq!(split_reference("web:v1@sha256:0123"), ("web", Some(digest)));
+        assert_eq!(split_reference("web"), ("web", None));
     }
 }

@@ -51,6 +51,8 @@ impl<T> fmt::Display for Key<T> {
 pub struct Prefix<T> {
     path: String,
     direct_children_only: bool,
+    /// Only the key `path` itself (a watch of one key).
+    exact: bool,
     record: PhantomData<fn() -> T>,
 }
 
@@ -59,6 +61,17 @@ impl<T> Prefix<T> {
         Prefix {
             path,
             direct_children_only,
+            exact: false,
+            record: PhantomData,
+        }
+    }
+
+    /// The one key `key`, as a directory to list or watch.
+    pub(crate) fn only(key: &Key<T>) -> Prefix<T> {
+        Prefix {
+            path: key.as_str().to_string(),
+            direct_children_only: false,
+            exact: true,
             record: PhantomData,
         }
     }
@@ -70,6 +83,9 @@ impl<T> Prefix<T> {
 
     /// Whether `key` (a full key under this prefix) belongs to this directory.
     pub fn contains(&self, key: &str) -> bool {
+        if self.exact {
+            return key == self.path;
+        }
         match key.strip_prefix(&self.path) {
             Some(rest) => !(rest.is_empty() || self.direct_children_only && rest.contains('/')),
             None => false,
@@ -84,7 +100,12 @@ impl<T> Prefix<T> {
 
 impl<T> Clone for Prefix<T> {
     fn clone(&self) -> Self {
-        Prefix::new(self.path.clone(), self.direct_children_only)
+        Prefix {
+            path: self.path.clone(),
+            direct_children_only: self.direct_children_only,
+            exact: self.exact,
+            record: PhantomData,
+        }
     }
 }
 
@@ -105,6 +126,14 @@ pub fn fingerprint_segment(fingerprint: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
     root: String,
+}
+
+/// What a services key names: one instance of a release of an app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceKey {
+    pub app: AppName,
+    pub release: u64,
+    pub instance: String,
 }
 
 impl Keys {
@@ -272,6 +301,25 @@ impl Keys {
         Prefix::new(format!("{}/services/", self.root), false)
     }
 
+    /// What a services key (`<root>/services/<app>/<release>/<instance>`)
+    /// names; `None` if `key` is not one.
+    pub fn parse_service(&self, key: &str) -> Option<ServiceKey> {
+        let rest = self.services().child_name(key);
+        if rest.len() == key.len() {
+            return None;
+        }
+        let mut parts = rest.split('/');
+        let (app, release, instance) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || check_segment("instance", instance).is_err() {
+            return None;
+        }
+        Some(ServiceKey {
+            app: AppName::new(app).ok()?,
+            release: release.parse().ok()?,
+            instance: instance.to_string(),
+        })
+    }
+
     /// One image event; `id` sorts by time (zero-padded nanoseconds, then a suffix).
     pub fn image_event(&self, id: &str) -> Result<Key<ImageEvent>, NameError> {
         check_segment("event id", id)?;
@@ -374,5 +422,29 @@ mod tests {
         assert!(keys.unit("a/b.service").is_err());
         assert!(keys.token("").is_err());
         assert!(keys.service(&AppName::new("a").unwrap(), 1, "x/y").is_err());
+    }
+
+    #[test]
+    fn a_services_key_parses_back_into_what_it_names() {
+        let keys = Keys::new("/paz");
+        let app = AppName::new("demo").unwrap();
+        let key = keys.service(&app, 7, "2").unwrap();
+        assert_eq!(
+            keys.parse_service(key.as_str()),
+            Some(ServiceKey {
+                app,
+                release: 7,
+                instance: "2".into()
+            })
+        );
+        for other in [
+            "/paz/services/demo/7",
+            "/paz/services/demo/x/2",
+            "/paz/services/Demo/7/2",
+            "/paz/services/demo/7/2/extra",
+            "/other/services/demo/7/2",
+        ] {
+            assert_eq!(keys.parse_service(other), None, "{other}");
+        }
     }
 }

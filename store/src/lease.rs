@@ -81,6 +81,39 @@ impl Drop for Lease {
 }
 
 impl Store {
+    /// Takes the lock `key` for `holder` on `lease` once nobody holds it
+    /// (create-if-absent); while someone does, it waits on a watch until
+    /// their key goes, with their lease or their release. `waiting` runs
+    /// once, the first time it must wait. The lock is held while `lease`
+    /// lives (drop it to let go). Returns the revision of the write.
+    pub async fn acquire<F: std::future::Future<Output = ()>>(
+        &self,
+        key: &Key<String>,
+        holder: &str,
+        lease: &Lease,
+        waiting: impl FnOnce() -> F,
+    ) -> Result<i64> {
+        let mut waiting = Some(waiting);
+        loop {
+            let taken = self
+                .transaction()
+                .require_absent(key)
+                .put_on_lease(key, &holder.to_string(), lease)
+                .commit()
+                .await;
+            match taken {
+                Ok(revision) => return Ok(revision),
+                Err(crate::StoreError::Conflict { .. }) => {
+                    if let Some(waiting) = waiting.take() {
+                        waiting().await;
+                    }
+                    self.wait_until(key, |holder| holder.is_none()).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     /// Writes `value` at `key` bound to `lease`: it goes when the lease does.
     pub async fn put_on_lease<T: Record>(
         &self,

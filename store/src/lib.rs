@@ -21,12 +21,12 @@ pub mod names;
 pub mod records;
 mod watch;
 
-pub use client::{Entry, Listing, Store, StoreConfig, Transaction, Versioned};
+pub use client::{Entry, Listing, Store, StoreConfig, Transaction, Versioned, UPDATE_TRIES};
 pub use error::{ConflictKind, Result, StoreError};
 pub use etcd_tls::{EtcdTls, EtcdTlsError, TlsFiles};
 pub use hook_key::HookKey;
 pub use images::{ImageResolver, ResolvedImage};
-pub use keys::{fingerprint_segment, Key, Keys, Prefix};
+pub use keys::{fingerprint_segment, Key, Keys, Prefix, ServiceKey};
 pub use lease::{Lease, Registration};
 pub use local_etcd::{LocalEtcd, LocalEtcdError};
 pub use names::{AppName, NameError};

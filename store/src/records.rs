@@ -115,6 +115,38 @@ pub struct Token {
     pub signing_sealed: Option<String>,
 }
 
+impl Token {
+    /// A new token and its secret (`paz_` and 48 hex digits), which is shown
+    /// once and never stored: only its SHA-256 is.
+    pub fn create(name: &str, role: Role, apps: Vec<AppName>) -> (Token, String) {
+        let random: [u8; 24] = rand::random();
+        let secret = format!("paz_{}", hex::encode(random));
+        let token = Token {
+            name: name.to_string(),
+            secret_sha256: secret_sha256(&secret),
+            role,
+            apps,
+            signing_sealed: None,
+        };
+        (token, secret)
+    }
+
+    /// Whether `secret` is this token's (compared in constant time).
+    pub fn secret_matches(&self, secret: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        secret_sha256(secret)
+            .as_bytes()
+            .ct_eq(self.secret_sha256.as_bytes())
+            .into()
+    }
+}
+
+/// The SHA-256 of a token's secret, in hex, as [`Token`] keeps it.
+pub fn secret_sha256(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+}
+
 /// `/paz/apps/<app>`: an app's settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct App {
@@ -257,6 +289,40 @@ pub struct Release {
     /// setting, instances listen on the first (else 5000).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exposed_ports: Vec<u16>,
+}
+
+/// A release before Paz numbers it ([`crate::Store::create_release`]): it
+/// is recorded pending, with the next number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRelease {
+    pub image: crate::ResolvedImage,
+    pub git_sha: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub created_at: u64,
+    pub by: String,
+    pub cause: ReleaseCause,
+    pub processes: BTreeMap<String, String>,
+    pub release_command: Option<String>,
+}
+
+impl NewRelease {
+    /// The release as it is recorded as number `n`.
+    pub fn numbered(self, n: u64) -> Release {
+        Release {
+            n,
+            image: self.image.image,
+            source: self.image.source,
+            exposed_ports: self.image.exposed_ports,
+            git_sha: self.git_sha,
+            env: self.env,
+            created_at: self.created_at,
+            by: self.by,
+            cause: self.cause,
+            status: ReleaseStatus::Pending,
+            processes: self.processes,
+            release_command: self.release_command,
+        }
+    }
 }
 
 /// Where an image event came from.

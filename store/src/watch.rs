@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
 
 use crate::client::{Entry, Store};
-use crate::keys::Prefix;
+use crate::keys::{Key, Prefix};
 use crate::records::Record;
 
 /// Why a watch delivers the whole directory.
@@ -57,6 +57,16 @@ pub enum WatchEvent<T> {
 }
 
 impl<T> WatchEvent<T> {
+    /// For a watch of one key ([`Store::watch_key`]): its value after this
+    /// event, `None` if it is absent (or not a valid record).
+    pub fn into_latest(self) -> Option<T> {
+        match self {
+            WatchEvent::Snapshot { entries, .. } => entries.into_iter().next().map(|e| e.value),
+            WatchEvent::Put { value, .. } => Some(value),
+            WatchEvent::Delete { .. } | WatchEvent::Invalid { .. } => None,
+        }
+    }
+
     pub fn revision(&self) -> i64 {
         match self {
             WatchEvent::Snapshot { revision, .. }
@@ -113,6 +123,32 @@ impl Store {
     /// [`crate::Listing::revision`] + 1).
     pub fn watch_from<T: Record>(&self, prefix: &Prefix<T>, revision: i64) -> Watch<T> {
         self.start_watch(prefix, Start::Revision(revision))
+    }
+
+    /// Watches the one key `key`: a snapshot (empty or the value), then its
+    /// changes.
+    pub fn watch_key<T: Record>(&self, key: &Key<T>) -> Watch<T> {
+        self.start_watch(&Prefix::only(key), Start::Snapshot)
+    }
+
+    /// Waits until `until` holds for `key`'s value (`None`: absent): it reads
+    /// the key, then follows its changes on a watch (no polling), and returns
+    /// the value it had then. It waits for as long as it takes: callers bound
+    /// it with a timeout.
+    pub async fn wait_until<T: Record>(
+        &self,
+        key: &Key<T>,
+        mut until: impl FnMut(Option<&T>) -> bool,
+    ) -> Option<T> {
+        let mut watch = self.watch_key(key);
+        while let Some(event) = watch.next_event().await {
+            let now = event.into_latest();
+            if until(now.as_ref()) {
+                return now;
+            }
+        }
+        // The watch task does not end while the store lives.
+        std::future::pending().await
     }
 
     fn start_watch<T: Record>(&self, prefix: &Prefix<T>, start: Start) -> Watch<T> {

@@ -32,3 +32,26 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// Checks `check` every 200 ms until it gives a value, and returns it; fails
+/// the test, naming `what`, when `within` passes first. For conditions that
+/// Paz makes true by itself (an instance running, a key gone), in place of a
+/// fixed sleep.
+pub async fn eventually<T>(
+    what: &str,
+    within: std::time::Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within {} s",
+            within.as_secs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

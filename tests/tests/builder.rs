@@ -56,7 +56,10 @@ async fn build(
         by: "test".into(),
         may_use: None,
     };
-    let result = builder.build(request, lines).await;
+    let result = builder
+        .build(request, lines)
+        .await
+        .map_err(|error| error.to_string());
     let mut output = String::new();
     while let Ok(line) = received.try_recv() {
         output.push_str(&line);

@@ -7,16 +7,11 @@ use std::time::Duration;
 
 use store::{AppName, Store, WatchEvent};
 
-async fn wait_until_gone(store: &Store, key: &store::Key<String>, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    while store.get(key).await.unwrap().is_some() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{key} still exists after {}s",
-            within.as_secs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn wait_until_gone<T: store::Record>(store: &Store, key: &store::Key<T>, within: Duration) {
+    tests::eventually(&format!("{key} going"), within, async || {
+        store.get(key).await.unwrap().is_none().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -83,14 +78,7 @@ async fn dropping_a_registration_deletes_its_key_without_waiting_for_the_ttl() {
     assert_eq!(store.get(&key).await.unwrap().unwrap().value, machine);
     drop(registration);
     // Well under the 60s TTL: the lease was revoked, not left to expire.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while store.get(&key).await.unwrap().is_some() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the key outlived its dropped registration"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_gone(&store, &key, Duration::from_secs(10)).await;
 }
 
 #[tokio::test]
@@ -139,4 +127,73 @@ async fn a_registration_writes_its_key_again_after_its_lease_is_lost() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn a_lock_waits_on_a_watch_for_its_holder_to_let_go() {
+    let store = tests::test_store("lease-lock").await;
+    let key = store.keys().leader("deploy-demo").unwrap();
+    let first = store.grant_lease(Duration::from_secs(30)).await.unwrap();
+    store
+        .acquire(&key, "first", &first, || async {
+            panic!("a free lock is taken at once")
+        })
+        .await
+        .unwrap();
+    let (told, mut waited) = tokio::sync::oneshot::channel();
+    let second = {
+        let (store, key) = (store.clone(), key.clone());
+        tokio::spawn(async move {
+            let lease = store.grant_lease(Duration::from_secs(30)).await.unwrap();
+            store
+                .acquire(&key, "second", &lease, || async move {
+                    let _ = told.send(());
+                })
+                .await
+                .unwrap();
+            lease
+        })
+    };
+    // The second says that it waits, and waits while the first holds it.
+    tokio::time::timeout(Duration::from_secs(10), &mut waited)
+        .await
+        .expect("the second waiter says it waits")
+        .unwrap();
+    assert_eq!(store.get(&key).await.unwrap().unwrap().value, "first");
+    assert!(!second.is_finished());
+    // The first lets go (its lease goes): the second holds it at once.
+    drop(first);
+    let _lease = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the lock passes on when its holder lets go")
+        .unwrap();
+    assert_eq!(store.get(&key).await.unwrap().unwrap().value, "second");
+}
+
+#[tokio::test]
+async fn wait_until_follows_one_key_and_not_its_neighbours() {
+    let store = tests::test_store("wait-until").await;
+    let app = AppName::new("demo").unwrap();
+    let one = store.keys().service(&app, 1, "1").unwrap();
+    let ten = store.keys().service(&app, 1, "10").unwrap();
+    let waiting = {
+        let (store, one) = (store.clone(), one.clone());
+        tokio::spawn(async move { store.wait_until(&one, |addr| addr.is_some()).await })
+    };
+    // A key that starts with it is another key.
+    store
+        .put(&ten, &"10.0.0.10:5000".to_string())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "it woke for another key");
+    store.put(&one, &"10.0.0.1:5000".to_string()).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("it sees its key written")
+        .unwrap();
+    assert_eq!(seen.as_deref(), Some("10.0.0.1:5000"));
+    // Already true: it returns at once, from the key's snapshot.
+    let now = store.wait_until(&ten, |addr| addr.is_some()).await;
+    assert_eq!(now.as_deref(), Some("10.0.0.10:5000"));
 }

@@ -20,11 +20,7 @@ pub(crate) async fn load(
         .store
         .get(&context.store.keys().app(&app))
         .await?
-        .ok_or_else(|| {
-            VerbError::NotFound(format!(
-                "app `{app}` does not exist: create it with apps:create {app}"
-            ))
-        })?;
+        .ok_or_else(|| missing(&app))?;
     Ok((app, record))
 }
 
@@ -34,25 +30,29 @@ pub(crate) async fn update<T>(
     context: &Context,
     caller: &Caller,
     name: &str,
-    mut change: impl FnMut(&mut App) -> Result<T, VerbError>,
+    change: impl FnMut(&mut App) -> Result<T, VerbError>,
 ) -> Result<(App, T), VerbError> {
-    for _ in 0..10 {
-        let (app, mut record) = load(context, caller, name).await?;
-        let result = change(&mut record.value)?;
-        let key = context.store.keys().app(&app);
-        match context
-            .store
-            .update(&key, record.mod_revision, &record.value)
-            .await
-        {
-            Ok(_) => return Ok((record.value, result)),
-            Err(error) if error.conflict().is_some() => continue,
-            Err(error) => return Err(error.into()),
-        }
+    let app = AppName::new(name)?;
+    caller.require_app(&app)?;
+    match context
+        .store
+        .update_with(&context.store.keys().app(&app), change)
+        .await
+    {
+        Ok(Some(updated)) => Ok(updated),
+        Ok(None) => Err(missing(&app)),
+        Err(VerbError::Store(error)) if error.conflict().is_some() => Err(VerbError::Conflict(
+            format!("app `{app}` kept changing while this ran: try again"),
+        )),
+        Err(error) => Err(error),
     }
-    Err(VerbError::Conflict(format!(
-        "app `{name}` kept changing while this ran: try again"
-    )))
+}
+
+/// That `app` does not exist, and how to make it.
+fn missing(app: &AppName) -> VerbError {
+    VerbError::NotFound(format!(
+        "app `{app}` does not exist: create it with apps:create {app}"
+    ))
 }
 
 pub(crate) async fn list(context: &Context, caller: &Caller) -> Result<Outcome, VerbError> {

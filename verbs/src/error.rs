@@ -24,4 +24,69 @@ pub enum VerbError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Disk(String),
+    /// A rollout or restart failed; `said` is what it reported until then.
+    #[error("{}", join(said, error))]
+    Rollout {
+        said: String,
+        #[source]
+        error: deployer::DeployError,
+    },
+}
+
+fn join(said: &str, error: &deployer::DeployError) -> String {
+    format!("{said}\n{error}").trim().to_string()
+}
+
+impl VerbError {
+    /// The store failure behind this error, if that is what it is: Paz's
+    /// store is unreachable, not the caller's request wrong.
+    pub fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            VerbError::Store(error) => Some(error),
+            VerbError::Rollout { error, .. } => error.store_error(),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_store_timeout_during_a_rollout_is_the_store_not_the_caller() {
+        // What `ps:scale` met when etcd stopped answering mid-rollout.
+        let timeout = StoreError::Timeout {
+            endpoints: "https://127.0.0.1:2379".into(),
+            operation: "get /paz/apps/demo/current".into(),
+            timeout: Duration::from_secs(5),
+        };
+        let error = VerbError::Rollout {
+            said: "-----> Starting demo-v3-web-2".into(),
+            error: deployer::DeployError::Store(timeout),
+        };
+        assert!(error.store_error().is_some(), "{error}");
+        let said = error.to_string();
+        assert!(
+            said.starts_with("-----> Starting demo-v3-web-2\n"),
+            "{said}"
+        );
+        assert!(
+            said.contains(
+                "did not answer get /paz/apps/demo/current within 5s: check that etcd is running"
+            ),
+            "{said}"
+        );
+        // A failed health check is the app's, not the store's.
+        let unhealthy = VerbError::Rollout {
+            said: String::new(),
+            error: deployer::DeployError::Broken {
+                unit: "demo-v3-web-2".into(),
+                reason: "failed: exit code 1".into(),
+            },
+        };
+        assert!(unhealthy.store_error().is_none());
+        assert_eq!(unhealthy.to_string(), "demo-v3-web-2 failed: exit code 1");
+    }
 }

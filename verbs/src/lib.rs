@@ -23,11 +23,11 @@ use std::path::PathBuf;
 
 use serde_json::json;
 use store::Store;
+use support::now;
 
 pub use apps::create_app;
 pub use caller::Caller;
 pub use error::VerbError;
-pub use tokens::{new_token, secret_sha256};
 
 /// What verbs work on.
 #[derive(Debug, Clone)]
@@ -50,23 +50,21 @@ pub trait Rollouts: Send + Sync + std::fmt::Debug {
         app: store::AppName,
         n: u64,
         report: tokio::sync::mpsc::Sender<String>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+    ) -> futures::future::BoxFuture<'static, Result<(), deployer::DeployError>>;
 
     /// Restarts the serving release's instances one at a time.
     fn restart(
         &self,
         app: store::AppName,
         report: tokio::sync::mpsc::Sender<String>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+    ) -> futures::future::BoxFuture<'static, Result<(), deployer::DeployError>>;
 
     /// Pins an image reference to its digest and reads its exposed ports,
     /// for a release of it.
     fn resolve_image(
         &self,
         reference: String,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<store::ResolvedImage, String>> + Send>,
-    >;
+    ) -> futures::future::BoxFuture<'static, Result<store::ResolvedImage, deployer::DeployError>>;
 
     /// The app whose repository in Paz's registry `reference` names, if any.
     fn image_owner(&self, reference: &str) -> Option<store::AppName>;
@@ -356,12 +354,4 @@ fn age(seconds: u64) -> String {
         (0, h, m) => format!("{h}h {m}m"),
         (d, h, _) => format!("{d}d {h}h"),
     }
-}
-
-/// Seconds since the Unix epoch.
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or_default()
 }

@@ -4,7 +4,7 @@
 //! lines become the verb's output.
 
 use serde_json::json;
-use store::records::{ActiveState, Release, ReleaseCause, ReleaseStatus};
+use store::records::{ActiveState, NewRelease, Release, ReleaseCause, ReleaseStatus};
 use store::{AppName, ResolvedImage};
 
 use crate::apps::{load, update};
@@ -113,17 +113,13 @@ async fn release_and_roll_out(
     cause: ReleaseCause,
 ) -> Result<Outcome, VerbError> {
     let rollouts = context.rollouts()?;
-    let release = Release {
-        n: 0,
-        image: image.image,
-        source: image.source,
-        exposed_ports: image.exposed_ports,
+    let release = NewRelease {
+        image,
         git_sha: from.and_then(|r| r.git_sha.clone()),
         env,
         created_at: now(),
         by: caller.name.clone(),
         cause,
-        status: ReleaseStatus::Pending,
         processes: from.map(|r| r.processes.clone()).unwrap_or_default(),
         release_command: from.and_then(|r| r.release_command.clone()),
     };
@@ -148,7 +144,7 @@ async fn collect_lines<F>(
     job: impl FnOnce(tokio::sync::mpsc::Sender<String>) -> F,
 ) -> Result<Outcome, VerbError>
 where
-    F: std::future::Future<Output = Result<(), String>>,
+    F: std::future::Future<Output = Result<(), deployer::DeployError>>,
 {
     let (lines, mut received) = tokio::sync::mpsc::channel(64);
     let collect = tokio::spawn(async move {
@@ -162,9 +158,7 @@ where
     let said = collect.await.unwrap_or_default().join("\n");
     match result {
         Ok(()) => Ok(Outcome::new(said, json!({"app": app, "release": n}))),
-        Err(reason) => Err(VerbError::Invalid(
-            format!("{said}\n{reason}").trim().to_string(),
-        )),
+        Err(error) => Err(VerbError::Rollout { said, error }),
     }
 }
 
@@ -225,7 +219,10 @@ pub(crate) async fn deploy(
         .rollouts()?
         .resolve_image(image.clone())
         .await
-        .map_err(|reason| VerbError::Invalid(format!("cannot deploy {image}: {reason}")))?;
+        .map_err(|error| match error {
+            deployer::DeployError::Store(error) => VerbError::Store(error),
+            error => VerbError::Invalid(format!("cannot deploy {image}: {error}")),
+        })?;
     let pinned = if resolved.image == image {
         String::new()
     } else {

@@ -3,32 +3,12 @@
 
 use rand::RngExt;
 use serde_json::json;
-use sha2::{Digest, Sha256};
-use store::records::{Role, Token};
+use store::records::Token;
 use store::AppName;
 
 use crate::args::Args;
 use crate::keys::role_and_apps;
 use crate::{Caller, Context, Outcome, VerbError};
-
-/// The hex SHA-256 of a token secret, as stored.
-pub fn secret_sha256(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
-}
-
-/// A new token record and its secret (which is never stored).
-pub fn new_token(name: &str, role: Role, apps: Vec<AppName>) -> (Token, String) {
-    let random: [u8; 24] = rand::rng().random();
-    let secret = format!("paz_{}", hex::encode(random));
-    let token = Token {
-        name: name.to_string(),
-        secret_sha256: secret_sha256(&secret),
-        role,
-        apps,
-        signing_sealed: None,
-    };
-    (token, secret)
-}
 
 fn describe(token: &Token) -> String {
     let role = token.role.as_str();
@@ -71,7 +51,7 @@ pub(crate) async fn create(
     caller.require_admin("create tokens")?;
     let (role, apps) = role_and_apps(&flags)?;
     let key = context.store.keys().token(&name)?;
-    let (mut token, secret) = new_token(&name, role, apps);
+    let (mut token, secret) = Token::create(&name, role, apps);
     // Its webhook signing secret, sealed with the control hosts' key: etcd
     // holds nothing that signs.
     let signing = context.hooks.as_ref().map(|hooks| {

@@ -39,7 +39,7 @@ pub async fn add_token(
     let signing = format!("whsec_{name}_{}", hex::encode(rand_bytes()));
     let token = Token {
         name: name.to_string(),
-        secret_sha256: verbs::secret_sha256(&secret),
+        secret_sha256: store::records::secret_sha256(&secret),
         role,
         apps: apps.iter().map(|app| AppName::new(app).unwrap()).collect(),
         signing_sealed: Some(hooks.seal(name, signing.as_bytes())),
