@@ -115,39 +115,78 @@ impl Outcome {
 }
 
 /// One verb as `help` lists it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Verb {
     pub name: &'static str,
     pub usage: &'static str,
     pub summary: &'static str,
     /// Whether it reads its input (e.g. a public key) from stdin.
     pub reads_stdin: bool,
+    /// What runs it: the one place a name meets its code.
+    run: Run,
 }
 
-const fn verb(name: &'static str, usage: &'static str, summary: &'static str) -> Verb {
+/// A verb's code: the context, the caller, its arguments and stdin.
+type Run = for<'a> fn(
+    &'a Context,
+    &'a Caller,
+    args::Args,
+    &'a [u8],
+) -> futures::future::BoxFuture<'a, Result<Outcome, VerbError>>;
+
+impl std::fmt::Debug for Verb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verb")
+            .field("name", &self.name)
+            .field("usage", &self.usage)
+            .finish()
+    }
+}
+
+const fn verb(name: &'static str, usage: &'static str, summary: &'static str, run: Run) -> Verb {
     Verb {
         name,
         usage,
         summary,
         reads_stdin: false,
+        run,
     }
 }
 
 /// Every verb, in the order `help` lists them.
 pub const VERBS: &[Verb] = &[
-    verb("help", "help", "list the verbs"),
-    verb("apps:list", "apps:list", "list the apps you may use"),
-    verb("apps:create", "apps:create APP", "create an app (admin)"),
-    verb("apps:info", "apps:info APP", "show an app's settings"),
+    verb("help", "help", "list the verbs", |_, _, _, _| {
+        Box::pin(async { Ok(help()) })
+    }),
+    verb(
+        "apps:list",
+        "apps:list",
+        "list the apps you may use",
+        |context, caller, _, _| Box::pin(apps::list(context, caller)),
+    ),
+    verb(
+        "apps:create",
+        "apps:create APP",
+        "create an app (admin)",
+        |context, caller, args, _| Box::pin(apps::create(context, caller, args)),
+    ),
+    verb(
+        "apps:info",
+        "apps:info APP",
+        "show an app's settings",
+        |context, caller, args, _| Box::pin(apps::info(context, caller, args)),
+    ),
     verb(
         "apps:destroy",
         "apps:destroy APP --force",
         "delete an app, its releases and its repo (admin)",
+        |context, caller, args, _| Box::pin(apps::destroy(context, caller, args)),
     ),
     verb(
         "ssh-keys:list",
         "ssh-keys:list",
         "list the SSH keys (admin)",
+        |context, caller, _, _| Box::pin(keys::list(context, caller)),
     ),
     Verb {
         reads_stdin: true,
@@ -155,116 +194,158 @@ pub const VERBS: &[Verb] = &[
             "ssh-keys:add",
             "ssh-keys:add NAME [--role admin|deployer] [--apps A,B] < key.pub",
             "add the public key on stdin (admin)",
+            |context, caller, args, stdin| Box::pin(keys::add(context, caller, args, stdin)),
         )
     },
     verb(
         "ssh-keys:remove",
         "ssh-keys:remove NAME|FINGERPRINT",
         "remove an SSH key (admin)",
+        |context, caller, args, _| Box::pin(keys::remove(context, caller, args)),
     ),
-    verb("tokens:list", "tokens:list", "list the API tokens (admin)"),
+    verb(
+        "tokens:list",
+        "tokens:list",
+        "list the API tokens (admin)",
+        |context, caller, _, _| Box::pin(tokens::list(context, caller)),
+    ),
     verb(
         "tokens:create",
         "tokens:create NAME [--role admin|deployer|machine] [--apps A,B]",
         "create an API token and print its secret once (admin)",
+        |context, caller, args, _| Box::pin(tokens::create(context, caller, args)),
     ),
     verb(
         "tokens:revoke",
         "tokens:revoke NAME",
         "revoke an API token (admin)",
+        |context, caller, args, _| Box::pin(tokens::revoke(context, caller, args)),
     ),
     verb(
         "config:show",
         "config:show APP",
         "show an app's environment",
+        |context, caller, args, _| Box::pin(config::show(context, caller, args)),
     ),
     verb(
         "config:get",
         "config:get APP KEY",
         "print one environment variable",
+        |context, caller, args, _| Box::pin(config::get(context, caller, args)),
     ),
     verb(
         "config:set",
         "config:set APP KEY=VALUE ...",
         "set environment variables",
+        |context, caller, args, _| Box::pin(config::set(context, caller, args)),
     ),
     verb(
         "config:unset",
         "config:unset APP KEY ...",
         "remove environment variables",
+        |context, caller, args, _| Box::pin(config::unset(context, caller, args)),
     ),
     verb(
         "domains:list",
         "domains:list APP",
         "list the domains routed to an app",
+        |context, caller, args, _| Box::pin(domains::list(context, caller, args)),
     ),
     verb(
         "domains:add",
         "domains:add APP DOMAIN",
         "route a domain to an app",
+        |context, caller, args, _| Box::pin(domains::add(context, caller, args)),
     ),
     verb(
         "domains:remove",
         "domains:remove APP DOMAIN",
         "stop routing a domain to an app",
+        |context, caller, args, _| Box::pin(domains::remove(context, caller, args)),
     ),
-    verb("builds", "builds APP", "list an app's builds, newest first"),
+    verb(
+        "builds",
+        "builds APP",
+        "list an app's builds, newest first",
+        |context, caller, args, _| Box::pin(builds::list(context, caller, args)),
+    ),
     verb(
         "machines:list",
         "machines:list",
         "list the machines and their units (admin)",
+        |context, caller, _, _| Box::pin(cluster::machines(context, caller)),
     ),
     verb(
         "units:list",
         "units:list [APP]",
         "list units, where they run and their state",
+        |context, caller, args, _| Box::pin(cluster::units(context, caller, args)),
     ),
-    verb("units:cat", "units:cat UNIT", "print a unit file"),
+    verb(
+        "units:cat",
+        "units:cat UNIT",
+        "print a unit file",
+        |context, caller, args, _| Box::pin(cluster::cat(context, caller, args)),
+    ),
     verb(
         "builds:log",
         "builds:log APP [ID]",
         "print a build's log (the newest by default)",
+        |context, caller, args, _| Box::pin(builds::log(context, caller, args)),
     ),
     verb(
         "health:set",
         "health:set APP [path=/up] [timeout=5] [attempts=3]",
         "set how new instances are checked",
+        |context, caller, args, _| Box::pin(health::set(context, caller, args)),
     ),
     verb(
         "ports:set",
         "ports:set APP PORT|default",
         "set the port the app listens on ($PORT; default: the image's EXPOSE, else 5000)",
+        |context, caller, args, _| Box::pin(ports::set(context, caller, args)),
     ),
     verb(
         "releases",
         "releases APP",
         "list an app's releases, newest first",
+        |context, caller, args, _| Box::pin(releases::list(context, caller, args)),
     ),
     verb(
         "deploy",
         "deploy APP IMAGE",
         "release IMAGE with the app's env and roll it out",
+        |context, caller, args, _| Box::pin(releases::deploy(context, caller, args)),
     ),
     verb(
         "rollback",
         "rollback APP [N]",
         "release an earlier release's image and env again (default: the one before)",
+        |context, caller, args, _| Box::pin(releases::rollback(context, caller, args)),
     ),
     verb(
         "deploy:follow",
         "deploy:follow APP REPO [TAG-GLOB]",
         "deploy each new tag of REPO (matching TAG-GLOB) pushed to Paz's registry",
+        |context, caller, args, _| Box::pin(releases::follow(context, caller, args)),
     ),
-    verb("ps", "ps APP", "list an app's instances"),
+    verb(
+        "ps",
+        "ps APP",
+        "list an app's instances",
+        |context, caller, args, _| Box::pin(releases::ps(context, caller, args)),
+    ),
     verb(
         "ps:restart",
         "ps:restart APP",
         "restart an app's instances one at a time",
+        |context, caller, args, _| Box::pin(releases::restart(context, caller, args)),
     ),
     verb(
         "ps:scale",
         "ps:scale APP [web=N] [worker=M]",
         "run N web and M worker instances of the current release",
+        |context, caller, args, _| Box::pin(releases::scale(context, caller, args)),
     ),
 ];
 
@@ -285,42 +366,7 @@ pub async fn run(
     let Some(spec) = find(verb) else {
         return Err(VerbError::UnknownVerb(verb.to_string()));
     };
-    let args = args::Args::new(spec, args);
-    match spec.name {
-        "help" => Ok(help()),
-        "apps:list" => apps::list(context, caller).await,
-        "apps:create" => apps::create(context, caller, args).await,
-        "apps:info" => apps::info(context, caller, args).await,
-        "apps:destroy" => apps::destroy(context, caller, args).await,
-        "ssh-keys:list" => keys::list(context, caller).await,
-        "ssh-keys:add" => keys::add(context, caller, args, stdin).await,
-        "ssh-keys:remove" => keys::remove(context, caller, args).await,
-        "tokens:list" => tokens::list(context, caller).await,
-        "tokens:create" => tokens::create(context, caller, args).await,
-        "tokens:revoke" => tokens::revoke(context, caller, args).await,
-        "config:show" => config::show(context, caller, args).await,
-        "config:get" => config::get(context, caller, args).await,
-        "config:set" => config::set(context, caller, args).await,
-        "config:unset" => config::unset(context, caller, args).await,
-        "domains:list" => domains::list(context, caller, args).await,
-        "domains:add" => domains::add(context, caller, args).await,
-        "domains:remove" => domains::remove(context, caller, args).await,
-        "health:set" => health::set(context, caller, args).await,
-        "ports:set" => ports::set(context, caller, args).await,
-        "builds" => builds::list(context, caller, args).await,
-        "machines:list" => cluster::machines(context, caller).await,
-        "units:list" => cluster::units(context, caller, args).await,
-        "units:cat" => cluster::cat(context, caller, args).await,
-        "builds:log" => builds::log(context, caller, args).await,
-        "releases" => releases::list(context, caller, args).await,
-        "deploy" => releases::deploy(context, caller, args).await,
-        "rollback" => releases::rollback(context, caller, args).await,
-        "ps" => releases::ps(context, caller, args).await,
-        "ps:restart" => releases::restart(context, caller, args).await,
-        "deploy:follow" => releases::follow(context, caller, args).await,
-        "ps:scale" => releases::scale(context, caller, args).await,
-        other => Err(VerbError::UnknownVerb(other.to_string())),
-    }
+    (spec.run)(context, caller, args::Args::new(spec, args), stdin).await
 }
 
 fn help() -> Outcome {
@@ -353,5 +399,30 @@ fn age(seconds: u64) -> String {
         (0, 0, m) => format!("{m}m {}s", elapsed % 60),
         (0, h, m) => format!("{h}h {m}m"),
         (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_table_names_each_verb_once_and_help_lists_them_all() {
+        let mut names: Vec<&str> = VERBS.iter().map(|verb| verb.name).collect();
+        names.sort_unstable();
+        let count = names.len();
+        names.dedup();
+        assert_eq!(names.len(), count, "a verb is named twice");
+        let help = help();
+        for verb in VERBS {
+            assert!(
+                verb.usage.split_whitespace().next() == Some(verb.name),
+                "{}: its usage starts with its name",
+                verb.name
+            );
+            assert!(help.text.contains(verb.usage), "help lists {}", verb.name);
+            assert_eq!(find(verb.name).map(|found| found.name), Some(verb.name));
+        }
+        assert!(find("apps:frobnicate").is_none());
     }
 }
