@@ -172,12 +172,13 @@ async fn units_are_placed_by_the_rules_and_a_lost_machines_units_move() {
         )
         .await
         .unwrap();
-    for _ in 0..100 {
-        if unplaced(&store).await.contains_key("bad.service") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tests::eventually("bad.service unplaced", Duration::from_secs(5), async || {
+        unplaced(&store)
+            .await
+            .contains_key("bad.service")
+            .then_some(())
+    })
+    .await;
     assert!(
         unplaced(&store).await["bad.service"].contains("invalid"),
         "{:?}",
@@ -208,14 +209,17 @@ async fn units_are_placed_by_the_rules_and_a_lost_machines_units_move() {
             "{unit} on a live machine must not move"
         );
     }
-    for _ in 0..100 {
-        let reasons = unplaced(&store).await;
-        if reasons.contains_key("fast-v1-web-1.service") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let reasons = unplaced(&store).await;
+    let reasons = tests::eventually(
+        "fast-v1-web-1 unplaced",
+        Duration::from_secs(5),
+        async || {
+            let reasons = unplaced(&store).await;
+            reasons
+                .contains_key("fast-v1-web-1.service")
+                .then_some(reasons)
+        },
+    )
+    .await;
     assert!(
         reasons["fast-v1-web-1.service"].contains("MachineMetadata"),
         "{reasons:?}"
