@@ -604,44 +604,15 @@ impl Deployer {
         unit: &str,
         report: &mpsc::Sender<String>,
     ) -> Result<()> {
-        let keys = self.store.keys();
-        let mut announced = self
-            .store
-            .watch_key(&keys.service(app, n, &index.to_string())?);
-        let mut state = self.store.watch_key(&keys.unit_state(unit)?);
-        let mut placed = self.store.watch_key(&keys.schedule(unit)?);
-        let deadline = tokio::time::sleep(self.config.health_timeout);
-        tokio::pin!(deadline);
-        let (mut told_machine, mut last_reason) = (false, None);
-        loop {
-            tokio::select! {
-                () = &mut deadline => break,
-                Some(event) = announced.next_event() => {
-                    if event.into_latest().is_some() {
-                        return Ok(());
-                    }
-                }
-                Some(event) = state.next_event() => {
-                    if let Some(state) = event.into_latest() {
-                        if let Some(error) = broken(unit, &state) {
-                            return Err(error);
-                        }
-                        last_reason = state.reason;
-                    }
-                }
-                Some(event) = placed.next_event(), if !told_machine => {
-                    if let Some(machine) = event.into_latest() {
-                        told_machine = true;
-                        tell_machine(report, unit, &machine).await;
-                    }
-                }
-            }
-        }
+        let service = self.store.keys().service(app, n, &index.to_string())?;
+        let Some(waited) = self.until_ready(unit, Some(service), report).await? else {
+            return Ok(());
+        };
         Err(DeployError::Unhealthy {
             unit: unit.trim_end_matches(".service").to_string(),
             after: self.config.health_timeout,
-            placed: told_machine,
-            last_reason,
+            placed: waited.placed,
+            last_reason: waited.last_reason,
             advice: self.health_advice(app, n).await,
         })
     }
@@ -679,37 +650,59 @@ impl Deployer {
     /// Waits until a worker's container runs (its agent says active); fails
     /// early if it fails or keeps crashing, and after the health timeout.
     async fn until_running(&self, unit: &str, report: &mpsc::Sender<String>) -> Result<()> {
+        match self.until_ready(unit, None, report).await? {
+            None => Ok(()),
+            Some(_) => Err(DeployError::TimedOut {
+                what: format!("{} starting", unit.trim_end_matches(".service")),
+                after: self.config.health_timeout,
+            }),
+        }
+    }
+
+    /// Follows a new instance on watches until it is ready: announced at
+    /// `announced` (a web instance), else running. Says on which machine it
+    /// starts; an error if it fails or keeps crashing; what was seen, if the
+    /// health timeout passed first.
+    async fn until_ready(
+        &self,
+        unit: &str,
+        announced: Option<store::Key<String>>,
+        report: &mpsc::Sender<String>,
+    ) -> Result<Option<Waited>> {
         let keys = self.store.keys();
         let mut state = self.store.watch_key(&keys.unit_state(unit)?);
         let mut placed = self.store.watch_key(&keys.schedule(unit)?);
+        let mut service = announced.as_ref().map(|key| self.store.watch_key(key));
         let deadline = tokio::time::sleep(self.config.health_timeout);
         tokio::pin!(deadline);
-        let mut told_machine = false;
+        let mut waited = Waited::default();
         loop {
             tokio::select! {
-                () = &mut deadline => break,
+                () = &mut deadline => return Ok(Some(waited)),
+                Some(event) = async { service.as_mut()?.next_event().await }, if service.is_some() => {
+                    if event.into_latest().is_some() {
+                        return Ok(None);
+                    }
+                }
                 Some(event) = state.next_event() => {
                     if let Some(state) = event.into_latest() {
                         if let Some(error) = broken(unit, &state) {
                             return Err(error);
                         }
-                        if state.active == ActiveState::Active {
-                            return Ok(());
+                        if announced.is_none() && state.active == ActiveState::Active {
+                            return Ok(None);
                         }
+                        waited.last_reason = state.reason;
                     }
                 }
-                Some(event) = placed.next_event(), if !told_machine => {
+                Some(event) = placed.next_event(), if !waited.placed => {
                     if let Some(machine) = event.into_latest() {
-                        told_machine = true;
+                        waited.placed = true;
                         tell_machine(report, unit, &machine).await;
                     }
                 }
             }
         }
-        Err(DeployError::TimedOut {
-            what: format!("{} starting", unit.trim_end_matches(".service")),
-            after: self.config.health_timeout,
-        })
     }
 
     async fn set_status(&self, app: &AppName, n: u64, status: ReleaseStatus) -> Result<()> {
@@ -727,6 +720,15 @@ impl Deployer {
             Err(error) => Err(error),
         }
     }
+}
+
+/// What a wait for a new instance saw before its time ran out.
+#[derive(Debug, Default)]
+struct Waited {
+    /// Whether it was placed on a machine.
+    placed: bool,
+    /// The last reason its agent gave.
+    last_reason: Option<String>,
 }
 
 /// What a rollout changed so far, to take back if it fails.
@@ -825,12 +827,8 @@ pub fn plan_rollout(
 
 /// Instances 1 to `wanted` in batches of `size` (at least 1).
 fn batches(wanted: u32, size: usize) -> Vec<Vec<u32>> {
-    let size = u32::try_from(size.max(1)).unwrap_or(u32::MAX);
-    (1..=wanted)
-        .collect::<Vec<_>>()
-        .chunks(size as usize)
-        .map(<[u32]>::to_vec)
-        .collect()
+    let all: Vec<u32> = (1..=wanted).collect();
+    all.chunks(size.max(1)).map(<[u32]>::to_vec).collect()
 }
 
 async fn say_stopping(report: &mpsc::Sender<String>, unit: &str) {

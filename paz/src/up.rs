@@ -218,7 +218,8 @@ async fn run_roles(
         follower.run(stop).await;
         Ok::<(), std::convert::Infallible>(())
     });
-    let proxy_drain = proxy::ProxyConfig::default().shutdown_timeout;
+    // Shutdown waits for the proxy's drain (none without a proxy).
+    let mut proxy_drain = Duration::ZERO;
     let http_addr = if config.server_only {
         None
     } else {
@@ -236,6 +237,7 @@ async fn run_roles(
             max_connections: caps.proxy,
             ..Default::default()
         };
+        proxy_drain = proxy_config.shutdown_timeout;
         let proxy = proxy::Proxy::new(proxy_config, store.clone())?;
         if let Some(mut metrics) = crate::serve_proxy_metrics(&proxy, config.metrics_listen).await?
         {

@@ -82,8 +82,8 @@ struct State {
     pools: Pools,
     metrics: Arc<metrics::Metrics>,
     access_log: Option<access_log::Writer>,
-    /// One permit per client connection, shared by every worker.
-    slots: Arc<tokio::sync::Semaphore>,
+    /// One slot per client connection, shared by every worker.
+    slots: support::Slots,
 }
 
 /// What became of one request, for the metrics and the access log.
@@ -196,7 +196,7 @@ impl Proxy {
         let metrics = Arc::new(metrics::Metrics::new());
         let watcher = tokio::spawn(watch::keep_current(store, table.clone(), metrics.clone()));
         let pools = Pools::new(config.connect_timeout);
-        let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
+        let slots = support::Slots::new("proxy", config.max_connections);
         Ok(Proxy {
             state: Arc::new(State {
                 slots,
@@ -328,27 +328,12 @@ async fn serve_on(
         .max_buf_size(state.config.max_header_bytes.max(8192))
         .writev(false);
     tokio::pin!(shutdown);
-    let mut at_cap = false;
     loop {
         // A connection is taken only with a slot for it: at the cap the rest
         // wait in the backlog, and the descriptors left serve the other roles.
-        let slot = match state.slots.clone().try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
-                if !std::mem::replace(&mut at_cap, true) {
-                    warn!(
-                        limit = state.config.max_connections,
-                        "proxy: connection cap reached; new connections wait until one closes"
-                    );
-                }
-                tokio::select! {
-                    _ = &mut shutdown => break,
-                    slot = state.slots.clone().acquire_owned() => match slot {
-                        Ok(slot) => slot,
-                        Err(_) => break,
-                    },
-                }
-            }
+        let slot = tokio::select! {
+            _ = &mut shutdown => break,
+            slot = state.slots.take() => slot,
         };
         let (stream, client) = tokio::select! {
             _ = &mut shutdown => break,
@@ -370,9 +355,6 @@ async fn serve_on(
                 }
             },
         };
-        if state.slots.available_permits() > state.config.max_connections / 2 {
-            at_cap = false;
-        }
         let _ = stream.set_nodelay(true);
         let first_byte = state.config.header_timeout;
         let state = state.clone();

@@ -160,10 +160,6 @@ impl Principal {
     }
 }
 
-fn secret_matches(token: &Token, secret: &str) -> bool {
-    token.secret_matches(secret)
-}
-
 /// The caller of a registry request, from its Basic credentials.
 pub(crate) async fn basic(
     tokens: &Tokens,
@@ -186,12 +182,12 @@ pub(crate) async fn basic(
         .ok_or_else(missing)?;
     let (name, secret) = decoded.split_once(':').ok_or_else(missing)?;
     if let Some(token) = tokens.by_name(store, name).await {
-        if secret_matches(&token, secret) {
+        if token.secret_matches(secret) {
             return Ok(Principal::from_token(&token));
         }
         // The secret may have been rotated since the watch last heard.
         if let Some(token) = Tokens::fresh(store, name).await {
-            if secret_matches(&token, secret) {
+            if token.secret_matches(secret) {
                 return Ok(Principal::from_token(&token));
             }
         }
@@ -204,7 +200,7 @@ pub(crate) async fn by_secret(tokens: &Tokens, store: &Store, secret: &str) -> O
     let mut found = None;
     // Every token is compared, so the time taken says nothing about which matched.
     for token in tokens.all(store).await {
-        if secret_matches(&token, secret) {
+        if token.secret_matches(secret) {
             found = Some(Principal::from_token(&token));
         }
     }

@@ -5,13 +5,12 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 use tracing::warn;
 
@@ -39,28 +38,10 @@ impl Capped {
     ) -> io::Result<Capped> {
         let local = listener.local_addr()?;
         let (send, ready) = mpsc::channel(64);
-        let slots = Arc::new(Semaphore::new(max.max(1)));
+        let slots = support::Slots::new("registry", max);
         let acceptor = tokio::spawn(async move {
-            let mut at_cap = false;
             loop {
-                let slot = match slots.clone().try_acquire_owned() {
-                    Ok(slot) => slot,
-                    Err(_) => {
-                        if !std::mem::replace(&mut at_cap, true) {
-                            warn!(
-                                limit = max,
-                                "registry: connection cap reached; new connections wait until one closes"
-                            );
-                        }
-                        match slots.clone().acquire_owned().await {
-                            Ok(slot) => slot,
-                            Err(_) => return,
-                        }
-                    }
-                };
-                if slots.available_permits() > max / 2 {
-                    at_cap = false;
-                }
+                let slot = slots.take().await;
                 let (stream, peer) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(error) => {

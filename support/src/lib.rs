@@ -7,7 +7,9 @@
 pub mod clock;
 pub mod fs;
 pub mod locks;
+pub mod slots;
 
 pub use clock::{now, Clock};
 pub use fs::{write_file, write_private_file};
 pub use locks::KeyedLocks;
+pub use slots::Slots;

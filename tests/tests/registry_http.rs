@@ -1160,3 +1160,24 @@ fn release_of(image: &str) -> store::records::Release {
         exposed_ports: Vec::new(),
     }
 }
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_and_one_that_asks_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fixture = start_registry("reg-idle").await;
+    let mut idle = tokio::net::TcpStream::connect(fixture.addr).await.unwrap();
+    let mut asking = tokio::net::TcpStream::connect(fixture.addr).await.unwrap();
+    asking
+        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: registry\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    asking.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    // The idle one is closed after the first-byte deadline (10 s), unread.
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(20), idle.read(&mut byte))
+        .await
+        .expect("an idle connection is closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
