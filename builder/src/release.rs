@@ -110,11 +110,11 @@ impl Builder {
                 partial.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
                 while let Some(end) = partial.find('\n') {
                     let line: String = partial.drain(..=end).collect();
-                    let _ = output.send(format!("       {}", line.trim_end())).await;
+                    let _ = output.send(line.trim_end().to_string()).await;
                 }
             }
             if !partial.trim().is_empty() {
-                let _ = output.send(format!("       {}", partial.trim_end())).await;
+                let _ = output.send(partial.trim_end().to_string()).await;
             }
             let mut waited = docker.wait_container(&created.id, None);
             let code = match waited.next().await {

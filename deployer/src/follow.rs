@@ -443,11 +443,11 @@ impl ImageFollower {
                     }
                 }
             };
-            let (lines, mut said) = tokio::sync::mpsc::channel::<String>(64);
+            let (lines, mut said) = tokio::sync::mpsc::channel::<crate::Step>(64);
             let name = app.name.clone();
             let log = tokio::spawn(async move {
-                while let Some(line) = said.recv().await {
-                    info!(app = %name, "{}", line.trim());
+                while let Some(step) = said.recv().await {
+                    info!(app = %name, "{}", step.to_string().trim());
                 }
             });
             info!(app = %app.name, %image, n, "deploying a followed image");

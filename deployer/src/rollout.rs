@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use units::{render_instance, Instance};
 
 use crate::error::{DeployError, Result};
+use crate::step::Step;
 
 #[derive(Debug, Clone)]
 pub struct DeployConfig {
@@ -43,7 +44,7 @@ pub trait ReleasePhase: Send + Sync + std::fmt::Debug {
         image: String,
         command: String,
         env: Vec<(String, String)>,
-        report: mpsc::Sender<String>,
+        report: mpsc::Sender<Step>,
     ) -> futures::future::BoxFuture<'static, Result<()>>;
 }
 
@@ -137,12 +138,7 @@ impl Deployer {
     }
 
     /// Rolls release `n` of `app` out, reporting each step on `report`.
-    pub async fn roll_out(
-        &self,
-        app: &AppName,
-        n: u64,
-        report: &mpsc::Sender<String>,
-    ) -> Result<()> {
+    pub async fn roll_out(&self, app: &AppName, n: u64, report: &mpsc::Sender<Step>) -> Result<()> {
         let _held = self.hold(app, report).await?;
         let serving = self
             .store
@@ -164,7 +160,7 @@ impl Deployer {
 
     /// Restarts the current release's instances one at a time: each is
     /// withdrawn, drained and stopped, then started again and waited for.
-    pub async fn restart(&self, app: &AppName, report: &mpsc::Sender<String>) -> Result<()> {
+    pub async fn restart(&self, app: &AppName, report: &mpsc::Sender<Step>) -> Result<()> {
         let _held = self.hold(app, report).await?;
         let keys = self.store.keys();
         let n = self
@@ -189,8 +185,8 @@ impl Deployer {
         for (name, text) in instances {
             let sidekick = sidekick_of(&name);
             let sidekick_text = self.unit_text(&sidekick).await?;
-            let short = name.trim_end_matches(".service").to_string();
-            let _ = report.send(format!("-----> Restarting {short}")).await;
+            let instance = Step::instance(&name);
+            say(report, Step::Restarting { instance }).await;
             self.withdraw(&[(name.clone(), text.clone())]).await;
             self.until_withdrawn(app, &name).await;
             // Started again only once its container is gone.
@@ -205,7 +201,14 @@ impl Deployer {
             self.wait_ready(app, n, instance.process, instance.index, &name, report)
                 .await?;
         }
-        let _ = report.send(format!("-----> Restarted {app} v{n}")).await;
+        say(
+            report,
+            Step::Restarted {
+                app: app.to_string(),
+                release: n,
+            },
+        )
+        .await;
         Ok(())
     }
 
@@ -213,7 +216,7 @@ impl Deployer {
     async fn hold(
         &self,
         app: &AppName,
-        report: &mpsc::Sender<String>,
+        report: &mpsc::Sender<Step>,
     ) -> Result<(support::locks::Turn, store::Lease)> {
         let in_process = self.locks.lock(app).await;
         Ok((in_process, self.lock_app(app, report).await?))
@@ -225,18 +228,20 @@ impl Deployer {
     pub async fn lock_app(
         &self,
         app: &AppName,
-        report: &mpsc::Sender<String>,
+        report: &mpsc::Sender<Step>,
     ) -> Result<store::Lease> {
         let key = self.store.keys().leader(&format!("deploy-{app}"))?;
         let lease = self.store.grant_lease(Duration::from_secs(15)).await?;
         let holder = std::process::id().to_string();
         self.store
             .acquire(&key, &holder, &lease, || async {
-                let _ = report
-                    .send(format!(
-                        "-----> Waiting for the deploy of {app} in progress"
-                    ))
-                    .await;
+                say(
+                    report,
+                    Step::Waiting {
+                        app: app.to_string(),
+                    },
+                )
+                .await;
             })
             .await?;
         Ok(lease)
@@ -246,7 +251,7 @@ impl Deployer {
         &self,
         app: &AppName,
         n: u64,
-        report: &mpsc::Sender<String>,
+        report: &mpsc::Sender<Step>,
     ) -> Result<()> {
         let keys = self.store.keys();
         let record: App = self
@@ -277,7 +282,7 @@ impl Deployer {
             .collect();
         let plan = plan_rollout(app, &record.scale, &release, n, &submitted);
         for note in &plan.notes {
-            let _ = report.send(format!("-----> {note}")).await;
+            say(report, Step::Note { text: note.clone() }).await;
         }
         // Units this deploy wrote, and old ones it removed: on any error
         // after the first write, the first go and the second come back.
@@ -290,7 +295,13 @@ impl Deployer {
             {
                 Ok(left) => surplus.extend(left),
                 Err(reason) => {
-                    let _ = report.send(format!("-----> {reason}; rolling back")).await;
+                    say(
+                        report,
+                        Step::Failed {
+                            reason: reason.to_string(),
+                        },
+                    )
+                    .await;
                     self.withdraw(&changed.started).await;
                     self.submit_all(&changed.removed).await;
                     return Err(DeployError::RolledBack {
@@ -315,7 +326,7 @@ impl Deployer {
         app: &AppName,
         n: u64,
         release: &Release,
-        report: &mpsc::Sender<String>,
+        report: &mpsc::Sender<Step>,
     ) -> Result<()> {
         let Some(command) = &release.release_command else {
             return Ok(());
@@ -325,9 +336,13 @@ impl Deployer {
                 "v{n} has a release command but no server here can run it"
             ))
         })?;
-        let _ = report
-            .send(format!("-----> Running release command: {command}"))
-            .await;
+        say(
+            report,
+            Step::ReleaseCommand {
+                command: command.clone(),
+            },
+        )
+        .await;
         phase
             .run(
                 app.clone(),
@@ -350,7 +365,7 @@ impl Deployer {
         n: u64,
         process: ProcessPlan,
         changed: &mut Changed,
-        report: &mpsc::Sender<String>,
+        report: &mpsc::Sender<Step>,
     ) -> Result<Vec<UnitText>> {
         let mut old = process.old;
         for batch in batches(process.wanted, self.config.batch) {
@@ -403,23 +418,26 @@ impl Deployer {
         process: &str,
         index: u32,
         unit: &str,
-        report: &mpsc::Sender<String>,
+        report: &mpsc::Sender<Step>,
     ) -> Result<()> {
         let waited = Instant::now();
-        let how = if process == "web" {
+        let routed = process == "web";
+        if routed {
             self.until_announced(app, n, index, unit, report).await?;
-            "healthy"
         } else {
             self.until_running(unit, report).await?;
-            "running"
-        };
-        let _ = report
-            .send(format!(
-                "       {} {how} after {:.1} s",
-                unit.trim_end_matches(".service"),
-                waited.elapsed().as_secs_f64()
-            ))
-            .await;
+        }
+        let seconds = waited.elapsed().as_secs_f64();
+        let instance = Step::instance(unit);
+        say(
+            report,
+            Step::Ready {
+                instance,
+                routed,
+                seconds,
+            },
+        )
+        .await;
         Ok(())
     }
 
@@ -431,7 +449,7 @@ impl Deployer {
         app: &AppName,
         (name, text): UnitText,
         removed: &mut Vec<UnitText>,
-        report: &mpsc::Sender<String>,
+        report: &mpsc::Sender<Step>,
     ) -> Result<()> {
         say_stopping(report, &name).await;
         let sidekick = sidekick_of(&name);
@@ -446,7 +464,7 @@ impl Deployer {
     }
 
     /// The release serves: `current` names it, the one before is superseded.
-    async fn finish(&self, app: &AppName, n: u64, report: &mpsc::Sender<String>) -> Result<()> {
+    async fn finish(&self, app: &AppName, n: u64, report: &mpsc::Sender<Step>) -> Result<()> {
         let keys = self.store.keys();
         let previous = self.store.get(&keys.current(app)).await?.map(|v| v.value);
         self.store.put(&keys.current(app), &n).await?;
@@ -466,9 +484,8 @@ impl Deployer {
             .flatten()
             .map(|v| v.value)
             .unwrap_or_else(|| "paz.localhost".to_string());
-        let _ = report
-            .send(format!("-----> Released v{n}: http://{app}.{domain}"))
-            .await;
+        let url = format!("http://{app}.{domain}");
+        say(report, Step::Released { release: n, url }).await;
         info!(%app, n, "released");
         Ok(())
     }
@@ -602,7 +619,7 @@ impl Deployer {
         n: u64,
         index: u32,
         unit: &str,
-        report: &mpsc::Sender<String>,
+        report: &mpsc::Sender<Step>,
     ) -> Result<()> {
         let service = self.store.keys().service(app, n, &index.to_string())?;
         let Some(waited) = self.until_ready(unit, Some(service), report).await? else {
@@ -649,7 +666,7 @@ impl Deployer {
 
     /// Waits until a worker's container runs (its agent says active); fails
     /// early if it fails or keeps crashing, and after the health timeout.
-    async fn until_running(&self, unit: &str, report: &mpsc::Sender<String>) -> Result<()> {
+    async fn until_running(&self, unit: &str, report: &mpsc::Sender<Step>) -> Result<()> {
         match self.until_ready(unit, None, report).await? {
             None => Ok(()),
             Some(_) => Err(DeployError::TimedOut {
@@ -667,7 +684,7 @@ impl Deployer {
         &self,
         unit: &str,
         announced: Option<store::Key<String>>,
-        report: &mpsc::Sender<String>,
+        report: &mpsc::Sender<Step>,
     ) -> Result<Option<Waited>> {
         let keys = self.store.keys();
         let mut state = self.store.watch_key(&keys.unit_state(unit)?);
@@ -689,8 +706,15 @@ impl Deployer {
                         if let Some(error) = broken(unit, &state) {
                             return Err(error);
                         }
-                        if announced.is_none() && state.active == ActiveState::Active {
-                            return Ok(None);
+                        if state.active == ActiveState::Active {
+                            if announced.is_none() {
+                                return Ok(None);
+                            }
+                            if !waited.started {
+                                waited.started = true;
+                                let instance = Step::instance(unit);
+                                say(report, Step::Started { instance }).await;
+                            }
                         }
                         waited.last_reason = state.reason;
                     }
@@ -698,7 +722,8 @@ impl Deployer {
                 Some(event) = placed.next_event(), if !waited.placed => {
                     if let Some(machine) = event.into_latest() {
                         waited.placed = true;
-                        tell_machine(report, unit, &machine).await;
+                        let instance = Step::instance(unit);
+                        say(report, Step::Placed { instance, machine }).await;
                     }
                 }
             }
@@ -727,6 +752,8 @@ impl Deployer {
 struct Waited {
     /// Whether it was placed on a machine.
     placed: bool,
+    /// Whether its container was seen running (a web instance, not yet healthy).
+    started: bool,
     /// The last reason its agent gave.
     last_reason: Option<String>,
 }
@@ -831,24 +858,14 @@ fn batches(wanted: u32, size: usize) -> Vec<Vec<u32>> {
     all.chunks(size.max(1)).map(<[u32]>::to_vec).collect()
 }
 
-async fn say_stopping(report: &mpsc::Sender<String>, unit: &str) {
-    let _ = report
-        .send(format!(
-            "-----> Stopping {}",
-            unit.trim_end_matches(".service")
-        ))
-        .await;
+/// Sends a step (one that never arrives, because nobody listens any more, is dropped).
+async fn say(report: &mpsc::Sender<Step>, step: Step) {
+    let _ = report.send(step).await;
 }
 
-/// Says on which machine `unit` starts.
-async fn tell_machine(report: &mpsc::Sender<String>, unit: &str, machine: &str) {
-    let short: String = machine.chars().take(8).collect();
-    let _ = report
-        .send(format!(
-            "-----> Starting {} on machine {short}",
-            unit.trim_end_matches(".service")
-        ))
-        .await;
+async fn say_stopping(report: &mpsc::Sender<Step>, unit: &str) {
+    let instance = Step::instance(unit);
+    say(report, Step::Stopping { instance }).await;
 }
 
 /// The instance number in a unit name such as `demo-v7-web-3.service`.

@@ -124,6 +124,7 @@ impl Gitd {
                 data_dir: config.data_dir.clone(),
                 rollouts: config.rollouts.clone(),
                 hooks: config.hooks.clone(),
+                clock: verbs::Clock::System,
             },
             deploy,
             config.hook_program.clone(),

@@ -3,7 +3,7 @@
 //! the pusher. Also the deployer as the verbs' [`verbs::Rollouts`] handle.
 
 use builder::{BuildRequest, Builder};
-use deployer::Deployer;
+use deployer::{Deployer, Step};
 use futures::future::BoxFuture;
 use gitd::{DeployHandler, Output, Push};
 
@@ -37,10 +37,10 @@ impl DeployHandler for BuildAndRelease {
                 // In a task of its own: a pusher who goes away must not cut a
                 // rollout short (it finishes, or rolls back, either way).
                 Ok(built) => {
-                    let lines = lines.clone();
+                    let steps = as_lines(lines.clone());
                     tokio::spawn(async move {
                         deployer
-                            .roll_out(&app, built.release, &lines)
+                            .roll_out(&app, built.release, &steps)
                             .await
                             .map_err(|error| error.to_string())
                     })
@@ -68,14 +68,23 @@ impl deployer::ReleasePhase for BuilderReleasePhase {
         image: String,
         command: String,
         env: Vec<(String, String)>,
-        report: tokio::sync::mpsc::Sender<String>,
+        report: tokio::sync::mpsc::Sender<Step>,
     ) -> BoxFuture<'static, Result<(), deployer::DeployError>> {
         let builder = self.0.clone();
         Box::pin(async move {
-            builder
-                .run_release_command(app.as_str(), &image, &command, &env, &report)
+            let (lines, mut output) = tokio::sync::mpsc::channel(64);
+            let forward = tokio::spawn(async move {
+                while let Some(line) = output.recv().await {
+                    let _ = report.send(Step::Output { line }).await;
+                }
+            });
+            let result = builder
+                .run_release_command(app.as_str(), &image, &command, &env, &lines)
                 .await
-                .map_err(|error| deployer::DeployError::ReleasePhase(error.to_string()))
+                .map_err(|error| deployer::DeployError::ReleasePhase(error.to_string()));
+            drop(lines);
+            let _ = forward.await;
+            result
         })
     }
 }
@@ -89,7 +98,7 @@ impl verbs::Rollouts for Rollouts {
         &self,
         app: store::AppName,
         n: u64,
-        report: tokio::sync::mpsc::Sender<String>,
+        report: tokio::sync::mpsc::Sender<Step>,
     ) -> BoxFuture<'static, Result<(), deployer::DeployError>> {
         let deployer = self.0.clone();
         Box::pin(async move { deployer.roll_out(&app, n, &report).await })
@@ -98,7 +107,7 @@ impl verbs::Rollouts for Rollouts {
     fn restart(
         &self,
         app: store::AppName,
-        report: tokio::sync::mpsc::Sender<String>,
+        report: tokio::sync::mpsc::Sender<Step>,
     ) -> BoxFuture<'static, Result<(), deployer::DeployError>> {
         let deployer = self.0.clone();
         Box::pin(async move { deployer.restart(&app, &report).await })
@@ -115,4 +124,18 @@ impl verbs::Rollouts for Rollouts {
     fn image_owner(&self, reference: &str) -> Option<store::AppName> {
         self.0.image_owner(reference)
     }
+}
+
+/// A channel for a rollout's steps whose text lines go on to `lines` (the
+/// pusher's output).
+fn as_lines(lines: tokio::sync::mpsc::Sender<String>) -> tokio::sync::mpsc::Sender<Step> {
+    let (steps, mut received) = tokio::sync::mpsc::channel::<Step>(64);
+    tokio::spawn(async move {
+        while let Some(step) = received.recv().await {
+            if lines.send(step.to_string()).await.is_err() {
+                break;
+            }
+        }
+    });
+    steps
 }

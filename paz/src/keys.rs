@@ -30,6 +30,7 @@ pub(crate) async fn add(flags: KeysAddFlags) -> anyhow::Result<()> {
             data_dir,
             rollouts: None,
             hooks: None,
+            clock: verbs::Clock::System,
         },
         &key,
     )

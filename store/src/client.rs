@@ -269,6 +269,20 @@ impl Store {
         Ok(listing)
     }
 
+    /// Every entry under `prefix` by its name below the prefix (the unit
+    /// name of `.../units/<name>`), read at one revision.
+    pub async fn list_named<T: Record>(
+        &self,
+        prefix: &Prefix<T>,
+    ) -> Result<std::collections::BTreeMap<String, T>> {
+        let listing = self.list(prefix).await?;
+        Ok(listing
+            .entries
+            .into_iter()
+            .map(|entry| (prefix.child_name(&entry.key).to_string(), entry.value))
+            .collect())
+    }
+
     /// Writes `value` whatever was there; returns the new revision.
     pub async fn put<T: Record>(&self, key: &Key<T>, value: &T) -> Result<i64> {
         self.put_raw(key.as_str(), value.encode(), None).await

@@ -9,6 +9,7 @@ pub fn admin_verbs(store: &store::Store) -> (verbs::Context, verbs::Caller, temp
         data_dir: data.path().to_path_buf(),
         rollouts: None,
         hooks: None,
+        clock: verbs::Clock::System,
     };
     let admin = verbs::Caller {
         name: "admin".into(),

@@ -282,7 +282,7 @@ async fn one_deploy_per_app_at_a_time_across_servers() {
         tokio::spawn(async move { second.lock_app(&app, &lines).await.unwrap() })
     };
     assert_eq!(
-        said.recv().await.unwrap(),
+        said.recv().await.unwrap().to_string(),
         "-----> Waiting for the deploy of web in progress"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -1,11 +1,11 @@
 //! `apps:*` verbs, and the read-modify-write helper the other app verbs share.
 
-use serde_json::json;
+use serde::Serialize;
 use store::records::App;
 use store::{AppName, StoreError, Versioned};
 
 use crate::args::Args;
-use crate::{now, Caller, Context, Outcome, VerbError};
+use crate::{Caller, Context, VerbError};
 
 /// Reads `app`, refusing callers who may not use it. A caller who may not use
 /// an app learns nothing about whether it exists.
@@ -55,35 +55,56 @@ fn missing(app: &AppName) -> VerbError {
     ))
 }
 
-pub(crate) async fn list(context: &Context, caller: &Caller) -> Result<Outcome, VerbError> {
+/// The apps a caller may use (`apps:list`).
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct AppList(pub Vec<AppName>);
+
+impl std::fmt::Display for AppList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::lines_or(f, &self.0, "no apps yet: create one with apps:create APP")
+    }
+}
+
+pub(crate) async fn list(context: &Context, caller: &Caller) -> Result<AppList, VerbError> {
     let listing = context.store.list(&context.store.keys().apps()).await?;
-    let names: Vec<&str> = listing
-        .entries
-        .iter()
-        .map(|entry| &entry.value.name)
-        .filter(|app| caller.may_use(app))
-        .map(AppName::as_str)
-        .collect();
-    Ok(Outcome::listing(
-        &names,
-        "no apps yet: create one with apps:create APP",
-        json!(names),
+    Ok(AppList(
+        listing
+            .entries
+            .into_iter()
+            .map(|entry| entry.value.name)
+            .filter(|app| caller.may_use(app))
+            .collect(),
     ))
+}
+
+/// An app made or deleted (`apps:create`, `apps:destroy`).
+#[derive(Debug, Serialize)]
+pub struct AppChanged {
+    pub app: AppName,
+    #[serde(skip)]
+    pub done: &'static str,
+}
+
+impl std::fmt::Display for AppChanged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} app {}", self.done, self.app)
+    }
 }
 
 pub(crate) async fn create(
     context: &Context,
     caller: &Caller,
     args: Args,
-) -> Result<Outcome, VerbError> {
+) -> Result<AppChanged, VerbError> {
     let name = args.one()?;
     caller.require_admin("create apps")?;
     let app = AppName::new(&name)?;
     create_app(context, &app).await?;
-    Ok(Outcome::new(
-        format!("created app {app}"),
-        json!({"app": app}),
-    ))
+    Ok(AppChanged {
+        app,
+        done: "created",
+    })
 }
 
 /// Creates `app` with the default settings; a conflict if it exists.
@@ -91,7 +112,7 @@ pub async fn create_app(context: &Context, app: &AppName) -> Result<(), VerbErro
     let key = context.store.keys().app(app);
     match context
         .store
-        .create(&key, &App::new(app.clone(), now()))
+        .create(&key, &App::new(app.clone(), context.now()))
         .await
     {
         Ok(_) => Ok(()),
@@ -102,57 +123,78 @@ pub async fn create_app(context: &Context, app: &AppName) -> Result<(), VerbErro
     }
 }
 
+/// An app's settings (`apps:info`).
+#[derive(Debug, Serialize)]
+pub struct AppInfo {
+    pub app: App,
+    /// Where it answers under the base domain, if one is set.
+    pub url: Option<String>,
+    /// The release that serves, if any.
+    pub current_release: Option<u64>,
+}
+
+impl std::fmt::Display for AppInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let app = &self.app;
+        writeln!(f, "app        {}", app.name)?;
+        if let Some(url) = &self.url {
+            writeln!(f, "url        {url}")?;
+        }
+        let domains = match app.domains.as_slice() {
+            [] => "-".to_string(),
+            domains => domains.join(" "),
+        };
+        writeln!(f, "domains    {domains}")?;
+        match app.port {
+            Some(port) => writeln!(f, "port       {port}")?,
+            None => writeln!(f, "port       from the image, else 5000")?,
+        }
+        writeln!(
+            f,
+            "scale      web={} worker={}",
+            app.scale.web, app.scale.worker
+        )?;
+        let health = &app.health;
+        writeln!(
+            f,
+            "health     path={} timeout={} attempts={}",
+            health.path, health.timeout, health.attempts
+        )?;
+        let branch = app.deploy.branch.as_deref().unwrap_or("main (or master)");
+        writeln!(f, "branch     {branch}")?;
+        match self.current_release {
+            Some(n) => write!(f, "release    v{n}"),
+            None => write!(f, "release    none yet"),
+        }
+    }
+}
+
 pub(crate) async fn info(
     context: &Context,
     caller: &Caller,
     args: Args,
-) -> Result<Outcome, VerbError> {
+) -> Result<AppInfo, VerbError> {
     let name = args.one()?;
     let (app, record) = load(context, caller, &name).await?;
-    let app_record = record.value;
     let keys = context.store.keys();
     let domain = context.store.get(&keys.domain()).await?.map(|d| d.value);
-    let current = context
+    let current_release = context
         .store
         .get(&keys.current(&app))
         .await?
         .map(|c| c.value);
-    let url = domain
-        .as_ref()
-        .map(|domain| format!("http://{app}.{domain}"));
-    let branch = app_record
-        .deploy
-        .branch
-        .clone()
-        .unwrap_or_else(|| "main (or master)".to_string());
-    let mut text = format!("app        {app}\n");
-    if let Some(url) = &url {
-        text.push_str(&format!("url        {url}\n"));
-    }
-    text.push_str(&format!(
-        "domains    {}\nport       {}\nscale      web={} worker={}\nhealth     path={} timeout={} attempts={}\nbranch     {branch}\nrelease    {}",
-        if app_record.domains.is_empty() { "-".to_string() } else { app_record.domains.join(" ") },
-        app_record.port.map(|port| port.to_string()).unwrap_or_else(|| "from the image, else 5000".to_string()),
-        app_record.scale.web,
-        app_record.scale.worker,
-        app_record.health.path,
-        app_record.health.timeout,
-        app_record.health.attempts,
-        current.map(|n| format!("v{n}")).unwrap_or_else(|| "none yet".to_string()),
-    ));
-    let json = json!({
-        "app": app_record,
-        "url": url,
-        "current_release": current,
-    });
-    Ok(Outcome::new(text, json))
+    Ok(AppInfo {
+        url: domain.map(|domain| format!("http://{app}.{domain}")),
+        app: record.value,
+        current_release,
+    })
 }
 
 pub(crate) async fn destroy(
     context: &Context,
     caller: &Caller,
     args: Args,
-) -> Result<Outcome, VerbError> {
+) -> Result<AppChanged, VerbError> {
     let (name, flags) = args.one_and_flags()?;
     caller.require_admin("destroy apps")?;
     let (app, record) = load(context, caller, &name).await?;
@@ -192,7 +234,7 @@ pub(crate) async fn destroy(
     // app, which the next apps:create of that name reuses.
     let repo = context.repo_path(&app);
     if repo.exists() {
-        let trash = repo.with_extension(format!("git.deleted-{}", now()));
+        let trash = repo.with_extension(format!("git.deleted-{}", context.now()));
         std::fs::rename(&repo, &trash)
             .and_then(|()| std::fs::remove_dir_all(&trash))
             .map_err(|error| {
@@ -202,8 +244,8 @@ pub(crate) async fn destroy(
                 ))
             })?;
     }
-    Ok(Outcome::new(
-        format!("destroyed app {app}"),
-        json!({"app": app}),
-    ))
+    Ok(AppChanged {
+        app,
+        done: "destroyed",
+    })
 }

@@ -1,26 +1,32 @@
 //! `builds` and `builds:log`: an app's builds and their logs.
 
-use serde_json::json;
-use store::records::BuildStatus;
+use serde::Serialize;
+use store::records::{Build, BuildStatus};
+use store::AppName;
 
 use crate::apps::load;
 use crate::args::Args;
-use crate::{Caller, Context, Outcome, VerbError};
+use crate::{Caller, Context, VerbError};
 
-pub(crate) async fn list(
-    context: &Context,
-    caller: &Caller,
-    args: Args,
-) -> Result<Outcome, VerbError> {
-    let name = args.one()?;
-    let (app, _) = load(context, caller, &name).await?;
-    let prefix = context.store.keys().builds(&app);
-    let listing = context.store.list(&prefix).await?;
-    let mut lines = Vec::new();
-    let mut builds = Vec::new();
-    for entry in listing.entries.iter().rev().take(20) {
-        let id = prefix.child_name(&entry.key);
-        let build = &entry.value;
+/// An app's builds, newest first (`builds`; the last 20).
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct BuildList {
+    #[serde(skip)]
+    pub app: AppName,
+    pub builds: Vec<BuildRow>,
+}
+
+/// One build and its id.
+#[derive(Debug, Serialize)]
+pub struct BuildRow {
+    pub id: String,
+    pub build: Build,
+}
+
+impl std::fmt::Display for BuildRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let build = &self.build;
         let status = match build.status {
             BuildStatus::Running => "running",
             BuildStatus::Succeeded => "succeeded",
@@ -30,26 +36,64 @@ pub(crate) async fn list(
             .finished_at
             .map(|end| format!("{}s", end.saturating_sub(build.started_at)))
             .unwrap_or_else(|| "-".into());
-        lines.push(format!(
-            "{id}  {status:9}  {}  {:10}  {took:>5}  {}",
+        write!(
+            f,
+            "{}  {status:9}  {}  {:10}  {took:>5}  {}",
+            self.id,
             &build.git_sha[..build.git_sha.len().min(7)],
             build.buildpack.as_deref().unwrap_or("-"),
             build.by
-        ));
-        builds.push(json!({"id": id, "build": build}));
+        )
     }
-    Ok(Outcome::listing(
-        &lines,
-        format!("{app} has no builds yet: git push to build it"),
-        json!(builds),
-    ))
+}
+
+impl std::fmt::Display for BuildList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let empty = format!("{} has no builds yet: git push to build it", self.app);
+        crate::lines_or(f, &self.builds, empty)
+    }
+}
+
+pub(crate) async fn list(
+    context: &Context,
+    caller: &Caller,
+    args: Args,
+) -> Result<BuildList, VerbError> {
+    let name = args.one()?;
+    let (app, _) = load(context, caller, &name).await?;
+    let prefix = context.store.keys().builds(&app);
+    let listing = context.store.list(&prefix).await?;
+    let builds = listing
+        .entries
+        .into_iter()
+        .rev()
+        .take(20)
+        .map(|entry| BuildRow {
+            id: prefix.child_name(&entry.key).to_string(),
+            build: entry.value,
+        })
+        .collect();
+    Ok(BuildList { app, builds })
+}
+
+/// One build's log (`builds:log`).
+#[derive(Debug, Serialize)]
+pub struct BuildLog {
+    pub id: String,
+    pub log: String,
+}
+
+impl std::fmt::Display for BuildLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.log.trim_end())
+    }
 }
 
 pub(crate) async fn log(
     context: &Context,
     caller: &Caller,
     args: Args,
-) -> Result<Outcome, VerbError> {
+) -> Result<BuildLog, VerbError> {
     let words = args.at_least(1)?;
     if words.len() > 2 {
         return Err(args.usage());
@@ -81,8 +125,8 @@ pub(crate) async fn log(
                 ))
             })?,
     };
-    Ok(Outcome::new(
-        text.trim_end().to_string(),
-        json!({"id": prefix.child_name(&entry.key), "log": text}),
-    ))
+    Ok(BuildLog {
+        id: prefix.child_name(&entry.key).to_string(),
+        log: text,
+    })
 }

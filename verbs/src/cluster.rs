@@ -1,59 +1,155 @@
 //! `machines:list`, `units:list` and `units:cat`: what runs where.
 
-use serde_json::json;
-use store::records::ActiveState;
+use serde::Serialize;
+use store::records::{ActiveState, Machine, UnitState};
 
 use crate::args::Args;
-use crate::{Caller, Context, Outcome, VerbError};
+use crate::{Caller, Context, VerbError};
 
-pub(crate) async fn machines(context: &Context, caller: &Caller) -> Result<Outcome, VerbError> {
+/// The machines alive now and how many units each runs (`machines:list`).
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct Machines {
+    pub machines: Vec<MachineRow>,
+    /// When this was read, for the machines' ages.
+    #[serde(skip)]
+    pub now: u64,
+}
+
+/// One machine of [`Machines`].
+#[derive(Debug, Serialize)]
+pub struct MachineRow {
+    pub id: String,
+    pub machine: Machine,
+    pub units: usize,
+}
+
+impl std::fmt::Display for Machines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lines = self.machines.iter().map(|row| {
+            let metadata: Vec<String> = row
+                .machine
+                .metadata
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let metadata = if metadata.is_empty() {
+                "-".to_string()
+            } else {
+                metadata.join(",")
+            };
+            format!(
+                "{}  {}  {metadata}  {} units  up since {} ({})",
+                row.id,
+                row.machine.addr,
+                row.units,
+                crate::utc(row.machine.started_at),
+                crate::age(row.machine.started_at, self.now)
+            )
+        });
+        crate::lines_or(
+            f,
+            lines,
+            "no machines: start paz agent (or paz up) on a host",
+        )
+    }
+}
+
+pub(crate) async fn machines(context: &Context, caller: &Caller) -> Result<Machines, VerbError> {
     caller.require_admin("list machines")?;
     let store = &context.store;
     let machines = store.list(&store.keys().machines()).await?;
     let schedule = store.list(&store.keys().schedules()).await?;
-    let mut lines = Vec::new();
-    let mut rows = Vec::new();
-    for entry in &machines.entries {
-        let id = store.keys().machines().child_name(&entry.key).to_string();
-        let units = schedule.entries.iter().filter(|s| s.value == id).count();
-        let metadata: Vec<String> = entry
-            .value
-            .metadata
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let metadata = if metadata.is_empty() {
-            "-".to_string()
-        } else {
-            metadata.join(",")
-        };
-        // A machine key lives on its agent's lease: being listed means being alive now.
-        lines.push(format!(
-            "{id}  {}  {metadata}  {units} units  up since {} ({})",
-            entry.value.addr,
-            crate::utc(entry.value.started_at),
-            crate::age(entry.value.started_at)
-        ));
-        rows.push(json!({"id": id, "machine": entry.value, "units": units}));
-    }
-    Ok(Outcome::listing(
-        &lines,
-        "no machines: start paz agent (or paz up) on a host".to_string(),
-        json!(rows),
-    ))
+    // A machine key lives on its agent's lease: being listed means being alive now.
+    let machines = machines
+        .entries
+        .into_iter()
+        .map(|entry| {
+            let id = store.keys().machines().child_name(&entry.key).to_string();
+            let units = schedule.entries.iter().filter(|s| s.value == id).count();
+            MachineRow {
+                id,
+                machine: entry.value,
+                units,
+            }
+        })
+        .collect();
+    Ok(Machines {
+        machines,
+        now: context.now(),
+    })
 }
 
-/// Whether `unit` belongs to `app` (`<app>-v<n>-...`).
 /// Whether `unit` is an instance (or sidekick) of `app`.
 pub(crate) fn unit_of(unit: &str, app: &str) -> bool {
     units::parse_instance_name(unit).is_some_and(|name| name.app == app)
+}
+
+/// Units, where they run and their state (`units:list`).
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct Units(pub Vec<UnitRow>);
+
+/// One unit of [`Units`].
+#[derive(Debug, Serialize)]
+pub struct UnitRow {
+    pub unit: String,
+    /// The machine it is placed on.
+    pub machine: Option<String>,
+    /// What its agent last reported.
+    pub state: Option<UnitState>,
+    /// Why the scheduler cannot place it.
+    pub unplaced: Option<String>,
+}
+
+impl UnitRow {
+    /// Its state in one word.
+    fn active(&self) -> &'static str {
+        if self.machine.is_none() && self.unplaced.is_some() {
+            return "unplaced";
+        }
+        match self.state.as_ref().map(|s| s.active) {
+            Some(ActiveState::Active) => "active",
+            Some(ActiveState::Activating) => "activating",
+            Some(ActiveState::Deactivating) => "deactivating",
+            Some(ActiveState::Inactive) => "inactive",
+            Some(ActiveState::Failed) => "failed",
+            None if self.machine.is_some() => "placed",
+            None => "waiting",
+        }
+    }
+}
+
+impl std::fmt::Display for UnitRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let reason = self
+            .state
+            .as_ref()
+            .and_then(|s| s.reason.as_ref())
+            .or(self.unplaced.as_ref())
+            .map(|r| format!("  ({r})"))
+            .unwrap_or_default();
+        write!(
+            f,
+            "{}  {}  {}{reason}",
+            self.unit,
+            self.machine.as_deref().unwrap_or("-"),
+            self.active()
+        )
+    }
+}
+
+impl std::fmt::Display for Units {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::lines_or(f, &self.0, "no units")
+    }
 }
 
 pub(crate) async fn units(
     context: &Context,
     caller: &Caller,
     args: Args,
-) -> Result<Outcome, VerbError> {
+) -> Result<Units, VerbError> {
     let words = args.at_least(0)?;
     if words.len() > 1 {
         return Err(args.usage());
@@ -69,75 +165,56 @@ pub(crate) async fn units(
             None
         }
     };
-    let store = &context.store;
-    let units = store.list(&store.keys().units()).await?;
-    let schedule = store.list(&store.keys().schedules()).await?;
-    let states = store.list(&store.keys().unit_states()).await?;
-    let unplaced = store.list(&store.keys().unplaced_all()).await?;
-    let mut lines = Vec::new();
-    let mut rows = Vec::new();
-    for entry in &units.entries {
-        let name = store.keys().units().child_name(&entry.key).to_string();
-        if app
-            .as_ref()
-            .is_some_and(|app| !unit_of(&name, app.as_str()))
-        {
-            continue;
-        }
-        let machine = schedule
-            .entries
-            .iter()
-            .find(|s| store.keys().schedules().child_name(&s.key) == name)
-            .map(|s| s.value.clone());
-        let state = states
-            .entries
-            .iter()
-            .find(|s| store.keys().unit_states().child_name(&s.key) == name)
-            .map(|s| &s.value);
-        let active = match state.map(|s| s.active) {
-            Some(ActiveState::Active) => "active",
-            Some(ActiveState::Activating) => "activating",
-            Some(ActiveState::Deactivating) => "deactivating",
-            Some(ActiveState::Inactive) => "inactive",
-            Some(ActiveState::Failed) => "failed",
-            None if machine.is_some() => "placed",
-            None => "waiting",
-        };
-        let cannot_place = unplaced
-            .entries
-            .iter()
-            .find(|u| store.keys().unplaced_all().child_name(&u.key) == name)
-            .map(|u| u.value.clone());
-        let active = if machine.is_none() && cannot_place.is_some() {
-            "unplaced"
-        } else {
-            active
-        };
-        let reason = state
-            .and_then(|s| s.reason.clone())
-            .or(cannot_place.clone())
-            .map(|r| format!("  ({r})"))
-            .unwrap_or_default();
-        lines.push(format!(
-            "{name}  {}  {active}{reason}",
-            machine.as_deref().unwrap_or("-")
-        ));
-        rows.push(
-            json!({"unit": name, "machine": machine, "state": state, "unplaced": cannot_place}),
-        );
+    let rows = unit_rows(&context.store, |unit| {
+        app.as_ref().is_none_or(|app| unit_of(unit, app.as_str()))
+    })
+    .await?;
+    Ok(Units(rows))
+}
+
+/// The submitted units that `keep` names, with where each is placed, its
+/// agent's report and why it cannot be placed, in the units' order.
+pub(crate) async fn unit_rows(
+    store: &store::Store,
+    keep: impl Fn(&str) -> bool,
+) -> Result<Vec<UnitRow>, VerbError> {
+    let keys = store.keys();
+    let units = store.list(&keys.units()).await?;
+    let mut schedule = store.list_named(&keys.schedules()).await?;
+    let mut states = store.list_named(&keys.unit_states()).await?;
+    let mut unplaced = store.list_named(&keys.unplaced_all()).await?;
+    Ok(units
+        .entries
+        .iter()
+        .map(|entry| keys.units().child_name(&entry.key))
+        .filter(|unit| keep(unit))
+        .map(|unit| UnitRow {
+            machine: schedule.remove(unit),
+            state: states.remove(unit),
+            unplaced: unplaced.remove(unit),
+            unit: unit.to_string(),
+        })
+        .collect())
+}
+
+/// One unit file (`units:cat`).
+#[derive(Debug, Serialize)]
+pub struct UnitFile {
+    pub unit: String,
+    pub text: String,
+}
+
+impl std::fmt::Display for UnitFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.text.trim_end())
     }
-    Ok(Outcome::listing(
-        &lines,
-        "no units".to_string(),
-        json!(rows),
-    ))
 }
 
 pub(crate) async fn cat(
     context: &Context,
     caller: &Caller,
     args: Args,
-) -> Result<Outcome, VerbError> {
+) -> Result<UnitFile, VerbError> {
     let name = args.one()?;
     let key = context.store.keys().unit(&name)?;
     let owner = units::parse_instance_name(&name)
@@ -153,10 +230,7 @@ pub(crate) async fn cat(
         .await?
         .ok_or_else(|| VerbError::NotFound(format!("no unit {name}: see units:list")))?
         .value;
-    Ok(Outcome::new(
-        text.trim_end().to_string(),
-        json!({"unit": name, "text": text}),
-    ))
+    Ok(UnitFile { unit: name, text })
 }
 
 /// The units of `app`, for `paz units export`.

@@ -1,10 +1,14 @@
 //! `config:*` verbs: an app's environment variables.
 
-use serde_json::json;
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use store::AppName;
 
 use crate::apps::{load, update};
 use crate::args::Args;
-use crate::{Caller, Context, Outcome, VerbError};
+use crate::releases::ConfigChange;
+use crate::{Caller, Context, VerbError};
 
 /// Environment variable names: letters, digits and `_`, not starting with a digit.
 fn check_name(name: &str) -> Result<(), VerbError> {
@@ -22,43 +26,75 @@ fn check_name(name: &str) -> Result<(), VerbError> {
     }
 }
 
+/// An app's environment (`config:show`).
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct Config {
+    #[serde(skip)]
+    pub app: AppName,
+    pub env: BTreeMap<String, String>,
+}
+
+impl std::fmt::Display for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pairs = self.env.iter().map(|(key, value)| format!("{key}={value}"));
+        crate::lines_or(f, pairs, format!("{} has no config", self.app))
+    }
+}
+
 pub(crate) async fn show(
     context: &Context,
     caller: &Caller,
     args: Args,
-) -> Result<Outcome, VerbError> {
+) -> Result<Config, VerbError> {
     let name = args.one()?;
     let (app, record) = load(context, caller, &name).await?;
-    let env = record.value.env;
-    let text = if env.is_empty() {
-        format!("{app} has no config")
-    } else {
-        env.iter()
-            .map(|(key, value)| format!("{key}={value}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    Ok(Outcome::new(text, json!(env)))
+    Ok(Config {
+        app,
+        env: record.value.env,
+    })
+}
+
+/// One environment variable (`config:get`): its value as text, `{KEY: value}` as JSON.
+#[derive(Debug)]
+pub struct ConfigValue {
+    pub key: String,
+    pub value: String,
+}
+
+impl Serialize for ConfigValue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry(&self.key, &self.value)?;
+        map.end()
+    }
+}
+
+impl std::fmt::Display for ConfigValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.value)
+    }
 }
 
 pub(crate) async fn get(
     context: &Context,
     caller: &Caller,
     args: Args,
-) -> Result<Outcome, VerbError> {
+) -> Result<ConfigValue, VerbError> {
     let (name, key) = args.two()?;
     let (app, record) = load(context, caller, &name).await?;
-    let value = record.value.env.get(&key).ok_or_else(|| {
+    let value = record.value.env.get(&key).cloned().ok_or_else(|| {
         VerbError::NotFound(format!("{app} has no config {key}: see config:show {app}"))
     })?;
-    Ok(Outcome::new(value.clone(), json!({ key: value })))
+    Ok(ConfigValue { key, value })
 }
 
 pub(crate) async fn set(
     context: &Context,
     caller: &Caller,
     args: Args,
-) -> Result<Outcome, VerbError> {
+) -> Result<ConfigChange, VerbError> {
     let words = args.at_least(2)?;
     let mut pairs = Vec::new();
     for pair in &words[1..] {
@@ -86,7 +122,7 @@ pub(crate) async fn unset(
     context: &Context,
     caller: &Caller,
     args: Args,
-) -> Result<Outcome, VerbError> {
+) -> Result<ConfigChange, VerbError> {
     let words = args.at_least(2)?;
     let names = &words[1..];
     let (app, ()) = update(context, caller, &words[0], |app| {

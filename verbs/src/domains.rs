@@ -1,17 +1,29 @@
 //! `domains:*` verbs: the extra domains the proxy routes to an app.
 
-use serde_json::json;
+use serde::Serialize;
 use store::names::check_domain;
 
 use crate::apps::{load, update};
 use crate::args::Args;
-use crate::{Caller, Context, Outcome, VerbError};
+use crate::{Caller, Context, VerbError};
+
+/// The names an app answers at (`domains:list`): its own under the base
+/// domain first, then those added.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct Domains(pub Vec<String>);
+
+impl std::fmt::Display for Domains {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.join("\n"))
+    }
+}
 
 pub(crate) async fn list(
     context: &Context,
     caller: &Caller,
     args: Args,
-) -> Result<Outcome, VerbError> {
+) -> Result<Domains, VerbError> {
     let name = args.one()?;
     let (app, record) = load(context, caller, &name).await?;
     let base = context
@@ -24,14 +36,30 @@ pub(crate) async fn list(
         .into_iter()
         .collect();
     domains.extend(record.value.domains);
-    Ok(Outcome::new(domains.join("\n"), json!(domains)))
+    Ok(Domains(domains))
+}
+
+/// A domain added or removed: what was done as text, the app's added
+/// domains as JSON.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct DomainChange {
+    #[serde(skip)]
+    pub said: String,
+    pub domains: Vec<String>,
+}
+
+impl std::fmt::Display for DomainChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.said)
+    }
 }
 
 pub(crate) async fn add(
     context: &Context,
     caller: &Caller,
     args: Args,
-) -> Result<Outcome, VerbError> {
+) -> Result<DomainChange, VerbError> {
     let (name, domain) = args.two()?;
     caller.require_app(&store::AppName::new(&name)?)?;
     check_domain(&domain)?;
@@ -68,10 +96,10 @@ pub(crate) async fn add(
         Ok(())
     })
     .await?;
-    Ok(Outcome::new(
-        format!("added {domain} to {}", app.name),
-        json!(app.domains),
-    ))
+    Ok(DomainChange {
+        said: format!("added {domain} to {}", app.name),
+        domains: app.domains,
+    })
 }
 
 /// Whether `caller` may route `domain` to app `name`: never `localhost`, an
@@ -121,7 +149,7 @@ pub(crate) async fn remove(
     context: &Context,
     caller: &Caller,
     args: Args,
-) -> Result<Outcome, VerbError> {
+) -> Result<DomainChange, VerbError> {
     let (name, domain) = args.two()?;
     let (app, ()) = update(context, caller, &name, |app| {
         let before = app.domains.len();
@@ -135,8 +163,8 @@ pub(crate) async fn remove(
         Ok(())
     })
     .await?;
-    Ok(Outcome::new(
-        format!("removed {domain} from {}", app.name),
-        json!(app.domains),
-    ))
+    Ok(DomainChange {
+        said: format!("removed {domain} from {}", app.name),
+        domains: app.domains,
+    })
 }

@@ -24,17 +24,20 @@ pub enum VerbError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Disk(String),
-    /// A rollout or restart failed; `said` is what it reported until then.
-    #[error("{}", join(said, error))]
+    /// A rollout or restart failed; `steps` are what it did until then.
+    #[error("{}", join(steps, error))]
     Rollout {
-        said: String,
+        steps: Vec<deployer::Step>,
         #[source]
         error: deployer::DeployError,
     },
 }
 
-fn join(said: &str, error: &deployer::DeployError) -> String {
-    format!("{said}\n{error}").trim().to_string()
+/// The steps, a line each, then the error.
+fn join(steps: &[deployer::Step], error: &deployer::DeployError) -> String {
+    let mut lines: Vec<String> = steps.iter().map(ToString::to_string).collect();
+    lines.push(error.to_string());
+    lines.join("\n").trim().to_string()
 }
 
 impl VerbError {
@@ -63,13 +66,16 @@ mod tests {
             timeout: Duration::from_secs(5),
         };
         let error = VerbError::Rollout {
-            said: "-----> Starting demo-v3-web-2".into(),
+            steps: vec![deployer::Step::Placed {
+                instance: "demo-v3-web-2".into(),
+                machine: "8c1f2a9e".into(),
+            }],
             error: deployer::DeployError::Store(timeout),
         };
         assert!(error.store_error().is_some(), "{error}");
         let said = error.to_string();
         assert!(
-            said.starts_with("-----> Starting demo-v3-web-2\n"),
+            said.starts_with("-----> Starting demo-v3-web-2 on machine 8c1f2a9e\n"),
             "{said}"
         );
         assert!(
@@ -80,7 +86,7 @@ mod tests {
         );
         // A failed health check is the app's, not the store's.
         let unhealthy = VerbError::Rollout {
-            said: String::new(),
+            steps: Vec::new(),
             error: deployer::DeployError::Broken {
                 unit: "demo-v3-web-2".into(),
                 reason: "failed: exit code 1".into(),

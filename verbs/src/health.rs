@@ -1,16 +1,38 @@
 //! `health:set`: how new instances are checked before they take traffic.
 
-use serde_json::json;
+use serde::Serialize;
+use store::records::Health;
+use store::AppName;
 
 use crate::apps::update;
 use crate::args::Args;
-use crate::{Caller, Context, Outcome, VerbError};
+use crate::{Caller, Context, VerbError};
+
+/// An app's health check, as set (`health:set`).
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct HealthCheck {
+    #[serde(skip)]
+    pub app: AppName,
+    pub health: Health,
+}
+
+impl std::fmt::Display for HealthCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let health = &self.health;
+        write!(
+            f,
+            "{} health check: GET {} within {}s, {} attempts",
+            self.app, health.path, health.timeout, health.attempts
+        )
+    }
+}
 
 pub(crate) async fn set(
     context: &Context,
     caller: &Caller,
     args: Args,
-) -> Result<Outcome, VerbError> {
+) -> Result<HealthCheck, VerbError> {
     let words = args.at_least(2)?;
     let mut path = None;
     let mut timeout = None;
@@ -60,12 +82,8 @@ pub(crate) async fn set(
         Ok(())
     })
     .await?;
-    let health = &app.health;
-    Ok(Outcome::new(
-        format!(
-            "{} health check: GET {} within {}s, {} attempts",
-            app.name, health.path, health.timeout, health.attempts
-        ),
-        json!(health),
-    ))
+    Ok(HealthCheck {
+        app: app.name,
+        health: app.health,
+    })
 }

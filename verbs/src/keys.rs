@@ -1,13 +1,13 @@
 //! SSH keys: parsing OpenSSH public keys into records, and the `ssh-keys:*` verbs.
 
-use serde_json::json;
+use serde::Serialize;
 use ssh_key::{Algorithm, HashAlg, PublicKey};
 use store::names::check_segment;
 use store::records::{Role, SshKey};
 use store::AppName;
 
 use crate::args::Args;
-use crate::{Caller, Context, Outcome, VerbError};
+use crate::{Caller, Context, VerbError};
 
 /// The SHA256 fingerprint of a key, as `ssh-keygen -lf` prints it.
 pub fn fingerprint(key: &PublicKey) -> String {
@@ -127,32 +127,63 @@ pub(crate) fn role_and_apps(
     Ok((role, apps))
 }
 
-fn describe(key: &SshKey) -> String {
-    let apps = key
-        .apps
-        .iter()
-        .map(AppName::as_str)
-        .collect::<Vec<_>>()
-        .join(",");
-    let role = key.role.as_str();
-    format!(
-        "{}  {role}  {}  {}",
-        key.name,
-        key.fingerprint,
-        if apps.is_empty() { "-" } else { &apps }
-    )
+/// An SSH key as `ssh-keys:*` show it: name, role, fingerprint and apps.
+struct Described<'a>(&'a SshKey);
+
+impl std::fmt::Display for Described<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = self.0;
+        let apps = crate::apps_column(&key.apps);
+        write!(
+            f,
+            "{}  {}  {}  {apps}",
+            key.name,
+            key.role.as_str(),
+            key.fingerprint
+        )
+    }
 }
 
-pub(crate) async fn list(context: &Context, caller: &Caller) -> Result<Outcome, VerbError> {
+/// The SSH keys (`ssh-keys:list`).
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct KeyList(pub Vec<SshKey>);
+
+impl std::fmt::Display for KeyList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::lines_or(
+            f,
+            self.0.iter().map(Described),
+            "no SSH keys: add one with ssh-keys:add NAME < key.pub",
+        )
+    }
+}
+
+/// A key added or removed (`ssh-keys:add`, `ssh-keys:remove`).
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct KeyChange {
+    #[serde(skip)]
+    pub done: &'static str,
+    pub key: SshKey,
+}
+
+impl std::fmt::Display for KeyChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} key {}", self.done, Described(&self.key))
+    }
+}
+
+pub(crate) async fn list(context: &Context, caller: &Caller) -> Result<KeyList, VerbError> {
     caller.require_admin("list keys")?;
     let listing = context.store.list(&context.store.keys().ssh_keys()).await?;
-    let keys: Vec<&SshKey> = listing.entries.iter().map(|entry| &entry.value).collect();
-    let text = keys
-        .iter()
-        .map(|key| describe(key))
-        .collect::<Vec<_>>()
-        .join("\n");
-    Ok(Outcome::new(text, json!(keys)))
+    Ok(KeyList(
+        listing
+            .entries
+            .into_iter()
+            .map(|entry| entry.value)
+            .collect(),
+    ))
 }
 
 pub(crate) async fn add(
@@ -160,7 +191,7 @@ pub(crate) async fn add(
     caller: &Caller,
     args: Args,
     stdin: &[u8],
-) -> Result<Outcome, VerbError> {
+) -> Result<KeyChange, VerbError> {
     let (name, flags) = args.one_and_flags()?;
     caller.require_admin("add keys")?;
     let (role, apps) = role_and_apps(&flags)?;
@@ -173,17 +204,14 @@ pub(crate) async fn add(
     let text = String::from_utf8_lossy(stdin);
     let key = parse_public_key(&text, &name, role, apps)?;
     add_key(context, &key).await?;
-    Ok(Outcome::new(
-        format!("added key {}", describe(&key)),
-        json!(key),
-    ))
+    Ok(KeyChange { done: "added", key })
 }
 
 pub(crate) async fn remove(
     context: &Context,
     caller: &Caller,
     args: Args,
-) -> Result<Outcome, VerbError> {
+) -> Result<KeyChange, VerbError> {
     let wanted = args.one()?;
     caller.require_admin("remove keys")?;
     let store = &context.store;
@@ -216,8 +244,8 @@ pub(crate) async fn remove(
             Some(_) => VerbError::Conflict("the key changed meanwhile: try again".to_string()),
             None => error.into(),
         })?;
-    Ok(Outcome::new(
-        format!("removed key {}", describe(&found.value)),
-        json!(found.value),
-    ))
+    Ok(KeyChange {
+        done: "removed",
+        key: found.value.clone(),
+    })
 }

@@ -13,7 +13,9 @@ pub mod cluster;
 mod config;
 mod domains;
 mod error;
+mod follow;
 mod health;
+mod instances;
 pub mod keys;
 mod ports;
 mod releases;
@@ -21,13 +23,24 @@ mod tokens;
 
 use std::path::PathBuf;
 
-use serde_json::json;
+use serde::Serialize;
 use store::Store;
-use support::now;
+pub use support::Clock;
 
-pub use apps::create_app;
+pub use apps::{create_app, AppChanged, AppInfo, AppList};
+pub use builds::{BuildList, BuildLog, BuildRow};
 pub use caller::Caller;
+pub use cluster::{MachineRow, Machines, UnitFile, UnitRow, Units};
+pub use config::{Config, ConfigValue};
+pub use domains::{DomainChange, Domains};
 pub use error::VerbError;
+pub use follow::Following;
+pub use health::HealthCheck;
+pub use instances::{Instances, Scaled};
+pub use keys::{KeyChange, KeyList};
+pub use ports::PortChange;
+pub use releases::{ConfigChange, ReleaseList, RolloutReport};
+pub use tokens::{NewToken, Revoked, TokenList, TokenRow};
 
 /// What verbs work on.
 #[derive(Debug, Clone)]
@@ -40,6 +53,8 @@ pub struct Context {
     /// Seals the webhook signing secret of each new token; `None`: tokens
     /// made here cannot sign webhooks.
     pub hooks: Option<std::sync::Arc<store::HookKey>>,
+    /// What "now" is for records and ages (fixed in snapshot tests).
+    pub clock: Clock,
 }
 
 /// Rolls a recorded release out, sending each step as a line; the handle
@@ -49,14 +64,14 @@ pub trait Rollouts: Send + Sync + std::fmt::Debug {
         &self,
         app: store::AppName,
         n: u64,
-        report: tokio::sync::mpsc::Sender<String>,
+        report: tokio::sync::mpsc::Sender<deployer::Step>,
     ) -> futures::future::BoxFuture<'static, Result<(), deployer::DeployError>>;
 
     /// Restarts the serving release's instances one at a time.
     fn restart(
         &self,
         app: store::AppName,
-        report: tokio::sync::mpsc::Sender<String>,
+        report: tokio::sync::mpsc::Sender<deployer::Step>,
     ) -> futures::future::BoxFuture<'static, Result<(), deployer::DeployError>>;
 
     /// Pins an image reference to its digest and reads its exposed ports,
@@ -78,13 +93,19 @@ impl Context {
         })
     }
 
+    /// Seconds since the Unix epoch by the context's clock.
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
     /// The bare repository of `app`.
     pub fn repo_path(&self, app: &store::AppName) -> PathBuf {
         self.data_dir.join("git").join(format!("{app}.git"))
     }
 }
 
-/// A verb's result: text for people and JSON for scripts (`--json`).
+/// A verb's result as the front doors show it: text for people and JSON for
+/// scripts (`--json`), both rendered from the verb's typed value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub text: String,
@@ -92,26 +113,49 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn new(text: impl Into<String>, json: serde_json::Value) -> Outcome {
+    /// Renders a verb's value: its `Display` is the text, its `Serialize` the JSON.
+    pub fn of<T: std::fmt::Display + Serialize>(value: &T) -> Outcome {
         Outcome {
-            text: text.into(),
-            json,
+            text: value.to_string(),
+            json: serde_json::to_value(value).unwrap_or(serde_json::Value::Null),
         }
     }
+}
 
-    /// A list, a line per item, or `empty` when there is none.
-    fn listing<S: std::borrow::Borrow<str>>(
-        lines: &[S],
-        empty: impl Into<String>,
-        json: serde_json::Value,
-    ) -> Outcome {
-        let text = if lines.is_empty() {
-            empty.into()
-        } else {
-            lines.join("\n")
-        };
-        Outcome::new(text, json)
+/// Writes `lines`, a line each, or `empty` when there are none.
+fn lines_or<S: std::fmt::Display>(
+    f: &mut std::fmt::Formatter<'_>,
+    lines: impl IntoIterator<Item = S>,
+    empty: impl std::fmt::Display,
+) -> std::fmt::Result {
+    let mut any = false;
+    for line in lines {
+        if any {
+            writeln!(f)?;
+        }
+        write!(f, "{line}")?;
+        any = true;
     }
+    if !any {
+        write!(f, "{empty}")?;
+    }
+    Ok(())
+}
+
+/// The apps of a key or token as one column: `a,b`, or `-` for none.
+fn apps_column(apps: &[store::AppName]) -> String {
+    if apps.is_empty() {
+        return "-".to_string();
+    }
+    let names: Vec<&str> = apps.iter().map(store::AppName::as_str).collect();
+    names.join(",")
+}
+
+/// A typed verb's future as the table's: its value rendered.
+fn rendered<'a, T: std::fmt::Display + Serialize>(
+    verb: impl std::future::Future<Output = Result<T, VerbError>> + Send + 'a,
+) -> futures::future::BoxFuture<'a, Result<Outcome, VerbError>> {
+    Box::pin(async move { verb.await.map(|value| Outcome::of(&value)) })
 }
 
 /// One verb as `help` lists it.
@@ -156,37 +200,37 @@ const fn verb(name: &'static str, usage: &'static str, summary: &'static str, ru
 /// Every verb, in the order `help` lists them.
 pub const VERBS: &[Verb] = &[
     verb("help", "help", "list the verbs", |_, _, _, _| {
-        Box::pin(async { Ok(help()) })
+        rendered(async { Ok(help()) })
     }),
     verb(
         "apps:list",
         "apps:list",
         "list the apps you may use",
-        |context, caller, _, _| Box::pin(apps::list(context, caller)),
+        |context, caller, _, _| rendered(apps::list(context, caller)),
     ),
     verb(
         "apps:create",
         "apps:create APP",
         "create an app (admin)",
-        |context, caller, args, _| Box::pin(apps::create(context, caller, args)),
+        |context, caller, args, _| rendered(apps::create(context, caller, args)),
     ),
     verb(
         "apps:info",
         "apps:info APP",
         "show an app's settings",
-        |context, caller, args, _| Box::pin(apps::info(context, caller, args)),
+        |context, caller, args, _| rendered(apps::info(context, caller, args)),
     ),
     verb(
         "apps:destroy",
         "apps:destroy APP --force",
         "delete an app, its releases and its repo (admin)",
-        |context, caller, args, _| Box::pin(apps::destroy(context, caller, args)),
+        |context, caller, args, _| rendered(apps::destroy(context, caller, args)),
     ),
     verb(
         "ssh-keys:list",
         "ssh-keys:list",
         "list the SSH keys (admin)",
-        |context, caller, _, _| Box::pin(keys::list(context, caller)),
+        |context, caller, _, _| rendered(keys::list(context, caller)),
     ),
     Verb {
         reads_stdin: true,
@@ -194,158 +238,158 @@ pub const VERBS: &[Verb] = &[
             "ssh-keys:add",
             "ssh-keys:add NAME [--role admin|deployer] [--apps A,B] < key.pub",
             "add the public key on stdin (admin)",
-            |context, caller, args, stdin| Box::pin(keys::add(context, caller, args, stdin)),
+            |context, caller, args, stdin| rendered(keys::add(context, caller, args, stdin)),
         )
     },
     verb(
         "ssh-keys:remove",
         "ssh-keys:remove NAME|FINGERPRINT",
         "remove an SSH key (admin)",
-        |context, caller, args, _| Box::pin(keys::remove(context, caller, args)),
+        |context, caller, args, _| rendered(keys::remove(context, caller, args)),
     ),
     verb(
         "tokens:list",
         "tokens:list",
         "list the API tokens (admin)",
-        |context, caller, _, _| Box::pin(tokens::list(context, caller)),
+        |context, caller, _, _| rendered(tokens::list(context, caller)),
     ),
     verb(
         "tokens:create",
         "tokens:create NAME [--role admin|deployer|machine] [--apps A,B]",
         "create an API token and print its secret once (admin)",
-        |context, caller, args, _| Box::pin(tokens::create(context, caller, args)),
+        |context, caller, args, _| rendered(tokens::create(context, caller, args)),
     ),
     verb(
         "tokens:revoke",
         "tokens:revoke NAME",
         "revoke an API token (admin)",
-        |context, caller, args, _| Box::pin(tokens::revoke(context, caller, args)),
+        |context, caller, args, _| rendered(tokens::revoke(context, caller, args)),
     ),
     verb(
         "config:show",
         "config:show APP",
         "show an app's environment",
-        |context, caller, args, _| Box::pin(config::show(context, caller, args)),
+        |context, caller, args, _| rendered(config::show(context, caller, args)),
     ),
     verb(
         "config:get",
         "config:get APP KEY",
         "print one environment variable",
-        |context, caller, args, _| Box::pin(config::get(context, caller, args)),
+        |context, caller, args, _| rendered(config::get(context, caller, args)),
     ),
     verb(
         "config:set",
         "config:set APP KEY=VALUE ...",
         "set environment variables",
-        |context, caller, args, _| Box::pin(config::set(context, caller, args)),
+        |context, caller, args, _| rendered(config::set(context, caller, args)),
     ),
     verb(
         "config:unset",
         "config:unset APP KEY ...",
         "remove environment variables",
-        |context, caller, args, _| Box::pin(config::unset(context, caller, args)),
+        |context, caller, args, _| rendered(config::unset(context, caller, args)),
     ),
     verb(
         "domains:list",
         "domains:list APP",
         "list the domains routed to an app",
-        |context, caller, args, _| Box::pin(domains::list(context, caller, args)),
+        |context, caller, args, _| rendered(domains::list(context, caller, args)),
     ),
     verb(
         "domains:add",
         "domains:add APP DOMAIN",
         "route a domain to an app",
-        |context, caller, args, _| Box::pin(domains::add(context, caller, args)),
+        |context, caller, args, _| rendered(domains::add(context, caller, args)),
     ),
     verb(
         "domains:remove",
         "domains:remove APP DOMAIN",
         "stop routing a domain to an app",
-        |context, caller, args, _| Box::pin(domains::remove(context, caller, args)),
+        |context, caller, args, _| rendered(domains::remove(context, caller, args)),
     ),
     verb(
         "builds",
         "builds APP",
         "list an app's builds, newest first",
-        |context, caller, args, _| Box::pin(builds::list(context, caller, args)),
+        |context, caller, args, _| rendered(builds::list(context, caller, args)),
     ),
     verb(
         "machines:list",
         "machines:list",
         "list the machines and their units (admin)",
-        |context, caller, _, _| Box::pin(cluster::machines(context, caller)),
+        |context, caller, _, _| rendered(cluster::machines(context, caller)),
     ),
     verb(
         "units:list",
         "units:list [APP]",
         "list units, where they run and their state",
-        |context, caller, args, _| Box::pin(cluster::units(context, caller, args)),
+        |context, caller, args, _| rendered(cluster::units(context, caller, args)),
     ),
     verb(
         "units:cat",
         "units:cat UNIT",
         "print a unit file",
-        |context, caller, args, _| Box::pin(cluster::cat(context, caller, args)),
+        |context, caller, args, _| rendered(cluster::cat(context, caller, args)),
     ),
     verb(
         "builds:log",
         "builds:log APP [ID]",
         "print a build's log (the newest by default)",
-        |context, caller, args, _| Box::pin(builds::log(context, caller, args)),
+        |context, caller, args, _| rendered(builds::log(context, caller, args)),
     ),
     verb(
         "health:set",
         "health:set APP [path=/up] [timeout=5] [attempts=3]",
         "set how new instances are checked",
-        |context, caller, args, _| Box::pin(health::set(context, caller, args)),
+        |context, caller, args, _| rendered(health::set(context, caller, args)),
     ),
     verb(
         "ports:set",
         "ports:set APP PORT|default",
         "set the port the app listens on ($PORT; default: the image's EXPOSE, else 5000)",
-        |context, caller, args, _| Box::pin(ports::set(context, caller, args)),
+        |context, caller, args, _| rendered(ports::set(context, caller, args)),
     ),
     verb(
         "releases",
         "releases APP",
         "list an app's releases, newest first",
-        |context, caller, args, _| Box::pin(releases::list(context, caller, args)),
+        |context, caller, args, _| rendered(releases::list(context, caller, args)),
     ),
     verb(
         "deploy",
         "deploy APP IMAGE",
         "release IMAGE with the app's env and roll it out",
-        |context, caller, args, _| Box::pin(releases::deploy(context, caller, args)),
+        |context, caller, args, _| rendered(releases::deploy(context, caller, args)),
     ),
     verb(
         "rollback",
         "rollback APP [N]",
         "release an earlier release's image and env again (default: the one before)",
-        |context, caller, args, _| Box::pin(releases::rollback(context, caller, args)),
+        |context, caller, args, _| rendered(releases::rollback(context, caller, args)),
     ),
     verb(
         "deploy:follow",
         "deploy:follow APP REPO [TAG-GLOB]",
         "deploy each new tag of REPO (matching TAG-GLOB) pushed to Paz's registry",
-        |context, caller, args, _| Box::pin(releases::follow(context, caller, args)),
+        |context, caller, args, _| rendered(follow::follow(context, caller, args)),
     ),
     verb(
         "ps",
         "ps APP",
         "list an app's instances",
-        |context, caller, args, _| Box::pin(releases::ps(context, caller, args)),
+        |context, caller, args, _| rendered(instances::ps(context, caller, args)),
     ),
     verb(
         "ps:restart",
         "ps:restart APP",
         "restart an app's instances one at a time",
-        |context, caller, args, _| Box::pin(releases::restart(context, caller, args)),
+        |context, caller, args, _| rendered(instances::restart(context, caller, args)),
     ),
     verb(
         "ps:scale",
         "ps:scale APP [web=N] [worker=M]",
         "run N web and M worker instances of the current release",
-        |context, caller, args, _| Box::pin(releases::scale(context, caller, args)),
+        |context, caller, args, _| rendered(instances::scale(context, caller, args)),
     ),
 ];
 
@@ -369,17 +413,46 @@ pub async fn run(
     (spec.run)(context, caller, args::Args::new(spec, args), stdin).await
 }
 
-fn help() -> Outcome {
-    let width = VERBS.iter().map(|verb| verb.usage.len()).max().unwrap_or(0);
-    let mut text = String::from("Paz verbs (add --json for machine-readable output):\n");
-    for verb in VERBS {
-        text.push_str(&format!("  {:width$}  {}\n", verb.usage, verb.summary));
+/// What `help` says: every verb of the table.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct Help(Vec<VerbHelp>);
+
+/// One line of `help`.
+#[derive(Debug, Serialize)]
+pub struct VerbHelp {
+    pub verb: &'static str,
+    pub usage: &'static str,
+    pub summary: &'static str,
+}
+
+impl std::fmt::Display for Help {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let width = self
+            .0
+            .iter()
+            .map(|verb| verb.usage.len())
+            .max()
+            .unwrap_or(0);
+        write!(f, "Paz verbs (add --json for machine-readable output):")?;
+        for verb in &self.0 {
+            write!(f, "\n  {:width$}  {}", verb.usage, verb.summary)?;
+        }
+        Ok(())
     }
-    let json = json!(VERBS
-        .iter()
-        .map(|verb| json!({"verb": verb.name, "usage": verb.usage, "summary": verb.summary}))
-        .collect::<Vec<_>>());
-    Outcome::new(text.trim_end(), json)
+}
+
+fn help() -> Help {
+    Help(
+        VERBS
+            .iter()
+            .map(|verb| VerbHelp {
+                verb: verb.name,
+                usage: verb.usage,
+                summary: verb.summary,
+            })
+            .collect(),
+    )
 }
 
 /// A time in seconds since the Unix epoch as RFC 3339 UTC (`2026-11-28T05:50:19Z`).
@@ -390,9 +463,10 @@ fn utc(seconds: u64) -> String {
     .to_string()
 }
 
-/// How long ago `seconds` (since the Unix epoch) was, to the largest two units (`3h 12m`).
-fn age(seconds: u64) -> String {
-    let elapsed = now().saturating_sub(seconds);
+/// How long before `now` the time `seconds` was (both since the Unix
+/// epoch), to the largest two units (`3h 12m`).
+fn age(seconds: u64, now: u64) -> String {
+    let elapsed = now.saturating_sub(seconds);
     let (days, hours, minutes) = (elapsed / 86400, elapsed / 3600 % 24, elapsed / 60 % 60);
     match (days, hours, minutes) {
         (0, 0, 0) => format!("{elapsed}s"),
@@ -420,7 +494,11 @@ mod tests {
                 "{}: its usage starts with its name",
                 verb.name
             );
-            assert!(help.text.contains(verb.usage), "help lists {}", verb.name);
+            assert!(
+                help.to_string().contains(verb.usage),
+                "help lists {}",
+                verb.name
+            );
             assert_eq!(find(verb.name).map(|found| found.name), Some(verb.name));
         }
         assert!(find("apps:frobnicate").is_none());

@@ -1,17 +1,35 @@
 //! `ports:set`: the port an app's instances listen on (`$PORT`), Dokku-like.
 //! A change is a new release of the serving image, rolled out.
 
-use serde_json::json;
+use serde::Serialize;
+use store::AppName;
 
 use crate::apps::update;
 use crate::args::Args;
-use crate::{Caller, Context, Outcome, VerbError};
+use crate::releases::ConfigChange;
+use crate::{Caller, Context, VerbError};
+
+/// The port set (`ports:set`), and the release it made.
+#[derive(Debug, Serialize)]
+pub struct PortChange {
+    pub app: AppName,
+    /// `None`: the image's first exposed port, else 5000.
+    pub port: Option<u16>,
+    #[serde(skip)]
+    pub change: ConfigChange,
+}
+
+impl std::fmt::Display for PortChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.change)
+    }
+}
 
 pub(crate) async fn set(
     context: &Context,
     caller: &Caller,
     args: Args,
-) -> Result<Outcome, VerbError> {
+) -> Result<PortChange, VerbError> {
     let (name, value) = args.two()?;
     let port = match value.as_str() {
         "default" => None,
@@ -38,9 +56,10 @@ pub(crate) async fn set(
             app.name
         ),
     };
-    let outcome = crate::releases::after_config_change(context, caller, &app, said).await?;
-    Ok(Outcome::new(
-        outcome.text,
-        json!({"app": app.name, "port": port}),
-    ))
+    let change = crate::releases::after_config_change(context, caller, &app, said).await?;
+    Ok(PortChange {
+        app: app.name,
+        port,
+        change,
+    })
 }

@@ -2,51 +2,100 @@
 //! Only the SHA-256 of a secret is stored; the secret is shown once.
 
 use rand::RngExt;
-use serde_json::json;
-use store::records::Token;
+use serde::Serialize;
+use store::records::{Role, Token};
 use store::AppName;
 
 use crate::args::Args;
 use crate::keys::role_and_apps;
-use crate::{Caller, Context, Outcome, VerbError};
+use crate::{Caller, Context, VerbError};
 
-fn describe(token: &Token) -> String {
-    let role = token.role.as_str();
-    let apps = token
-        .apps
-        .iter()
-        .map(AppName::as_str)
-        .collect::<Vec<_>>()
-        .join(",");
-    format!(
-        "{}  {role}  {}",
-        token.name,
-        if apps.is_empty() { "-" } else { &apps }
-    )
+/// A token as listed: its name, role and apps (never its secret's hash).
+#[derive(Debug, Serialize)]
+pub struct TokenRow {
+    pub name: String,
+    pub role: Role,
+    pub apps: Vec<AppName>,
 }
 
-pub(crate) async fn list(context: &Context, caller: &Caller) -> Result<Outcome, VerbError> {
+impl From<&Token> for TokenRow {
+    fn from(token: &Token) -> TokenRow {
+        TokenRow {
+            name: token.name.clone(),
+            role: token.role,
+            apps: token.apps.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for TokenRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let apps = crate::apps_column(&self.apps);
+        write!(f, "{}  {}  {apps}", self.name, self.role.as_str())
+    }
+}
+
+/// The API tokens (`tokens:list`).
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct TokenList(pub Vec<TokenRow>);
+
+impl std::fmt::Display for TokenList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::lines_or(f, &self.0, "no tokens: create one with tokens:create NAME")
+    }
+}
+
+pub(crate) async fn list(context: &Context, caller: &Caller) -> Result<TokenList, VerbError> {
     caller.require_admin("list tokens")?;
     let listing = context.store.list(&context.store.keys().tokens()).await?;
-    let text = listing
-        .entries
-        .iter()
-        .map(|entry| describe(&entry.value))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let json = json!(listing
-        .entries
-        .iter()
-        .map(|entry| json!({"name": entry.value.name, "role": entry.value.role, "apps": entry.value.apps}))
-        .collect::<Vec<_>>());
-    Ok(Outcome::new(text, json))
+    Ok(TokenList(
+        listing
+            .entries
+            .iter()
+            .map(|entry| TokenRow::from(&entry.value))
+            .collect(),
+    ))
+}
+
+/// A token just made, with its secrets: the only time they are shown.
+#[derive(Debug, Serialize)]
+pub struct NewToken {
+    pub name: String,
+    pub secret: String,
+    /// The webhook signing secret, where the server can seal one.
+    pub signing_secret: Option<String>,
+    pub role: Role,
+    pub apps: Vec<AppName>,
+}
+
+impl std::fmt::Display for NewToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let row = TokenRow {
+            name: self.name.clone(),
+            role: self.role,
+            apps: self.apps.clone(),
+        };
+        write!(
+            f,
+            "created token {row}\nsecret (shown once, keep it safe): {}",
+            self.secret
+        )?;
+        if let Some(signing) = &self.signing_secret {
+            write!(
+                f,
+                "\nwebhook signing secret (shown once; X-Paz-Signature): {signing}"
+            )?;
+        }
+        Ok(())
+    }
 }
 
 pub(crate) async fn create(
     context: &Context,
     caller: &Caller,
     args: Args,
-) -> Result<Outcome, VerbError> {
+) -> Result<NewToken, VerbError> {
     let (name, flags) = args.one_and_flags()?;
     caller.require_admin("create tokens")?;
     let (role, apps) = role_and_apps(&flags)?;
@@ -70,24 +119,32 @@ pub(crate) async fn create(
             )),
             None => error.into(),
         })?;
-    let signing_line = signing
-        .as_ref()
-        .map(|signing| format!("\nwebhook signing secret (shown once; X-Paz-Signature): {signing}"))
-        .unwrap_or_default();
-    Ok(Outcome::new(
-        format!(
-            "created token {}\nsecret (shown once, keep it safe): {secret}{signing_line}",
-            describe(&token)
-        ),
-        json!({"name": name, "secret": secret, "signing_secret": signing, "role": token.role, "apps": token.apps}),
-    ))
+    Ok(NewToken {
+        name,
+        secret,
+        signing_secret: signing,
+        role: token.role,
+        apps: token.apps,
+    })
+}
+
+/// A token revoked (`tokens:revoke`).
+#[derive(Debug, Serialize)]
+pub struct Revoked {
+    pub name: String,
+}
+
+impl std::fmt::Display for Revoked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "revoked token {}", self.name)
+    }
 }
 
 pub(crate) async fn revoke(
     context: &Context,
     caller: &Caller,
     args: Args,
-) -> Result<Outcome, VerbError> {
+) -> Result<Revoked, VerbError> {
     let name = args.one()?;
     caller.require_admin("revoke tokens")?;
     let key = context.store.keys().token(&name)?;
@@ -96,8 +153,5 @@ pub(crate) async fn revoke(
             "no token named `{name}`: see tokens:list"
         )));
     }
-    Ok(Outcome::new(
-        format!("revoked token {name}"),
-        json!({"name": name}),
-    ))
+    Ok(Revoked { name })
 }

@@ -1,0 +1,122 @@
+//! What a rollout says as it goes: typed steps that the SSH output, and the
+//! API and the web UI, render each their own way (text lines for SSH).
+
+use serde::Serialize;
+
+/// One step of a rollout or restart, in the order they happen.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// Another deploy of the app holds its lock; this one waits its turn.
+    Waiting { app: String },
+    /// Something the plan says before it starts (a process type that cannot run).
+    Note { text: String },
+    /// The release's `release:` command starts.
+    ReleaseCommand { command: String },
+    /// A line of the release command's output.
+    Output { line: String },
+    /// A new instance (`demo-v7-web-1`) was placed on a machine.
+    Placed { instance: String, machine: String },
+    /// A new instance's container runs (a web instance is not checked yet).
+    Started { instance: String },
+    /// A new instance is ready: a web instance passed its health check and
+    /// is routed, another type runs.
+    Ready {
+        instance: String,
+        routed: bool,
+        seconds: f64,
+    },
+    /// An old instance is withdrawn from the routes and stops.
+    Stopping { instance: String },
+    /// An instance of the serving release restarts (`ps:restart`).
+    Restarting { instance: String },
+    /// The rollout failed and takes its changes back.
+    Failed { reason: String },
+    /// The release serves at `url`.
+    Released { release: u64, url: String },
+    /// Every instance of the serving release was restarted.
+    Restarted { app: String, release: u64 },
+}
+
+impl Step {
+    /// The instance name of a unit (`demo-v7-web-1.service` -> `demo-v7-web-1`).
+    pub(crate) fn instance(unit: &str) -> String {
+        unit.trim_end_matches(".service").to_string()
+    }
+}
+
+/// The SSH output's line: `----->` starts a step, an indented line adds to one.
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Waiting { app } => {
+                write!(f, "-----> Waiting for the deploy of {app} in progress")
+            }
+            Step::Note { text } => write!(f, "-----> {text}"),
+            Step::ReleaseCommand { command } => {
+                write!(f, "-----> Running release command: {command}")
+            }
+            Step::Output { line } => write!(f, "       {line}"),
+            Step::Placed { instance, machine } => {
+                let short: String = machine.chars().take(8).collect();
+                write!(f, "-----> Starting {instance} on machine {short}")
+            }
+            Step::Started { instance } => write!(f, "       {instance} started"),
+            Step::Ready {
+                instance,
+                routed,
+                seconds,
+            } => {
+                let how = if *routed { "healthy" } else { "running" };
+                write!(f, "       {instance} {how} after {seconds:.1} s")
+            }
+            Step::Stopping { instance } => write!(f, "-----> Stopping {instance}"),
+            Step::Restarting { instance } => write!(f, "-----> Restarting {instance}"),
+            Step::Failed { reason } => write!(f, "-----> {reason}; rolling back"),
+            Step::Released { release, url } => write!(f, "-----> Released v{release}: {url}"),
+            Step::Restarted { app, release } => write!(f, "-----> Restarted {app} v{release}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_step_is_one_line_of_text_and_a_tagged_json_object() {
+        let steps = [
+            Step::Placed {
+                instance: "demo-v7-web-1".into(),
+                machine: "8c1f2a9e77d1".into(),
+            },
+            Step::Ready {
+                instance: "demo-v7-web-1".into(),
+                routed: true,
+                seconds: 1.26,
+            },
+            Step::Output {
+                line: "migrated".into(),
+            },
+            Step::Released {
+                release: 7,
+                url: "http://demo.paz.localhost".into(),
+            },
+        ];
+        let text: Vec<String> = steps.iter().map(Step::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "-----> Starting demo-v7-web-1 on machine 8c1f2a9e",
+                "       demo-v7-web-1 healthy after 1.3 s",
+                "       migrated",
+                "-----> Released v7: http://demo.paz.localhost",
+            ]
+        );
+        let json = serde_json::to_value(&steps[1]).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"step": "ready", "instance": "demo-v7-web-1", "routed": true, "seconds": 1.26})
+        );
+    }
+}

@@ -1,0 +1,166 @@
+//! `ps`, `ps:scale` and `ps:restart`: an app's instances, how many run, and
+//! restarting them.
+
+use serde::Serialize;
+use store::records::ActiveState;
+use store::AppName;
+
+use crate::apps::{load, update};
+use crate::args::Args;
+use crate::cluster::{unit_rows, UnitRow};
+use crate::releases::{collect_steps, current, roll_out, RolloutReport};
+use crate::{Caller, Context, VerbError};
+
+/// An app's instances (`ps`).
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct Instances {
+    #[serde(skip)]
+    pub app: AppName,
+    pub instances: Vec<UnitRow>,
+    /// When this was read, for the instances' ages.
+    #[serde(skip)]
+    pub now: u64,
+}
+
+/// One instance's `ps` line: name, machine, state and age.
+fn line(row: &UnitRow, now: u64) -> String {
+    let active = match row.state.as_ref().map(|s| s.active) {
+        Some(ActiveState::Active) => "up",
+        Some(ActiveState::Activating) => "starting",
+        Some(ActiveState::Deactivating) => "stopping",
+        Some(ActiveState::Inactive) => "stopped",
+        Some(ActiveState::Failed) => "crashed",
+        None => "waiting",
+    };
+    let age = row
+        .state
+        .as_ref()
+        .map(|s| format!("{}s", now.saturating_sub(s.since)))
+        .unwrap_or_else(|| "-".into());
+    let short: String = row
+        .machine
+        .as_deref()
+        .unwrap_or("-")
+        .chars()
+        .take(12)
+        .collect();
+    format!(
+        "{}  {short:12}  {active:8}  {age}",
+        row.unit.trim_end_matches(".service")
+    )
+}
+
+impl std::fmt::Display for Instances {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lines = self.instances.iter().map(|row| line(row, self.now));
+        crate::lines_or(f, lines, format!("{} runs no instances", self.app))
+    }
+}
+
+pub(crate) async fn ps(
+    context: &Context,
+    caller: &Caller,
+    args: Args,
+) -> Result<Instances, VerbError> {
+    let name = args.one()?;
+    let (app, _) = load(context, caller, &name).await?;
+    let instances = unit_rows(&context.store, |unit| {
+        units::parse_instance_name(unit)
+            .is_some_and(|instance| instance.app == app.as_str() && !instance.sidekick)
+    })
+    .await?;
+    Ok(Instances {
+        app,
+        instances,
+        now: context.now(),
+    })
+}
+
+/// What `ps:scale` did: rolled the serving release out at the new scale,
+/// or saved the scale for the first release.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Scaled {
+    Rolled(RolloutReport),
+    Saved {
+        app: AppName,
+        web: Option<u32>,
+        worker: Option<u32>,
+    },
+}
+
+impl std::fmt::Display for Scaled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scaled::Rolled(report) => write!(f, "{report}"),
+            Scaled::Saved { app, .. } => {
+                write!(f, "{app} will run at this scale once it is deployed")
+            }
+        }
+    }
+}
+
+pub(crate) async fn scale(
+    context: &Context,
+    caller: &Caller,
+    args: Args,
+) -> Result<Scaled, VerbError> {
+    let words = args.at_least(2)?;
+    let (mut web, mut worker) = (None, None);
+    for word in &words[1..] {
+        let (process, count) = word.split_once('=').ok_or_else(|| args.usage())?;
+        let count: u32 = count.parse().ok().filter(|n| *n <= 100).ok_or_else(|| {
+            VerbError::Invalid(format!(
+                "`{word}`: the count must be a number from 0 to 100"
+            ))
+        })?;
+        match process {
+            "web" => web = Some(count),
+            "worker" => worker = Some(count),
+            other => {
+                return Err(VerbError::Invalid(format!(
+                    "process type `{other}` cannot be scaled: Paz runs web and worker"
+                )))
+            }
+        }
+    }
+    if web.is_none() && worker.is_none() {
+        return Err(args.usage());
+    }
+    if web == Some(0) {
+        return Err(VerbError::Invalid(
+            "web=0 would stop the app: destroy it instead, or scale to 1".into(),
+        ));
+    }
+    let rollouts = context.rollouts()?;
+    let (app, _) = load(context, caller, &words[0]).await?;
+    update(context, caller, app.as_str(), |record| {
+        if let Some(web) = web {
+            record.scale.web = web;
+        }
+        if let Some(worker) = worker {
+            record.scale.worker = worker;
+        }
+        Ok(())
+    })
+    .await?;
+    match current(context, &app).await? {
+        // The current release again: instances are added or removed, nothing restarts.
+        Some(n) => Ok(Scaled::Rolled(roll_out(rollouts, &app, n).await?)),
+        None => Ok(Scaled::Saved { app, web, worker }),
+    }
+}
+
+pub(crate) async fn restart(
+    context: &Context,
+    caller: &Caller,
+    args: Args,
+) -> Result<RolloutReport, VerbError> {
+    let name = args.one()?;
+    let rollouts = context.rollouts()?.clone();
+    let (app, _) = load(context, caller, &name).await?;
+    let n = current(context, &app).await?.unwrap_or_default();
+    let app2 = app.clone();
+    collect_steps(&app, n, move |steps| rollouts.restart(app2, steps)).await
+}
