@@ -307,81 +307,15 @@ impl ImageFollower {
                 return;
             }
         }
-        if self.config.ignore_by.contains(&event.by) {
-            self.settle(&claim, "a build's push, deployed by that push")
-                .await;
-            return;
-        }
-        let Some(image) = image_of(&event, self.config.registry_host.as_deref()) else {
-            warn!(repository = %event.repository, "an image event without tag or digest; not deployed");
-            self.settle(&claim, "no tag or digest").await;
-            return;
+        let image = match self.image_to_deploy(&event) {
+            Ok(image) => image,
+            Err(why) => return self.settle(&claim, why).await,
         };
-        // Whatever its source let through, it must not reach a unit file.
-        if let Err(error) = units::check_image(&image) {
-            warn!(%error, "an image event naming no valid image; not deployed");
-            self.settle(&claim, "not an image reference").await;
-            return;
-        }
-        let apps = match self.store.list(&self.store.keys().apps()).await {
-            Ok(apps) => apps,
-            Err(error) => {
-                warn!(%error, "cannot read the apps for an image event");
-                return;
-            }
+        let targets = match self.targets(&event, revision, &image).await {
+            Targets::Deploy(targets) => targets,
+            Targets::Settle(why) => return self.settle(&claim, why).await,
+            Targets::Later => return,
         };
-        // The event's token must be allowed to deploy each app, and to use
-        // the image when it is another app's in Paz's registry.
-        let token = match self.store.keys().token(&event.by) {
-            Ok(key) => match self.store.get(&key).await {
-                Ok(token) => token.map(|token| token.value),
-                Err(error) => {
-                    warn!(%error, "cannot read the token of an image event; trying again later");
-                    return;
-                }
-            },
-            Err(_) => None,
-        };
-        let owner = self.deployer.image_owner(&image);
-        let mut targets = Vec::new();
-        let mut passed_by = false;
-        let mut refused = false;
-        for entry in apps.entries {
-            let app = entry.value;
-            if !follows(&app, &event) {
-                continue;
-            }
-            if !may_deploy(token.as_ref(), &app.name, owner.as_ref()) {
-                warn!(app = %app.name, by = %event.by, image = %image, "an image event whose token may not deploy this app, or use this image; not deployed");
-                refused = true;
-                continue;
-            }
-            match self
-                .plan_for(&app, entry.create_revision, &event, revision, &image)
-                .await
-            {
-                Ok(Plan::Skip) => {
-                    info!(app = %app.name, %image, "an image event older than the app's newest release, or already deployed; not deployed");
-                    passed_by = true;
-                }
-                Ok(_) => targets.push((app, entry.create_revision)),
-                Err(error) => {
-                    warn!(app = %app.name, %error, "cannot read the releases for an image event");
-                    return;
-                }
-            }
-        }
-        if targets.is_empty() {
-            let why = if refused {
-                "its token may not deploy the apps that follow it"
-            } else if passed_by {
-                "older than the newest release of each app that follows it"
-            } else {
-                "no app follows it"
-            };
-            self.settle(&claim, why).await;
-            return;
-        }
         // One server deploys it. The claim lives on a lease until the deploy
         // has ended, so that it goes if this server dies before then.
         let lease = match self.store.grant_lease(CLAIM_TTL).await {
@@ -402,60 +336,8 @@ impl ImageFollower {
             return;
         };
         for (app, app_revision) in targets {
-            let _planning = self.app_locks.lock(&app.name).await;
-            // Planned again under the app's lock: another event's rollout
-            // may have made a newer release meanwhile.
-            let n = match self
-                .plan_for(&app, app_revision, &event, revision, &image)
-                .await
-            {
-                Ok(Plan::Skip) => continue,
-                Ok(Plan::Resume(n)) => n,
-                Err(error) => {
-                    warn!(app = %app.name, %error, "cannot read the releases for an image event");
-                    continue;
-                }
-                Ok(Plan::Deploy) => {
-                    // Pinned now: a tag moved later must not change this release.
-                    let resolved = match self.deployer.resolve_image(&image).await {
-                        Ok(resolved) => resolved,
-                        Err(error) => {
-                            warn!(app = %app.name, %image, %error, "cannot resolve a followed image; not deployed");
-                            continue;
-                        }
-                    };
-                    let release = NewRelease {
-                        image: resolved,
-                        git_sha: None,
-                        env: app.env.clone(),
-                        created_at: event.at,
-                        by: event.by.clone(),
-                        cause: ReleaseCause::Image,
-                        processes: Default::default(),
-                        release_command: None,
-                    };
-                    match self.store.create_release(&app.name, release).await {
-                        Ok(n) => n,
-                        Err(error) => {
-                            warn!(app = %app.name, %error, "cannot record a release for an image event");
-                            continue;
-                        }
-                    }
-                }
-            };
-            let (lines, mut said) = tokio::sync::mpsc::channel::<crate::Step>(64);
-            let name = app.name.clone();
-            let log = tokio::spawn(async move {
-                while let Some(step) = said.recv().await {
-                    info!(app = %name, "{}", step.to_string().trim());
-                }
-            });
-            info!(app = %app.name, %image, n, "deploying a followed image");
-            if let Err(reason) = self.deployer.roll_out(&app.name, n, &lines).await {
-                warn!(app = %app.name, %reason, "the followed image's deploy failed");
-            }
-            drop(lines);
-            let _ = log.await;
+            self.deploy_to(&app, app_revision, &event, revision, &image)
+                .await;
         }
         // Deployed or failed, the event has been dealt with: the claim stays
         // (unless the event was trimmed meanwhile). Were this lost, the next
@@ -471,6 +353,162 @@ impl ImageFollower {
         }
         let _ = lease.revoke().await;
     }
+
+    /// The image an event names, or why it deploys nothing.
+    fn image_to_deploy(&self, event: &ImageEvent) -> Result<String, &'static str> {
+        if self.config.ignore_by.contains(&event.by) {
+            return Err("a build's push, deployed by that push");
+        }
+        let Some(image) = image_of(event, self.config.registry_host.as_deref()) else {
+            warn!(repository = %event.repository, "an image event without tag or digest; not deployed");
+            return Err("no tag or digest");
+        };
+        // Whatever its source let through, it must not reach a unit file.
+        if let Err(error) = units::check_image(&image) {
+            warn!(%error, "an image event naming no valid image; not deployed");
+            return Err("not an image reference");
+        }
+        Ok(image)
+    }
+
+    /// The apps (and their create revisions) that follow the event and that
+    /// its token may deploy, not yet past it.
+    async fn targets(&self, event: &ImageEvent, revision: i64, image: &str) -> Targets {
+        let apps = match self.store.list(&self.store.keys().apps()).await {
+            Ok(apps) => apps,
+            Err(error) => {
+                warn!(%error, "cannot read the apps for an image event");
+                return Targets::Later;
+            }
+        };
+        // The event's token must be allowed to deploy each app, and to use
+        // the image when it is another app's in Paz's registry.
+        let token = match self.store.keys().token(&event.by) {
+            Ok(key) => match self.store.get(&key).await {
+                Ok(token) => token.map(|token| token.value),
+                Err(error) => {
+                    warn!(%error, "cannot read the token of an image event; trying again later");
+                    return Targets::Later;
+                }
+            },
+            Err(_) => None,
+        };
+        let owner = self.deployer.image_owner(image);
+        let (mut targets, mut passed_by, mut refused) = (Vec::new(), false, false);
+        for entry in apps.entries {
+            let app = entry.value;
+            if !follows(&app, event) {
+                continue;
+            }
+            if !may_deploy(token.as_ref(), &app.name, owner.as_ref()) {
+                warn!(app = %app.name, by = %event.by, image = %image, "an image event whose token may not deploy this app, or use this image; not deployed");
+                refused = true;
+                continue;
+            }
+            match self
+                .plan_for(&app, entry.create_revision, event, revision, image)
+                .await
+            {
+                Ok(Plan::Skip) => {
+                    info!(app = %app.name, %image, "an image event older than the app's newest release, or already deployed; not deployed");
+                    passed_by = true;
+                }
+                Ok(_) => targets.push((app, entry.create_revision)),
+                Err(error) => {
+                    warn!(app = %app.name, %error, "cannot read the releases for an image event");
+                    return Targets::Later;
+                }
+            }
+        }
+        match (targets.is_empty(), refused, passed_by) {
+            (false, _, _) => Targets::Deploy(targets),
+            (true, true, _) => Targets::Settle("its token may not deploy the apps that follow it"),
+            (true, false, true) => {
+                Targets::Settle("older than the newest release of each app that follows it")
+            }
+            (true, false, false) => Targets::Settle("no app follows it"),
+        }
+    }
+
+    /// Deploys the event's image to one app, planned again under the app's
+    /// lock: another event's rollout may have made a newer release meanwhile.
+    async fn deploy_to(
+        &self,
+        app: &App,
+        app_revision: i64,
+        event: &ImageEvent,
+        revision: i64,
+        image: &str,
+    ) {
+        let _planning = self.app_locks.lock(&app.name).await;
+        let n = match self
+            .plan_for(app, app_revision, event, revision, image)
+            .await
+        {
+            Ok(Plan::Skip) => return,
+            Ok(Plan::Resume(n)) => n,
+            Ok(Plan::Deploy) => match self.record_release(app, event, image).await {
+                Some(n) => n,
+                None => return,
+            },
+            Err(error) => {
+                warn!(app = %app.name, %error, "cannot read the releases for an image event");
+                return;
+            }
+        };
+        let (steps, mut said) = tokio::sync::mpsc::channel::<crate::Step>(64);
+        let name = app.name.clone();
+        let log = tokio::spawn(async move {
+            while let Some(step) = said.recv().await {
+                info!(app = %name, "{}", step.to_string().trim());
+            }
+        });
+        info!(app = %app.name, %image, n, "deploying a followed image");
+        if let Err(reason) = self.deployer.roll_out(&app.name, n, &steps).await {
+            warn!(app = %app.name, %reason, "the followed image's deploy failed");
+        }
+        drop(steps);
+        let _ = log.await;
+    }
+
+    /// Records the release of a followed image, pinned now: a tag moved
+    /// later must not change it. `None` (logged) when that fails.
+    async fn record_release(&self, app: &App, event: &ImageEvent, image: &str) -> Option<u64> {
+        let resolved = match self.deployer.resolve_image(image).await {
+            Ok(resolved) => resolved,
+            Err(error) => {
+                warn!(app = %app.name, %image, %error, "cannot resolve a followed image; not deployed");
+                return None;
+            }
+        };
+        let release = NewRelease {
+            image: resolved,
+            git_sha: None,
+            env: app.env.clone(),
+            created_at: event.at,
+            by: event.by.clone(),
+            cause: ReleaseCause::Image,
+            processes: Default::default(),
+            release_command: None,
+        };
+        match self.store.create_release(&app.name, release).await {
+            Ok(n) => Some(n),
+            Err(error) => {
+                warn!(app = %app.name, %error, "cannot record a release for an image event");
+                None
+            }
+        }
+    }
+}
+
+/// Where an image event goes.
+enum Targets {
+    /// To these apps (with their create revisions).
+    Deploy(Vec<(App, i64)>),
+    /// Nowhere, for this reason: claimed so that rescans pass it by.
+    Settle(&'static str),
+    /// Not known now (the store did not answer): looked at again later.
+    Later,
 }
 
 /// An event being handled on this server; unmarked when dropped.

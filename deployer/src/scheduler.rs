@@ -2,10 +2,10 @@
 //! on a lease) places each unit of `/paz/units/` on a live machine by writing
 //! `/paz/schedule/<unit>`, and places a lost machine's units again.
 //!
-//! The leader keeps etcd's units, machines and placements in memory from
-//! three watches; after any change it makes a [`placement::plan`] and writes
-//! it in transactions that each require its leader key to be unchanged, so a
-//! deposed leader can write nothing.
+//! The leader keeps etcd's units, machines, placements and unplaced units
+//! in memory from four watches; after any change it makes a
+//! [`placement::plan`] and writes it in transactions that each require its
+//! leader key to be unchanged, so a deposed leader can write nothing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -51,34 +51,40 @@ impl Scheduler {
     }
 
     /// Campaigns, leads while it holds the key, campaigns again if it loses
-    /// it; until `shutdown` (then it steps down at once).
+    /// it (after a growing pause when campaigning fails); until `shutdown`
+    /// (then it steps down at once).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut pauses = retry_pauses();
         loop {
-            tokio::select! {
+            let led = tokio::select! {
                 _ = &mut shutdown => return,
-                () = self.campaign_and_lead() => {}
+                led = self.campaign_and_lead() => led,
+            };
+            if led {
+                pauses = retry_pauses();
             }
-            tokio::select! {
-                _ = &mut shutdown => return,
-                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            let pause = pauses.next().unwrap_or(MAX_PAUSE);
+            if tokio::time::timeout(pause, &mut shutdown).await.is_ok() {
+                return;
             }
         }
     }
 
-    async fn campaign_and_lead(&self) {
+    /// Campaigns and leads; whether it got to lead.
+    async fn campaign_and_lead(&self) -> bool {
         let key = match self.store.keys().leader("scheduler") {
             Ok(key) => key,
             Err(error) => {
                 warn!(%error, "scheduler: bad leader key");
-                return;
+                return false;
             }
         };
         let lease = match self.store.grant_lease(self.config.lease_ttl).await {
             Ok(lease) => lease,
             Err(error) => {
                 warn!(%error, "scheduler: cannot get a lease; will retry");
-                return;
+                return false;
             }
         };
         // Wait until the key is free, then take it; whoever wins leads.
@@ -90,7 +96,7 @@ impl Scheduler {
             Ok(revision) => revision,
             Err(error) => {
                 warn!(%error, "scheduler: cannot campaign; will retry");
-                return;
+                return false;
             }
         };
         info!(candidate = %self.config.candidate, "scheduler: leading");
@@ -98,66 +104,38 @@ impl Scheduler {
             () = lease.expired() => warn!("scheduler: lost the leader lease; campaigning again"),
             () = self.lead(&key, revision) => {}
         }
+        true
     }
 
     /// Places units until the watches end (they do not, while etcd lives).
     async fn lead(&self, leader: &store::Key<String>, leader_revision: i64) {
-        let keys = self.store.keys().clone();
-        let (units, machines, schedules, unplaced) = (
-            keys.units(),
-            keys.machines(),
-            keys.schedules(),
-            keys.unplaced_all(),
-        );
-        let mut unit_watch = self.store.watch(&units);
-        let mut machine_watch = self.store.watch(&machines);
-        let mut schedule_watch = self.store.watch(&schedules);
-        let mut unplaced_watch = self.store.watch(&unplaced);
+        let mut watches = Watches::new(&self.store);
         let mut view = View::default();
-        let mut known = [false; 4];
         loop {
-            // Take every event that is already there, then plan once.
-            let mut changed = false;
-            loop {
-                let event_taken = tokio::select! {
-                    biased;
-                    Some(event) = unit_watch.next_event() => {
-                        known[0] |= matches!(event, WatchEvent::Snapshot { .. });
-                        on_unit(&mut view, &units, event);
-                        true
-                    }
-                    Some(event) = machine_watch.next_event() => {
-                        known[1] |= matches!(event, WatchEvent::Snapshot { .. });
-                        apply(&mut view.machines, &machines, event, |m: Machine| m.metadata);
-                        true
-                    }
-                    Some(event) = schedule_watch.next_event() => {
-                        known[2] |= matches!(event, WatchEvent::Snapshot { .. });
-                        apply(&mut view.schedule, &schedules, event, |m| m);
-                        true
-                    }
-                    Some(event) = unplaced_watch.next_event() => {
-                        known[3] |= matches!(event, WatchEvent::Snapshot { .. });
-                        apply(&mut view.unplaced, &unplaced, event, |m| m);
-                        true
-                    }
-                    () = tokio::time::sleep(Duration::from_millis(if changed { 5 } else { 3_600_000 })) => false,
-                };
-                if !event_taken {
-                    break;
-                }
-                changed = true;
+            // Wait for a change, take those right behind it, then plan once.
+            if !watches.apply_next(&mut view).await {
+                return;
             }
-            if !known.iter().all(|k| *k) {
+            while let Ok(true) = tokio::time::timeout(COALESCE, watches.apply_next(&mut view)).await
+            {
+            }
+            if !watches.complete() {
                 continue;
             }
-            if let Err(error) = self.write_plan(&mut view, leader, leader_revision).await {
-                if matches!(error, DeployError::Deposed) {
-                    warn!("scheduler: the leader key changed under this leader; campaigning again");
-                    return;
+            // A plan that cannot be written is tried again after a pause
+            // (taking changes meanwhile), not only at the next change.
+            let mut pauses = retry_pauses();
+            loop {
+                match self.write_plan(&mut view, leader, leader_revision).await {
+                    Ok(()) => break,
+                    Err(DeployError::Deposed) => {
+                        warn!("scheduler: the leader key changed under this leader; campaigning again");
+                        return;
+                    }
+                    Err(error) => warn!(%error, "scheduler: cannot write placements; will retry"),
                 }
-                warn!(%error, "scheduler: cannot write placements; will retry");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                let pause = pauses.next().unwrap_or(MAX_PAUSE);
+                let _ = tokio::time::timeout(pause, watches.apply_all(&mut view)).await;
             }
         }
     }
@@ -237,6 +215,87 @@ impl Scheduler {
         view.unplaced = plan.unplaced;
         Ok(())
     }
+}
+
+/// The leader's watches of the units, machines, placements and unplaced
+/// units, and which of them have sent their snapshot.
+struct Watches {
+    keys: store::Keys,
+    units: store::Watch<String>,
+    machines: store::Watch<Machine>,
+    schedules: store::Watch<String>,
+    unplaced: store::Watch<String>,
+    known: [bool; 4],
+}
+
+impl Watches {
+    fn new(store: &Store) -> Watches {
+        let keys = store.keys().clone();
+        Watches {
+            units: store.watch(&keys.units()),
+            machines: store.watch(&keys.machines()),
+            schedules: store.watch(&keys.schedules()),
+            unplaced: store.watch(&keys.unplaced_all()),
+            keys,
+            known: [false; 4],
+        }
+    }
+
+    /// Whether every watch has sent its snapshot: only then is the view whole.
+    fn complete(&self) -> bool {
+        self.known.iter().all(|known| *known)
+    }
+
+    /// Applies the next event of any watch to `view`; `false` once they all ended.
+    async fn apply_next(&mut self, view: &mut View) -> bool {
+        let keys = &self.keys;
+        tokio::select! {
+            biased;
+            Some(event) = self.units.next_event() => {
+                self.known[0] |= is_snapshot(&event);
+                on_unit(view, &keys.units(), event);
+            }
+            Some(event) = self.machines.next_event() => {
+                self.known[1] |= is_snapshot(&event);
+                apply(&mut view.machines, &keys.machines(), event, |m: Machine| m.metadata);
+            }
+            Some(event) = self.schedules.next_event() => {
+                self.known[2] |= is_snapshot(&event);
+                apply(&mut view.schedule, &keys.schedules(), event, |m| m);
+            }
+            Some(event) = self.unplaced.next_event() => {
+                self.known[3] |= is_snapshot(&event);
+                apply(&mut view.unplaced, &keys.unplaced_all(), event, |m| m);
+            }
+            else => return false,
+        }
+        true
+    }
+
+    /// Applies events to `view` as they come, until the watches end.
+    async fn apply_all(&mut self, view: &mut View) {
+        while self.apply_next(view).await {}
+    }
+}
+
+fn is_snapshot<T>(event: &WatchEvent<T>) -> bool {
+    matches!(event, WatchEvent::Snapshot { .. })
+}
+
+/// How long after a change the leader waits for more before it plans.
+const COALESCE: Duration = Duration::from_millis(5);
+
+/// The longest pause before campaigning or writing placements again.
+const MAX_PAUSE: Duration = Duration::from_secs(8);
+
+/// The pauses between retries after an error: 250 ms, doubling to 8 s.
+fn retry_pauses() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(MAX_PAUSE)
+        .without_max_times()
+        .build()
 }
 
 enum Op {
