@@ -4,14 +4,12 @@
 
 use std::collections::HashMap;
 
-use bollard::auth::DockerCredentials;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::Docker;
-use futures::TryStreamExt;
 use units::ContainerSpec;
 
 pub(crate) const UNIT_LABEL: &str = "paz.unit";
@@ -28,13 +26,7 @@ pub(crate) struct Actual {
     pub(crate) stop_timeout: u64,
 }
 
-fn describe(error: bollard::errors::Error) -> String {
-    match error {
-        bollard::errors::Error::DockerResponseServerError { message, .. } => message,
-        bollard::errors::Error::DockerStreamError { error } => error,
-        other => other.to_string(),
-    }
-}
+use engine::describe;
 
 /// This machine's containers, by unit.
 pub(crate) async fn list(
@@ -80,21 +72,7 @@ pub(crate) async fn list(
     Ok(found)
 }
 
-/// Pulls `image` with `credentials` (for Paz's registry).
-pub(crate) async fn pull(
-    docker: &Docker,
-    image: &str,
-    credentials: Option<DockerCredentials>,
-) -> Result<(), String> {
-    let options = CreateImageOptionsBuilder::new().from_image(image).build();
-    docker
-        .create_image(Some(options), None, credentials)
-        .try_collect::<Vec<_>>()
-        .await
-        .map(|_| ())
-        .map_err(|error| format!("cannot pull {image}: {}", describe(error)))
-}
-
+/// A memory size as Docker's `--memory` takes it (`256m`, `1g`, `512k`, bytes).
 fn memory_bytes(text: &str) -> Result<i64, String> {
     let lower = text.to_ascii_lowercase();
     let (number, unit) = lower.split_at(
@@ -115,95 +93,26 @@ fn memory_bytes(text: &str) -> Result<i64, String> {
     Ok(number * factor)
 }
 
-/// Creates and starts the container of `unit` from `spec`; returns its id.
+/// Where a container of `unit` runs and how it is told apart: the machine
+/// that starts it, how long it may take to stop, and the address its ports
+/// are published on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Placement<'a> {
+    pub(crate) machine: &'a str,
+    pub(crate) unit: &'a str,
+    pub(crate) stop_timeout: u64,
+    pub(crate) publish_ip: Option<std::net::IpAddr>,
+}
+
+/// Creates and starts the container of a unit from `spec`; returns its id.
 pub(crate) async fn start(
     docker: &Docker,
-    machine: &str,
-    unit: &str,
+    placement: Placement<'_>,
     spec: &ContainerSpec,
-    stop_timeout: u64,
-    publish_ip: Option<std::net::IpAddr>,
 ) -> Result<String, String> {
-    let mut env: Vec<String> = Vec::new();
-    for file in &spec.env_files {
-        let text = std::fs::read_to_string(file)
-            .map_err(|error| format!("cannot read --env-file {file}: {error}"))?;
-        env.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string),
-        );
-    }
-    env.extend(spec.env.iter().map(|(key, value)| format!("{key}={value}")));
-    let mut labels: HashMap<String, String> = spec.labels.iter().cloned().collect();
-    labels.insert(UNIT_LABEL.to_string(), unit.to_string());
-    labels.insert(MACHINE_LABEL.to_string(), machine.to_string());
-    labels.insert(STOP_TIMEOUT_LABEL.to_string(), stop_timeout.to_string());
-    let mut bindings = HashMap::new();
-    let mut exposed = Vec::new();
-    for port in &spec.ports {
-        let key = format!("{}/tcp", port.container);
-        exposed.push(key.clone());
-        bindings.insert(
-            key,
-            Some(vec![PortBinding {
-                host_ip: port
-                    .ip
-                    .clone()
-                    .or_else(|| publish_ip.map(|ip| ip.to_string())),
-                host_port: Some(port.host.map(|h| h.to_string()).unwrap_or_default()),
-            }]),
-        );
-    }
-    let host_config = HostConfig {
-        port_bindings: Some(bindings),
-        binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
-        memory: spec.memory.as_deref().map(memory_bytes).transpose()?,
-        nano_cpus: match &spec.cpus {
-            Some(cpus) => Some(
-                (cpus
-                    .parse::<f64>()
-                    .map_err(|_| format!("--cpus `{cpus}` is not a number"))?
-                    * 1e9) as i64,
-            ),
-            None => None,
-        },
-        ..Default::default()
-    };
-    let body = ContainerCreateBody {
-        image: Some(spec.image.clone()),
-        env: Some(env),
-        cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
-        labels: Some(labels),
-        exposed_ports: Some(exposed),
-        host_config: Some(host_config),
-        ..Default::default()
-    };
-    // A container of the same name left by an earlier run of this machine
-    // goes first; one of another machine sharing this engine is not ours.
-    if let Ok(existing) = docker.inspect_container(&spec.name, None).await {
-        let owner = existing
-            .config
-            .and_then(|config| config.labels)
-            .and_then(|labels| labels.get(MACHINE_LABEL).cloned());
-        if owner.as_deref() != Some(machine) {
-            return Err(format!(
-                "a container named {name} that this machine did not start (it belongs to {owner}) exists on this Docker Engine: if it is left over from another Paz install, remove it with `docker rm -f {name}`; otherwise give the app another name",
-                name = spec.name,
-                owner = owner
-                    .as_deref()
-                    .map(|machine| format!("machine {machine}"))
-                    .unwrap_or_else(|| "no Paz machine".to_string())
-            ));
-        }
-        let _ = docker
-            .remove_container(
-                &spec.name,
-                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-            )
-            .await;
-    }
+    let env = read_env_files(spec)?;
+    let body = container_body(placement, spec, env)?;
+    remove_leftover(docker, placement.machine, &spec.name).await?;
     let created = docker
         .create_container(
             Some(
@@ -216,27 +125,115 @@ pub(crate) async fn start(
         .await
         .map_err(|error| format!("cannot create the container: {}", describe(error)))?;
     if let Err(error) = docker.start_container(&created.id, None).await {
-        let _ = docker
-            .remove_container(
-                &created.id,
-                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-            )
-            .await;
+        force_remove(docker, &created.id).await;
         return Err(format!("cannot start the container: {}", describe(error)));
     }
     Ok(created.id)
+}
+
+/// The lines of the unit's `--env-file`s, comments and blank lines left out.
+fn read_env_files(spec: &ContainerSpec) -> Result<Vec<String>, String> {
+    let mut env = Vec::new();
+    for file in &spec.env_files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|error| format!("cannot read --env-file {file}: {error}"))?;
+        env.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    Ok(env)
+}
+
+/// What the engine is asked to create for `spec`: `env` (from env files)
+/// then the unit's `-e`s, the unit's labels plus the agent's, the ports
+/// published on the unit's address or `publish_ip`, volumes and limits.
+fn container_body(
+    placement: Placement<'_>,
+    spec: &ContainerSpec,
+    mut env: Vec<String>,
+) -> Result<ContainerCreateBody, String> {
+    env.extend(spec.env.iter().map(|(key, value)| format!("{key}={value}")));
+    let mut labels: HashMap<String, String> = spec.labels.iter().cloned().collect();
+    labels.insert(UNIT_LABEL.to_string(), placement.unit.to_string());
+    labels.insert(MACHINE_LABEL.to_string(), placement.machine.to_string());
+    let stop_timeout = placement.stop_timeout.to_string();
+    labels.insert(STOP_TIMEOUT_LABEL.to_string(), stop_timeout);
+    let mut bindings = HashMap::new();
+    let mut exposed = Vec::new();
+    for port in &spec.ports {
+        let key = format!("{}/tcp", port.container);
+        exposed.push(key.clone());
+        let host_ip = port
+            .ip
+            .clone()
+            .or_else(|| placement.publish_ip.map(|ip| ip.to_string()));
+        let host_port = Some(port.host.map(|h| h.to_string()).unwrap_or_default());
+        bindings.insert(key, Some(vec![PortBinding { host_ip, host_port }]));
+    }
+    let nano_cpus = match &spec.cpus {
+        Some(cpus) => Some(
+            (cpus
+                .parse::<f64>()
+                .map_err(|_| format!("--cpus `{cpus}` is not a number"))?
+                * 1e9) as i64,
+        ),
+        None => None,
+    };
+    let host_config = HostConfig {
+        port_bindings: Some(bindings),
+        binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
+        memory: spec.memory.as_deref().map(memory_bytes).transpose()?,
+        nano_cpus,
+        ..Default::default()
+    };
+    Ok(ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        env: Some(env),
+        cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+        labels: Some(labels),
+        exposed_ports: Some(exposed),
+        host_config: Some(host_config),
+        ..Default::default()
+    })
+}
+
+/// Removes a container named `name` left by an earlier run of this
+/// machine; refuses when one of another machine sharing this engine (or
+/// of no Paz machine) has the name.
+async fn remove_leftover(docker: &Docker, machine: &str, name: &str) -> Result<(), String> {
+    let Ok(existing) = docker.inspect_container(name, None).await else {
+        return Ok(());
+    };
+    let owner = existing
+        .config
+        .and_then(|config| config.labels)
+        .and_then(|labels| labels.get(MACHINE_LABEL).cloned());
+    if owner.as_deref() != Some(machine) {
+        let owner = owner
+            .as_deref()
+            .map(|machine| format!("machine {machine}"))
+            .unwrap_or_else(|| "no Paz machine".to_string());
+        return Err(format!(
+            "a container named {name} that this machine did not start (it belongs to {owner}) exists on this Docker Engine: if it is left over from another Paz install, remove it with `docker rm -f {name}`; otherwise give the app another name"
+        ));
+    }
+    force_remove(docker, name).await;
+    Ok(())
+}
+
+async fn force_remove(docker: &Docker, id: &str) {
+    let options = RemoveContainerOptionsBuilder::new().force(true).build();
+    let _ = docker.remove_container(id, Some(options)).await;
 }
 
 /// SIGTERM, then kill after `timeout` seconds; then remove.
 pub(crate) async fn stop(docker: &Docker, id: &str, timeout: u64) {
     let options = StopContainerOptionsBuilder::new().t(timeout as i32).build();
     let _ = docker.stop_container(id, Some(options)).await;
-    let _ = docker
-        .remove_container(
-            id,
-            Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-        )
-        .await;
+    force_remove(docker, id).await;
 }
 
 /// The host port Docker published for `container_port` of the container
@@ -311,4 +308,85 @@ async fn published_port(
         .filter(ipv4)
         .chain(bindings.iter())
         .find_map(|binding| binding.host_port.as_deref()?.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ContainerSpec {
+        let unit = "[Service]\nExecStart=/usr/bin/docker run --rm --name demo-v1-web-1 -p 10.0.0.9::8080 -p 9090 -e PORT=8080 --label app=demo --memory 256m --cpus 0.5 -v /srv/data:/data demo@sha256:ab ./serve --fast\n";
+        match units::parse_unit("demo-v1-web-1.service", unit)
+            .unwrap()
+            .exec
+        {
+            units::Exec::Container(spec) => spec,
+            other => panic!("not a container: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_container_carries_the_units_settings_and_the_agents_labels() {
+        let placement = Placement {
+            machine: "8c1f",
+            unit: "demo-v1-web-1.service",
+            stop_timeout: 30,
+            publish_ip: Some("10.0.0.7".parse().unwrap()),
+        };
+        let body = container_body(placement, &spec(), vec!["FROM_FILE=1".into()]).unwrap();
+        assert_eq!(body.image.as_deref(), Some("demo@sha256:ab"));
+        assert_eq!(
+            body.cmd,
+            Some(vec!["./serve".to_string(), "--fast".to_string()])
+        );
+        assert_eq!(
+            body.env,
+            Some(vec!["FROM_FILE=1".to_string(), "PORT=8080".to_string()]),
+            "env files first, then -e, as docker run does"
+        );
+        let labels = body.labels.unwrap();
+        assert_eq!(labels["paz.unit"], "demo-v1-web-1.service");
+        assert_eq!(labels["paz.machine"], "8c1f");
+        assert_eq!(labels["paz.stop-timeout"], "30");
+        assert_eq!(labels["app"], "demo");
+        let host = body.host_config.unwrap();
+        assert_eq!(host.memory, Some(256 << 20));
+        assert_eq!(host.nano_cpus, Some(500_000_000));
+        assert_eq!(host.binds, Some(vec!["/srv/data:/data".to_string()]));
+        let bindings = host.port_bindings.unwrap();
+        let bound = |port: &str| bindings[port].as_ref().unwrap()[0].clone();
+        // A port with its own address keeps it; the others are published on
+        // the advertised address only, never on every address of the host.
+        assert_eq!(bound("8080/tcp").host_ip.as_deref(), Some("10.0.0.9"));
+        assert_eq!(bound("9090/tcp").host_ip.as_deref(), Some("10.0.0.7"));
+        assert_eq!(bound("9090/tcp").host_port.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn bad_limits_are_refused_with_what_is_wrong() {
+        let placement = Placement {
+            machine: "8c1f",
+            unit: "demo-v1-web-1.service",
+            stop_timeout: 10,
+            publish_ip: None,
+        };
+        let mut bad = spec();
+        bad.cpus = Some("lots".into());
+        let error = container_body(placement, &bad, Vec::new()).unwrap_err();
+        assert_eq!(error, "--cpus `lots` is not a number");
+        let mut bad = spec();
+        bad.memory = Some("12parsecs".into());
+        let error = container_body(placement, &bad, Vec::new()).unwrap_err();
+        assert_eq!(error, "memory `12parsecs` is not a size such as 256m");
+    }
+
+    #[test]
+    fn memory_sizes_read_as_docker_reads_them() {
+        assert_eq!(memory_bytes("512"), Ok(512));
+        assert_eq!(memory_bytes("64k"), Ok(64 << 10));
+        assert_eq!(memory_bytes("256M"), Ok(256 << 20));
+        assert_eq!(memory_bytes("2gb"), Ok(2 << 30));
+        assert!(memory_bytes("m").is_err());
+        assert!(memory_bytes("1t").is_err());
+    }
 }

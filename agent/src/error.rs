@@ -13,8 +13,8 @@ pub enum AgentError {
     #[error(transparent)]
     Name(#[from] store::NameError),
     /// This host's Docker Engine does not answer.
-    #[error("Docker is not running on this host: start dockerd ({0})")]
-    DockerUnreachable(String),
+    #[error(transparent)]
+    Engine(#[from] engine::EngineError),
     /// The machine id cannot be read or written under the data dir.
     #[error("cannot keep the machine id in {}: {source}: choose another --data-dir", dir.display())]
     MachineId {

@@ -16,16 +16,14 @@ mod sidekick;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bollard::auth::DockerCredentials;
-use bollard::Docker;
+use engine::Docker;
 use store::records::{ActiveState, Machine, UnitState};
 use store::{Key, Lease, Store, WatchEvent};
 use support::now;
-use tokio::sync::{watch, Mutex};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::{info, warn};
 use units::{Exec, Unit};
 
@@ -41,7 +39,7 @@ pub struct AgentConfig {
     pub advertise_addr: String,
     pub metadata: BTreeMap<String, String>,
     /// Paz's registry (`host:port`) and the token to pull from it.
-    pub registry: Option<(String, String, String)>,
+    pub registry: Option<engine::RegistryLogin>,
     /// Between withdrawing an instance and stopping its container.
     pub drain: Duration,
     /// The lease TTL of the machine and state keys.
@@ -84,17 +82,41 @@ struct SidekickTask {
     watches: String,
 }
 
+impl SidekickTask {
+    /// Stops it: it withdraws its announcement, then ends.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
 /// A unit's crashes since it was placed here: how many, and the last exit code.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Crashes {
     count: u32,
     last_exit: i64,
 }
 
 /// Back-off after a crash or a failed start.
+#[derive(Debug, Clone, Copy)]
 struct Retry {
     attempts: u32,
     next: Instant,
+}
+
+/// A unit file as it arrived, parsed once: the unit, or why it is invalid.
+type Parsed = std::result::Result<Unit, String>;
+
+/// What the agent keeps of one unit it runs here (or reported on); dropped
+/// whole when the unit leaves this machine.
+#[derive(Default)]
+struct Local {
+    retry: Option<Retry>,
+    crashes: Option<Crashes>,
+    /// What was last written to `/paz/state/<unit>`.
+    reported: Option<UnitState>,
+    /// A sidekick unit's task.
+    sidekick: Option<SidekickTask>,
 }
 
 /// The agent of one machine.
@@ -103,15 +125,15 @@ pub struct Agent {
     store: Store,
     docker: Docker,
     id: String,
+    /// The units the scheduler placed on this machine.
     placed: HashSet<String>,
-    texts: HashMap<String, String>,
-    sidekicks: HashMap<String, SidekickTask>,
-    retries: HashMap<String, Retry>,
-    restarts: HashMap<String, Crashes>,
-    /// Units whose container is being stopped (drain, then stop).
-    stopping: Arc<Mutex<HashSet<String>>>,
-    /// What was last written to `/paz/state/<unit>`.
-    reported: HashMap<String, UnitState>,
+    /// Every submitted unit (global units run unscheduled), parsed on arrival.
+    units: HashMap<String, Parsed>,
+    /// The units this agent runs or reported on.
+    local: HashMap<String, Local>,
+    /// Units whose container is being drained and stopped, each by a task of `stops`.
+    stopping: HashSet<String>,
+    stops: JoinSet<String>,
     lease: Option<Lease>,
 }
 
@@ -128,25 +150,17 @@ impl Agent {
             dir: config.data_dir.clone(),
             source,
         })?;
-        let unreachable =
-            |error: bollard::errors::Error| AgentError::DockerUnreachable(error.to_string());
-        let docker = Docker::connect_with_local_defaults()
-            .map_err(unreachable)?
-            .negotiate_version()
-            .await
-            .map_err(unreachable)?;
+        let docker = engine::connect().await?;
         Ok(Agent {
             config,
             store,
             docker,
             id,
             placed: HashSet::new(),
-            texts: HashMap::new(),
-            sidekicks: HashMap::new(),
-            retries: HashMap::new(),
-            restarts: HashMap::new(),
-            stopping: Arc::new(Mutex::new(HashSet::new())),
-            reported: HashMap::new(),
+            units: HashMap::new(),
+            local: HashMap::new(),
+            stopping: HashSet::new(),
+            stops: JoinSet::new(),
             lease: None,
         })
     }
@@ -156,7 +170,9 @@ impl Agent {
     }
 
     /// Runs until `shutdown` resolves. Containers keep running when the agent
-    /// stops (static stability); sidekicks withdraw.
+    /// stops (static stability); sidekicks withdraw. A stop cut short by the
+    /// shutdown is finished by the next start, which finds the container no
+    /// longer placed here.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let keys = self.store.keys().clone();
         let machine = Machine {
@@ -191,15 +207,22 @@ impl Agent {
                     units_known |= matches!(event, WatchEvent::Snapshot { .. });
                     self.on_unit(&units, event);
                 }
+                Some(stopped) = self.stops.join_next() => match stopped {
+                    Ok(unit) => {
+                        self.stopping.remove(&unit);
+                    }
+                    Err(error) => warn!(%error, "a container's stop task failed"),
+                },
                 _ = tick.tick() => {}
             }
             if schedules_known && units_known {
                 self.reconcile().await;
             }
         }
-        for (_, sidekick) in self.sidekicks.drain() {
-            let _ = sidekick.stop.send(true);
-            let _ = sidekick.task.await;
+        for local in self.local.into_values() {
+            if let Some(sidekick) = local.sidekick {
+                sidekick.stop().await;
+            }
         }
         Ok(())
     }
@@ -228,19 +251,28 @@ impl Agent {
     }
 
     fn on_unit(&mut self, prefix: &store::Prefix<String>, event: WatchEvent<String>) {
+        let parse = |name: &str, text: &str| {
+            units::parse_unit(name, text)
+                .map_err(|error| format!("the unit file is invalid: {error}"))
+        };
         match event {
             WatchEvent::Snapshot { entries, .. } => {
-                self.texts = entries
+                self.units = entries
                     .into_iter()
-                    .map(|entry| (prefix.child_name(&entry.key).to_string(), entry.value))
+                    .map(|entry| {
+                        let name = prefix.child_name(&entry.key).to_string();
+                        let parsed = parse(&name, &entry.value);
+                        (name, parsed)
+                    })
                     .collect();
             }
             WatchEvent::Put { key, value, .. } => {
-                self.texts
-                    .insert(prefix.child_name(&key).to_string(), value);
+                let name = prefix.child_name(&key).to_string();
+                let parsed = parse(&name, &value);
+                self.units.insert(name, parsed);
             }
             WatchEvent::Delete { key, .. } | WatchEvent::Invalid { key, .. } => {
-                self.texts.remove(prefix.child_name(&key));
+                self.units.remove(prefix.child_name(&key));
             }
         }
     }
@@ -248,26 +280,7 @@ impl Agent {
     /// One pass: start what should run and does not, stop what runs and
     /// should not, restart what crashed, and report.
     async fn reconcile(&mut self) {
-        let mut desired: BTreeMap<String, Result<Unit, String>> = BTreeMap::new();
-        for name in &self.placed {
-            let parsed = match self.texts.get(name) {
-                Some(text) => units::parse_unit(name, text)
-                    .map_err(|error| format!("the unit file is invalid: {error}")),
-                None => continue,
-            };
-            desired.insert(name.clone(), parsed);
-        }
-        // Global units run on every machine their metadata allows, unscheduled.
-        for (name, text) in &self.texts {
-            if !text.contains("Global") || desired.contains_key(name) {
-                continue;
-            }
-            if let Ok(unit) = units::parse_unit(name, text) {
-                if unit.placement.global && unit.placement.metadata_allows(&self.config.metadata) {
-                    desired.insert(name.clone(), Ok(unit));
-                }
-            }
-        }
+        let desired = self.desired();
         let actual = match docker::list(&self.docker, &self.id).await {
             Ok(actual) => actual,
             Err(error) => {
@@ -275,74 +288,10 @@ impl Agent {
                 return;
             }
         };
-
         // Sidekicks first: what stops withdraws before its container goes.
-        let wanted_sidekicks: HashMap<&String, &Unit> = desired
-            .iter()
-            .filter_map(|(name, unit)| match unit {
-                Ok(unit) if matches!(unit.exec, Exec::Sidekick(_)) => Some((name, unit)),
-                _ => None,
-            })
-            .collect();
-        let gone: Vec<String> = self
-            .sidekicks
-            .keys()
-            .filter(|name| !wanted_sidekicks.contains_key(name))
-            .cloned()
-            .collect();
-        for name in gone {
-            if let Some(sidekick) = self.sidekicks.remove(&name) {
-                let _ = sidekick.stop.send(true);
-                let _ = sidekick.task.await;
-                let _ = self.forget_state(&name).await;
-            }
-        }
-
-        // Containers that should no longer run here: withdraw, drain, stop.
-        for (unit, container) in &actual {
-            if desired.contains_key(unit) {
-                continue;
-            }
-            let mut stopping = self.stopping.lock().await;
-            if !stopping.insert(unit.clone()) {
-                continue;
-            }
-            drop(stopping);
-            // A sidekick still announcing this unit (placed elsewhere now) goes first.
-            let bound: Vec<String> = self
-                .sidekicks
-                .iter()
-                .filter(|(_, s)| &s.watches == unit)
-                .map(|(n, _)| n.clone())
-                .collect();
-            for name in bound {
-                if let Some(sidekick) = self.sidekicks.remove(&name) {
-                    let _ = sidekick.stop.send(true);
-                    let _ = sidekick.task.await;
-                }
-            }
-            let (docker, store, stopping, drain) = (
-                self.docker.clone(),
-                self.store.clone(),
-                self.stopping.clone(),
-                self.config.drain,
-            );
-            let (stopped, id, timeout) =
-                (unit.clone(), container.id.clone(), container.stop_timeout);
-            info!(%unit, "no longer placed here: draining, then stopping");
-            tokio::spawn(async move {
-                tokio::time::sleep(drain).await;
-                docker::stop(&docker, &id, timeout).await;
-                if let Ok(key) = store.keys().unit_state(&stopped) {
-                    let _ = store.delete(&key).await;
-                }
-                stopping.lock().await.remove(&stopped);
-            });
-            self.reported.remove(unit);
-            self.restarts.remove(unit);
-            self.retries.remove(unit);
-        }
-
+        self.stop_unwanted_sidekicks(&desired).await;
+        self.stop_unplaced(&actual, &desired).await;
+        self.forget_gone(&actual, &desired).await;
         for (name, unit) in &desired {
             match unit {
                 Err(reason) => {
@@ -359,6 +308,108 @@ impl Agent {
         }
     }
 
+    /// What should run here: the units placed here whose file is known, and
+    /// the global units whose metadata allows this machine.
+    fn desired(&self) -> BTreeMap<String, Parsed> {
+        self.units
+            .iter()
+            .filter(|(name, parsed)| {
+                self.placed.contains(*name)
+                    || parsed.as_ref().is_ok_and(|unit| {
+                        unit.placement.global
+                            && unit.placement.metadata_allows(&self.config.metadata)
+                    })
+            })
+            .map(|(name, parsed)| (name.clone(), parsed.clone()))
+            .collect()
+    }
+
+    /// Stops the sidekick tasks of units no longer wanted here, and
+    /// forgets them.
+    async fn stop_unwanted_sidekicks(&mut self, desired: &BTreeMap<String, Parsed>) {
+        let wanted = |name: &str| matches!(desired.get(name), Some(Ok(unit)) if matches!(unit.exec, Exec::Sidekick(_)));
+        let gone: Vec<String> = self
+            .local
+            .iter()
+            .filter(|(name, local)| local.sidekick.is_some() && !wanted(name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            if let Some(sidekick) = self.local.remove(&name).and_then(|l| l.sidekick) {
+                sidekick.stop().await;
+            }
+            self.delete_state(&name).await;
+        }
+    }
+
+    /// Containers that should no longer run here: their sidekicks withdraw,
+    /// then each is drained and stopped by a task of its own.
+    async fn stop_unplaced(
+        &mut self,
+        actual: &HashMap<String, docker::Actual>,
+        desired: &BTreeMap<String, Parsed>,
+    ) {
+        for (unit, container) in actual {
+            if desired.contains_key(unit) || !self.stopping.insert(unit.clone()) {
+                continue;
+            }
+            // A sidekick still announcing this unit (placed elsewhere now) goes first.
+            for local in self.local.values_mut() {
+                if local.sidekick.as_ref().is_some_and(|s| &s.watches == unit) {
+                    if let Some(sidekick) = local.sidekick.take() {
+                        sidekick.stop().await;
+                    }
+                }
+            }
+            let (docker, store, machine, drain) = (
+                self.docker.clone(),
+                self.store.clone(),
+                self.id.clone(),
+                self.config.drain,
+            );
+            let (stopped, id, timeout) =
+                (unit.clone(), container.id.clone(), container.stop_timeout);
+            info!(%unit, "no longer placed here: draining, then stopping");
+            self.stops.spawn(async move {
+                tokio::time::sleep(drain).await;
+                docker::stop(&docker, &id, timeout).await;
+                delete_own_state(&store, &machine, &stopped).await;
+                stopped
+            });
+            self.local.remove(unit);
+        }
+    }
+
+    /// Forgets units that are neither wanted nor have a container here (an
+    /// invalid unit deleted, a start that never made a container): their
+    /// state goes, so nothing waits on it.
+    async fn forget_gone(
+        &mut self,
+        actual: &HashMap<String, docker::Actual>,
+        desired: &BTreeMap<String, Parsed>,
+    ) {
+        let gone: Vec<String> = self
+            .local
+            .keys()
+            .filter(|unit| {
+                !desired.contains_key(*unit)
+                    && !actual.contains_key(*unit)
+                    && !self.stopping.contains(*unit)
+            })
+            .cloned()
+            .collect();
+        for unit in gone {
+            if let Some(local) = self.local.remove(&unit) {
+                if let Some(sidekick) = local.sidekick {
+                    sidekick.stop().await;
+                }
+                if local.reported.is_some() {
+                    self.delete_state(&unit).await;
+                }
+            }
+        }
+    }
+
     async fn keep_running(
         &mut self,
         name: &str,
@@ -366,61 +417,31 @@ impl Agent {
         spec: &units::ContainerSpec,
         actual: Option<&docker::Actual>,
     ) {
-        if let Some(container) = actual {
-            if container.running && container.image == spec.image {
-                self.retries.remove(name);
-                let reason = self.restart_reason(name);
-                self.report(
-                    name,
-                    ActiveState::Active,
-                    Some(container.id.clone()),
-                    reason,
-                )
-                .await;
-                return;
-            }
+        let local = self.local.entry(name.to_string()).or_default();
+        if let Some(container) = actual.filter(|c| c.running && c.image == spec.image) {
+            local.retry = None;
+            let reason = restart_reason(local.crashes);
+            let id = Some(container.id.clone());
+            self.report(name, ActiveState::Active, id, reason).await;
+            return;
         }
-        if self
-            .retries
-            .get(name)
-            .is_some_and(|retry| retry.next > Instant::now())
-        {
+        if local.retry.is_some_and(|retry| retry.next > Instant::now()) {
             return;
         }
         let crashed = actual.filter(|c| !c.running).map(|c| c.exit_code);
         if let Some(code) = crashed {
-            let crashes = self.restarts.entry(name.to_string()).or_default();
+            let crashes = local.crashes.get_or_insert_default();
             crashes.count += 1;
             crashes.last_exit = code;
             info!(unit = %name, code, restarts = crashes.count, "container exited: restarting");
         }
-        self.report(
-            name,
-            ActiveState::Activating,
-            None,
-            crashed.map(|code| format!("restarting after exit code {code}")),
-        )
-        .await;
-        let credentials = self.credentials_for(&spec.image);
-        let started = async {
-            if credentials.is_some() || self.docker.inspect_image(&spec.image).await.is_err() {
-                docker::pull(&self.docker, &spec.image, credentials).await?;
-            }
-            docker::start(
-                &self.docker,
-                &self.id,
-                name,
-                spec,
-                unit.stop_timeout,
-                self.publish_ip(),
-            )
-            .await
-        }
-        .await;
-        match started {
+        let reason = crashed.map(|code| format!("restarting after exit code {code}"));
+        self.report(name, ActiveState::Activating, None, reason)
+            .await;
+        match self.start(name, unit, spec).await {
             Ok(id) => {
                 info!(unit = %name, container = %id, "started");
-                let reason = self.restart_reason(name);
+                let reason = restart_reason(self.local.get(name).and_then(|l| l.crashes));
                 self.report(name, ActiveState::Active, Some(id), reason)
                     .await;
             }
@@ -430,70 +451,89 @@ impl Agent {
                     .await;
             }
         }
-        // Back off: 1, 2, 4 ... 30 seconds between tries of one unit.
-        let retry = self.retries.entry(name.to_string()).or_insert(Retry {
-            attempts: 0,
-            next: Instant::now(),
+        let local = self.local.entry(name.to_string()).or_default();
+        let attempts = local.retry.map_or(0, |retry| retry.attempts) + 1;
+        local.retry = Some(Retry {
+            attempts,
+            next: Instant::now() + retry_delay(attempts),
         });
-        retry.attempts += 1;
-        retry.next = Instant::now() + Duration::from_secs((1u64 << retry.attempts.min(5)).min(30));
     }
 
-    /// What the unit's state says about its crashes, if it had any.
-    fn restart_reason(&self, name: &str) -> Option<String> {
-        self.restarts.get(name).map(|crashes| {
-            format!(
-                "restarted {} times after crashes, the last with exit code {}",
-                crashes.count, crashes.last_exit
-            )
-        })
+    /// Pulls the unit's image when it is Paz's (always: the tag may have
+    /// moved) or missing, then starts its container.
+    async fn start(
+        &self,
+        name: &str,
+        unit: &Unit,
+        spec: &units::ContainerSpec,
+    ) -> std::result::Result<String, String> {
+        let login = self.config.registry.as_ref();
+        let ours = login.is_some_and(|login| login.for_image(&spec.image).is_some());
+        if ours || self.docker.inspect_image(&spec.image).await.is_err() {
+            engine::pull(&self.docker, &spec.image, login)
+                .await
+                .map_err(|error| error.to_string())?;
+        }
+        let placement = docker::Placement {
+            machine: &self.id,
+            unit: name,
+            stop_timeout: unit.stop_timeout,
+            publish_ip: self.publish_ip(),
+        };
+        docker::start(&self.docker, placement, spec).await
     }
 
     async fn keep_sidekick(
         &mut self,
         name: &str,
         spec: &units::SidekickSpec,
-        desired: &BTreeMap<String, Result<Unit, String>>,
+        desired: &BTreeMap<String, Parsed>,
     ) {
-        if self.sidekicks.contains_key(name) {
+        if self.local.get(name).is_some_and(|l| l.sidekick.is_some()) {
             self.report(name, ActiveState::Active, None, None).await;
             return;
         }
-        let watched = match desired.get(&spec.unit) {
-            Some(Ok(Unit {
-                exec: Exec::Container(container),
-                ..
-            })) => container.clone(),
-            _ => {
-                let reason = format!(
-                    "it announces {}, which is not placed on this machine",
-                    spec.unit
-                );
+        let task = match self.sidekick_for(spec, desired) {
+            Ok(sidekick) => {
+                let (stop, stopped) = watch::channel(false);
+                let (store, docker) = (self.store.clone(), self.docker.clone());
+                SidekickTask {
+                    stop,
+                    task: tokio::spawn(sidekick::run(sidekick, store, docker, stopped)),
+                    watches: spec.unit.clone(),
+                }
+            }
+            Err(reason) => {
                 self.report(name, ActiveState::Failed, None, Some(reason))
                     .await;
                 return;
             }
         };
+        self.local.entry(name.to_string()).or_default().sidekick = Some(task);
+        self.report(name, ActiveState::Active, None, None).await;
+    }
+
+    /// The sidekick of `spec`, or why it cannot run here.
+    fn sidekick_for(
+        &self,
+        spec: &units::SidekickSpec,
+        desired: &BTreeMap<String, Parsed>,
+    ) -> std::result::Result<sidekick::Sidekick, String> {
+        let Some(Ok(Unit {
+            exec: Exec::Container(watched),
+            ..
+        })) = desired.get(&spec.unit)
+        else {
+            return Err(format!(
+                "it announces {}, which is not placed on this machine",
+                spec.unit
+            ));
+        };
         let Some(container_port) = watched.ports.first().map(|p| p.container) else {
-            self.report(
-                name,
-                ActiveState::Failed,
-                None,
-                Some(format!("{} publishes no port to check", spec.unit)),
-            )
-            .await;
-            return;
+            return Err(format!("{} publishes no port to check", spec.unit));
         };
-        let key = match service_key(&self.store, &spec.key) {
-            Ok(key) => key,
-            Err(error) => {
-                self.report(name, ActiveState::Failed, None, Some(error.to_string()))
-                    .await;
-                return;
-            }
-        };
-        let (stop, stopped) = watch::channel(false);
-        let sidekick = sidekick::Sidekick {
+        let key = service_key(&self.store, &spec.key).map_err(|error| error.to_string())?;
+        Ok(sidekick::Sidekick {
             spec: spec.clone(),
             key,
             machine: self.id.clone(),
@@ -502,22 +542,7 @@ impl Agent {
                 .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
             container_port,
             advertise: self.config.advertise_addr.clone(),
-        };
-        let task = tokio::spawn(sidekick::run(
-            sidekick,
-            self.store.clone(),
-            self.docker.clone(),
-            stopped,
-        ));
-        self.sidekicks.insert(
-            name.to_string(),
-            SidekickTask {
-                stop,
-                task,
-                watches: spec.unit.clone(),
-            },
-        );
-        self.report(name, ActiveState::Active, None, None).await;
+        })
     }
 
     /// Where app containers publish their ports: the advertised address
@@ -528,18 +553,6 @@ impl Agent {
         self.config.advertise_addr.parse().ok()
     }
 
-    fn credentials_for(&self, image: &str) -> Option<DockerCredentials> {
-        let (registry, name, secret) = self.config.registry.as_ref()?;
-        image
-            .starts_with(&format!("{registry}/"))
-            .then(|| DockerCredentials {
-                username: Some(name.clone()),
-                password: Some(secret.clone()),
-                serveraddress: Some(registry.clone()),
-                ..Default::default()
-            })
-    }
-
     /// Writes `/paz/state/<unit>` on the agent's lease when it changed.
     async fn report(
         &mut self,
@@ -548,27 +561,17 @@ impl Agent {
         container: Option<String>,
         reason: Option<String>,
     ) {
-        let restarts = self.restarts.get(unit).map_or(0, |crashes| crashes.count);
-        let previous = self.reported.get(unit);
-        if previous.is_some_and(|p| {
-            p.active == active
-                && p.container == container
-                && p.reason == reason
-                && p.restarts == restarts
-        }) {
-            return;
-        }
-        let since = match previous {
-            Some(p) if p.active == active => p.since,
-            _ => now(),
-        };
+        let local = self.local.entry(unit.to_string()).or_default();
         let state = UnitState {
             machine: self.id.clone(),
             active,
             container,
-            since,
+            since: now(),
             reason,
-            restarts,
+            restarts: local.crashes.map_or(0, |crashes| crashes.count),
+        };
+        let Some(state) = changed(local.reported.as_ref(), state) else {
+            return;
         };
         if self.lease.is_none() {
             match self.store.grant_lease(self.config.lease_ttl).await {
@@ -584,24 +587,76 @@ impl Agent {
             return;
         };
         match self.store.put_on_lease(&key, &state, lease).await {
-            Ok(_) => {
-                self.reported.insert(unit.to_string(), state);
-            }
+            Ok(_) => self.local.entry(unit.to_string()).or_default().reported = Some(state),
             Err(error) => {
                 warn!(%error, "cannot report state; the lease may be gone");
                 // A lost lease took every state key: grant a new one and report all again.
                 self.lease = None;
-                self.reported.clear();
+                for local in self.local.values_mut() {
+                    local.reported = None;
+                }
             }
         }
     }
 
-    async fn forget_state(&mut self, unit: &str) -> Result<()> {
-        self.reported.remove(unit);
-        let key = self.store.keys().unit_state(unit)?;
-        self.store.delete(&key).await?;
-        Ok(())
+    async fn delete_state(&self, unit: &str) {
+        delete_own_state(&self.store, &self.id, unit).await;
     }
+}
+
+/// Deletes `/paz/state/<unit>` if this machine wrote it: the unit may run
+/// on another machine now, whose agent reports under the same key.
+async fn delete_own_state(store: &Store, machine: &str, unit: &str) {
+    let Ok(key) = store.keys().unit_state(unit) else {
+        return;
+    };
+    let deleted = match store.get(&key).await {
+        Ok(Some(state)) if state.value.machine == machine => {
+            store.delete_if_unchanged(&key, state.mod_revision).await
+        }
+        Ok(_) => return,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = deleted {
+        if error.conflict().is_none() {
+            warn!(%unit, %error, "cannot delete a unit's state");
+        }
+    }
+}
+
+/// `state` to write when it differs from what was `reported` (keeping
+/// the time it entered its state when only the reason or container
+/// changed), or `None` when it says the same.
+fn changed(reported: Option<&UnitState>, mut state: UnitState) -> Option<UnitState> {
+    if let Some(previous) = reported {
+        let same = previous.active == state.active
+            && previous.container == state.container
+            && previous.reason == state.reason
+            && previous.restarts == state.restarts;
+        if same {
+            return None;
+        }
+        if previous.active == state.active {
+            state.since = previous.since;
+        }
+    }
+    Some(state)
+}
+
+/// What a unit's state says about its crashes, if it had any.
+fn restart_reason(crashes: Option<Crashes>) -> Option<String> {
+    crashes.map(|crashes| {
+        format!(
+            "restarted {} times after crashes, the last with exit code {}",
+            crashes.count, crashes.last_exit
+        )
+    })
+}
+
+/// How long to wait before trying a unit again after `attempts` tries:
+/// 2, 4, 8, 16, then 30 seconds.
+fn retry_delay(attempts: u32) -> Duration {
+    Duration::from_secs((1u64 << attempts.min(5)).min(30))
 }
 
 /// The typed key of a sidekick's `--key` (`<prefix>/services/<app>/<release>/<i>`).
@@ -616,4 +671,60 @@ fn service_key(store: &Store, raw: &str) -> Result<Key<String>> {
     Ok(store
         .keys()
         .service(&service.app, service.release, &service.instance)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(active: ActiveState, since: u64, reason: Option<&str>) -> UnitState {
+        UnitState {
+            machine: "8c1f".into(),
+            active,
+            container: Some("c0ffee".into()),
+            since,
+            reason: reason.map(str::to_string),
+            restarts: 0,
+        }
+    }
+
+    #[test]
+    fn a_state_is_written_when_it_changes_and_keeps_when_it_began() {
+        let first = state(ActiveState::Active, 100, None);
+        assert_eq!(changed(None, first.clone()), Some(first.clone()));
+        // The same again: nothing to write.
+        assert_eq!(
+            changed(Some(&first), state(ActiveState::Active, 160, None)),
+            None
+        );
+        // Another reason in the same state: written, still active since 100.
+        let noted = changed(
+            Some(&first),
+            state(ActiveState::Active, 160, Some("restarted 1 times")),
+        )
+        .unwrap();
+        assert_eq!(noted.since, 100);
+        // Another state: since now.
+        let failed = changed(Some(&first), state(ActiveState::Failed, 170, None)).unwrap();
+        assert_eq!(failed.since, 170);
+    }
+
+    #[test]
+    fn retries_back_off_to_half_a_minute() {
+        let delays: Vec<u64> = (1..=7).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(delays, [2, 4, 8, 16, 30, 30, 30]);
+    }
+
+    #[test]
+    fn crashes_are_told_with_their_last_exit_code() {
+        assert_eq!(restart_reason(None), None);
+        let crashes = Crashes {
+            count: 3,
+            last_exit: 137,
+        };
+        assert_eq!(
+            restart_reason(Some(crashes)).as_deref(),
+            Some("restarted 3 times after crashes, the last with exit code 137")
+        );
+    }
 }

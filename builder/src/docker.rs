@@ -2,11 +2,10 @@
 
 use std::collections::HashMap;
 
-use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{BuildImageOptionsBuilder, PushImageOptionsBuilder};
 use bollard::Docker;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use crate::error::{BuildError, Result};
 use crate::log::BuildLog;
@@ -91,7 +90,7 @@ pub(crate) async fn build(
                 }
             }
             Err(error) => {
-                failure = Some(describe(error));
+                failure = Some(engine::describe(error));
                 break;
             }
         }
@@ -108,35 +107,23 @@ pub(crate) async fn build(
     }
 }
 
-fn describe(error: bollard::errors::Error) -> String {
-    match error {
-        bollard::errors::Error::DockerStreamError { error } => error,
-        bollard::errors::Error::DockerResponseServerError { message, .. } => message,
-        other => other.to_string(),
-    }
-}
-
 /// Pushes `registry/app:tag` with the builder's token; returns the digest.
 pub(crate) async fn push(
     docker: &Docker,
-    registry: &str,
+    login: &engine::RegistryLogin,
     app: &str,
     tag: &str,
-    (name, secret): &(String, String),
 ) -> Result<String> {
-    let credentials = DockerCredentials {
-        username: Some(name.clone()),
-        password: Some(secret.clone()),
-        serveraddress: Some(registry.to_string()),
-        ..Default::default()
-    };
-    let repository = format!("{registry}/{app}");
+    let repository = format!("{}/{app}", login.registry);
     let options = PushImageOptionsBuilder::new().tag(tag).build();
-    let mut stream = docker.push_image(&repository, Some(options), Some(credentials));
+    let mut stream = docker.push_image(&repository, Some(options), Some(login.credentials()));
     let mut digest = None;
     while let Some(item) = stream.next().await {
         let info = item.map_err(|error| {
-            BuildError::Docker(format!("cannot push the image: {}", describe(error)))
+            BuildError::Docker(format!(
+                "cannot push the image: {}",
+                engine::describe(error)
+            ))
         })?;
         if let Some(detail) = info.error_detail {
             return Err(BuildError::Docker(format!(
@@ -163,18 +150,12 @@ pub(crate) async fn inspect_remote(
     docker: &Docker,
     reference: &str,
 ) -> Result<store::ResolvedImage> {
-    let options = bollard::query_parameters::CreateImageOptionsBuilder::new()
-        .from_image(reference)
-        .build();
-    docker
-        .create_image(Some(options), None, None)
-        .try_collect::<Vec<_>>()
-        .await
-        .map_err(|error| {
-            BuildError::Docker(format!("cannot pull {reference}: {}", describe(error)))
-        })?;
+    engine::pull(docker, reference, None).await?;
     let inspected = docker.inspect_image(reference).await.map_err(|error| {
-        BuildError::Docker(format!("cannot inspect {reference}: {}", describe(error)))
+        BuildError::Docker(format!(
+            "cannot inspect {reference}: {}",
+            engine::describe(error)
+        ))
     })?;
     let (repository, _) = store::images::split_reference(reference);
     let digest = inspected

@@ -13,9 +13,9 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Name(#[from] store::NameError),
-    /// This host's Docker Engine does not answer.
-    #[error("Docker is not running on this host: start dockerd (scripts/setup does) ({0})")]
-    DockerUnreachable(String),
+    /// This host's Docker Engine does not answer, or cannot pull.
+    #[error(transparent)]
+    Engine(#[from] engine::EngineError),
     /// A Docker Engine call failed (build, push, pull, a container).
     #[error("{0}")]
     Docker(String),

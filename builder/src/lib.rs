@@ -35,10 +35,9 @@ use crate::log::BuildLog;
 pub struct BuilderConfig {
     /// Build logs go to `<data_dir>/builds/<app>/<id>.log`.
     pub data_dir: PathBuf,
-    /// The registry Docker pushes to, `host:port` (e.g. `127.0.0.1:5000`).
-    pub registry: String,
-    /// The registry token (name, secret) the builder pushes with.
-    pub credentials: (String, String),
+    /// The registry Docker pushes to (`host:port`, e.g. `127.0.0.1:5000`)
+    /// and the token the builder pushes with.
+    pub login: engine::RegistryLogin,
     /// Base images by buildpack name, replacing the buildpacks' defaults.
     pub base_images: HashMap<String, String>,
     /// The largest build context accepted, in bytes.
@@ -52,15 +51,10 @@ pub struct BuilderConfig {
 }
 
 impl BuilderConfig {
-    pub fn new(
-        data_dir: PathBuf,
-        registry: String,
-        credentials: (String, String),
-    ) -> BuilderConfig {
+    pub fn new(data_dir: PathBuf, login: engine::RegistryLogin) -> BuilderConfig {
         BuilderConfig {
             data_dir,
-            registry,
-            credentials,
+            login,
             base_images: HashMap::new(),
             context_limit: 1 << 30,
             timeout: Duration::from_secs(30 * 60),
@@ -275,7 +269,7 @@ impl Builder {
             .as_deref()
             .or(source.root.files.get("Dockerfile").map(String::as_str))
             .unwrap_or_default();
-        check_base_images(dockerfile, &config.registry, request)?;
+        check_base_images(dockerfile, &config.login.registry, request)?;
         record.buildpack = Some(plan.buildpack.clone());
         let cache_key = hex::encode(Sha256::digest(format!(
             "{}\n{}\n{}",
@@ -319,7 +313,10 @@ impl Builder {
                 ))
                 .await;
                 let docker = self.docker().await?;
-                let tag = format!("{}/{}:{}", config.registry, request.app, request.git_sha);
+                let tag = format!(
+                    "{}/{}:{}",
+                    config.login.registry, request.app, request.git_sha
+                );
                 let labels = HashMap::from([
                     ("paz.app", request.app.to_string()),
                     ("paz.git-sha", request.git_sha.clone()),
@@ -327,19 +324,18 @@ impl Builder {
                 docker::build(&docker, source, plan.dockerfile.clone(), &tag, &labels, log).await?;
                 log.line(format!(
                     "-----> Pushing image {}/{}:{short}",
-                    config.registry, request.app
+                    config.login.registry, request.app
                 ))
                 .await;
                 let digest = docker::push(
                     &docker,
-                    &config.registry,
+                    &config.login,
                     request.app.as_str(),
                     &request.git_sha,
-                    &config.credentials,
                 )
                 .await?;
                 (
-                    format!("{}/{}@{digest}", config.registry, request.app),
+                    format!("{}/{}@{digest}", config.login.registry, request.app),
                     false,
                 )
             }
@@ -399,14 +395,7 @@ impl Builder {
     async fn docker(&self) -> Result<bollard::Docker> {
         self.inner
             .docker
-            .get_or_try_init(|| async {
-                let not_running = |error: bollard::errors::Error| {
-                    BuildError::DockerUnreachable(error.to_string())
-                };
-                let docker = bollard::Docker::connect_with_local_defaults().map_err(not_running)?;
-                // Debian's engine speaks an older API than bollard's default.
-                docker.negotiate_version().await.map_err(not_running)
-            })
+            .get_or_try_init(|| async { Ok::<_, BuildError>(engine::connect().await?) })
             .await
             .cloned()
     }

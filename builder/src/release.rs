@@ -3,13 +3,11 @@
 //! release phase). Its output streams to the pusher; a non-zero exit stops
 //! the deploy.
 
-use bollard::auth::DockerCredentials;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::error::{BuildError, Result};
@@ -48,30 +46,12 @@ impl Builder {
         if docker.inspect_image(image).await.is_err() {
             // The builder's token goes to Paz's registry only, never to
             // whatever registry an image names.
-            let ours = image.split('/').next() == Some(self.inner.config.registry.as_str());
-            let credentials = ours.then(|| {
-                let (name, secret) = &self.inner.config.credentials;
-                DockerCredentials {
-                    username: Some(name.clone()),
-                    password: Some(secret.clone()),
-                    serveraddress: Some(self.inner.config.registry.clone()),
-                    ..Default::default()
-                }
-            });
-            let options = CreateImageOptionsBuilder::new().from_image(image).build();
-            let pull = docker
-                .create_image(Some(options), None, credentials)
-                .try_collect::<Vec<_>>();
+            let pull = engine::pull(&docker, image, Some(&self.inner.config.login));
             tokio::time::timeout(self.inner.config.timeout, pull)
                 .await
                 .map_err(|_| {
                     BuildError::Docker(format!("pulling {image} for the release command timed out"))
-                })?
-                .map_err(|error| {
-                    BuildError::Docker(format!(
-                        "cannot pull {image} for the release command: {error}"
-                    ))
-                })?;
+                })??;
         }
         let body = ContainerCreateBody {
             image: Some(image.to_string()),

@@ -42,7 +42,11 @@ pub(crate) async fn run(flags: AgentFlags) -> anyhow::Result<()> {
             let Some((name, secret)) = token.split_once(':') else {
                 bail!("--registry-token is NAME:SECRET");
             };
-            Some((registry, name.to_string(), secret.to_string()))
+            Some(engine::RegistryLogin {
+                registry,
+                name: name.to_string(),
+                secret: secret.to_string(),
+            })
         }
         (None, None) => None,
         _ => bail!("--registry and --registry-token go together"),

@@ -110,15 +110,11 @@ async fn run_roles(
         })?;
     let registry_addr = registry_listener.local_addr()?;
     let registry_host = registry_host(registry_addr, config.registry_advertise.as_ref());
-    let mut tokens = issue_internal_tokens(&store, &config.data_dir).await?;
-    let builder_credentials = tokens.remove("builder").expect("issued above");
-    let builder_token = builder_credentials.0.clone();
-    let (agent_name, agent_secret) = tokens.remove("agent").expect("issued above");
-    let mut builder_config = builder::BuilderConfig::new(
-        config.data_dir.clone(),
-        registry_host.clone(),
-        builder_credentials,
-    );
+    let mut tokens = issue_internal_tokens(&store, &config.data_dir, &registry_host).await?;
+    let builder_login = tokens.remove("builder").expect("issued above");
+    let builder_token = builder_login.name.clone();
+    let agent_login = tokens.remove("agent").expect("issued above");
+    let mut builder_config = builder::BuilderConfig::new(config.data_dir.clone(), builder_login);
     builder_config.base_images = config.buildpack_images.clone();
     builder_config.timeout = config.build_timeout;
     builder_config.concurrency = config.build_concurrency;
@@ -179,7 +175,7 @@ async fn run_roles(
     let advertise =
         crate::agent::address_towards(store.endpoints().split(',').next().unwrap_or_default())?;
     let mut agent_config = agent::AgentConfig::new(config.data_dir.clone(), advertise);
-    agent_config.registry = Some((registry_host.clone(), agent_name, agent_secret));
+    agent_config.registry = Some(agent_login);
     if !config.server_only {
         match agent::Agent::new(agent_config, store.clone()).await {
             Ok(agent) => roles.spawn("agent", |stop| agent.run(stop)),
@@ -294,8 +290,8 @@ fn advertise_host(store: &Store) -> String {
 async fn issue_internal_tokens(
     store: &Store,
     data_dir: &Path,
-) -> anyhow::Result<HashMap<&'static str, (String, String)>> {
-    use std::os::unix::fs::PermissionsExt;
+    registry: &str,
+) -> anyhow::Result<HashMap<&'static str, engine::RegistryLogin>> {
     let mut secrets = serde_json::Map::new();
     let mut issued = HashMap::new();
     for (role_name, name, role) in [
@@ -304,17 +300,20 @@ async fn issue_internal_tokens(
     ] {
         let (token, secret) = store::records::Token::create(name, role, Vec::new());
         store.put(&store.keys().token(name)?, &token).await?;
-        issued.insert(role_name, (name.to_string(), secret.clone()));
         secrets.insert(
             role_name.to_string(),
             serde_json::json!({"name": name, "secret": secret}),
         );
+        let login = engine::RegistryLogin {
+            registry: registry.to_string(),
+            name: name.to_string(),
+            secret,
+        };
+        issued.insert(role_name, login);
     }
     let path = data_dir.join("internal-tokens.json");
-    let temp = path.with_extension("tmp");
-    std::fs::write(&temp, serde_json::Value::Object(secrets).to_string())
-        .and_then(|()| std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600)))
-        .and_then(|()| std::fs::rename(&temp, &path))
+    let text = serde_json::Value::Object(secrets).to_string();
+    support::write_private_file(&path, text.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(issued)
 }

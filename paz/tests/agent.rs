@@ -281,7 +281,11 @@ async fn bad_units_fail_with_a_reason_and_the_good_ones_keep_running() {
         .await
         .unwrap();
     let host = start_agent(&store, |config| {
-        config.registry = Some((registry_addr.clone(), "outsider".into(), secret))
+        config.registry = Some(engine::RegistryLogin {
+            registry: registry_addr.clone(),
+            name: "outsider".into(),
+            secret,
+        })
     })
     .await;
 
@@ -350,6 +354,15 @@ async fn bad_units_fail_with_a_reason_and_the_good_ones_keep_running() {
         state(&store, &units[0].0).await.is_none().then_some(())
     })
     .await;
+    // A unit that never got a container leaves no state behind either (a
+    // deploy waiting for its name to be free would wait for it).
+    for (name, _, _) in &bad {
+        let unit = format!("{name}.service");
+        eventually(30, &format!("{unit}'s state to go"), async || {
+            state(&store, &unit).await.is_none().then_some(())
+        })
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -40,11 +40,12 @@ async fn build(
     let store = tests::test_store(name).await;
     let (repo, sha) = repo_with(files);
     let data = tests::temp_dir();
-    let mut config = BuilderConfig::new(
-        data.path().to_path_buf(),
-        "127.0.0.1:1".into(),
-        ("nobody".into(), "none".into()),
-    );
+    let login = engine::RegistryLogin {
+        registry: "127.0.0.1:1".into(),
+        name: "nobody".into(),
+        secret: "none".into(),
+    };
+    let mut config = BuilderConfig::new(data.path().to_path_buf(), login);
     tune(&mut config);
     let builder = Builder::new(config, store.clone());
     let (lines, mut received) = tokio::sync::mpsc::channel(1000);
