@@ -408,6 +408,7 @@ async fn put_manifest(
         .storage
         .link_manifest(name, &digest, &media_type, tag)
         .await?;
+    crate::mark_owner(state, name).await;
     let mut response = Response::builder()
         .status(StatusCode::CREATED)
         .header(header::LOCATION, format!("/v2/{name}/manifests/{digest}"))

@@ -179,24 +179,75 @@ impl Registry {
     }
 }
 
-/// An app's repository goes when the app does (`apps:destroy`).
+/// An app's repositories go when the app does (`apps:destroy`): at its
+/// delete event, and at every snapshot (the registry's start, a watch
+/// resumed) for repositories whose owning app is gone or was made again.
 async fn forget_destroyed_apps(state: Arc<AppState>) {
     let apps = state.store.keys().apps();
     let mut watch = state.store.watch(&apps);
     while let Some(event) = watch.next_event().await {
-        let store::WatchEvent::Delete { key, .. } = event else {
-            continue;
-        };
-        let Ok(app) = store::AppName::new(apps.child_name(&key)) else {
-            continue;
-        };
-        match state.storage.remove_repository(app.as_str()).await {
-            Ok(true) => tracing::info!(%app, "removed the destroyed app's repository"),
-            Ok(false) => {}
-            Err(error) => {
-                tracing::warn!(%app, %error, "cannot remove the destroyed app's repository")
+        match event {
+            store::WatchEvent::Delete { key, .. } => {
+                if let Ok(app) = store::AppName::new(apps.child_name(&key)) {
+                    forget(&state, app.as_str()).await;
+                }
             }
+            store::WatchEvent::Snapshot {
+                entries, invalid, ..
+            } => {
+                let live: std::collections::HashMap<&str, i64> = entries
+                    .iter()
+                    .map(|entry| (apps.child_name(&entry.key), entry.create_revision))
+                    .collect();
+                // An app whose record cannot be read still exists.
+                let unreadable: Vec<&str> = invalid
+                    .iter()
+                    .map(|(key, _)| apps.child_name(key))
+                    .collect();
+                for app in state.storage.top_level().await {
+                    let Some(created) = state.storage.owner(&app).await else {
+                        continue;
+                    };
+                    if live.get(app.as_str()) != Some(&created)
+                        && !unreadable.contains(&app.as_str())
+                    {
+                        forget(&state, &app).await;
+                    }
+                }
+            }
+            _ => {}
         }
+    }
+}
+
+/// Removes the repositories of destroyed app `app`.
+async fn forget(state: &AppState, app: &str) {
+    match state.storage.remove_repository(app).await {
+        Ok(true) => tracing::info!(%app, "removed the destroyed app's repository"),
+        Ok(false) => {}
+        Err(error) => {
+            tracing::warn!(%app, %error, "cannot remove the destroyed app's repository")
+        }
+    }
+}
+
+/// After a manifest push to `repository`: notes the app it belongs to (by
+/// its create revision) in the repository, if that app exists. A
+/// repository of no app (an admin's base image) is never forgotten.
+pub(crate) async fn mark_owner(state: &AppState, repository: &str) {
+    let Some(app) = store::images::repository_app(repository) else {
+        return;
+    };
+    let created = match state.store.get(&state.store.keys().app(&app)).await {
+        Ok(Some(record)) => record.create_revision,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(%app, %error, "cannot note the owner of a pushed repository");
+            return;
+        }
+    };
+    if let Err(error) = state.storage.mark_owner(app.as_str(), created).await {
+        tracing::warn!(%app, %error, "cannot note the owner of a pushed repository");
     }
 }
 

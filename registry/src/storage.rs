@@ -60,6 +60,9 @@ impl Default for Limits {
     }
 }
 
+/// In `repositories/<app>/`: the create revision of the app that pushed there.
+const OWNER_FILE: &str = "_owner";
+
 fn hex_of(digest: &str) -> &str {
     digest.strip_prefix("sha256:").unwrap_or(digest)
 }
@@ -453,6 +456,30 @@ impl Storage {
         tokio::fs::rename(&dir, &aside).await?;
         tokio::fs::remove_dir_all(&aside).await?;
         Ok(true)
+    }
+
+    /// Notes that the repositories of app `app` (`app` and `app/...`)
+    /// belong to the app created at store revision `created`, so that they
+    /// go if that app is destroyed, even while the registry is down.
+    pub(crate) async fn mark_owner(&self, app: &str, created: i64) -> std::io::Result<()> {
+        if self.owner(app).await == Some(created) {
+            return Ok(());
+        }
+        let path = self.repository(app).join(OWNER_FILE);
+        write_atomically(&path, created.to_string().as_bytes()).await
+    }
+
+    /// The create revision of the app that owns the repositories under
+    /// `app`, if they were pushed while it existed.
+    pub(crate) async fn owner(&self, app: &str) -> Option<i64> {
+        let path = self.repository(app).join(OWNER_FILE);
+        let text = tokio::fs::read_to_string(path).await.ok()?;
+        text.trim().parse().ok()
+    }
+
+    /// The top-level repository names (`demo` for `demo` and `demo/api`).
+    pub(crate) async fn top_level(&self) -> Vec<String> {
+        list_dir(&self.root.join("repositories")).await
     }
 
     /// Every repository, sorted.

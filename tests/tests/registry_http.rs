@@ -881,6 +881,70 @@ async fn a_tagged_push_emits_an_image_event() {
 }
 
 #[tokio::test]
+async fn an_app_destroyed_while_the_registry_is_down_loses_its_repositories_at_its_start() {
+    let mut fixture = start_registry("reg-forget").await;
+    let store = fixture.store.clone();
+    let create = async |name: &str| {
+        let app = store::AppName::new(name).unwrap();
+        let record = store::records::App::new(app.clone(), 1_796_119_200);
+        store
+            .create(&store.keys().app(&app), &record)
+            .await
+            .unwrap();
+    };
+    for app in ["web", "old", "again"] {
+        create(app).await;
+        fixture.push_image(app, "v1", &[app.as_bytes()]).await;
+    }
+    fixture.push_image("old/api", "v1", &[b"api"]).await;
+    // An admin's repository of no app (a base image) is nobody's to forget.
+    fixture.push_image("base", "v1", &[b"base"]).await;
+    fixture.stop();
+    // While it is down: `old` is destroyed, `again` destroyed and made anew.
+    for app in ["old", "again"] {
+        let key = store.keys().app(&store::AppName::new(app).unwrap());
+        assert!(store.delete(&key).await.unwrap());
+    }
+    create("again").await;
+    fixture.start().await;
+    let status = async |fixture: &RegistryFixture, repo: &str| {
+        fixture
+            .request(
+                &fixture.admin,
+                reqwest::Method::GET,
+                &format!("/v2/{repo}/tags/list"),
+            )
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    tests::eventually(
+        "the destroyed apps' repositories to go",
+        Duration::from_secs(10),
+        async || {
+            let (old, api, again) = (
+                status(&fixture, "old").await,
+                status(&fixture, "old/api").await,
+                status(&fixture, "again").await,
+            );
+            (old == 404 && api == 404 && again == 404).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        status(&fixture, "web").await,
+        200,
+        "a live app keeps its repository"
+    );
+    assert_eq!(
+        status(&fixture, "base").await,
+        200,
+        "a repository of no app stays"
+    );
+}
+
+#[tokio::test]
 async fn gc_removes_what_no_tag_or_release_refers_to() {
     let fixture = start_registry("reg-gc").await;
     let (_, tagged) = fixture.push_image("web", "live", &[b"kept layer"]).await;

@@ -81,12 +81,7 @@ pub async fn start_registry_with(test_name: &str, limits: registry::Limits) -> R
     let registry = registry::Registry::new(data.path().join("registry"), store.clone())
         .with_hook_key(hooks)
         .with_limits(limits);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, mut stopped) = watch::channel(false);
-    tokio::spawn(registry.serve(listener, async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    }));
+    let (addr, stop) = serve(registry).await;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -103,11 +98,38 @@ pub async fn start_registry_with(test_name: &str, limits: registry::Limits) -> R
     }
 }
 
+/// Serves `registry` on a new port until the sender says stop.
+async fn serve(registry: registry::Registry) -> (SocketAddr, watch::Sender<bool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, mut stopped) = watch::channel(false);
+    tokio::spawn(registry.serve(listener, async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    }));
+    (addr, stop)
+}
+
 pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 impl RegistryFixture {
+    /// Stops the registry; it stays down until [`RegistryFixture::start`].
+    pub fn stop(&self) {
+        let _ = self._stop.send(true);
+    }
+
+    /// Starts the registry again on the same data dir and store (on a new port).
+    pub async fn start(&mut self) {
+        let hooks = std::sync::Arc::new(
+            store::HookKey::load_or_create(&self.data.path().join("hooks.key")).unwrap(),
+        );
+        let registry =
+            registry::Registry::new(self.data.path().join("registry"), self.store.clone())
+                .with_hook_key(hooks);
+        (self.addr, self._stop) = serve(registry).await;
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
