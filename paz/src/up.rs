@@ -257,6 +257,18 @@ async fn run_roles(
         warn!(%error, "cannot list the admin keys for the banner");
         Vec::new()
     });
+    let listening = Addresses {
+        pid: std::process::id(),
+        etcd: local_etcd
+            .as_deref()
+            .map_or_else(|| store.endpoints().to_string(), LocalEtcd::client_url),
+        etcd_pid: local_etcd.as_deref().and_then(LocalEtcd::pid),
+        etcd_tls: local_etcd.as_deref().and_then(LocalEtcd::client_tls),
+        ssh: ssh_addr,
+        registry: registry_addr,
+        http: http_addr,
+    };
+    listening.write(&config.data_dir)?;
     print_banner(
         config,
         &store,
@@ -273,6 +285,32 @@ async fn run_roles(
             proxy_drain + Duration::from_secs(5),
         )
         .await
+}
+
+/// What listens where, for scripts and tests: `<data-dir>/addresses.json`,
+/// written whole before the banner says that Paz is up.
+#[derive(Debug, serde::Serialize)]
+struct Addresses {
+    pid: u32,
+    /// The etcd Paz uses (its local one's client URL, or `--etcd`).
+    etcd: String,
+    /// The local etcd's process, if Paz runs one.
+    etcd_pid: Option<u32>,
+    /// The local etcd's client certificates, when it speaks TLS.
+    etcd_tls: Option<store::TlsFiles>,
+    ssh: SocketAddr,
+    registry: SocketAddr,
+    /// The proxy (`paz up`); none for `paz server`.
+    http: Option<SocketAddr>,
+}
+
+impl Addresses {
+    fn write(&self, data_dir: &Path) -> anyhow::Result<()> {
+        let path = data_dir.join("addresses.json");
+        let json = serde_json::to_vec_pretty(self)?;
+        support::write_file(&path, &json)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
 }
 
 /// This host's name for the scheduler's leader key (who leads is then visible).

@@ -1258,26 +1258,31 @@ async fn an_image_event_whose_server_died_is_deployed_by_the_next_look_and_a_sta
         "a claimed event is its claimer's"
     );
     lease.revoke().await.unwrap();
-    let mut deployed = None;
-    for _ in 0..150 {
-        if let Some(found) = paz.store.get(&keys.release(&app, 2)).await.unwrap() {
-            if found.value.status == ReleaseStatus::Active {
-                deployed = Some(found.value);
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let deployed = deployed.expect("the dead server's event was deployed by the next look");
+    let deployed = tests::eventually(
+        "the dead server's event to be deployed by the next look",
+        Duration::from_secs(30),
+        async || {
+            let found = paz.store.get(&keys.release(&app, 2)).await.unwrap()?;
+            (found.value.status == ReleaseStatus::Active).then_some(found.value)
+        },
+    )
+    .await;
     assert_eq!(deployed.cause, ReleaseCause::Image);
     assert_eq!(deployed.by, "ci");
     assert_eq!(deployed.image, v1.image);
-    // The deploy has ended; its claim stays, off its lease.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let claim = claim_of(&paz, &dead)
-        .await
-        .expect("the deployed event keeps its claim");
-    assert_ne!(claim, "a server that died");
+    // The deploy has ended; its claim stays, off its lease (a lease would
+    // take it with the server that holds it).
+    let claim_key = keys.image_claim(&dead).unwrap();
+    tests::eventually(
+        "the deployed event's claim to be kept off its lease",
+        Duration::from_secs(10),
+        async || {
+            let claim = paz.store.get(&claim_key).await.unwrap()?;
+            let lease = paz.store.lease_of(&claim_key).await.unwrap();
+            (lease.is_none() && claim.value != "a server that died").then_some(())
+        },
+    )
+    .await;
 
     // Another such event, then a push: when the event is found, the app
     // has a newer release, and the event must not take it back.
@@ -1287,15 +1292,12 @@ async fn an_image_event_whose_server_died_is_deployed_by_the_next_look_and_a_sta
     assert!(pushed.status.success(), "{}", text(&pushed));
     assert_eq!(paz.releases(&app).await, 3);
     lease.revoke().await.unwrap();
-    let mut settled = None;
-    for _ in 0..150 {
-        settled = claim_of(&paz, &stale).await;
-        if settled.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let settled = settled.expect("the stale event was looked at");
+    let settled = tests::eventually(
+        "the stale event to be looked at",
+        Duration::from_secs(15),
+        async || claim_of(&paz, &stale).await,
+    )
+    .await;
     assert!(
         settled.ends_with("older than the newest release of each app that follows it"),
         "{settled}"

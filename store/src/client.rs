@@ -222,6 +222,20 @@ impl Store {
         Ok(response.header().map(|h| h.revision()).unwrap_or_default())
     }
 
+    /// The id of the lease `key` lives on: `None` when the key is absent
+    /// or on no lease.
+    pub async fn lease_of<T>(&self, key: &Key<T>) -> Result<Option<i64>> {
+        let mut client = self.client();
+        let response = self
+            .call(|| format!("get {key}"), client.get(key.as_str(), None))
+            .await?;
+        Ok(response
+            .kvs()
+            .first()
+            .map(|kv| kv.lease())
+            .filter(|lease| *lease != 0))
+    }
+
     pub async fn get<T: Record>(&self, key: &Key<T>) -> Result<Option<Versioned<T>>> {
         let mut client = self.client();
         let response = self

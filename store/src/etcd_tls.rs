@@ -12,7 +12,7 @@ use rcgen::{
 };
 
 /// The files a client presents and checks the server with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TlsFiles {
     /// The CA that signed the server's certificate.
     pub ca: PathBuf,

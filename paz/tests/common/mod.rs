@@ -318,58 +318,53 @@ fn start_command(mut command: Command, args: &[&str], envs: &[(&str, &str)]) -> 
             }
         }
     });
-    let mut etcd_line = None;
-    let mut ssh_port = None;
-    let mut registry_port = None;
-    let mut http_port = None;
     let mut banner = Vec::new();
     loop {
         let line = received
             .recv_timeout(Duration::from_secs(60))
             .expect("paz up printed no banner within 60s");
         banner.push(line.clone());
-        if let Some(rest) = line.trim().strip_prefix("etcd ") {
-            etcd_line = Some(rest.trim().to_string());
-        }
-        if let Some(rest) = line.trim().strip_prefix("ssh ") {
-            let address = rest.split_whitespace().next().unwrap();
-            ssh_port = Some(address.rsplit(':').next().unwrap().parse().unwrap());
-        }
-        if let Some(rest) = line.trim().strip_prefix("registry ") {
-            let address = rest.split_whitespace().next().unwrap();
-            registry_port = Some(address.rsplit(':').next().unwrap().parse().unwrap());
-        }
-        if let Some(rest) = line.trim().strip_prefix("http ") {
-            let address = rest.split_whitespace().next().unwrap();
-            http_port = Some(address.rsplit(':').next().unwrap().parse().unwrap_or(0));
-        }
         if line.starts_with("stop with Ctrl-C") {
             break;
         }
     }
-    let etcd_line = etcd_line.expect("the banner names etcd");
-    let etcd_url = etcd_line.split_whitespace().next().unwrap().to_string();
+    // What listens where, as Paz wrote it before its banner.
     let data_dir = args
         .iter()
         .position(|arg| *arg == "--data-dir")
         .and_then(|i| args.get(i + 1))
-        .map(PathBuf::from);
-    let etcd_tls = data_dir
-        .filter(|_| etcd_url.starts_with("https://"))
-        .map(|dir| dir.join("etcd-tls"));
-    let etcd_pid = etcd_line
-        .split("pid ")
-        .nth(1)
-        .map(|rest| rest.split(',').next().unwrap().parse().unwrap());
+        .map(PathBuf::from)
+        .expect("tests give paz a --data-dir");
+    let path = data_dir.join("addresses.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+    let addresses: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let port = |name: &str| {
+        addresses[name].as_str().map(|address| {
+            address
+                .parse::<std::net::SocketAddr>()
+                .unwrap_or_else(|error| panic!("{name} {address}: {error}"))
+                .port()
+        })
+    };
+    let etcd_tls = addresses["etcd_tls"]["ca"]
+        .as_str()
+        .map(|ca| PathBuf::from(ca).parent().unwrap().to_path_buf());
+    assert_eq!(
+        addresses["pid"].as_u64(),
+        Some(u64::from(paz.id())),
+        "{} is this paz's",
+        path.display()
+    );
     Running {
-        paz,
-        etcd_url,
+        etcd_url: addresses["etcd"].as_str().unwrap().to_string(),
         etcd_tls,
-        etcd_pid,
-        ssh_port: ssh_port.expect("the banner names the ssh address"),
-        registry_port: registry_port.expect("the banner names the registry address"),
-        http_port: http_port.expect("the banner names the http address"),
+        etcd_pid: addresses["etcd_pid"].as_u64().map(|pid| pid as u32),
+        ssh_port: port("ssh").expect("addresses.json names the ssh address"),
+        registry_port: port("registry").expect("addresses.json names the registry"),
+        http_port: port("http").unwrap_or(0),
         banner,
+        paz,
     }
 }
 
