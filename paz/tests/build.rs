@@ -217,17 +217,20 @@ fn curl_host(port: u16, host: &str) -> String {
 }
 
 fn http_get(port: u16, path: &str) -> String {
-    for _ in 0..50 {
-        let output = Command::new("curl")
-            .args(["-s", "-f", &format!("http://127.0.0.1:{port}{path}")])
-            .output()
-            .unwrap();
-        if output.status.success() {
-            return String::from_utf8_lossy(&output.stdout).to_string();
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("http://127.0.0.1:{port}{path} never answered");
+    tests::eventually_blocking(
+        &format!("an answer from http://127.0.0.1:{port}{path}"),
+        Duration::from_secs(10),
+        || {
+            let output = Command::new("curl")
+                .args(["-s", "-f", &format!("http://127.0.0.1:{port}{path}")])
+                .output()
+                .unwrap();
+            output
+                .status
+                .success()
+                .then(|| String::from_utf8_lossy(&output.stdout).to_string())
+        },
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -480,22 +483,23 @@ async fn a_pusher_that_disconnects_leaves_a_finished_recorded_build() {
     let _ = child.wait();
 
     let app = store::AppName::new("slow").unwrap();
-    let mut status = None;
-    for _ in 0..300 {
-        let builds = paz
-            .store
-            .list(&paz.store.keys().builds(&app))
-            .await
-            .unwrap();
-        status = builds.entries.first().map(|entry| entry.value.status);
-        if status.is_some_and(|s| s != store::records::BuildStatus::Running) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let status = tests::eventually(
+        "the build to finish without its pusher",
+        Duration::from_secs(30),
+        async || {
+            let builds = paz
+                .store
+                .list(&paz.store.keys().builds(&app))
+                .await
+                .unwrap();
+            let status = builds.entries.first().map(|entry| entry.value.status)?;
+            (status != store::records::BuildStatus::Running).then_some(status)
+        },
+    )
+    .await;
     assert_eq!(
         status,
-        Some(store::records::BuildStatus::Succeeded),
+        store::records::BuildStatus::Succeeded,
         "the build finished without its pusher"
     );
     let log = std::fs::read_dir(paz.data.path().join("builds/slow"))
@@ -790,23 +794,20 @@ async fn pushes_roll_out_with_no_failed_request_and_bad_releases_never_serve() {
     assert!(destroyed.status.success(), "{}", text(&destroyed));
     let units = paz.store.list(&paz.store.keys().units()).await.unwrap();
     assert!(units.entries.is_empty(), "{:?}", units.entries);
-    for _ in 0..50 {
-        if get(http, "roll.paz.localhost").0 == 404 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    tests::eventually(
+        "the destroyed app's host to answer 404",
+        Duration::from_secs(10),
+        async || (get(http, "roll.paz.localhost").0 == 404).then_some(()),
+    )
+    .await;
     assert_eq!(get(http, "roll.paz.localhost").0, 404);
     // Its repository in Paz's registry goes too (the blobs wait for gc).
-    let mut status = String::new();
-    for _ in 0..50 {
-        status = paz.registry_status("roll", &v3_sha);
-        if status == "404" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, "404", "the destroyed app's image is gone");
+    tests::eventually(
+        "the destroyed app's image to be gone",
+        Duration::from_secs(10),
+        async || (paz.registry_status("roll", &v3_sha) == "404").then_some(()),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -871,14 +872,15 @@ async fn an_image_pushed_to_a_followed_repository_deploys_and_others_do_not() {
             assert_eq!(get(http, "follow.paz.localhost"), (200, "v1\n".to_string()));
         }
     }
-    let mut answer = (0, String::new());
-    for _ in 0..150 {
-        answer = get(http, "follow.paz.localhost");
-        if answer.1 == "v2 from CI\n" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let answer = tests::eventually(
+        "the followed image to go live",
+        Duration::from_secs(30),
+        async || {
+            let answer = get(http, "follow.paz.localhost");
+            (answer.1 == "v2 from CI\n").then_some(answer)
+        },
+    )
+    .await;
     assert_eq!(
         answer,
         (200, "v2 from CI\n".to_string()),
@@ -1104,31 +1106,28 @@ async fn a_pusher_who_goes_away_mid_rollout_does_not_stop_it() {
     assert_eq!(get(http, "gone.paz.localhost"), (200, "v1\n".to_string()));
 
     // The rollout goes on without anyone watching: v2 serves and is current.
-    let mut answer = (0, String::new());
-    for _ in 0..100 {
-        answer = get(http, "gone.paz.localhost");
-        if answer.1 == "v2\n" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let answer = tests::eventually("v2 to answer", Duration::from_secs(20), async || {
+        let answer = get(http, "gone.paz.localhost");
+        (answer.1 == "v2\n").then_some(answer)
+    })
+    .await;
     assert_eq!(answer, (200, "v2\n".to_string()));
     let name = store::AppName::new("gone").unwrap();
-    let mut current = 0;
-    for _ in 0..50 {
-        current = paz
-            .store
-            .get(&paz.store.keys().current(&name))
-            .await
-            .unwrap()
-            .unwrap()
-            .value;
-        if current == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(current, 2, "the release finished");
+    tests::eventually(
+        "the release to finish",
+        Duration::from_secs(10),
+        async || {
+            let current = paz
+                .store
+                .get(&paz.store.keys().current(&name))
+                .await
+                .unwrap()
+                .unwrap()
+                .value;
+            (current == 2).then_some(())
+        },
+    )
+    .await;
     assert!(paz
         .store
         .get(&paz.store.keys().unit("gone-v1-web-1.service").unwrap())
@@ -1251,6 +1250,7 @@ async fn an_image_event_whose_server_died_is_deployed_by_the_next_look_and_a_sta
     };
 
     let (dead, lease) = died_after_claiming(&paz, "dead01").await;
+    // Give a wrong deploy the time it would take to show.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         paz.releases(&app).await,

@@ -170,22 +170,19 @@ async fn two_agents_share_an_app_and_a_killed_ones_instance_moves_to_the_other()
         .output()
         .unwrap();
     assert!(removed.status.success(), "{}", said(&removed));
-    let mut now = Vec::new();
-    for _ in 0..60 {
-        now = instances(&admin, ssh);
-        if now.len() == 2 && now.iter().all(|(m, a)| *m == two_id && a == "active") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert_eq!(
-        now,
-        vec![
-            (two_id.clone(), "active".to_string()),
-            (two_id.clone(), "active".to_string())
-        ],
-        "both instances on host two"
-    );
+    tests::eventually(
+        "both instances to be on host two",
+        Duration::from_secs(30),
+        async || {
+            let now = instances(&admin, ssh);
+            (now == vec![
+                (two_id.clone(), "active".to_string()),
+                (two_id.clone(), "active".to_string()),
+            ])
+            .then_some(())
+        },
+    )
+    .await;
     let running = std::process::Command::new("docker")
         .args(["ps", "--format", "{{.Names}}"])
         .args(["--filter", &format!("label=paz.machine={two_id}")])

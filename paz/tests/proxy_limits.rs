@@ -69,15 +69,12 @@ async fn with_few_file_descriptors_the_proxy_holds_its_cap_and_then_serves_again
 
     // The held connections go; the proxy answers again.
     drop(held);
-    let mut answer = (0, String::new());
-    for _ in 0..50 {
-        answer = common::get(port, "nobody.example");
-        if answer.0 == 404 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert_eq!(answer.0, 404, "{answer:?}");
+    tests::eventually(
+        "the proxy to answer again",
+        Duration::from_secs(10),
+        async || (common::get(port, "nobody.example").0 == 404).then_some(()),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -146,15 +143,12 @@ async fn a_flood_of_the_proxy_or_the_registry_leaves_ssh_working() {
     // The floods go; both answer again.
     drop(proxy_flood);
     drop(registry_flood);
-    let mut answer = (0, String::new());
-    for _ in 0..50 {
-        answer = common::get(running.http_port, "nobody.example");
-        if answer.0 == 404 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert_eq!(answer.0, 404, "{answer:?}");
+    tests::eventually(
+        "the proxy to answer again",
+        Duration::from_secs(10),
+        async || (common::get(running.http_port, "nobody.example").0 == 404).then_some(()),
+    )
+    .await;
     registry_answers("after the floods");
     ssh_works("after the floods");
 }

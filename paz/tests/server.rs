@@ -40,18 +40,19 @@ async fn leader(store: &store::Store) -> Option<String> {
         .map(|v| v.value)
 }
 
-async fn placed(store: &store::Store, unit: &str, seconds: u64) -> Option<String> {
-    for _ in 0..seconds * 10 {
-        if let Some(machine) = store
-            .get(&store.keys().schedule(unit).unwrap())
-            .await
-            .unwrap()
-        {
-            return Some(machine.value);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    None
+async fn placed(store: &store::Store, unit: &str, seconds: u64) -> String {
+    tests::eventually(
+        &format!("{unit} to be placed"),
+        Duration::from_secs(seconds),
+        async || {
+            store
+                .get(&store.keys().schedule(unit).unwrap())
+                .await
+                .unwrap()
+                .map(|machine| machine.value)
+        },
+    )
+    .await
 }
 
 async fn submit(store: &store::Store, name: &str) {
@@ -81,15 +82,10 @@ async fn when_the_leading_server_is_killed_the_other_places_units() {
     let store = tests::etcd::connect(&url, "/paz").await;
     let (data_a, data_b) = (tests::temp_dir(), tests::temp_dir());
     let mut a = server(&url, data_a.path());
-    let mut first = None;
-    for _ in 0..100 {
-        first = leader(&store).await;
-        if first.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let first = first.expect("a scheduler leads");
+    let first = tests::eventually("a scheduler to lead", Duration::from_secs(10), async || {
+        leader(&store).await
+    })
+    .await;
     assert!(first.ends_with(&format!(":{}", a.id())), "{first}");
     let _b = server(&url, data_b.path());
     let _machine = store
@@ -105,18 +101,15 @@ async fn when_the_leading_server_is_killed_the_other_places_units() {
         .await
         .unwrap();
     submit(&store, "one-v1-web-1.service").await;
-    assert_eq!(
-        placed(&store, "one-v1-web-1.service", 10).await.as_deref(),
-        Some("m1")
-    );
+    assert_eq!(placed(&store, "one-v1-web-1.service", 10).await, "m1");
 
     // Killed: no goodbye; its leader key lives until its lease (10 s) ends.
     a.signal(nix::sys::signal::Signal::SIGKILL);
     let _ = a.wait_timeout(Duration::from_secs(5));
     submit(&store, "two-v1-web-1.service").await;
     assert_eq!(
-        placed(&store, "two-v1-web-1.service", 30).await.as_deref(),
-        Some("m1"),
+        placed(&store, "two-v1-web-1.service", 30).await,
+        "m1",
         "the second server took over placement"
     );
     let now = leader(&store).await.expect("a scheduler leads");

@@ -17,13 +17,11 @@ fn alive(pid: u32) -> bool {
 }
 
 fn wait_until_dead(pid: u32, what: &str) {
-    for _ in 0..200 {
-        if !alive(pid) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} (pid {pid}) is still running 10s later");
+    tests::eventually_blocking(
+        &format!("{what} (pid {pid}) to stop"),
+        Duration::from_secs(10),
+        || (!alive(pid)).then_some(()),
+    );
 }
 
 #[tokio::test]
@@ -754,19 +752,12 @@ async fn paz_etcd_tls_makes_certificates_that_a_shared_etcd_and_paz_use() {
         }
         command.output().unwrap()
     };
-    let mut added = add(true);
-    for _ in 0..50 {
-        if added.status.success() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        added = add(true);
-    }
-    assert!(
-        added.status.success(),
-        "{}",
-        String::from_utf8_lossy(&added.stderr)
-    );
+    tests::eventually(
+        "the key to be added over --etcd-tls",
+        Duration::from_secs(10),
+        async || add(true).status.success().then_some(()),
+    )
+    .await;
     let refused = add(false);
     assert!(!refused.status.success());
     let store = tests::etcd::connect_with_tls(&url, "/paz", Some(&tls)).await;

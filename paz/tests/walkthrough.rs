@@ -284,32 +284,27 @@ async fn the_readme_walkthrough_works_from_a_fresh_data_dir() {
 
     // apps:destroy: the app stops answering and its containers go.
     user.verb(&["apps:destroy", "demo", "--force"]);
-    let mut status = 0;
-    for _ in 0..100 {
-        status = get(http, "demo.paz.localhost").0;
-        if status == 404 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(status, 404);
-    let mut left = String::new();
-    for _ in 0..100 {
-        let output = std::process::Command::new("docker")
-            .args(["ps", "-a", "--format", "{{.Names}}"])
-            .args(["--filter", &format!("label=paz.machine={machine}")])
-            .output()
-            .unwrap();
-        left = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter(|name| name.starts_with("demo-"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        if left.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert!(left.is_empty(), "demo's containers are left: {left}");
+    tests::eventually(
+        "the destroyed app's host to answer 404",
+        Duration::from_secs(10),
+        async || (get(http, "demo.paz.localhost").0 == 404).then_some(()),
+    )
+    .await;
+    tests::eventually(
+        "demo's containers to go",
+        Duration::from_secs(20),
+        async || {
+            let output = std::process::Command::new("docker")
+                .args(["ps", "-a", "--format", "{{.Names}}"])
+                .args(["--filter", &format!("label=paz.machine={machine}")])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .all(|name| !name.starts_with("demo-"))
+                .then_some(())
+        },
+    )
+    .await;
     answers(http, "site.paz.localhost", "A static site on Paz");
 }

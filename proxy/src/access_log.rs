@@ -98,22 +98,9 @@ impl Writer {
 
     /// Adds one line.
     pub(crate) fn log(&self, entry: &Entry<'_>) {
-        let micros = entry.duration.as_micros();
         let full = {
             let mut buffer = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = writeln!(
-                buffer,
-                "{} app={} status={} method={} path=\"{}\" duration_ms={}.{:03} backend={} request_id={}",
-                humantime::format_rfc3339_millis(SystemTime::now()),
-                entry.app,
-                entry.status,
-                entry.method,
-                entry.path.escape_debug(),
-                micros / 1000,
-                micros % 1000,
-                entry.backend,
-                entry.request_id,
-            );
+            write_line(&mut buffer, entry, SystemTime::now());
             (buffer.len() >= FLUSH_BYTES)
                 .then(|| std::mem::replace(&mut *buffer, String::with_capacity(FLUSH_BYTES * 2)))
         };
@@ -129,6 +116,24 @@ impl Writer {
             }
         }
     }
+}
+
+/// Appends `entry`'s line, as of `now`, to `buffer`.
+fn write_line(buffer: &mut String, entry: &Entry<'_>, now: SystemTime) {
+    let micros = entry.duration.as_micros();
+    let _ = writeln!(
+        buffer,
+        "{} app={} status={} method={} path=\"{}\" duration_ms={}.{:03} backend={} request_id={}",
+        humantime::format_rfc3339_millis(now),
+        entry.app,
+        entry.status,
+        entry.method,
+        entry.path.escape_debug(),
+        micros / 1000,
+        micros % 1000,
+        entry.backend,
+        entry.request_id,
+    );
 }
 
 /// The writer thread: writes each full buffer, and every 200 ms whatever
@@ -158,5 +163,40 @@ fn write_out(
         if let Err(error) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
             tracing::warn!(%error, "cannot write the access log");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_has_every_field_and_a_path_cannot_forge_one() {
+        let entry = Entry {
+            app: "demo",
+            status: 200,
+            method: "GET",
+            path: "/a \"b\" status=500\n",
+            duration: Duration::from_micros(12_345),
+            backend: "10.0.0.7:32768",
+            request_id: "req-1",
+        };
+        let mut buffer = String::new();
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_119_200_123);
+        write_line(&mut buffer, &entry, at);
+        assert_eq!(
+            buffer,
+            "2026-12-01T10:00:00.123Z app=demo status=200 method=GET path=\"/a \\\"b\\\" status=500\\n\" duration_ms=12.345 backend=10.0.0.7:32768 request_id=req-1\n"
+        );
+    }
+
+    #[test]
+    fn a_destination_is_off_standard_output_or_a_file() {
+        assert_eq!("off".parse::<AccessLog>().unwrap(), AccessLog::Off);
+        assert_eq!("-".parse::<AccessLog>().unwrap(), AccessLog::Stdout);
+        assert_eq!(
+            "/var/log/paz/access.log".parse::<AccessLog>().unwrap(),
+            AccessLog::File(PathBuf::from("/var/log/paz/access.log"))
+        );
     }
 }

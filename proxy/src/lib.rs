@@ -134,13 +134,18 @@ fn page(status: StatusCode, text: String) -> Response<Body> {
 /// 9112 says; two `Host` headers, or a host with characters no host name
 /// has, are the client's error.
 fn host_of(request: &Request<hyper::body::Incoming>) -> Result<String, &'static str> {
+    host_from(request.uri(), request.headers())
+}
+
+/// [`host_of`], from a request's target and headers.
+fn host_from(uri: &hyper::Uri, headers: &hyper::HeaderMap) -> Result<String, &'static str> {
     const INVALID: &str = "the Host header is missing or is not a host name";
-    let mut headers = request.headers().get_all(HOST).iter();
-    let header = headers.next();
-    if headers.next().is_some() {
+    let mut hosts = headers.get_all(HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
         return Err("the request has two Host headers: send one");
     }
-    let host = match (request.uri().authority(), header) {
+    let host = match (uri.authority(), header) {
         (Some(authority), _) => authority.host(),
         (None, Some(value)) => {
             let raw = value.to_str().map_err(|_| INVALID)?;
@@ -619,4 +624,57 @@ fn switch_protocols(
             .map_err(|never| match never {})
             .boxed(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(target: &str, hosts: &[&str]) -> Result<String, &'static str> {
+        let uri: hyper::Uri = target.parse().unwrap();
+        let mut headers = hyper::HeaderMap::new();
+        for value in hosts {
+            headers.append(HOST, HeaderValue::from_str(value).unwrap());
+        }
+        host_from(&uri, &headers)
+    }
+
+    #[test]
+    fn the_host_is_read_as_rfc_9112_says() {
+        assert_eq!(
+            host("/", &["Demo.Paz.Localhost:8080"]).unwrap(),
+            "demo.paz.localhost"
+        );
+        assert_eq!(
+            host("/", &["demo.paz.localhost."]).unwrap(),
+            "demo.paz.localhost"
+        );
+        // An absolute-form target's authority wins over Host.
+        assert_eq!(
+            host("http://api.example.com/x", &["demo.paz.localhost"]).unwrap(),
+            "api.example.com"
+        );
+        assert_eq!(
+            host("/", &["a.example", "b.example"]),
+            Err("the request has two Host headers: send one")
+        );
+        for bad in [&[][..], &["bad_host"], &["evil.example/x"], &[""]] {
+            assert!(host("/", bad).is_err(), "{bad:?}");
+        }
+        assert!(
+            host("/", &[&"a".repeat(254)]).is_err(),
+            "longer than a host name"
+        );
+    }
+
+    #[test]
+    fn a_clients_request_id_is_kept_only_when_it_is_a_plain_token() {
+        assert!(is_request_id(b"req-7f3a_c.1"));
+        assert!(is_request_id("a".repeat(128).as_bytes()));
+        assert!(!is_request_id(b""));
+        assert!(!is_request_id("a".repeat(129).as_bytes()));
+        assert!(!is_request_id(b"a b"));
+        assert!(!is_request_id(b"id status=200"), "no forged log fields");
+        assert!(!is_request_id(b"\"x\""));
+    }
 }

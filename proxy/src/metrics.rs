@@ -129,3 +129,38 @@ impl Metrics {
         text
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_app_and_status_across_threads() {
+        let metrics = Arc::new(Metrics::new());
+        metrics.count("demo", 200);
+        metrics.count("demo", 200);
+        metrics.count("demo", 502);
+        let other = Arc::clone(&metrics);
+        std::thread::spawn(move || other.count("demo", 200))
+            .join()
+            .unwrap();
+        metrics.synced(4);
+        let text = metrics.render();
+        let line = |needle: &str| {
+            text.lines()
+                .find(|line| line.starts_with(needle))
+                .unwrap_or_else(|| panic!("no {needle} in:\n{text}"))
+                .to_string()
+        };
+        let requests = |status: &str| {
+            line(&format!(
+                r#"paz_proxy_requests_total{{app="demo",status="{status}"}}"#
+            ))
+        };
+        assert!(requests("200").ends_with(" 3"), "{text}");
+        assert!(requests("502").ends_with(" 1"), "{text}");
+        assert!(line("paz_proxy_table_backends ").ends_with(" 4"), "{text}");
+    }
+}

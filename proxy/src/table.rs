@@ -149,4 +149,76 @@ mod tests {
             assert_eq!(table.app_for("www.one.test").unwrap().as_str(), "one");
         }
     }
+
+    fn services(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(key, addr)| (key.to_string(), addr.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn instances_route_to_their_app_and_keep_their_counters_across_rebuilds() {
+        let keys = store::Keys::new("/paz");
+        let apps = [App::new(AppName::new("demo").unwrap(), 0)];
+        let announced = services(&[
+            ("/paz/services/demo/7/1", "10.0.0.7:32768"),
+            ("/paz/services/demo/7/2", "10.0.0.8:32768"),
+            ("/paz/not-a-service", "10.0.0.9:1"),
+        ]);
+        let first = Table::build(
+            Some("paz.test"),
+            &apps,
+            &announced,
+            &keys,
+            &Table::default(),
+        );
+        let demo = AppName::new("demo").unwrap();
+        assert_eq!(first.size(), 2, "a key that is no service is left out");
+        assert_eq!(first.app_for("demo.paz.test"), Some(&demo));
+        first.instances[&demo][0]
+            .outstanding
+            .store(3, Ordering::Relaxed);
+        // One instance withdrawn, one added: the one that stays keeps its count.
+        let next = services(&[
+            ("/paz/services/demo/7/1", "10.0.0.7:32768"),
+            ("/paz/services/demo/8/1", "10.0.0.9:32768"),
+        ]);
+        let second = Table::build(Some("paz.test"), &apps, &next, &keys, &first);
+        let kept = second.instances[&demo]
+            .iter()
+            .find(|backend| backend.addr == "10.0.0.7:32768")
+            .unwrap();
+        assert_eq!(kept.outstanding.load(Ordering::Relaxed), 3);
+        assert_eq!(second.size(), 2);
+    }
+
+    #[test]
+    fn a_pick_skips_instances_tried_and_prefers_the_less_busy() {
+        let keys = store::Keys::new("/paz");
+        let apps = [App::new(AppName::new("demo").unwrap(), 0)];
+        let announced = services(&[
+            ("/paz/services/demo/7/1", "10.0.0.7:1"),
+            ("/paz/services/demo/7/2", "10.0.0.8:1"),
+        ]);
+        let table = Table::build(None, &apps, &announced, &keys, &Table::default());
+        let demo = AppName::new("demo").unwrap();
+        assert_eq!(
+            table.app_for("demo.paz.test"),
+            None,
+            "no domain, no own name"
+        );
+        table.instances[&demo][0]
+            .outstanding
+            .store(5, Ordering::Relaxed);
+        for _ in 0..50 {
+            let picked = table.pick(&demo, &[]).unwrap();
+            assert_eq!(picked.addr, "10.0.0.8:1", "of two, the less busy");
+        }
+        let tried = ["10.0.0.8:1".to_string()];
+        assert_eq!(table.pick(&demo, &tried).unwrap().addr, "10.0.0.7:1");
+        let both = ["10.0.0.7:1".to_string(), "10.0.0.8:1".to_string()];
+        assert!(table.pick(&demo, &both).is_none());
+        assert!(table.pick(&AppName::new("other").unwrap(), &[]).is_none());
+    }
 }

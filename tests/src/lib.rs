@@ -55,3 +55,25 @@ pub async fn eventually<T>(
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// [`eventually`] for blocking code (a `std::thread` test or helper): checks
+/// `check` every 200 ms until it gives a value, and returns it; fails the
+/// test, naming `what`, when `within` passes first.
+pub fn eventually_blocking<T>(
+    what: &str,
+    within: std::time::Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not happen within {} s",
+            within.as_secs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -153,17 +153,15 @@ impl Fixture {
     /// Waits until `host` answers with `status` (the table follows etcd; a
     /// watch that lost etcd reconnects with back-off): up to 15 s.
     async fn until(&self, host: &str, status: u16, body: &str) {
-        for _ in 0..300 {
-            let (got, text) = self.get(host, "/").await;
-            if got == status && text.contains(body) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "{host} never answered {status} with `{body}`: {:?}",
-            self.get(host, "/").await
-        );
+        tests::eventually(
+            &format!("{host} to answer {status} with `{body}`"),
+            Duration::from_secs(15),
+            async || {
+                let (got, text) = self.get(host, "/").await;
+                (got == status && text.contains(body)).then_some(())
+            },
+        )
+        .await;
     }
 }
 
@@ -261,20 +259,18 @@ async fn hosts_and_domains_route_to_their_app_and_the_rest_is_404_or_503() {
         "app=idle status=503 method=GET path=\"/\" ".to_string(),
         "app=- status=400 ".to_string(),
     ];
-    let mut log = String::new();
-    for _ in 0..50 {
-        log = std::fs::read_to_string(&access_log).unwrap_or_default();
-        if wanted.iter().all(|line| log.contains(line.as_str())) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    for line in &wanted {
-        assert!(
-            log.contains(line.as_str()),
-            "`{line}` missing from the access log:\n{log}"
-        );
-    }
+    let log = tests::eventually(
+        "every wanted line to be in the access log",
+        Duration::from_secs(10),
+        async || {
+            let log = std::fs::read_to_string(&access_log).unwrap_or_default();
+            wanted
+                .iter()
+                .all(|line| log.contains(line.as_str()))
+                .then_some(log)
+        },
+    )
+    .await;
     assert!(
         log.lines().all(|line| line.contains(" duration_ms=")
             && line.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '-')),

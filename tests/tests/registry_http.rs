@@ -55,21 +55,21 @@ async fn the_base_endpoint_challenges_anonymous_and_wrong_credentials() {
         .delete(&fixture.store.keys().token("root").unwrap())
         .await
         .unwrap();
-    let mut status = 200;
-    for _ in 0..50 {
-        status = fixture
-            .request(&fixture.admin, Method::GET, "/v2/")
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
-        if status == 401 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, 401);
+    tests::eventually(
+        "the revoked token to be refused (401)",
+        Duration::from_secs(10),
+        async || {
+            let status = fixture
+                .request(&fixture.admin, Method::GET, "/v2/")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            (status == 401).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -801,6 +801,7 @@ async fn a_client_killed_mid_upload_leaves_nothing_visible() {
     .unwrap();
     socket.write_all(&[7u8; 1000]).unwrap();
     drop(socket);
+    // Give the server the time to see the client go: the chunk must not be kept.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let status = fixture

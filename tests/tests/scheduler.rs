@@ -82,24 +82,17 @@ async fn unplaced(store: &Store) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Waits up to 5 s for the placements to satisfy `check`.
+/// Waits up to 10 s for the placements to satisfy `check`.
 async fn until(
     store: &Store,
     what: &str,
     check: impl Fn(&BTreeMap<String, String>) -> bool,
 ) -> BTreeMap<String, String> {
-    for _ in 0..100 {
+    tests::eventually(what, Duration::from_secs(10), async || {
         let now = schedule(store).await;
-        if check(&now) {
-            return now;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "{what}: placements are {:?}, unplaced {:?}",
-        schedule(store).await,
-        unplaced(store).await
-    );
+        check(&now).then_some(now)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +119,10 @@ async fn units_are_placed_by_the_rules_and_a_lost_machines_units_move() {
     }
     let _leader = start(&store, "one");
 
-    let placed = until(&store, "every placeable unit placed", |s| s.len() == 11).await;
+    let placed = until(&store, "every placeable unit to be placed", |s| {
+        s.len() == 11
+    })
+    .await;
     let moves: BTreeSet<&String> = (1..=3)
         .map(|i| &placed[&format!("move-v1-web-{i}.service")])
         .collect();
@@ -198,7 +194,7 @@ async fn units_are_placed_by_the_rules_and_a_lost_machines_units_move() {
         .map(|(u, m)| (u.clone(), m.clone()))
         .collect();
     drop(a);
-    let after = until(&store, "nothing left on the lost machine", |s| {
+    let after = until(&store, "nothing to be left on the lost machine", |s| {
         !s.values().any(|m| m == "aaaa")
     })
     .await;
@@ -233,9 +229,11 @@ async fn units_are_placed_by_the_rules_and_a_lost_machines_units_move() {
     }
     assert!(after.contains_key("four-v1-web-1.service"));
     // The instance that was on aaaa runs on another machine now.
-    let after = until(&store, "the lost machine's free unit placed again", |s| {
-        (1..=3).all(|i| s.contains_key(&format!("move-v1-web-{i}.service")))
-    })
+    let after = until(
+        &store,
+        "the lost machine's free unit to be placed again",
+        |s| (1..=3).all(|i| s.contains_key(&format!("move-v1-web-{i}.service"))),
+    )
     .await;
     for i in 1..=3 {
         assert_ne!(after[&format!("move-v1-web-{i}.service")], "aaaa");
@@ -247,10 +245,15 @@ async fn a_second_scheduler_takes_over_when_the_leader_goes() {
     let store = tests::test_store("scheduler-leader").await;
     let _m = machine(&store, "mmmm", &[]).await;
     let first = start(&store, "first");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tests::eventually(
+        "the first scheduler to lead",
+        Duration::from_secs(10),
+        async || (leader(&store).await.as_deref() == Some("first")).then_some(()),
+    )
+    .await;
     let second = start(&store, "second");
     submit(&store, "one-v1-web-1.service", "").await;
-    until(&store, "placed by the first", |s| {
+    until(&store, "the unit to be placed by the first", |s| {
         s.contains_key("one-v1-web-1.service")
     })
     .await;
@@ -260,7 +263,7 @@ async fn a_second_scheduler_takes_over_when_the_leader_goes() {
     first.abort();
     let _ = first.await;
     submit(&store, "two-v1-web-1.service", "").await;
-    until(&store, "placed by the second", |s| {
+    until(&store, "the unit to be placed by the second", |s| {
         s.contains_key("two-v1-web-1.service")
     })
     .await;
@@ -285,6 +288,7 @@ async fn one_deploy_per_app_at_a_time_across_servers() {
         said.recv().await.unwrap().to_string(),
         "-----> Waiting for the deploy of web in progress"
     );
+    // Give a wrongly taken lock the time it would take to show.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!waiting.is_finished(), "the second deploy waits");
     // Another app is not held up.
@@ -304,7 +308,10 @@ async fn a_scheduler_whose_leader_key_is_deleted_campaigns_again_and_places() {
     let _m = machine(&store, "mmmm", &[]).await;
     let only = start(&store, "only");
     submit(&store, "one-v1-web-1.service", "").await;
-    until(&store, "placed", |s| s.contains_key("one-v1-web-1.service")).await;
+    until(&store, "the unit to be placed", |s| {
+        s.contains_key("one-v1-web-1.service")
+    })
+    .await;
 
     // Its leader key goes (an operator, or a compaction of a lost lease): it
     // may no longer write, so it must win the election again to place.
@@ -313,9 +320,11 @@ async fn a_scheduler_whose_leader_key_is_deleted_campaigns_again_and_places() {
         .await
         .unwrap();
     submit(&store, "two-v1-web-1.service", "").await;
-    until(&store, "placed after the leader key went", |s| {
-        s.contains_key("two-v1-web-1.service")
-    })
+    until(
+        &store,
+        "the unit to be placed after the leader key went",
+        |s| s.contains_key("two-v1-web-1.service"),
+    )
     .await;
     assert_eq!(
         leader(&store).await.as_deref(),

@@ -115,18 +115,13 @@ async fn a_registration_writes_its_key_again_after_its_lease_is_lost() {
     assert!(revoked.status.success(), "{revoked:?}");
     wait_until_gone(&store, &key, Duration::from_secs(5)).await;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(value) = store.get(&key).await.unwrap() {
-            assert_eq!(value.value, "10.0.0.2:8080");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the registration did not come back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let value = tests::eventually(
+        "the registration to come back",
+        Duration::from_secs(20),
+        async || store.get(&key).await.unwrap(),
+    )
+    .await;
+    assert_eq!(value.value, "10.0.0.2:8080");
 }
 
 #[tokio::test]

@@ -435,15 +435,14 @@ pub fn get_path(port: u16, host: &str, path: &str) -> (u16, String) {
 
 /// Asks until the answer has status 200 and contains `text`, for up to 30 s.
 pub fn answers(port: u16, host: &str, text: &str) -> String {
-    let mut last = (0, String::new());
-    for _ in 0..150 {
-        last = get(port, host);
-        if last.0 == 200 && last.1.contains(text) {
-            return last.1;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("{host} never answered with {text:?}; last: {last:?}");
+    tests::eventually_blocking(
+        &format!("{host} to answer with {text:?}"),
+        Duration::from_secs(30),
+        || {
+            let (status, body) = get(port, host);
+            (status == 200 && body.contains(text)).then_some(body)
+        },
+    )
 }
 
 /// A client asking `host` about 200 times a second until stopped.
