@@ -18,10 +18,11 @@ impl DeployHandler for BuildAndRelease {
         let builder = self.builder.clone();
         let deployer = self.deployer.clone();
         Box::pin(async move {
-            let (lines, mut received) = tokio::sync::mpsc::channel(64);
-            let forward = tokio::spawn(async move {
-                while let Some(line) = received.recv().await {
+            let (lines, forward) = relay(move |line: String| {
+                let output = output.clone();
+                async move {
                     output.line(line).await;
+                    true
                 }
             });
             let app = push.app.clone();
@@ -72,11 +73,9 @@ impl deployer::ReleasePhase for BuilderReleasePhase {
     ) -> BoxFuture<'static, Result<(), deployer::DeployError>> {
         let builder = self.0.clone();
         Box::pin(async move {
-            let (lines, mut output) = tokio::sync::mpsc::channel(64);
-            let forward = tokio::spawn(async move {
-                while let Some(line) = output.recv().await {
-                    let _ = report.send(Step::Output { line }).await;
-                }
+            let (lines, forward) = relay(move |line| {
+                let report = report.clone();
+                async move { report.send(Step::Output { line }).await.is_ok() }
             });
             let result = builder
                 .run_release_command(app.as_str(), &image, &command, &env, &lines)
@@ -129,13 +128,30 @@ impl verbs::Rollouts for Rollouts {
 /// A channel for a rollout's steps whose text lines go on to `lines` (the
 /// pusher's output).
 fn as_lines(lines: tokio::sync::mpsc::Sender<String>) -> tokio::sync::mpsc::Sender<Step> {
-    let (steps, mut received) = tokio::sync::mpsc::channel::<Step>(64);
-    tokio::spawn(async move {
-        while let Some(step) = received.recv().await {
-            if lines.send(step.to_string()).await.is_err() {
+    let (steps, _relayed) = relay(move |step: Step| {
+        let lines = lines.clone();
+        async move { lines.send(step.to_string()).await.is_ok() }
+    });
+    steps
+}
+
+/// A channel whose items `deliver` passes on, one at a time and in order,
+/// until it says `false` or every sender is gone; the task ends then, so
+/// awaiting it means that all went on.
+fn relay<T, F>(
+    mut deliver: impl FnMut(T) -> F + Send + 'static,
+) -> (tokio::sync::mpsc::Sender<T>, tokio::task::JoinHandle<()>)
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = bool> + Send,
+{
+    let (sender, mut received) = tokio::sync::mpsc::channel(64);
+    let task = tokio::spawn(async move {
+        while let Some(item) = received.recv().await {
+            if !deliver(item).await {
                 break;
             }
         }
     });
-    steps
+    (sender, task)
 }
