@@ -460,9 +460,9 @@ impl Agent {
     }
 
     /// Pulls the unit's image when it is Paz's (always: the tag may have
-    /// moved) or missing, then starts its container.
+    /// moved) or missing, saying so in its state, then starts its container.
     async fn start(
-        &self,
+        &mut self,
         name: &str,
         unit: &Unit,
         spec: &units::ContainerSpec,
@@ -470,6 +470,10 @@ impl Agent {
         let login = self.config.registry.as_ref();
         let ours = login.is_some_and(|login| login.for_image(&spec.image).is_some());
         if ours || self.docker.inspect_image(&spec.image).await.is_err() {
+            let mut state = self.state_of(name, ActiveState::Activating, None, None);
+            state.pulling = true;
+            self.write_state(name, state).await;
+            let login = self.config.registry.as_ref();
             engine::pull(&self.docker, &spec.image, login)
                 .await
                 .map_err(|error| error.to_string())?;
@@ -561,15 +565,34 @@ impl Agent {
         container: Option<String>,
         reason: Option<String>,
     ) {
-        let local = self.local.entry(unit.to_string()).or_default();
-        let state = UnitState {
+        let state = self.state_of(unit, active, container, reason);
+        self.write_state(unit, state).await;
+    }
+
+    /// The state of `unit` to report, with its crashes counted.
+    fn state_of(
+        &self,
+        unit: &str,
+        active: ActiveState,
+        container: Option<String>,
+        reason: Option<String>,
+    ) -> UnitState {
+        let crashes = self.local.get(unit).and_then(|local| local.crashes);
+        UnitState {
             machine: self.id.clone(),
             active,
             container,
             since: now(),
             reason,
-            restarts: local.crashes.map_or(0, |crashes| crashes.count),
-        };
+            restarts: crashes.map_or(0, |crashes| crashes.count),
+            pulling: false,
+        }
+    }
+
+    /// Writes `state` to `/paz/state/<unit>` on the agent's lease, unless it
+    /// says what was written last.
+    async fn write_state(&mut self, unit: &str, state: UnitState) {
+        let local = self.local.entry(unit.to_string()).or_default();
         let Some(state) = changed(local.reported.as_ref(), state) else {
             return;
         };
@@ -632,7 +655,8 @@ fn changed(reported: Option<&UnitState>, mut state: UnitState) -> Option<UnitSta
         let same = previous.active == state.active
             && previous.container == state.container
             && previous.reason == state.reason
-            && previous.restarts == state.restarts;
+            && previous.restarts == state.restarts
+            && previous.pulling == state.pulling;
         if same {
             return None;
         }
@@ -685,6 +709,7 @@ mod tests {
             since,
             reason: reason.map(str::to_string),
             restarts: 0,
+            pulling: false,
         }
     }
 

@@ -188,9 +188,11 @@ impl Deployer {
             let instance = Step::instance(&name);
             say(report, Step::Restarting { instance }).await;
             self.withdraw(&[(name.clone(), text.clone())]).await;
-            self.until_withdrawn(app, &name).await;
+            self.until_withdrawn(app, &name, report).await;
             // Started again only once its container is gone.
             self.until_gone(&name).await?;
+            let instance = Step::instance(&name);
+            say(report, Step::Stopped { instance }).await;
             let mut again = vec![(name.clone(), text)];
             if let Some(text) = sidekick_text {
                 again.push((sidekick, text));
@@ -315,7 +317,7 @@ impl Deployer {
         for (name, text) in surplus {
             say_stopping(report, &name).await;
             self.withdraw(&[(name.clone(), text)]).await;
-            self.until_withdrawn(app, &name).await;
+            self.until_withdrawn(app, &name, report).await;
         }
         self.finish(app, n, report).await
     }
@@ -455,7 +457,7 @@ impl Deployer {
         let sidekick = sidekick_of(&name);
         let sidekick_text = self.unit_text(&sidekick).await?;
         self.withdraw(&[(name.clone(), text.clone())]).await;
-        self.until_withdrawn(app, &name).await;
+        self.until_withdrawn(app, &name, report).await;
         removed.push((name, text));
         if let Some(text) = sidekick_text {
             removed.push((sidekick, text));
@@ -594,7 +596,8 @@ impl Deployer {
     /// longer announced, so the proxy sends it nothing new by the time the
     /// deploy goes on; a dead machine's sidekick cannot withdraw (its key
     /// goes with its lease), so running out of time is said, not fatal.
-    async fn until_withdrawn(&self, app: &AppName, unit: &str) {
+    async fn until_withdrawn(&self, app: &AppName, unit: &str, report: &mpsc::Sender<Step>) {
+        let web = units::parse_instance_name(unit).is_some_and(|name| name.process == "web");
         let (Some(release), Some(index)) = (release_of(unit), index_of(unit)) else {
             return;
         };
@@ -602,11 +605,15 @@ impl Deployer {
             return;
         };
         let withdrawn = self.store.wait_until(&key, |addr| addr.is_none());
-        if tokio::time::timeout(WITHDRAW_WAIT, withdrawn)
-            .await
-            .is_err()
-        {
-            warn!(%app, unit, "the removed instance is still announced; going on");
+        let instance = Step::instance(unit);
+        match tokio::time::timeout(WITHDRAW_WAIT, withdrawn).await {
+            Ok(_) if web => say(report, Step::Withdrawn { instance }).await,
+            Ok(_) => {}
+            Err(_) => {
+                warn!(%app, unit, "the removed instance is still announced; going on");
+                let seconds = WITHDRAW_WAIT.as_secs();
+                say(report, Step::StillAnnounced { instance, seconds }).await;
+            }
         }
     }
 
@@ -706,6 +713,11 @@ impl Deployer {
                         if let Some(error) = broken(unit, &state) {
                             return Err(error);
                         }
+                        if state.pulling && !waited.pulling {
+                            waited.pulling = true;
+                            let instance = Step::instance(unit);
+                            say(report, Step::Pulling { instance }).await;
+                        }
                         if state.active == ActiveState::Active {
                             if announced.is_none() {
                                 return Ok(None);
@@ -754,6 +766,8 @@ struct Waited {
     placed: bool,
     /// Whether its container was seen running (a web instance, not yet healthy).
     started: bool,
+    /// Whether its agent was seen pulling its image.
+    pulling: bool,
     /// The last reason its agent gave.
     last_reason: Option<String>,
 }

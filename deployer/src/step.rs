@@ -17,6 +17,8 @@ pub enum Step {
     Output { line: String },
     /// A new instance (`demo-v7-web-1`) was placed on a machine.
     Placed { instance: String, machine: String },
+    /// A new instance's agent pulls its image.
+    Pulling { instance: String },
     /// A new instance's container runs (a web instance is not checked yet).
     Started { instance: String },
     /// A new instance is ready: a web instance passed its health check and
@@ -26,8 +28,17 @@ pub enum Step {
         routed: bool,
         seconds: f64,
     },
-    /// An old instance is withdrawn from the routes and stops.
+    /// An old instance is taken out: withdrawn from the routes, drained
+    /// and stopped by its agent.
     Stopping { instance: String },
+    /// The proxies send an old web instance nothing new any more (its
+    /// agent stops it after the drain).
+    Withdrawn { instance: String },
+    /// An old instance is still announced after `seconds` (its machine may
+    /// be gone): the rollout goes on.
+    StillAnnounced { instance: String, seconds: u64 },
+    /// An instance's container is gone (`ps:restart` waits for it).
+    Stopped { instance: String },
     /// An instance of the serving release restarts (`ps:restart`).
     Restarting { instance: String },
     /// The rollout failed and takes its changes back.
@@ -61,6 +72,7 @@ impl std::fmt::Display for Step {
                 let short: String = machine.chars().take(8).collect();
                 write!(f, "-----> Starting {instance} on machine {short}")
             }
+            Step::Pulling { instance } => write!(f, "       {instance} pulling its image"),
             Step::Started { instance } => write!(f, "       {instance} started"),
             Step::Ready {
                 instance,
@@ -71,6 +83,12 @@ impl std::fmt::Display for Step {
                 write!(f, "       {instance} {how} after {seconds:.1} s")
             }
             Step::Stopping { instance } => write!(f, "-----> Stopping {instance}"),
+            Step::Withdrawn { instance } => write!(f, "       {instance} withdrawn"),
+            Step::StillAnnounced { instance, seconds } => write!(
+                f,
+                "       {instance} is still announced after {seconds} s (its machine may be gone); going on"
+            ),
+            Step::Stopped { instance } => write!(f, "       {instance} stopped"),
             Step::Restarting { instance } => write!(f, "-----> Restarting {instance}"),
             Step::Failed { reason } => write!(f, "-----> {reason}; rolling back"),
             Step::Released { release, url } => write!(f, "-----> Released v{release}: {url}"),
@@ -98,6 +116,12 @@ mod tests {
             Step::Output {
                 line: "migrated".into(),
             },
+            Step::Pulling {
+                instance: "demo-v7-web-1".into(),
+            },
+            Step::Withdrawn {
+                instance: "demo-v6-web-1".into(),
+            },
             Step::Released {
                 release: 7,
                 url: "http://demo.paz.localhost".into(),
@@ -110,6 +134,8 @@ mod tests {
                 "-----> Starting demo-v7-web-1 on machine 8c1f2a9e",
                 "       demo-v7-web-1 healthy after 1.3 s",
                 "       migrated",
+                "       demo-v7-web-1 pulling its image",
+                "       demo-v6-web-1 withdrawn",
                 "-----> Released v7: http://demo.paz.localhost",
             ]
         );

@@ -434,6 +434,9 @@ pub struct UnitState {
     /// How often the agent restarted it after a crash.
     #[serde(default)]
     pub restarts: u32,
+    /// While activating: the agent is pulling the unit's image.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pulling: bool,
 }
 
 #[cfg(test)]

@@ -230,6 +230,7 @@ async fn runs_on_a_machine(verbs: &Verbs) {
         since: NOW - 95,
         reason: None,
         restarts: 0,
+        pulling: false,
     };
     store
         .put(&keys.unit_state(unit).unwrap(), &state)
