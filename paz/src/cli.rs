@@ -59,6 +59,17 @@ pub(crate) enum Command {
         #[command(subcommand)]
         hook: HookCommand,
     },
+    /// Keep the REST API's URL and a token (from tokens:create) for the verbs, in ~/.config/paz/credentials.
+    Login {
+        /// The API, e.g. http://127.0.0.1:9000
+        #[arg(value_name = "URL")]
+        url: String,
+    },
+    /// List the verbs, which run as `paz VERB ARGS` over the API (as `ssh paz@HOST VERB ARGS` does).
+    Verbs,
+    /// Any other name is a verb (apps:list, config:set APP K=V, ...), run over the API.
+    #[command(external_subcommand)]
+    Verb(Vec<String>),
 }
 
 #[derive(Debug, Args)]
@@ -249,7 +260,7 @@ pub(crate) struct UpFlags {
     #[arg(long, env = "PAZ_HTTP_LISTEN", value_name = "ADDR")]
     pub(crate) http_listen: Option<String>,
 
-    /// Reserved for the REST API and web UI, which are not served yet [default: 127.0.0.1:9000]
+    /// The REST API (/api/v1) [default: 127.0.0.1:9000]
     #[arg(long, env = "PAZ_API_LISTEN", value_name = "ADDR")]
     pub(crate) api_listen: Option<String>,
 

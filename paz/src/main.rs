@@ -5,6 +5,7 @@
 mod admin_key;
 mod agent;
 mod cli;
+mod client;
 mod config;
 mod deploy;
 mod descriptors;
@@ -216,6 +217,9 @@ fn main() -> std::process::ExitCode {
                 println!("paz:     --etcd https://HOST:2379 --etcd-tls {} (copy ca.pem, client.pem and client-key.pem to each host, mode 0600)", dir.display());
                 Ok(())
             }
+            cli::Command::Login { url } => client::login(&url).await,
+            cli::Command::Verbs => client::run(vec!["help".to_string()]).await,
+            cli::Command::Verb(words) => client::run(words).await,
             cli::Command::Hook { .. } => unreachable!("handled before the runtime starts"),
         }
     });

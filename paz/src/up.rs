@@ -151,9 +151,17 @@ async fn run_roles(
         store::HookKey::load_or_create(&hooks_key_path)
             .with_context(|| format!("cannot read or make {}", hooks_key_path.display()))?,
     );
+    let rollouts: Arc<dyn verbs::Rollouts> = Arc::new(crate::deploy::Rollouts(deployer.clone()));
     let mut gitd_config = gitd::GitdConfig::new(config.data_dir.clone(), hook_program);
-    gitd_config.rollouts = Some(Arc::new(crate::deploy::Rollouts(deployer.clone())));
+    gitd_config.rollouts = Some(rollouts.clone());
     gitd_config.hooks = Some(hook_key.clone());
+    let api_context = verbs::Context {
+        store: store.clone(),
+        data_dir: config.data_dir.clone(),
+        rollouts: Some(rollouts),
+        hooks: Some(hook_key.clone()),
+        clock: verbs::Clock::System,
+    };
     let gitd = gitd::Gitd::new(
         gitd_config,
         store.clone(),
@@ -169,6 +177,12 @@ async fn run_roles(
         .with_max_connections(caps.registry)
         .with_hook_key(hook_key)
         .with_host(registry_host.clone());
+    // The API checks tokens against the registry's cache of them.
+    let api = api::Api::new(api_context, registry.tokens());
+    let api_listener = tokio::net::TcpListener::bind(config.api_listen)
+        .await
+        .with_context(|| format!("cannot listen on --api-listen {}", config.api_listen))?;
+    let api_addr = api_listener.local_addr()?;
 
     let mut roles = crate::roles::Roles::new();
     roles.spawn("SSH server", |stop| gitd.serve(ssh_listener, stop));
@@ -185,6 +199,7 @@ async fn run_roles(
         }
     }
     roles.spawn("registry", |stop| registry.serve(registry_listener, stop));
+    roles.spawn("API", |stop| api.serve(api_listener, stop));
     let candidate = format!("{}:{}", advertise_host(&store), std::process::id());
     let scheduler = deployer::Scheduler::new(
         store.clone(),
@@ -267,6 +282,7 @@ async fn run_roles(
         ssh: ssh_addr,
         registry: registry_addr,
         http: http_addr,
+        api: api_addr,
     };
     listening.write(&config.data_dir)?;
     print_banner(
@@ -302,6 +318,8 @@ struct Addresses {
     registry: SocketAddr,
     /// The proxy (`paz up`); none for `paz server`.
     http: Option<SocketAddr>,
+    /// The REST API.
+    api: SocketAddr,
 }
 
 impl Addresses {

@@ -3,100 +3,14 @@
 //! webhook body. The token list is kept current by an etcd watch, so a revoked
 //! token stops working at once.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-
 use axum::http::{header, HeaderMap};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use store::records::{Role, Token};
-use store::{AppName, Store, WatchEvent};
-use tokio::task::JoinHandle;
+use store::{AppName, Store, TokenCache};
 
 use crate::error::{RegistryError, Result};
-
-/// The tokens, by name, as etcd has them.
-#[derive(Debug, Default)]
-pub(crate) struct Tokens {
-    by_name: RwLock<HashMap<String, Token>>,
-    /// False until the first snapshot: until then each lookup asks etcd.
-    ready: std::sync::atomic::AtomicBool,
-}
-
-impl Tokens {
-    /// Starts the watch that keeps the list current.
-    pub(crate) fn watch(store: Store) -> (Arc<Tokens>, Arc<Store>, JoinHandle<()>) {
-        let tokens = Arc::new(Tokens::default());
-        let store = Arc::new(store);
-        let (list, watched) = (tokens.clone(), store.clone());
-        let task = tokio::spawn(async move {
-            let prefix = watched.keys().tokens();
-            let mut watch = watched.watch(&prefix);
-            while let Some(event) = watch.next_event().await {
-                let mut map = list.by_name.write().unwrap_or_else(|p| p.into_inner());
-                match event {
-                    WatchEvent::Snapshot { entries, .. } => {
-                        *map = entries
-                            .into_iter()
-                            .map(|e| (e.value.name.clone(), e.value))
-                            .collect();
-                        list.ready.store(true, std::sync::atomic::Ordering::Release);
-                    }
-                    WatchEvent::Put { value, .. } => {
-                        map.insert(value.name.clone(), value);
-                    }
-                    WatchEvent::Delete { key, .. } | WatchEvent::Invalid { key, .. } => {
-                        map.remove(prefix.child_name(&key));
-                    }
-                }
-            }
-        });
-        (tokens, store, task)
-    }
-
-    fn ready(&self) -> bool {
-        self.ready.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    async fn all(&self, store: &Store) -> Vec<Token> {
-        if !self.ready() {
-            return store
-                .list(&store.keys().tokens())
-                .await
-                .map(|listing| listing.entries.into_iter().map(|e| e.value).collect())
-                .unwrap_or_default();
-        }
-        self.by_name
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    async fn by_name(&self, store: &Store, name: &str) -> Option<Token> {
-        if self.ready() {
-            let cached = self
-                .by_name
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(name)
-                .cloned();
-            if cached.is_some() {
-                return cached;
-            }
-        }
-        // Not watched yet, or made so recently that the watch has not caught up.
-        Self::fresh(store, name).await
-    }
-
-    /// The token as etcd has it now.
-    async fn fresh(store: &Store, name: &str) -> Option<Token> {
-        let key = store.keys().token(name).ok()?;
-        store.get(&key).await.ok().flatten().map(|v| v.value)
-    }
-}
 
 /// An authenticated caller and its rights.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,11 +75,7 @@ impl Principal {
 }
 
 /// The caller of a registry request, from its Basic credentials.
-pub(crate) async fn basic(
-    tokens: &Tokens,
-    store: &Store,
-    headers: &HeaderMap,
-) -> Result<Principal> {
+pub(crate) async fn basic(tokens: &TokenCache, headers: &HeaderMap) -> Result<Principal> {
     let missing = || {
         RegistryError::unauthorized("authenticate with a Paz token: docker login -u TOKEN-NAME (password: the token's secret)")
     };
@@ -181,30 +91,18 @@ pub(crate) async fn basic(
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .ok_or_else(missing)?;
     let (name, secret) = decoded.split_once(':').ok_or_else(missing)?;
-    if let Some(token) = tokens.by_name(store, name).await {
-        if token.secret_matches(secret) {
-            return Ok(Principal::from_token(&token));
-        }
-        // The secret may have been rotated since the watch last heard.
-        if let Some(token) = Tokens::fresh(store, name).await {
-            if token.secret_matches(secret) {
-                return Ok(Principal::from_token(&token));
-            }
-        }
+    match tokens.check(name, secret).await {
+        Some(token) => Ok(Principal::from_token(&token)),
+        None => Err(RegistryError::unauthorized("unknown token or wrong secret")),
     }
-    Err(RegistryError::unauthorized("unknown token or wrong secret"))
 }
 
 /// The token whose secret is `secret` (bearer and `?token=` auth).
-pub(crate) async fn by_secret(tokens: &Tokens, store: &Store, secret: &str) -> Option<Principal> {
-    let mut found = None;
-    // Every token is compared, so the time taken says nothing about which matched.
-    for token in tokens.all(store).await {
-        if token.secret_matches(secret) {
-            found = Some(Principal::from_token(&token));
-        }
-    }
-    found
+pub(crate) async fn by_secret(tokens: &TokenCache, secret: &str) -> Option<Principal> {
+    tokens
+        .by_secret(secret)
+        .await
+        .map(|token| Principal::from_token(&token))
 }
 
 /// How far (seconds) a signed webhook's timestamp may be from now.
@@ -217,7 +115,7 @@ pub(crate) const SIGNATURE_WINDOW: u64 = 300;
 /// A signature is taken once, and only within [`SIGNATURE_WINDOW`] of its
 /// timestamp, so a captured delivery cannot be replayed.
 pub(crate) async fn by_signature(
-    tokens: &Tokens,
+    tokens: &TokenCache,
     store: &Store,
     hook_key: Option<&store::HookKey>,
     body: &[u8],
@@ -250,7 +148,7 @@ pub(crate) async fn by_signature(
     };
     let mut found = None;
     // Every token is tried, so the time taken says nothing about which matched.
-    for token in tokens.all(store).await {
+    for token in tokens.all().await {
         let Some(secret) = token
             .signing_sealed
             .as_deref()

@@ -80,7 +80,7 @@ fn percent_decode(text: &str) -> Option<String> {
 
 async fn handle(state: &AppState, request: Request) -> Result<Response> {
     let route = names::parse_path(request.uri().path())?;
-    let who = auth::basic(&state.tokens, &state.store, request.headers()).await?;
+    let who = auth::basic(&state.tokens, request.headers()).await?;
     let query = query(&request);
     let method = request.method().clone();
     let head = method == Method::HEAD;

@@ -80,7 +80,7 @@ async fn authenticate(
         .map(str::to_string)
         .or_else(|| query.token.clone())
         .ok_or_else(unauthorized)?;
-    auth::by_secret(&state.tokens, &state.store, secret.trim())
+    auth::by_secret(&state.tokens, secret.trim())
         .await
         .ok_or_else(|| HookError(StatusCode::UNAUTHORIZED, "unknown token".to_string()))
 }

@@ -29,7 +29,6 @@ use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use store::Store;
-use tokio::task::JoinHandle;
 
 pub use error::RegistryError;
 pub use gc::{collect, GcReport};
@@ -41,7 +40,7 @@ pub use storage::{Limits, Storage};
 pub(crate) struct AppState {
     pub(crate) storage: Storage,
     pub(crate) store: Arc<Store>,
-    pub(crate) tokens: Arc<auth::Tokens>,
+    pub(crate) tokens: Arc<store::TokenCache>,
     /// Opens the tokens' webhook signing secrets; `None`: signed webhooks
     /// are refused.
     pub(crate) hook_key: Option<Arc<store::HookKey>>,
@@ -54,15 +53,8 @@ pub(crate) struct AppState {
 #[derive(Debug)]
 pub struct Registry {
     state: Arc<AppState>,
-    token_watch: JoinHandle<()>,
     /// The most connections served at once (see [`Registry::with_max_connections`]).
     max_connections: usize,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        self.token_watch.abort();
-    }
 }
 
 /// The largest webhook body read (1 MiB); a larger one is refused with 413
@@ -79,18 +71,23 @@ impl Registry {
     /// `root` is `<data-dir>/registry`. Must run inside a tokio runtime (it
     /// starts the watch that keeps the token list current).
     pub fn new(root: PathBuf, store: Store) -> Registry {
-        let (tokens, store, token_watch) = auth::Tokens::watch(store);
+        let tokens = Arc::new(store::TokenCache::watch(store.clone()));
         Registry {
             state: Arc::new(AppState {
                 storage: Storage::new(root),
-                store,
+                store: Arc::new(store),
                 tokens,
                 hook_key: None,
                 host: None,
             }),
-            token_watch,
             max_connections: 1024,
         }
+    }
+
+    /// The tokens as this registry checks them, kept current by a watch:
+    /// for another front door of this process to share.
+    pub fn tokens(&self) -> Arc<store::TokenCache> {
+        self.state.tokens.clone()
     }
 
     /// Serves at most `max` connections at once (default 1024); more wait

@@ -19,6 +19,7 @@ mod lease;
 mod local_etcd;
 pub mod names;
 pub mod records;
+mod tokens;
 mod watch;
 
 pub use client::{Entry, Listing, Store, StoreConfig, Transaction, Versioned, UPDATE_TRIES};
@@ -31,4 +32,5 @@ pub use lease::{Lease, Registration};
 pub use local_etcd::{LocalEtcd, LocalEtcdError};
 pub use names::{AppName, NameError};
 pub use records::Record;
+pub use tokens::TokenCache;
 pub use watch::{SnapshotReason, Watch, WatchEvent};

@@ -103,19 +103,9 @@ pub(crate) async fn set(
                 "`{pair}` is not KEY=VALUE: usage: config:set APP KEY=VALUE ..."
             ))
         })?;
-        check_name(key)?;
-        pairs.push((key.to_string(), value.to_string()));
+        pairs.push((key.to_string(), Some(value.to_string())));
     }
-    let (app, ()) = update(context, caller, &words[0], |app| {
-        for (key, value) in &pairs {
-            app.env.insert(key.clone(), value.clone());
-        }
-        Ok(())
-    })
-    .await?;
-    let names: Vec<&str> = pairs.iter().map(|(key, _)| key.as_str()).collect();
-    let said = format!("set {} on {}", names.join(", "), app.name);
-    crate::releases::after_config_change(context, caller, &app, said).await
+    change(context, caller, &words[0], pairs).await
 }
 
 pub(crate) async fn unset(
@@ -124,20 +114,60 @@ pub(crate) async fn unset(
     args: Args,
 ) -> Result<ConfigChange, VerbError> {
     let words = args.at_least(2)?;
-    let names = &words[1..];
-    let (app, ()) = update(context, caller, &words[0], |app| {
-        if let Some(missing) = names.iter().find(|name| !app.env.contains_key(*name)) {
+    let changes = words[1..].iter().map(|name| (name.clone(), None)).collect();
+    change(context, caller, &words[0], changes).await
+}
+
+/// Sets (`Some`) and unsets (`None`) environment variables of app `name` in
+/// one new release, as Heroku's config PATCH does; unsetting a variable the
+/// app does not have changes nothing.
+pub async fn change(
+    context: &Context,
+    caller: &Caller,
+    name: &str,
+    changes: Vec<(String, Option<String>)>,
+) -> Result<ConfigChange, VerbError> {
+    if changes.is_empty() {
+        return Err(VerbError::Invalid(
+            "no config to change: name at least one KEY".into(),
+        ));
+    }
+    for (key, _) in &changes {
+        check_name(key)?;
+    }
+    let (app, ()) = update(context, caller, name, |app| {
+        let missing = changes
+            .iter()
+            .find(|(key, value)| value.is_none() && !app.env.contains_key(key));
+        if let Some((missing, _)) = missing {
             return Err(VerbError::NotFound(format!(
                 "{} has no config {missing}: nothing was changed",
                 app.name
             )));
         }
-        for name in names {
-            app.env.remove(name);
+        for (key, value) in &changes {
+            match value {
+                Some(value) => app.env.insert(key.clone(), value.clone()),
+                None => app.env.remove(key),
+            };
         }
         Ok(())
     })
     .await?;
-    let said = format!("unset {} on {}", names.join(", "), app.name);
+    let names = |set: bool| -> Vec<&str> {
+        changes
+            .iter()
+            .filter(|(_, value)| value.is_some() == set)
+            .map(|(key, _)| key.as_str())
+            .collect()
+    };
+    let mut said = Vec::new();
+    for (set, verb) in [(true, "set"), (false, "unset")] {
+        let keys = names(set);
+        if !keys.is_empty() {
+            said.push(format!("{verb} {}", keys.join(", ")));
+        }
+    }
+    let said = format!("{} on {}", said.join(" and "), app.name);
     crate::releases::after_config_change(context, caller, &app, said).await
 }

@@ -31,7 +31,7 @@ pub use apps::{create_app, AppChanged, AppInfo, AppList};
 pub use builds::{BuildList, BuildLog, BuildRow};
 pub use caller::Caller;
 pub use cluster::{MachineRow, Machines, UnitFile, UnitRow, Units};
-pub use config::{Config, ConfigValue};
+pub use config::{change as change_config, Config, ConfigValue};
 pub use domains::{DomainChange, Domains};
 pub use error::VerbError;
 pub use follow::Following;

@@ -241,12 +241,15 @@ pub fn paz() -> Command {
     command
 }
 
+/// Clears the `PAZ_*` settings of the test's environment; the API listens
+/// on a free port (tests run side by side), unless a test names one.
 fn without_paz_settings(command: &mut Command) {
     for (name, _) in std::env::vars() {
         if name.starts_with("PAZ_") {
             command.env_remove(name);
         }
     }
+    command.env("PAZ_API_LISTEN", "127.0.0.1:0");
 }
 
 /// A running `paz up` and what its banner said.
@@ -259,6 +262,8 @@ pub struct Running {
     pub ssh_port: u16,
     pub registry_port: u16,
     pub http_port: u16,
+    /// The REST API's port.
+    pub api_port: u16,
     /// Every line of the banner, up to "stop with Ctrl-C".
     pub banner: Vec<String>,
 }
@@ -363,6 +368,7 @@ fn start_command(mut command: Command, args: &[&str], envs: &[(&str, &str)]) -> 
         ssh_port: port("ssh").expect("addresses.json names the ssh address"),
         registry_port: port("registry").expect("addresses.json names the registry"),
         http_port: port("http").unwrap_or(0),
+        api_port: port("api").expect("addresses.json names the API"),
         banner,
         paz,
     }

@@ -1,0 +1,157 @@
+//! `/tokens` and `/ssh-keys`: who may reach Paz (admins only).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::Value;
+use store::records::Role;
+
+use crate::auth::Authed;
+use crate::error::ApiError;
+use crate::input::{app, Page, Params};
+use crate::{items, verb, ApiState};
+
+pub(crate) fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/tokens", get(tokens).post(create_token))
+        .route("/tokens/{name}", delete(revoke_token))
+        .route("/ssh-keys", get(keys).post(add_key))
+        .route("/ssh-keys/{name}", delete(remove_key))
+}
+
+type Api = State<Arc<ApiState>>;
+
+/// A name for a token or key, checked before it reaches a verb.
+fn name(text: &str) -> Result<String, ApiError> {
+    if text.starts_with('-') {
+        return Err(ApiError::invalid(format!(
+            "`{text}` is not a name: it starts with -"
+        )));
+    }
+    Ok(store::names::check_segment("name", text)?.to_string())
+}
+
+/// The role and apps of a new token or key, as the verbs' flags.
+fn role_flags(role: Option<Role>, apps: &[String]) -> Result<Vec<String>, ApiError> {
+    let mut flags = Vec::new();
+    if let Some(role) = role {
+        flags.extend(["--role".to_string(), role.as_str().to_string()]);
+    }
+    if !apps.is_empty() {
+        let apps: Vec<String> = apps
+            .iter()
+            .map(|name| app(name).map(|app| app.to_string()))
+            .collect::<Result<_, _>>()?;
+        flags.extend(["--apps".to_string(), apps.join(",")]);
+    }
+    Ok(flags)
+}
+
+async fn tokens(
+    State(state): Api,
+    Authed(caller): Authed,
+    Params(page): Params<Page>,
+) -> Result<Response, ApiError> {
+    let all = items(verb(&state, &caller, "tokens:list", vec![], b"").await?);
+    let key = |token: &Value| token["name"].as_str().unwrap_or_default().to_string();
+    Ok(page.of(all, key, "/api/v1/tokens"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    role: Option<Role>,
+    #[serde(default)]
+    apps: Vec<String>,
+}
+
+/// Its secret is in this answer only.
+async fn create_token(
+    State(state): Api,
+    Authed(caller): Authed,
+    crate::input::Input(new): crate::input::Input<NewToken>,
+) -> Result<Response, ApiError> {
+    let mut args = vec![name(&new.name)?];
+    args.extend(role_flags(new.role, &new.apps)?);
+    let created = verb(&state, &caller, "tokens:create", args, b"").await?;
+    let location = format!("/api/v1/tokens/{}", new.name);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(created),
+    )
+        .into_response())
+}
+
+async fn revoke_token(
+    State(state): Api,
+    Authed(caller): Authed,
+    Path(token): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    verb(&state, &caller, "tokens:revoke", vec![name(&token)?], b"").await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn keys(
+    State(state): Api,
+    Authed(caller): Authed,
+    Params(page): Params<Page>,
+) -> Result<Response, ApiError> {
+    let all = items(verb(&state, &caller, "ssh-keys:list", vec![], b"").await?);
+    let key = |key: &Value| key["name"].as_str().unwrap_or_default().to_string();
+    Ok(page.of(all, key, "/api/v1/ssh-keys"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    name: String,
+    /// The OpenSSH public key line (`ssh-ed25519 AAAA... comment`).
+    public_key: String,
+    role: Option<Role>,
+    #[serde(default)]
+    apps: Vec<String>,
+}
+
+async fn add_key(
+    State(state): Api,
+    Authed(caller): Authed,
+    crate::input::Input(new): crate::input::Input<NewKey>,
+) -> Result<Response, ApiError> {
+    let mut args = vec![name(&new.name)?];
+    args.extend(role_flags(new.role, &new.apps)?);
+    let added = verb(
+        &state,
+        &caller,
+        "ssh-keys:add",
+        args,
+        new.public_key.as_bytes(),
+    )
+    .await?;
+    let location = format!("/api/v1/ssh-keys/{}", new.name);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(added),
+    )
+        .into_response())
+}
+
+/// By name or fingerprint.
+async fn remove_key(
+    State(state): Api,
+    Authed(caller): Authed,
+    Path(key): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if key.starts_with('-') {
+        return Err(ApiError::invalid(format!("`{key}` is not a key name")));
+    }
+    verb(&state, &caller, "ssh-keys:remove", vec![key], b"").await?;
+    Ok(StatusCode::NO_CONTENT)
+}

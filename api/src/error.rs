@@ -1,0 +1,109 @@
+//! The API's errors: a status and `{"id": "...", "message": "..."}`, the
+//! message being the verb's one-line reason.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use verbs::VerbError;
+
+/// An answer that is not a success.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// What kind of error, for programs (`not_found`, `invalid`, ...).
+    pub id: &'static str,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    id: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, id: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            id,
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl From<VerbError> for ApiError {
+    fn from(error: VerbError) -> ApiError {
+        let (status, id) = match &error {
+            VerbError::UnknownVerb(_) => (StatusCode::NOT_FOUND, "not_found"),
+            VerbError::Usage(_) | VerbError::Invalid(_) | VerbError::Name(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+            }
+            VerbError::Denied(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            VerbError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            VerbError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            // Paz's store is unreachable: not the caller's mistake.
+            VerbError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            VerbError::Rollout { .. } if error.store_error().is_some() => {
+                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+            }
+            VerbError::Rollout { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "rollout_failed"),
+            VerbError::Disk(_) => (StatusCode::INTERNAL_SERVER_ERROR, "disk"),
+        };
+        ApiError::new(status, id, error.to_string())
+    }
+}
+
+impl From<store::NameError> for ApiError {
+    fn from(error: store::NameError) -> ApiError {
+        ApiError::invalid(error.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            id: self.id,
+            message: &self.message,
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_verb_error_has_its_status() {
+        let cases = [
+            (VerbError::Denied("no".into()), 403),
+            (VerbError::NotFound("gone".into()), 404),
+            (VerbError::Invalid("bad".into()), 422),
+            (VerbError::Usage("apps:info APP"), 422),
+            (VerbError::Conflict("exists".into()), 409),
+        ];
+        for (error, status) in cases {
+            let message = error.to_string();
+            let api = ApiError::from(error);
+            assert_eq!(api.status.as_u16(), status, "{message}");
+            assert_eq!(api.message, message);
+        }
+    }
+}

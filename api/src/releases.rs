@@ -1,0 +1,99 @@
+//! `/apps/{app}/releases` and `/apps/{app}/builds`: what an app ran and
+//! how its images were built.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::Value;
+
+use crate::auth::Authed;
+use crate::error::ApiError;
+use crate::input::{app, Page, Params};
+use crate::{app_verb, items, one_of, verb, ApiState};
+
+pub(crate) fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/apps/{app}/releases", get(releases))
+        .route("/apps/{app}/releases/{version}", get(release))
+        .route("/apps/{app}/builds", get(builds))
+        .route("/apps/{app}/builds/{id}", get(build))
+        .route("/apps/{app}/builds/{id}/log", get(build_log))
+}
+
+type Api = State<Arc<ApiState>>;
+
+/// The release's number, from `7` or `v7`.
+fn version(text: &str) -> Result<u64, ApiError> {
+    text.trim_start_matches('v')
+        .parse()
+        .map_err(|_| ApiError::invalid(format!("`{text}` is not a release number such as 7")))
+}
+
+/// Oldest first, as Heroku lists them; `?after=N` starts after vN.
+async fn releases(
+    State(state): Api,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+    Params(page): Params<Page>,
+) -> Result<Response, ApiError> {
+    let all = items(app_verb(&state, &caller, "releases", &name).await?);
+    let path = format!("/api/v1/apps/{name}/releases");
+    Ok(page.of(all, |release| release["n"].to_string(), &path))
+}
+
+async fn release(
+    State(state): Api,
+    Authed(caller): Authed,
+    Path((name, wanted)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let n = version(&wanted)?;
+    let listed = app_verb(&state, &caller, "releases", &name).await?;
+    one_of(
+        listed,
+        |release| release["n"].as_u64() == Some(n),
+        || format!("{name} has no release v{n}"),
+    )
+}
+
+/// Newest first (the last 20).
+async fn builds(
+    State(state): Api,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+    Params(page): Params<Page>,
+) -> Result<Response, ApiError> {
+    let all = items(app_verb(&state, &caller, "builds", &name).await?);
+    let path = format!("/api/v1/apps/{name}/builds");
+    let key = |build: &Value| build["id"].as_str().unwrap_or_default().to_string();
+    Ok(page.of(all, key, &path))
+}
+
+async fn build(
+    State(state): Api,
+    Authed(caller): Authed,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let listed = app_verb(&state, &caller, "builds", &name).await?;
+    one_of(
+        listed,
+        |build| build["id"].as_str() == Some(id.as_str()),
+        || format!("{name} has no build {id} among its last 20"),
+    )
+}
+
+/// The whole log as text.
+async fn build_log(
+    State(state): Api,
+    Authed(caller): Authed,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let name = app(&name)?.to_string();
+    store::names::check_segment("build id", &id)?;
+    let logged = verb(&state, &caller, "builds:log", vec![name, id], b"").await?;
+    let text = logged["log"].as_str().unwrap_or_default().to_string();
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}

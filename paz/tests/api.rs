@@ -1,0 +1,649 @@
+//! The REST API from outside: `paz up` on a real etcd, real HTTP, tokens
+//! made with the SSH verbs. Each resource does what its verb does, with the
+//! token's rights; bad callers and bad input get their status and a reason,
+//! and change nothing.
+
+mod common;
+
+use std::io::Write;
+
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tests::SshIdentity;
+
+struct Api {
+    running: Running,
+    admin_key: SshIdentity,
+    _data: tempfile::TempDir,
+    http: reqwest::Client,
+    store: store::Store,
+}
+
+impl Api {
+    async fn start() -> Api {
+        let admin_key = SshIdentity::new("ed25519");
+        let data = tests::temp_dir();
+        let key_file = data.path().join("admin.pub");
+        std::fs::write(&key_file, &admin_key.public_key).unwrap();
+        let running = start(
+            &[
+                "--data-dir",
+                data.path().join("paz").to_str().unwrap(),
+                "--admin-key",
+                key_file.to_str().unwrap(),
+            ],
+            &[],
+        );
+        let store = running.store("/paz").await;
+        Api {
+            running,
+            admin_key,
+            _data: data,
+            http: reqwest::Client::new(),
+            store,
+        }
+    }
+
+    /// A new token's secret, made over SSH as an admin would.
+    fn token(&self, name: &str, role: &str, apps: &[&str]) -> String {
+        let mut args = vec!["tokens:create", name, "--role", role];
+        let apps = apps.join(",");
+        if !apps.is_empty() {
+            args.extend(["--apps", apps.as_str()]);
+        }
+        let output = self
+            .admin_key
+            .ssh("paz@127.0.0.1", self.running.ssh_port, &args);
+        assert!(output.status.success(), "{}", said(&output));
+        stdout(&output)
+            .lines()
+            .find_map(|line| line.strip_prefix("secret (shown once, keep it safe): "))
+            .expect("tokens:create prints the secret")
+            .to_string()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/api/v1{path}", self.running.api_port)
+    }
+
+    /// `method path` with `token` and a JSON `body`: the status, the answer.
+    async fn call(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        let text = response.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, headers, value)
+    }
+
+    /// Every key under Paz's prefix and its revision: what a refused
+    /// request must leave as it was.
+    async fn state(&self) -> Vec<(String, i64)> {
+        let listing = self
+            .store
+            .list(&self.store.keys().everything())
+            .await
+            .unwrap();
+        listing
+            .entries
+            .into_iter()
+            .map(|entry| (entry.key, entry.mod_revision))
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_resource_does_what_its_verb_does() {
+    let api = Api::start().await;
+    let admin = api.token("ops", "admin", &[]);
+    let admin = Some(admin.as_str());
+
+    let (status, headers, created) = api
+        .call(admin, Method::POST, "/apps", Some(json!({"name": "shop"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(headers["location"], "/api/v1/apps/shop");
+    assert_eq!(created["app"]["name"], "shop");
+    assert_eq!(created["url"], "http://shop.paz.localhost");
+    assert!(
+        headers.contains_key("request-id"),
+        "every answer has a Request-Id"
+    );
+
+    let (status, _, env) = api
+        .call(
+            admin,
+            Method::PATCH,
+            "/apps/shop/config",
+            Some(json!({"GREETING": "hi", "OLD": "x"})),
+        )
+        .await;
+    assert_eq!(
+        (status, env.clone()),
+        (StatusCode::OK, json!({"GREETING": "hi", "OLD": "x"}))
+    );
+    // Set and unset in one change.
+    let (status, _, env) = api
+        .call(
+            admin,
+            Method::PATCH,
+            "/apps/shop/config",
+            Some(json!({"GREETING": "hello", "OLD": null})),
+        )
+        .await;
+    assert_eq!(
+        (status, env),
+        (StatusCode::OK, json!({"GREETING": "hello"}))
+    );
+    let (_, _, env) = api
+        .call(admin, Method::GET, "/apps/shop/config", None)
+        .await;
+    assert_eq!(env, json!({"GREETING": "hello"}));
+
+    let (status, _, domains) = api
+        .call(
+            admin,
+            Method::POST,
+            "/apps/shop/domains",
+            Some(json!({"domain": "www.shop.test"})),
+        )
+        .await;
+    assert_eq!(
+        (status, domains),
+        (StatusCode::CREATED, json!(["www.shop.test"]))
+    );
+    let (_, _, domains) = api
+        .call(admin, Method::GET, "/apps/shop/domains", None)
+        .await;
+    assert_eq!(domains, json!(["shop.paz.localhost", "www.shop.test"]));
+    let (status, _, _) = api
+        .call(
+            admin,
+            Method::DELETE,
+            "/apps/shop/domains/www.shop.test",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    let (status, _, health) = api
+        .call(
+            admin,
+            Method::PUT,
+            "/apps/shop/health",
+            Some(json!({"path": "/up", "attempts": 5})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (health["path"].clone(), health["attempts"].clone()),
+        (json!("/up"), json!(5))
+    );
+    let (_, _, health) = api
+        .call(admin, Method::GET, "/apps/shop/health", None)
+        .await;
+    assert_eq!(health["timeout"], 5);
+
+    let (status, _, formation) = api
+        .call(
+            admin,
+            Method::PATCH,
+            "/apps/shop/formation",
+            Some(json!([{"type": "web", "quantity": 2}])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{formation}");
+    assert_eq!(
+        formation,
+        json!([{"type": "web", "quantity": 2}, {"type": "worker", "quantity": 0}])
+    );
+    let (_, _, instances) = api
+        .call(admin, Method::GET, "/apps/shop/instances", None)
+        .await;
+    assert_eq!(instances, json!([]), "not deployed yet");
+    let (_, _, releases) = api
+        .call(admin, Method::GET, "/apps/shop/releases", None)
+        .await;
+    assert_eq!(releases, json!([]));
+    let (status, _, missing) = api
+        .call(admin, Method::GET, "/apps/shop/releases/1", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(missing["id"], "not_found");
+
+    let (status, _, machines) = api.call(admin, Method::GET, "/machines", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let id = machines[0]["id"]
+        .as_str()
+        .expect("paz up runs an agent")
+        .to_string();
+    let (_, _, machine) = api
+        .call(admin, Method::GET, &format!("/machines/{id}"), None)
+        .await;
+    assert_eq!(machine["id"], id.as_str());
+    let (_, _, units) = api.call(admin, Method::GET, "/units?app=shop", None).await;
+    assert_eq!(units, json!([]));
+
+    let (_, _, tokens) = api.call(admin, Method::GET, "/tokens", None).await;
+    let names: Vec<&str> = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|token| token["name"].as_str())
+        .collect();
+    assert!(names.contains(&"ops"), "{tokens}");
+    let (status, _, made) = api
+        .call(
+            admin,
+            Method::POST,
+            "/tokens",
+            Some(json!({"name": "ci", "role": "deployer", "apps": ["shop"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let ci = made["secret"]
+        .as_str()
+        .expect("the secret, once")
+        .to_string();
+    let (status, _, info) = api.call(Some(&ci), Method::GET, "/apps/shop", None).await;
+    assert_eq!(
+        (status, info["app"]["name"].clone()),
+        (StatusCode::OK, json!("shop"))
+    );
+    let (status, _, _) = api.call(admin, Method::DELETE, "/tokens/ci", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, _) = api.call(Some(&ci), Method::GET, "/apps/shop", None).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a revoked token fails at once"
+    );
+
+    // Lists page with Link headers.
+    for name in ["shop2", "shop3"] {
+        let (status, _, _) = api
+            .call(admin, Method::POST, "/apps", Some(json!({"name": name})))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (_, headers, first) = api.call(admin, Method::GET, "/apps?limit=2", None).await;
+    assert_eq!(first.as_array().unwrap().len(), 2);
+    let next = headers["link"].to_str().unwrap().to_string();
+    assert_eq!(next, "</api/v1/apps?limit=2&after=shop2>; rel=\"next\"");
+    let (_, headers, rest) = api
+        .call(admin, Method::GET, "/apps?limit=2&after=shop2", None)
+        .await;
+    assert_eq!(rest[0]["app"]["name"], "shop3");
+    assert!(!headers.contains_key("link"), "the last page");
+
+    let (status, _, _) = api
+        .call(admin, Method::DELETE, "/apps/shop3?force=true", None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, _) = api.call(admin, Method::GET, "/apps/shop3", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Who, what, the body, and the status it must get.
+type Case<'a> = (Option<&'a str>, Method, &'a str, Option<Value>, StatusCode);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_callers_and_bad_input_get_their_status_and_change_nothing() {
+    let api = Api::start().await;
+    let admin = api.token("ops", "admin", &[]);
+    let deployer = api.token("dev", "deployer", &["mine"]);
+    let machine = api.token("node", "machine", &[]);
+    for name in ["mine", "theirs"] {
+        let (status, _, _) = api
+            .call(
+                Some(&admin),
+                Method::POST,
+                "/apps",
+                Some(json!({"name": name})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let before = api.state().await;
+    let cases: Vec<Case> = vec![
+        (None, Method::GET, "/apps", None, StatusCode::UNAUTHORIZED),
+        (
+            None,
+            Method::POST,
+            "/apps",
+            Some(json!({"name": "x"})),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Some("paz_0123456789"),
+            Method::GET,
+            "/apps",
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Some(&machine),
+            Method::GET,
+            "/apps",
+            None,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Some(&deployer),
+            Method::GET,
+            "/apps/theirs",
+            None,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Some(&deployer),
+            Method::DELETE,
+            "/apps/theirs?force=true",
+            None,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Some(&deployer),
+            Method::PATCH,
+            "/apps/theirs/config",
+            Some(json!({"A": "1"})),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Some(&deployer),
+            Method::PATCH,
+            "/apps/theirs/formation",
+            Some(json!([{"type": "web", "quantity": 3}])),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Some(&deployer),
+            Method::POST,
+            "/apps",
+            Some(json!({"name": "new"})),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Some(&deployer),
+            Method::GET,
+            "/tokens",
+            None,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Some(&deployer),
+            Method::POST,
+            "/tokens",
+            Some(json!({"name": "t2"})),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Some(&deployer),
+            Method::GET,
+            "/machines",
+            None,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Some(&admin),
+            Method::POST,
+            "/apps",
+            Some(json!({"name": "ok", "extra": 1})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Some(&admin),
+            Method::POST,
+            "/apps",
+            Some(json!({"name": "Not_A_Name"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Some(&admin),
+            Method::POST,
+            "/apps",
+            Some(json!("mine")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Some(&admin),
+            Method::POST,
+            "/apps",
+            Some(json!({"name": "mine"})),
+            StatusCode::CONFLICT,
+        ),
+        (
+            Some(&admin),
+            Method::GET,
+            "/apps/Not_A_Name",
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Some(&admin),
+            Method::GET,
+            "/apps/ghost",
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Some(&admin),
+            Method::DELETE,
+            "/apps/mine",
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Some(&admin),
+            Method::PATCH,
+            "/apps/mine/config",
+            Some(json!({"1BAD": "x"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Some(&admin),
+            Method::PATCH,
+            "/apps/mine/config",
+            Some(json!({"A": 1})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Some(&admin),
+            Method::PATCH,
+            "/apps/mine/formation",
+            Some(json!([{"type": "web", "quantity": 500}])),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Some(&admin),
+            Method::PUT,
+            "/apps/mine/health",
+            Some(json!({"path": "no-slash"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Some(&admin),
+            Method::GET,
+            "/apps?limit=many",
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Some(&admin),
+            Method::GET,
+            "/apps?colour=red",
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Some(&admin),
+            Method::GET,
+            "/nothing-here",
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (token, method, path, body, expected) in cases {
+        let (status, headers, answer) = api.call(token, method.clone(), path, body.clone()).await;
+        assert_eq!(status, expected, "{method} {path} {body:?}: {answer}");
+        assert!(
+            answer["id"].is_string() && !answer["message"].as_str().unwrap_or_default().is_empty(),
+            "{method} {path}: the error says what and why: {answer}"
+        );
+        assert!(headers.contains_key("request-id"), "{method} {path}");
+    }
+    // A body that is not JSON at all.
+    let response = api
+        .http
+        .post(api.url("/apps"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // One larger than the API reads.
+    let response = api
+        .http
+        .post(api.url("/apps"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(format!("{{\"name\": \"{}\"}}", "a".repeat(100_000)))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_client_error(), "{}", response.status());
+    assert_eq!(api.state().await, before, "a refused request changed etcd");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_paz_client_prints_what_ssh_prints() {
+    let api = Api::start().await;
+    let secret = api.token("laptop", "admin", &[]);
+    let home = tests::temp_dir();
+    let checkout = tests::temp_dir();
+    let client = |dir: &std::path::Path, args: &[&str], stdin: &str| {
+        let mut child = paz()
+            .args(args)
+            .current_dir(dir)
+            .env("HOME", home.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let url = format!("http://127.0.0.1:{}", api.running.api_port);
+    // A wrong token is refused and nothing is kept.
+    let refused = client(checkout.path(), &["login", &url], "paz_not_a_token\n");
+    assert!(!refused.status.success());
+    assert!(
+        said(&refused).contains("unknown token"),
+        "{}",
+        said(&refused)
+    );
+    let credentials = home.path().join(".config/paz/credentials");
+    assert!(!credentials.exists());
+    let login = client(checkout.path(), &["login", &url], &format!("{secret}\n"));
+    assert!(login.status.success(), "{}", said(&login));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&credentials)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the token is for its owner only");
+
+    let ssh = |args: &[&str]| {
+        let output = api
+            .admin_key
+            .ssh("paz@127.0.0.1", api.running.ssh_port, args);
+        (output.status.code(), stdout(&output), stderr(&output))
+    };
+    let ssh_stderr = |text: String| {
+        text.lines()
+            .filter(|line| !line.starts_with("Warning: Permanently added"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // In a checkout whose `paz` remote names the app, APP may be left out.
+    std::process::Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(checkout.path())
+        .status()
+        .unwrap();
+    std::process::Command::new("git")
+        .args([
+            "remote",
+            "add",
+            "paz",
+            &format!("ssh://paz@127.0.0.1:{}/shop", api.running.ssh_port),
+        ])
+        .current_dir(checkout.path())
+        .status()
+        .unwrap();
+    let (status, _, _) = api
+        .call(
+            Some(&secret),
+            Method::POST,
+            "/apps",
+            Some(json!({"name": "shop"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (vec!["apps:create", "shop"], vec!["apps:create", "shop"]),
+        (vec!["apps:list"], vec!["apps:list"]),
+        (
+            vec!["config:set", "GREETING=hi"],
+            vec!["config:set", "shop", "GREETING=hi"],
+        ),
+        (vec!["config:show"], vec!["config:show", "shop"]),
+        (
+            vec!["config:show", "--json"],
+            vec!["config:show", "shop", "--json"],
+        ),
+        (vec!["apps:info", "-a", "shop"], vec!["apps:info", "shop"]),
+        (vec!["releases"], vec!["releases", "shop"]),
+        (vec!["domains:list", "shop"], vec!["domains:list", "shop"]),
+        (
+            vec!["config:get", "MISSING"],
+            vec!["config:get", "shop", "MISSING"],
+        ),
+        (vec!["verbs"], vec!["help"]),
+    ];
+    for (by_client, by_ssh) in cases {
+        let output = client(checkout.path(), &by_client, "");
+        let (code, out, err) = ssh(&by_ssh);
+        assert_eq!(
+            (
+                output.status.code(),
+                stdout(&output),
+                ssh_stderr(stderr(&output))
+            ),
+            (code, out, ssh_stderr(err)),
+            "paz {by_client:?} and ssh {by_ssh:?}"
+        );
+    }
+}
