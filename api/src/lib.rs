@@ -11,6 +11,7 @@ mod cluster;
 mod error;
 mod input;
 mod releases;
+mod rollouts;
 mod run;
 
 use std::future::Future;
@@ -57,6 +58,7 @@ impl Api {
         let v1 = Router::new()
             .merge(apps::routes())
             .merge(releases::routes())
+            .merge(rollouts::routes())
             .merge(cluster::routes())
             .merge(access::routes())
             .merge(run::routes());

@@ -17,7 +17,10 @@ use crate::{app_verb, items, one_of, verb, ApiState};
 
 pub(crate) fn routes() -> Router<Arc<ApiState>> {
     Router::new()
-        .route("/apps/{app}/releases", get(releases))
+        .route(
+            "/apps/{app}/releases",
+            get(releases).post(crate::rollouts::release),
+        )
         .route("/apps/{app}/releases/{version}", get(release))
         .route("/apps/{app}/builds", get(builds))
         .route("/apps/{app}/builds/{id}", get(build))

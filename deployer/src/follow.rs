@@ -456,7 +456,7 @@ impl ImageFollower {
                 return;
             }
         };
-        let (steps, mut said) = tokio::sync::mpsc::channel::<crate::Step>(64);
+        let (steps, mut said) = tokio::sync::mpsc::channel::<store::Step>(64);
         let name = app.name.clone();
         let log = tokio::spawn(async move {
             while let Some(step) = said.recv().await {

@@ -9,10 +9,9 @@ pub mod follow;
 pub mod placement;
 pub mod rollout;
 pub mod scheduler;
-mod step;
 
 pub use error::DeployError;
 pub use follow::{FollowConfig, ImageFollower};
 pub use rollout::{DeployConfig, Deployer, ReleasePhase};
 pub use scheduler::{Scheduler, SchedulerConfig};
-pub use step::Step;
+pub use store::Step;

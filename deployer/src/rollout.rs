@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use units::{render_instance, Instance};
 
 use crate::error::{DeployError, Result};
-use crate::step::Step;
+use store::Step;
 
 #[derive(Debug, Clone)]
 pub struct DeployConfig {

@@ -15,7 +15,7 @@ use tests::SshIdentity;
 struct Api {
     running: Running,
     admin_key: SshIdentity,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
     http: reqwest::Client,
     store: store::Store,
 }
@@ -39,7 +39,7 @@ impl Api {
         Api {
             running,
             admin_key,
-            _data: data,
+            data,
             http: reqwest::Client::new(),
             store,
         }
@@ -646,4 +646,220 @@ async fn the_paz_client_prints_what_ssh_prints() {
             "paz {by_client:?} and ssh {by_ssh:?}"
         );
     }
+}
+
+/// The events of a Server-Sent Events stream until its `end`: (id, event, data).
+async fn read_events(response: reqwest::Response) -> Vec<(Option<String>, String, Value)> {
+    use futures::StreamExt;
+    let mut stream = response.bytes_stream();
+    let (mut text, mut events) = (String::new(), Vec::new());
+    while let Some(chunk) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let (mut id, mut event, mut data) = (None, "message".to_string(), String::new());
+            for line in block.lines() {
+                if let Some(value) = line.strip_prefix("id:") {
+                    id = Some(value.trim().to_string());
+                } else if let Some(value) = line.strip_prefix("event:") {
+                    event = value.trim().to_string();
+                } else if let Some(value) = line.strip_prefix("data:") {
+                    data.push_str(value.trim());
+                }
+            }
+            if data.is_empty() {
+                continue;
+            }
+            let ended = event == "end";
+            events.push((id, event, serde_json::from_str(&data).unwrap()));
+            if ended {
+                return events;
+            }
+        }
+    }
+    panic!("the stream ended without an end event: {events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_over_the_api_is_a_rollout_whose_steps_stream_as_they_happen() {
+    let docker = tests::docker().await;
+    let base = tests::busybox_image(&docker).await;
+    let api = Api::start().await;
+    let mut cleanup = tests::DockerCleanup::new("api-rollouts");
+    let machine = agent::machine_id(&api.data.path().join("paz")).unwrap();
+    cleanup.track_label(&format!("paz.machine={machine}"));
+    let secret = api.token("ops", "admin", &[]);
+    let admin = Some(secret.as_str());
+    let other = api.token("other", "deployer", &["elsewhere"]);
+    let (status, _, _) = api
+        .call(admin, Method::POST, "/apps", Some(json!({"name": "web"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // v1, by a push.
+    let tree = tests::temp_dir();
+    let command = serde_json::to_string(&["sh", "-c", "exec httpd -f -p $PORT -h /www"]).unwrap();
+    std::fs::write(
+        tree.path().join("Dockerfile"),
+        format!("FROM {base}\nCOPY index.html /www/index.html\nCMD {command}\n"),
+    )
+    .unwrap();
+    std::fs::write(tree.path().join("index.html"), "v1\n").unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "."],
+        &["commit", "-q", "-m", "v1"],
+    ] {
+        let output = api.admin_key.git(tree.path()).args(args).output().unwrap();
+        assert!(output.status.success(), "git {args:?}: {}", said(&output));
+    }
+    let url = format!("ssh://paz@127.0.0.1:{}/web", api.running.ssh_port);
+    let pushed = api
+        .admin_key
+        .git(tree.path())
+        .args(["push", &url, "main"])
+        .output()
+        .unwrap();
+    assert!(pushed.status.success(), "{}", said(&pushed));
+    let (_, _, v1) = api
+        .call(admin, Method::GET, "/apps/web/releases/1", None)
+        .await;
+    let image = v1["image"].as_str().unwrap().to_string();
+
+    // Another app's deployer may not deploy it: nothing starts.
+    let (status, _, _) = api
+        .call(
+            Some(&other),
+            Method::POST,
+            "/apps/web/releases",
+            Some(json!({"image": image})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = api
+        .call(
+            admin,
+            Method::POST,
+            "/apps/web/releases",
+            Some(json!({"image": image, "release": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, _, none) = api
+        .call(admin, Method::GET, "/apps/web/rollouts", None)
+        .await;
+    assert_eq!(none, json!([]), "a refused request starts no rollout");
+
+    // v2, the same image by the API: 202, then its steps live.
+    let (status, headers, started) = api
+        .call(
+            admin,
+            Method::POST,
+            "/apps/web/releases",
+            Some(json!({"image": image})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let location = headers["location"].to_str().unwrap().to_string();
+    assert_eq!(started["status"], "running");
+    assert_eq!(started["by"], "ops");
+    let rollout = location.trim_start_matches("/api/v1").to_string();
+    let events_url = api.url(&format!("{rollout}/events"));
+    let live = api
+        .http
+        .get(&events_url)
+        .bearer_auth(&secret)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    let events = read_events(live).await;
+    let (steps, end) = events.split_at(events.len() - 1);
+    let ids: Vec<String> = steps.iter().filter_map(|(id, _, _)| id.clone()).collect();
+    let expected: Vec<String> = (0..steps.len()).map(|i| i.to_string()).collect();
+    assert_eq!(ids, expected, "each step once, in order");
+    let texts: Vec<&str> = steps
+        .iter()
+        .filter_map(|(_, _, data)| data["text"].as_str())
+        .collect();
+    assert!(
+        texts.contains(&"-----> Released v2: http://web.paz.localhost"),
+        "{texts:?}"
+    );
+    assert_eq!(end[0].2["status"], "succeeded", "{end:?}");
+    assert_eq!(end[0].2["release"], 2);
+    // The record is kept, and so are its steps.
+    let (_, _, record) = api.call(admin, Method::GET, &rollout, None).await;
+    assert_eq!(record["status"], "succeeded");
+    assert_eq!(record["release"], 2);
+    assert_eq!(record["steps"].as_array().unwrap().len(), steps.len());
+    let (_, _, so_far) = api
+        .call(admin, Method::GET, &format!("{rollout}/events"), None)
+        .await;
+    assert_eq!(
+        so_far.as_array().unwrap().len(),
+        steps.len(),
+        "without SSE: the steps so far"
+    );
+    // A client that reconnects after step 1 gets the rest, once.
+    let resumed = api
+        .http
+        .get(&events_url)
+        .bearer_auth(&secret)
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "1")
+        .send()
+        .await
+        .unwrap();
+    let rest = read_events(resumed).await;
+    let ids: Vec<String> = rest.iter().filter_map(|(id, _, _)| id.clone()).collect();
+    let expected: Vec<String> = (2..steps.len()).map(|i| i.to_string()).collect();
+    assert_eq!(ids, expected);
+    let (status, _, _) = api.call(Some(&other), Method::GET, &rollout, None).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "another app's deployer reads nothing"
+    );
+
+    // A rollback to v1 is v3.
+    let (status, headers, _) = api
+        .call(
+            admin,
+            Method::POST,
+            "/apps/web/releases",
+            Some(json!({"release": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let rollback = headers["location"]
+        .to_str()
+        .unwrap()
+        .trim_start_matches("/api/v1")
+        .to_string();
+    let ended = tests::eventually(
+        "the rollback to end",
+        std::time::Duration::from_secs(60),
+        async || {
+            let (_, _, record) = api.call(admin, Method::GET, &rollback, None).await;
+            (record["status"] != "running").then_some(record)
+        },
+    )
+    .await;
+    assert_eq!(
+        (ended["status"].clone(), ended["release"].clone()),
+        (json!("succeeded"), json!(3))
+    );
+    let (_, _, v3) = api
+        .call(admin, Method::GET, "/apps/web/releases/3", None)
+        .await;
+    assert_eq!(v3["cause"], "rollback");
+    assert_eq!(
+        get(api.running.http_port, "web.paz.localhost"),
+        (200, "v1\n".to_string())
+    );
+    let (_, _, all) = api
+        .call(admin, Method::GET, "/apps/web/rollouts", None)
+        .await;
+    assert_eq!(all.as_array().unwrap().len(), 2);
 }

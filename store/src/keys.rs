@@ -210,6 +210,16 @@ impl Keys {
         Prefix::new(format!("{}/apps/{app}/releases/", self.root), true)
     }
 
+    /// A rollout started over the API (`<unix ms>-<random>`, so they sort by time).
+    pub fn rollout(&self, app: &AppName, id: &str) -> Result<Key<crate::Rollout>, NameError> {
+        check_segment("rollout id", id)?;
+        Ok(Key::new(format!("{}/apps/{app}/rollouts/{id}", self.root)))
+    }
+
+    pub fn rollouts(&self, app: &AppName) -> Prefix<crate::Rollout> {
+        Prefix::new(format!("{}/apps/{app}/rollouts/", self.root), true)
+    }
+
     /// The number of the release that serves.
     pub fn current(&self, app: &AppName) -> Key<u64> {
         Key::new(format!("{}/apps/{app}/current", self.root))

@@ -19,6 +19,7 @@ mod lease;
 mod local_etcd;
 pub mod names;
 pub mod records;
+mod steps;
 mod tokens;
 mod watch;
 
@@ -32,5 +33,6 @@ pub use lease::{Lease, Registration};
 pub use local_etcd::{LocalEtcd, LocalEtcdError};
 pub use names::{AppName, NameError};
 pub use records::Record;
+pub use steps::{Rollout, RolloutStatus, Step};
 pub use tokens::TokenCache;
 pub use watch::{SnapshotReason, Watch, WatchEvent};

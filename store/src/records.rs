@@ -63,6 +63,7 @@ macro_rules! json_record {
 }
 
 json_record!(App, Release, SshKey, Token, Build, Machine, UnitState, ImageEvent);
+json_record!(crate::Rollout);
 
 /// What a key or token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

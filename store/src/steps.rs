@@ -1,10 +1,13 @@
-//! What a rollout says as it goes: typed steps that the SSH output, and the
-//! API and the web UI, render each their own way (text lines for SSH).
+//! What a rollout says as it goes: typed steps that the deployer emits and
+//! the SSH output, the API and the web UI render each their own way (text
+//! lines for SSH), and the record of a rollout that the API keeps.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::AppName;
 
 /// One step of a rollout or restart, in the order they happen.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
     /// Another deploy of the app holds its lock; this one waits its turn.
@@ -51,7 +54,7 @@ pub enum Step {
 
 impl Step {
     /// The instance name of a unit (`demo-v7-web-1.service` -> `demo-v7-web-1`).
-    pub(crate) fn instance(unit: &str) -> String {
+    pub fn instance(unit: &str) -> String {
         unit.trim_end_matches(".service").to_string()
     }
 }
@@ -95,6 +98,39 @@ impl std::fmt::Display for Step {
             Step::Restarted { app, release } => write!(f, "-----> Restarted {app} v{release}"),
         }
     }
+}
+
+/// `/paz/apps/<app>/rollouts/<id>`: a rollout started over the API (a
+/// deploy, a rollback, a scale, a restart), its steps written as they
+/// happen; kept after it ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub id: String,
+    pub app: AppName,
+    /// What started it: `deploy`, `rollback`, `scale` or `restart`.
+    pub kind: String,
+    /// The token that started it.
+    pub by: String,
+    pub started_at: u64,
+    #[serde(default)]
+    pub finished_at: Option<u64>,
+    /// The release it rolls out, once it is known.
+    #[serde(default)]
+    pub release: Option<u64>,
+    pub status: RolloutStatus,
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    /// Why it failed.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutStatus {
+    Running,
+    Succeeded,
+    Failed,
 }
 
 #[cfg(test)]
