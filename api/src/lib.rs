@@ -7,6 +7,7 @@
 mod access;
 mod apps;
 mod auth;
+mod build_log;
 mod cluster;
 mod error;
 mod input;
@@ -147,4 +148,21 @@ fn one_of(
         .find(|item| wanted(item))
         .map(axum::Json)
         .ok_or_else(|| ApiError::not_found(missing()))
+}
+
+/// Whether the client asks for Server-Sent Events (`Accept: text/event-stream`).
+fn wants_events(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/event-stream"))
+}
+
+/// The `Last-Event-ID` a reconnecting client sends: the number of the last
+/// event it has.
+fn last_event_id(headers: &axum::http::HeaderMap) -> Option<usize> {
+    headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|id| id.trim().parse().ok())
 }

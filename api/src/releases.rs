@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -88,15 +88,39 @@ async fn build(
     )
 }
 
-/// The whole log as text.
+/// The whole log as text; with `Accept: text/event-stream`, each line as
+/// the builder writes it (see `build_log`).
 async fn build_log(
     State(state): Api,
     Authed(caller): Authed,
     Path((name, id)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let name = app(&name)?.to_string();
+    let app = app(&name)?;
     store::names::check_segment("build id", &id)?;
-    let logged = verb(&state, &caller, "builds:log", vec![name, id], b"").await?;
+    if crate::wants_events(&headers) {
+        caller.require_app(&app)?;
+        let store = &state.context.store;
+        let key = store.keys().build(&app, &id)?;
+        let build = store
+            .get(&key)
+            .await
+            .map_err(|error| ApiError::from(verbs::VerbError::from(error)))?
+            .ok_or_else(|| {
+                ApiError::not_found(format!("{app} has no build {id}: see builds {app}"))
+            })?;
+        let path = state.context.data_dir.join(&build.value.log_path);
+        let from = crate::last_event_id(&headers).map_or(0, |last| last + 1);
+        return crate::build_log::stream(path, store.watch_key(&key), from).await;
+    }
+    let logged = verb(
+        &state,
+        &caller,
+        "builds:log",
+        vec![app.to_string(), id],
+        b"",
+    )
+    .await?;
     let text = logged["log"].as_str().unwrap_or_default().to_string();
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }

@@ -303,18 +303,10 @@ async fn events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (key, record) = record_of(&state, &caller, &name, &id).await?;
-    let streamed = headers
-        .get(header::ACCEPT)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/event-stream"));
-    if !streamed {
+    if !crate::wants_events(&headers) {
         return Ok(Json(record.steps).into_response());
     }
-    let sent = headers
-        .get("last-event-id")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|id| id.trim().parse::<usize>().ok())
-        .map_or(0, |last| last + 1);
+    let sent = crate::last_event_id(&headers).map_or(0, |last| last + 1);
     let watch = state.context.store.watch_key(&key);
     let start = Follow {
         watch,

@@ -671,7 +671,8 @@ async fn read_events(response: reqwest::Response) -> Vec<(Option<String>, String
                 continue;
             }
             let ended = event == "end";
-            events.push((id, event, serde_json::from_str(&data).unwrap()));
+            let data = serde_json::from_str(&data).unwrap_or(Value::String(data));
+            events.push((id, event, data));
             if ended {
                 return events;
             }
@@ -862,4 +863,113 @@ async fn a_deploy_over_the_api_is_a_rollout_whose_steps_stream_as_they_happen() 
         .call(admin, Method::GET, "/apps/web/rollouts", None)
         .await;
     assert_eq!(all.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_builds_log_streams_while_it_builds() {
+    let docker = tests::docker().await;
+    let base = tests::busybox_image(&docker).await;
+    let api = Api::start().await;
+    let mut cleanup = tests::DockerCleanup::new("api-build-log");
+    let machine = agent::machine_id(&api.data.path().join("paz")).unwrap();
+    cleanup.track_label(&format!("paz.machine={machine}"));
+    let secret = api.token("ops", "admin", &[]);
+    let admin = Some(secret.as_str());
+    let (status, _, _) = api
+        .call(admin, Method::POST, "/apps", Some(json!({"name": "slow"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let tree = tests::temp_dir();
+    let command = serde_json::to_string(&["sh", "-c", "exec httpd -f -p $PORT -h /www"]).unwrap();
+    std::fs::write(
+        tree.path().join("Dockerfile"),
+        format!("FROM {base}\nRUN sleep 4 && echo slow step done\nCOPY index.html /www/index.html\nCMD {command}\n"),
+    )
+    .unwrap();
+    std::fs::write(tree.path().join("index.html"), "slow\n").unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "."],
+        &["commit", "-q", "-m", "slow"],
+    ] {
+        let output = api.admin_key.git(tree.path()).args(args).output().unwrap();
+        assert!(output.status.success(), "git {args:?}: {}", said(&output));
+    }
+    let url = format!("ssh://paz@127.0.0.1:{}/slow", api.running.ssh_port);
+    let mut push = tests::ChildGuard::spawn(
+        api.admin_key
+            .git(tree.path())
+            .args(["push", &url, "main"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let id = tests::eventually(
+        "the build to start",
+        std::time::Duration::from_secs(30),
+        async || {
+            let (_, _, builds) = api
+                .call(admin, Method::GET, "/apps/slow/builds", None)
+                .await;
+            builds[0]["id"].as_str().map(str::to_string)
+        },
+    )
+    .await;
+    let log = api.url(&format!("/apps/slow/builds/{id}/log"));
+    let response = api
+        .http
+        .get(&log)
+        .bearer_auth(&secret)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // The first line arrives while the build still runs.
+    use futures::StreamExt;
+    let mut stream = response.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(
+        String::from_utf8_lossy(&first).contains("event: line"),
+        "{first:?}"
+    );
+    let (_, _, build) = api
+        .call(admin, Method::GET, &format!("/apps/slow/builds/{id}"), None)
+        .await;
+    assert_eq!(build["build"]["status"], "running", "{build}");
+    drop(stream);
+    let events = read_events(
+        api.http
+            .get(&log)
+            .bearer_auth(&secret)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let (lines, end) = events.split_at(events.len() - 1);
+    let texts: Vec<String> = lines.iter().map(|(_, _, data)| data.to_string()).collect();
+    assert!(
+        texts.iter().any(|line| line.contains("slow step done")),
+        "{texts:?}"
+    );
+    assert_eq!(end[0].2["status"], "succeeded", "{end:?}");
+    let ids: Vec<String> = lines.iter().filter_map(|(id, _, _)| id.clone()).collect();
+    let expected: Vec<String> = (0..lines.len()).map(|n| n.to_string()).collect();
+    assert_eq!(ids, expected, "each line once, in order");
+    // The whole log as text is the same lines.
+    let whole = api
+        .http
+        .get(&log)
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(whole.lines().count(), lines.len(), "{whole}");
+    assert!(push
+        .wait_timeout(std::time::Duration::from_secs(60))
+        .is_some_and(|status| status.success()));
 }

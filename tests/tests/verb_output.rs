@@ -236,6 +236,28 @@ async fn runs_on_a_machine(verbs: &Verbs) {
         .put(&keys.unit_state(unit).unwrap(), &state)
         .await
         .unwrap();
+    // Placed here now; the state is the last report of the machine it ran
+    // on before (whose lease has not ended yet): not how it is now.
+    let moved = "demo-v2-web-2.service";
+    store
+        .put(
+            &keys.unit(moved).unwrap(),
+            &"[Unit]\nDescription=demo v2 web.2\n".to_string(),
+        )
+        .await
+        .unwrap();
+    store
+        .put(&keys.schedule(moved).unwrap(), &MACHINE.to_string())
+        .await
+        .unwrap();
+    let stale = UnitState {
+        machine: "a-machine-that-died".into(),
+        ..state.clone()
+    };
+    store
+        .put(&keys.unit_state(moved).unwrap(), &stale)
+        .await
+        .unwrap();
     let waiting = "demo-v2-worker-1.service";
     store
         .put(
@@ -875,6 +897,7 @@ async fn releases_rollouts_and_instances() {
             "ps demo",
             expect![[r#"
                 demo-v2-web-1  8c1f2a9e77d1  up        95s
+                demo-v2-web-2  8c1f2a9e77d1  waiting   -
                 demo-v2-worker-1  -             waiting   -
                 --- json
                 [
@@ -892,6 +915,12 @@ async fn releases_rollouts_and_instances() {
                     "unplaced": null
                   },
                   {
+                    "machine": "8c1f2a9e77d14b6f9a0e5d3c2b1a0f9e",
+                    "state": null,
+                    "unit": "demo-v2-web-2.service",
+                    "unplaced": null
+                  },
+                  {
                     "machine": null,
                     "state": null,
                     "unit": "demo-v2-worker-1.service",
@@ -905,31 +934,38 @@ async fn releases_rollouts_and_instances() {
         .check(
             "units:list demo",
             expect![[r#"
-        demo-v2-web-1.service  8c1f2a9e77d14b6f9a0e5d3c2b1a0f9e  active
-        demo-v2-worker-1.service  -  unplaced  (no machine has region=ams3)
-        --- json
-        [
-          {
-            "machine": "8c1f2a9e77d14b6f9a0e5d3c2b1a0f9e",
-            "state": {
-              "active": "active",
-              "container": "c0ffee",
-              "machine": "8c1f2a9e77d14b6f9a0e5d3c2b1a0f9e",
-              "reason": null,
-              "restarts": 0,
-              "since": 1796119105
-            },
-            "unit": "demo-v2-web-1.service",
-            "unplaced": null
-          },
-          {
-            "machine": null,
-            "state": null,
-            "unit": "demo-v2-worker-1.service",
-            "unplaced": "no machine has region=ams3"
-          }
-        ]
-    "#]],
+                demo-v2-web-1.service  8c1f2a9e77d14b6f9a0e5d3c2b1a0f9e  active
+                demo-v2-web-2.service  8c1f2a9e77d14b6f9a0e5d3c2b1a0f9e  placed
+                demo-v2-worker-1.service  -  unplaced  (no machine has region=ams3)
+                --- json
+                [
+                  {
+                    "machine": "8c1f2a9e77d14b6f9a0e5d3c2b1a0f9e",
+                    "state": {
+                      "active": "active",
+                      "container": "c0ffee",
+                      "machine": "8c1f2a9e77d14b6f9a0e5d3c2b1a0f9e",
+                      "reason": null,
+                      "restarts": 0,
+                      "since": 1796119105
+                    },
+                    "unit": "demo-v2-web-1.service",
+                    "unplaced": null
+                  },
+                  {
+                    "machine": "8c1f2a9e77d14b6f9a0e5d3c2b1a0f9e",
+                    "state": null,
+                    "unit": "demo-v2-web-2.service",
+                    "unplaced": null
+                  },
+                  {
+                    "machine": null,
+                    "state": null,
+                    "unit": "demo-v2-worker-1.service",
+                    "unplaced": "no machine has region=ams3"
+                  }
+                ]
+            "#]],
         )
         .await;
     verbs.check("units:cat demo-v2-web-1.service", expect![[r#"
@@ -945,7 +981,7 @@ async fn releases_rollouts_and_instances() {
         }
     "#]]).await;
     verbs.check("machines:list", expect![[r#"
-        8c1f2a9e77d14b6f9a0e5d3c2b1a0f9e  10.0.0.7  region=fra1  1 units  up since 2026-12-01T06:48:00Z (3h 12m)
+        8c1f2a9e77d14b6f9a0e5d3c2b1a0f9e  10.0.0.7  region=fra1  2 units  up since 2026-12-01T06:48:00Z (3h 12m)
         --- json
         [
           {
@@ -957,7 +993,7 @@ async fn releases_rollouts_and_instances() {
               },
               "started_at": 1796107680
             },
-            "units": 1
+            "units": 2
           }
         ]
     "#]]).await;

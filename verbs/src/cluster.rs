@@ -172,8 +172,9 @@ pub(crate) async fn units(
     Ok(Units(rows))
 }
 
-/// The submitted units that `keep` names, with where each is placed, its
-/// agent's report and why it cannot be placed, in the units' order.
+/// The submitted units that `keep` names, with where each is placed, the
+/// report of the agent it is placed on and why it cannot be placed, in the
+/// units' order.
 pub(crate) async fn unit_rows(
     store: &store::Store,
     keep: impl Fn(&str) -> bool,
@@ -188,11 +189,20 @@ pub(crate) async fn unit_rows(
         .iter()
         .map(|entry| keys.units().child_name(&entry.key))
         .filter(|unit| keep(unit))
-        .map(|unit| UnitRow {
-            machine: schedule.remove(unit),
-            state: states.remove(unit),
-            unplaced: unplaced.remove(unit),
-            unit: unit.to_string(),
+        .map(|unit| {
+            let machine = schedule.remove(unit);
+            // A report from another machine than the one the unit is placed
+            // on is that machine's last word (its lease not yet over), not
+            // how the unit is now.
+            let state = states
+                .remove(unit)
+                .filter(|state| machine.as_ref().is_none_or(|m| *m == state.machine));
+            UnitRow {
+                machine,
+                state,
+                unplaced: unplaced.remove(unit),
+                unit: unit.to_string(),
+            }
         })
         .collect())
 }

@@ -1,0 +1,141 @@
+//! `/apps/{app}/builds/{id}/log` live: with `Accept: text/event-stream`,
+//! each line of a build's log as the builder writes it (its number is the
+//! event id; `Last-Event-ID` resumes after it), then an `end` event when
+//! the build has ended. The log is on the host that built it.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use store::records::{Build, BuildStatus};
+use tokio::io::AsyncReadExt;
+
+use crate::error::ApiError;
+
+/// How often a log that has not ended is read again for new lines.
+const TICK: Duration = Duration::from_millis(100);
+
+/// How long the builder may take to put an ended build's log in place.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// The log of `build` (at `path`, `<id>.log` or `<id>.log.partial` while it
+/// runs) as events, from line `from`.
+pub(crate) async fn stream(
+    path: PathBuf,
+    build: store::Watch<Build>,
+    from: usize,
+) -> Result<Response, ApiError> {
+    let partial = path.with_extension("log.partial");
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
+        Err(_) => tokio::fs::File::open(&partial).await.map_err(|_| {
+            ApiError::not_found(format!(
+                "the log of this build is not on this host ({})",
+                path.display()
+            ))
+        })?,
+    };
+    let tail = Tail {
+        file,
+        path,
+        build,
+        line: 0,
+        from,
+        pending: String::new(),
+        queue: VecDeque::new(),
+        ended: None,
+        done: false,
+    };
+    let stream = futures::stream::unfold(tail, |mut tail| async move {
+        loop {
+            if let Some(event) = tail.queue.pop_front() {
+                return Some((Ok::<Event, Infallible>(event), tail));
+            }
+            if tail.done {
+                return None;
+            }
+            tail.advance().await;
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// Where a stream of a build's log is.
+struct Tail {
+    file: tokio::fs::File,
+    /// The log's final place: once it is there, the builder wrote it all.
+    path: PathBuf,
+    build: store::Watch<Build>,
+    /// The number of the next whole line.
+    line: usize,
+    /// The first line to send.
+    from: usize,
+    /// What follows the last newline read.
+    pending: String,
+    queue: VecDeque<Event>,
+    /// How the build ended, once it did (and when that was seen).
+    ended: Option<(BuildStatus, tokio::time::Instant)>,
+    done: bool,
+}
+
+impl Tail {
+    /// Reads what was written since, and queues its whole lines; else waits
+    /// for more, or ends when the build has and its log is all there.
+    async fn advance(&mut self) {
+        let mut buffer = vec![0; 64 * 1024];
+        let read = self.file.read(&mut buffer).await.unwrap_or(0);
+        if read > 0 {
+            self.pending
+                .push_str(&String::from_utf8_lossy(&buffer[..read]));
+            while let Some(end) = self.pending.find('\n') {
+                let line: String = self.pending.drain(..=end).collect();
+                self.queue_line(line.trim_end_matches('\n').to_string());
+            }
+            return;
+        }
+        if let Some((status, seen)) = self.ended {
+            if self.path.exists() || seen.elapsed() > SETTLE {
+                // Read once more: what was written before the rename.
+                let mut rest = String::new();
+                let _ = self.file.read_to_string(&mut rest).await;
+                self.pending.push_str(&rest);
+                for line in std::mem::take(&mut self.pending).lines() {
+                    self.queue_line(line.to_string());
+                }
+                let end = json!({"status": status, "lines": self.line});
+                self.queue
+                    .push_back(Event::default().event("end").data(end.to_string()));
+                self.done = true;
+                return;
+            }
+            tokio::time::sleep(TICK).await;
+            return;
+        }
+        tokio::select! {
+            event = self.build.next_event() => match event.and_then(store::WatchEvent::into_latest) {
+                Some(build) if build.status == BuildStatus::Running => {}
+                Some(build) => self.ended = Some((build.status, tokio::time::Instant::now())),
+                None => self.ended = Some((BuildStatus::Failed, tokio::time::Instant::now())),
+            },
+            () = tokio::time::sleep(TICK) => {}
+        }
+    }
+
+    fn queue_line(&mut self, text: String) {
+        let number = self.line;
+        self.line += 1;
+        if number >= self.from {
+            let event = Event::default()
+                .id(number.to_string())
+                .event("line")
+                .data(text);
+            self.queue.push_back(event);
+        }
+    }
+}
