@@ -89,6 +89,48 @@ impl Api {
         (status, headers, value)
     }
 
+    /// Tracks what this paz up's agent runs, to go with the test.
+    fn cleanup(&self, test: &str) -> tests::DockerCleanup {
+        let mut cleanup = tests::DockerCleanup::new(test);
+        let machine = agent::machine_id(&self.data.path().join("paz")).unwrap();
+        cleanup.track_label(&format!("paz.machine={machine}"));
+        cleanup
+    }
+
+    /// A committed work tree of a web app on `base` whose page says `say`,
+    /// with `run` (a Dockerfile `RUN` line's command) if given; and the git
+    /// command that pushes it to `app`.
+    fn app_tree(
+        &self,
+        base: &str,
+        app: &str,
+        say: &str,
+        run: Option<&str>,
+    ) -> (tempfile::TempDir, std::process::Command) {
+        let tree = tests::temp_dir();
+        let command =
+            serde_json::to_string(&["sh", "-c", "exec httpd -f -p $PORT -h /www"]).unwrap();
+        let run = run.map(|run| format!("RUN {run}\n")).unwrap_or_default();
+        std::fs::write(
+            tree.path().join("Dockerfile"),
+            format!("FROM {base}\n{run}COPY index.html /www/index.html\nCMD {command}\n"),
+        )
+        .unwrap();
+        std::fs::write(tree.path().join("index.html"), format!("{say}\n")).unwrap();
+        for args in [
+            &["init", "-q", "-b", "main"][..],
+            &["add", "."],
+            &["commit", "-q", "-m", say],
+        ] {
+            let output = self.admin_key.git(tree.path()).args(args).output().unwrap();
+            assert!(output.status.success(), "git {args:?}: {}", said(&output));
+        }
+        let url = format!("ssh://paz@127.0.0.1:{}/{app}", self.running.ssh_port);
+        let mut push = self.admin_key.git(tree.path());
+        push.args(["push", &url, "main"]);
+        (tree, push)
+    }
+
     /// Every key under Paz's prefix and its revision: what a refused
     /// request must leave as it was.
     async fn state(&self) -> Vec<(String, i64)> {
@@ -686,43 +728,25 @@ async fn a_deploy_over_the_api_is_a_rollout_whose_steps_stream_as_they_happen() 
     let docker = tests::docker().await;
     let base = tests::busybox_image(&docker).await;
     let api = Api::start().await;
-    let mut cleanup = tests::DockerCleanup::new("api-rollouts");
-    let machine = agent::machine_id(&api.data.path().join("paz")).unwrap();
-    cleanup.track_label(&format!("paz.machine={machine}"));
+    let _cleanup = api.cleanup("api-rollouts");
     let secret = api.token("ops", "admin", &[]);
     let admin = Some(secret.as_str());
     let other = api.token("other", "deployer", &["elsewhere"]);
     let (status, _, _) = api
-        .call(admin, Method::POST, "/apps", Some(json!({"name": "web"})))
+        .call(
+            admin,
+            Method::POST,
+            "/apps",
+            Some(json!({"name": "rolled"})),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
     // v1, by a push.
-    let tree = tests::temp_dir();
-    let command = serde_json::to_string(&["sh", "-c", "exec httpd -f -p $PORT -h /www"]).unwrap();
-    std::fs::write(
-        tree.path().join("Dockerfile"),
-        format!("FROM {base}\nCOPY index.html /www/index.html\nCMD {command}\n"),
-    )
-    .unwrap();
-    std::fs::write(tree.path().join("index.html"), "v1\n").unwrap();
-    for args in [
-        &["init", "-q", "-b", "main"][..],
-        &["add", "."],
-        &["commit", "-q", "-m", "v1"],
-    ] {
-        let output = api.admin_key.git(tree.path()).args(args).output().unwrap();
-        assert!(output.status.success(), "git {args:?}: {}", said(&output));
-    }
-    let url = format!("ssh://paz@127.0.0.1:{}/web", api.running.ssh_port);
-    let pushed = api
-        .admin_key
-        .git(tree.path())
-        .args(["push", &url, "main"])
-        .output()
-        .unwrap();
+    let (_tree, mut push) = api.app_tree(base, "rolled", "v1", None);
+    let pushed = push.output().unwrap();
     assert!(pushed.status.success(), "{}", said(&pushed));
     let (_, _, v1) = api
-        .call(admin, Method::GET, "/apps/web/releases/1", None)
+        .call(admin, Method::GET, "/apps/rolled/releases/1", None)
         .await;
     let image = v1["image"].as_str().unwrap().to_string();
 
@@ -731,7 +755,7 @@ async fn a_deploy_over_the_api_is_a_rollout_whose_steps_stream_as_they_happen() 
         .call(
             Some(&other),
             Method::POST,
-            "/apps/web/releases",
+            "/apps/rolled/releases",
             Some(json!({"image": image})),
         )
         .await;
@@ -740,13 +764,13 @@ async fn a_deploy_over_the_api_is_a_rollout_whose_steps_stream_as_they_happen() 
         .call(
             admin,
             Method::POST,
-            "/apps/web/releases",
+            "/apps/rolled/releases",
             Some(json!({"image": image, "release": 1})),
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let (_, _, none) = api
-        .call(admin, Method::GET, "/apps/web/rollouts", None)
+        .call(admin, Method::GET, "/apps/rolled/rollouts", None)
         .await;
     assert_eq!(none, json!([]), "a refused request starts no rollout");
 
@@ -755,7 +779,7 @@ async fn a_deploy_over_the_api_is_a_rollout_whose_steps_stream_as_they_happen() 
         .call(
             admin,
             Method::POST,
-            "/apps/web/releases",
+            "/apps/rolled/releases",
             Some(json!({"image": image})),
         )
         .await;
@@ -784,7 +808,7 @@ async fn a_deploy_over_the_api_is_a_rollout_whose_steps_stream_as_they_happen() 
         .filter_map(|(_, _, data)| data["text"].as_str())
         .collect();
     assert!(
-        texts.contains(&"-----> Released v2: http://web.paz.localhost"),
+        texts.contains(&"-----> Released v2: http://rolled.paz.localhost"),
         "{texts:?}"
     );
     assert_eq!(end[0].2["status"], "succeeded", "{end:?}");
@@ -828,7 +852,7 @@ async fn a_deploy_over_the_api_is_a_rollout_whose_steps_stream_as_they_happen() 
         .call(
             admin,
             Method::POST,
-            "/apps/web/releases",
+            "/apps/rolled/releases",
             Some(json!({"release": 1})),
         )
         .await;
@@ -852,15 +876,15 @@ async fn a_deploy_over_the_api_is_a_rollout_whose_steps_stream_as_they_happen() 
         (json!("succeeded"), json!(3))
     );
     let (_, _, v3) = api
-        .call(admin, Method::GET, "/apps/web/releases/3", None)
+        .call(admin, Method::GET, "/apps/rolled/releases/3", None)
         .await;
     assert_eq!(v3["cause"], "rollback");
     assert_eq!(
-        get(api.running.http_port, "web.paz.localhost"),
+        get(api.running.http_port, "rolled.paz.localhost"),
         (200, "v1\n".to_string())
     );
     let (_, _, all) = api
-        .call(admin, Method::GET, "/apps/web/rollouts", None)
+        .call(admin, Method::GET, "/apps/rolled/rollouts", None)
         .await;
     assert_eq!(all.as_array().unwrap().len(), 2);
 }
@@ -870,37 +894,22 @@ async fn a_builds_log_streams_while_it_builds() {
     let docker = tests::docker().await;
     let base = tests::busybox_image(&docker).await;
     let api = Api::start().await;
-    let mut cleanup = tests::DockerCleanup::new("api-build-log");
-    let machine = agent::machine_id(&api.data.path().join("paz")).unwrap();
-    cleanup.track_label(&format!("paz.machine={machine}"));
+    let _cleanup = api.cleanup("api-build-log");
     let secret = api.token("ops", "admin", &[]);
     let admin = Some(secret.as_str());
     let (status, _, _) = api
-        .call(admin, Method::POST, "/apps", Some(json!({"name": "slow"})))
+        .call(
+            admin,
+            Method::POST,
+            "/apps",
+            Some(json!({"name": "slowbuild"})),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
-    let tree = tests::temp_dir();
-    let command = serde_json::to_string(&["sh", "-c", "exec httpd -f -p $PORT -h /www"]).unwrap();
-    std::fs::write(
-        tree.path().join("Dockerfile"),
-        format!("FROM {base}\nRUN sleep 4 && echo slow step done\nCOPY index.html /www/index.html\nCMD {command}\n"),
-    )
-    .unwrap();
-    std::fs::write(tree.path().join("index.html"), "slow\n").unwrap();
-    for args in [
-        &["init", "-q", "-b", "main"][..],
-        &["add", "."],
-        &["commit", "-q", "-m", "slow"],
-    ] {
-        let output = api.admin_key.git(tree.path()).args(args).output().unwrap();
-        assert!(output.status.success(), "git {args:?}: {}", said(&output));
-    }
-    let url = format!("ssh://paz@127.0.0.1:{}/slow", api.running.ssh_port);
+    let slow = Some("sleep 4 && echo slow step done");
+    let (_tree, mut push) = api.app_tree(base, "slowbuild", "slow", slow);
     let mut push = tests::ChildGuard::spawn(
-        api.admin_key
-            .git(tree.path())
-            .args(["push", &url, "main"])
-            .stdout(std::process::Stdio::null())
+        push.stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null()),
     );
     let id = tests::eventually(
@@ -908,13 +917,13 @@ async fn a_builds_log_streams_while_it_builds() {
         std::time::Duration::from_secs(30),
         async || {
             let (_, _, builds) = api
-                .call(admin, Method::GET, "/apps/slow/builds", None)
+                .call(admin, Method::GET, "/apps/slowbuild/builds", None)
                 .await;
             builds[0]["id"].as_str().map(str::to_string)
         },
     )
     .await;
-    let log = api.url(&format!("/apps/slow/builds/{id}/log"));
+    let log = api.url(&format!("/apps/slowbuild/builds/{id}/log"));
     let response = api
         .http
         .get(&log)
@@ -933,7 +942,12 @@ async fn a_builds_log_streams_while_it_builds() {
         "{first:?}"
     );
     let (_, _, build) = api
-        .call(admin, Method::GET, &format!("/apps/slow/builds/{id}"), None)
+        .call(
+            admin,
+            Method::GET,
+            &format!("/apps/slowbuild/builds/{id}"),
+            None,
+        )
         .await;
     assert_eq!(build["build"]["status"], "running", "{build}");
     drop(stream);
