@@ -28,12 +28,7 @@ type Api = State<Arc<ApiState>>;
 
 /// A name for a token or key, checked before it reaches a verb.
 fn name(text: &str) -> Result<String, ApiError> {
-    if text.starts_with('-') {
-        return Err(ApiError::invalid(format!(
-            "`{text}` is not a name: it starts with -"
-        )));
-    }
-    Ok(store::names::check_segment("name", text)?.to_string())
+    crate::input::segment("name", text)
 }
 
 /// The role and apps of a new token or key, as the verbs' flags.

@@ -243,7 +243,7 @@ async fn scale(
     }
     let mut args = vec![name.clone()];
     for process in &wanted {
-        store::names::check_segment("process type", &process.r#type)?;
+        crate::input::segment("process type", &process.r#type)?;
         args.push(format!("{}={}", process.r#type, process.quantity));
     }
     verb(&state, &caller, "ps:scale", args, b"").await?;

@@ -45,7 +45,7 @@ pub(crate) async fn stream(
         build,
         line: 0,
         from,
-        pending: String::new(),
+        pending: Vec::new(),
         queue: VecDeque::new(),
         ended: None,
         done: false,
@@ -76,8 +76,9 @@ struct Tail {
     line: usize,
     /// The first line to send.
     from: usize,
-    /// What follows the last newline read.
-    pending: String,
+    /// The bytes after the last newline read (a line, or a character, cut
+    /// by a read).
+    pending: Vec<u8>,
     queue: VecDeque<Event>,
     /// How the build ended, once it did (and when that was seen).
     ended: Option<(BuildStatus, tokio::time::Instant)>,
@@ -88,30 +89,28 @@ impl Tail {
     /// Reads what was written since, and queues its whole lines; else waits
     /// for more, or ends when the build has and its log is all there.
     async fn advance(&mut self) {
-        let mut buffer = vec![0; 64 * 1024];
+        let mut buffer = [0; 16 * 1024];
         let read = self.file.read(&mut buffer).await.unwrap_or(0);
         if read > 0 {
-            self.pending
-                .push_str(&String::from_utf8_lossy(&buffer[..read]));
-            while let Some(end) = self.pending.find('\n') {
-                let line: String = self.pending.drain(..=end).collect();
-                self.queue_line(line.trim_end_matches('\n').to_string());
+            self.pending.extend_from_slice(&buffer[..read]);
+            while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                self.queue_line(String::from_utf8_lossy(&line[..end]).into_owned());
             }
             return;
         }
+        // The log in its final place is the builder's last step: all of it
+        // is written. Its end was recorded just before; if the watch has not
+        // said so yet, it is on its way.
+        let complete = self.path.exists();
+        if complete && self.ended.is_none() {
+            let status = tokio::time::timeout(Duration::from_secs(2), self.next_end()).await;
+            self.end(status.ok().flatten()).await;
+            return;
+        }
         if let Some((status, seen)) = self.ended {
-            if self.path.exists() || seen.elapsed() > SETTLE {
-                // Read once more: what was written before the rename.
-                let mut rest = String::new();
-                let _ = self.file.read_to_string(&mut rest).await;
-                self.pending.push_str(&rest);
-                for line in std::mem::take(&mut self.pending).lines() {
-                    self.queue_line(line.to_string());
-                }
-                let end = json!({"status": status, "lines": self.line});
-                self.queue
-                    .push_back(Event::default().event("end").data(end.to_string()));
-                self.done = true;
+            if complete || seen.elapsed() > SETTLE {
+                self.end(Some(status)).await;
                 return;
             }
             tokio::time::sleep(TICK).await;
@@ -125,6 +124,33 @@ impl Tail {
             },
             () = tokio::time::sleep(TICK) => {}
         }
+    }
+
+    /// How the build ended, from its record's next changes.
+    async fn next_end(&mut self) -> Option<BuildStatus> {
+        loop {
+            let build = self.build.next_event().await?.into_latest()?;
+            if build.status != BuildStatus::Running {
+                return Some(build.status);
+            }
+        }
+    }
+
+    /// Queues the rest of the log and the `end` event (`status` null when
+    /// the record did not say).
+    async fn end(&mut self, status: Option<BuildStatus>) {
+        // What was written before the rename.
+        let mut rest = Vec::new();
+        let _ = self.file.read_to_end(&mut rest).await;
+        self.pending.extend_from_slice(&rest);
+        let pending = std::mem::take(&mut self.pending);
+        for line in String::from_utf8_lossy(&pending).lines() {
+            self.queue_line(line.to_string());
+        }
+        let end = json!({"status": status, "lines": self.line});
+        self.queue
+            .push_back(Event::default().event("end").data(end.to_string()));
+        self.done = true;
     }
 
     fn queue_line(&mut self, text: String) {

@@ -68,7 +68,7 @@ async fn unit(
     Authed(caller): Authed,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    store::names::check_segment("unit name", &name)?;
+    crate::input::segment("unit name", &name)?;
     let unit = verb(&state, &caller, "units:cat", vec![name], b"").await?;
     let text = unit["text"].as_str().unwrap_or_default().to_string();
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())

@@ -21,12 +21,39 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Input<T> {
     async fn from_request(request: Request, state: &S) -> Result<Input<T>, ApiError> {
         match axum::Json::<T>::from_request(request, state).await {
             Ok(axum::Json(value)) => Ok(Input(value)),
+            // Too large (413) or not JSON at all (415) keep their status.
+            Err(rejection) if matches!(rejection.status().as_u16(), 413 | 415) => {
+                let id = if rejection.status().as_u16() == 413 {
+                    "too_large"
+                } else {
+                    "not_json"
+                };
+                Err(ApiError::new(
+                    rejection.status(),
+                    id,
+                    format!(
+                        "{}: send a JSON body (Content-Type: application/json) of at most 64 KiB",
+                        rejection.body_text()
+                    ),
+                ))
+            }
             Err(rejection) => Err(ApiError::invalid(format!(
                 "the body is not what this endpoint takes: {}",
                 rejection.body_text()
             ))),
         }
     }
+}
+
+/// A name from the path or a body that becomes a verb's argument, checked:
+/// a key segment, and never one that a verb would read as a `--flag`.
+pub(crate) fn segment(what: &'static str, text: &str) -> Result<String, ApiError> {
+    if text.starts_with('-') {
+        return Err(ApiError::invalid(format!(
+            "{what} `{text}` cannot start with -"
+        )));
+    }
+    Ok(store::names::check_segment(what, text)?.to_string())
 }
 
 /// An app name from the path, checked.

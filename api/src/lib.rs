@@ -65,7 +65,11 @@ impl Api {
             .merge(run::routes());
         Router::new()
             .nest("/api/v1", v1)
-            .fallback(|| async { ApiError::not_found("no such resource: see /api/v1") })
+            .fallback(|| async {
+                ApiError::not_found(
+                    "no such resource: the REST API section of the README lists them",
+                )
+            })
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .layer(axum::middleware::from_fn(request_id))
             .with_state(self.state.clone())

@@ -97,7 +97,7 @@ async fn build_log(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let app = app(&name)?;
-    store::names::check_segment("build id", &id)?;
+    crate::input::segment("build id", &id)?;
     if crate::wants_events(&headers) {
         caller.require_app(&app)?;
         let store = &state.context.store;

@@ -86,10 +86,19 @@ async fn begin(
     args: Vec<String>,
 ) -> Result<Response, ApiError> {
     caller.require_app(&app)?;
+    let store = state.context.store.clone();
+    let known = store
+        .get(&store.keys().app(&app))
+        .await
+        .map_err(|error| ApiError::from(VerbError::from(error)))?;
+    if known.is_none() {
+        return Err(ApiError::not_found(format!(
+            "app `{app}` does not exist: create it with POST /api/v1/apps"
+        )));
+    }
     let rollouts = state.context.rollouts.clone().ok_or_else(|| {
         ApiError::invalid("no deployer runs with this server: use paz up or paz server")
     })?;
-    let store = state.context.store.clone();
     let now = state.context.clock.now();
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -147,13 +156,14 @@ async fn finish(
                     record.release = Some(n);
                 }
             }
-            Err(VerbError::Rollout { error, .. }) => {
-                record.status = RolloutStatus::Failed;
-                record.error = Some(error.to_string());
-            }
             Err(error) => {
                 record.status = RolloutStatus::Failed;
-                record.error = Some(error.to_string());
+                // A failed rollout's steps are in the record already.
+                let reason = match error {
+                    VerbError::Rollout { error, .. } => error.to_string(),
+                    error => error.to_string(),
+                };
+                record.error = Some(reason);
             }
         }
         Ok::<(), store::StoreError>(())

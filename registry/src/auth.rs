@@ -99,10 +99,13 @@ pub(crate) async fn basic(tokens: &TokenCache, headers: &HeaderMap) -> Result<Pr
 
 /// The token whose secret is `secret` (bearer and `?token=` auth).
 pub(crate) async fn by_secret(tokens: &TokenCache, secret: &str) -> Option<Principal> {
-    tokens
-        .by_secret(secret)
-        .await
-        .map(|token| Principal::from_token(&token))
+    match tokens.by_secret(secret).await {
+        Ok(token) => token.map(|token| Principal::from_token(&token)),
+        Err(error) => {
+            tracing::warn!(%error, "cannot check a bearer token: the store did not answer");
+            None
+        }
+    }
 }
 
 /// How far (seconds) a signed webhook's timestamp may be from now.

@@ -73,7 +73,7 @@ impl TokenCache {
     /// Every token.
     pub async fn all(&self) -> Vec<Token> {
         if !self.ready() {
-            return self.listed().await;
+            return self.listed().await.unwrap_or_default();
         }
         let map = self.inner.by_name.read().unwrap_or_else(|p| p.into_inner());
         map.values().cloned().collect()
@@ -96,8 +96,9 @@ impl TokenCache {
     /// Every token is compared, so the time taken says nothing about which
     /// matched; the match is read again from etcd, so a token revoked a
     /// moment ago, before the watch heard of it, fails too.
-    /// A token made a moment ago is looked for in etcd when the cache lacks it.
-    pub async fn by_secret(&self, secret: &str) -> Option<Token> {
+    /// A token made a moment ago is looked for in etcd when the cache lacks
+    /// it. An error: etcd did not answer (the caller cannot be told apart).
+    pub async fn by_secret(&self, secret: &str) -> crate::Result<Option<Token>> {
         let matching = |tokens: Vec<Token>| {
             let mut found = None;
             for token in tokens {
@@ -109,21 +110,25 @@ impl TokenCache {
         };
         let found = match matching(self.all().await) {
             Some(token) => token,
-            None => matching(self.listed().await)?,
+            None => match matching(self.listed().await?) {
+                Some(token) => token,
+                None => return Ok(None),
+            },
         };
-        self.fresh(&found.name)
-            .await
-            .filter(|token| token.secret_matches(secret))
+        let store = &self.inner.store;
+        let key = store.keys().token(&found.name)?;
+        Ok(store
+            .get(&key)
+            .await?
+            .map(|token| token.value)
+            .filter(|token| token.secret_matches(secret)))
     }
 
     /// Every token as etcd has it now.
-    async fn listed(&self) -> Vec<Token> {
+    async fn listed(&self) -> crate::Result<Vec<Token>> {
         let store = &self.inner.store;
-        store
-            .list(&store.keys().tokens())
-            .await
-            .map(|listing| listing.entries.into_iter().map(|e| e.value).collect())
-            .unwrap_or_default()
+        let listing = store.list(&store.keys().tokens()).await?;
+        Ok(listing.entries.into_iter().map(|e| e.value).collect())
     }
 
     /// The token as etcd has it now.

@@ -120,7 +120,7 @@ pub(crate) async fn unset(
 
 /// Sets (`Some`) and unsets (`None`) environment variables of app `name` in
 /// one new release, as Heroku's config PATCH does; unsetting a variable the
-/// app does not have changes nothing.
+/// app does not have is refused (not found), and nothing changes.
 pub async fn change(
     context: &Context,
     caller: &Caller,
