@@ -106,4 +106,37 @@ mod tests {
             assert_eq!(api.message, message);
         }
     }
+
+    #[test]
+    fn a_store_that_does_not_answer_is_unavailable_not_the_callers_fault() {
+        let timeout = || store::StoreError::Timeout {
+            endpoints: "https://127.0.0.1:2379".into(),
+            operation: "get /paz/apps/demo".into(),
+            timeout: std::time::Duration::from_secs(5),
+        };
+        let plain = ApiError::from(VerbError::Store(timeout()));
+        assert_eq!(
+            (plain.status.as_u16(), plain.id),
+            (503, "store_unavailable")
+        );
+        let mid_rollout = ApiError::from(VerbError::Rollout {
+            steps: Vec::new(),
+            error: deployer::DeployError::Store(timeout()),
+        });
+        assert_eq!(
+            (mid_rollout.status.as_u16(), mid_rollout.id),
+            (503, "store_unavailable")
+        );
+        let unhealthy = ApiError::from(VerbError::Rollout {
+            steps: Vec::new(),
+            error: deployer::DeployError::Broken {
+                unit: "demo-v3-web-1".into(),
+                reason: "failed: exit code 1".into(),
+            },
+        });
+        assert_eq!(
+            (unhealthy.status.as_u16(), unhealthy.id),
+            (500, "rollout_failed")
+        );
+    }
 }
