@@ -10,6 +10,7 @@ mod auth;
 mod build_log;
 mod cluster;
 mod error;
+mod events;
 mod input;
 mod releases;
 mod rollouts;
@@ -62,6 +63,7 @@ impl Api {
             .merge(rollouts::routes())
             .merge(cluster::routes())
             .merge(access::routes())
+            .merge(events::routes())
             .merge(run::routes());
         Router::new()
             .nest("/api/v1", v1)

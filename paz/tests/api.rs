@@ -699,34 +699,63 @@ async fn the_paz_client_prints_what_ssh_prints() {
     }
 }
 
-/// The events of a Server-Sent Events stream until its `end`: (id, event, data).
-async fn read_events(response: reqwest::Response) -> Vec<(Option<String>, String, Value)> {
-    use futures::StreamExt;
-    let mut stream = response.bytes_stream();
-    let (mut text, mut events) = (String::new(), Vec::new());
-    while let Some(chunk) = stream.next().await {
-        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        while let Some(end) = text.find("\n\n") {
-            let block: String = text.drain(..end + 2).collect();
-            let (mut id, mut event, mut data) = (None, "message".to_string(), String::new());
-            for line in block.lines() {
-                if let Some(value) = line.strip_prefix("id:") {
-                    id = Some(value.trim().to_string());
-                } else if let Some(value) = line.strip_prefix("event:") {
-                    event = value.trim().to_string();
-                } else if let Some(value) = line.strip_prefix("data:") {
-                    data.push_str(value.trim());
+/// One Server-Sent Event: (id, event, data).
+type SseEvent = (Option<String>, String, Value);
+
+/// A Server-Sent Events stream read one event at a time.
+struct Sse {
+    stream: futures::stream::BoxStream<'static, reqwest::Result<Vec<u8>>>,
+    text: String,
+}
+
+impl Sse {
+    fn new(response: reqwest::Response) -> Sse {
+        use futures::StreamExt;
+        Sse {
+            stream: response
+                .bytes_stream()
+                .map(|chunk| chunk.map(|bytes| bytes.to_vec()))
+                .boxed(),
+            text: String::new(),
+        }
+    }
+
+    /// The next event with data; `None` when the stream ends.
+    async fn next(&mut self) -> Option<SseEvent> {
+        use futures::StreamExt;
+        loop {
+            while let Some(end) = self.text.find("\n\n") {
+                let block: String = self.text.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, "message".to_string(), String::new());
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("id:") {
+                        id = Some(value.trim().to_string());
+                    } else if let Some(value) = line.strip_prefix("event:") {
+                        event = value.trim().to_string();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push_str(value.trim());
+                    }
+                }
+                if !data.is_empty() {
+                    let data = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                    return Some((id, event, data));
                 }
             }
-            if data.is_empty() {
-                continue;
-            }
-            let ended = event == "end";
-            let data = serde_json::from_str(&data).unwrap_or(Value::String(data));
-            events.push((id, event, data));
-            if ended {
-                return events;
-            }
+            let chunk = self.stream.next().await?.unwrap();
+            self.text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+/// The events of a Server-Sent Events stream until its `end`.
+async fn read_events(response: reqwest::Response) -> Vec<SseEvent> {
+    let mut sse = Sse::new(response);
+    let mut events = Vec::new();
+    while let Some(event) = sse.next().await {
+        let ended = event.1 == "end";
+        events.push(event);
+        if ended {
+            return events;
         }
     }
     panic!("the stream ended without an end event: {events:?}");
@@ -995,4 +1024,182 @@ async fn a_builds_log_streams_while_it_builds() {
     assert!(push
         .wait_timeout(std::time::Duration::from_secs(60))
         .is_some_and(|status| status.success()));
+}
+
+/// Reads `sse` until an event at `revision` or later; the revisions read
+/// and the changes they brought.
+async fn events_until(sse: &mut Sse, revision: i64) -> Vec<(i64, Value)> {
+    let mut read = Vec::new();
+    while let Some((id, event, data)) =
+        tokio::time::timeout(std::time::Duration::from_secs(30), sse.next())
+            .await
+            .expect("events within 30 s")
+    {
+        assert_eq!(event, "change", "{data}");
+        let id: i64 = id.expect("every event has an id").parse().unwrap();
+        assert_eq!(data["revision"], id);
+        read.push((id, data["changes"].clone()));
+        if id >= revision {
+            return read;
+        }
+    }
+    panic!("the stream ended before revision {revision}: {read:?}");
+}
+
+/// The revisions of etcd's history after `after`, up to `until`, that
+/// changed a key under `/paz/apps/<app>` for one of `apps`.
+async fn history(store: &store::Store, after: i64, until: i64, apps: &[&str]) -> Vec<i64> {
+    let mut watch = store.watch_from(&store.keys().everything(), after + 1);
+    let mut revisions = Vec::new();
+    loop {
+        let batch = watch.next_batch().await.unwrap();
+        for event in batch {
+            let (store::WatchEvent::Put { key, revision, .. }
+            | store::WatchEvent::Delete { key, revision }) = event
+            else {
+                panic!("a snapshot in the history: {event:?}");
+            };
+            let touches = apps.iter().any(|app| {
+                let dir = format!("/paz/apps/{app}");
+                key == dir || key.starts_with(&format!("{dir}/"))
+            });
+            if touches && revisions.last() != Some(&revision) {
+                revisions.push(revision);
+            }
+            if revision >= until {
+                return revisions;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_resume_from_last_event_id_each_once_in_order() {
+    let api = Api::start().await;
+    let admin = api.token("ops", "admin", &[]);
+    let deployer = api.token("ci", "deployer", &["ev-a"]);
+    let stream = |token: &str, last: Option<i64>| {
+        let mut request = api
+            .http
+            .get(api.url("/events"))
+            .bearer_auth(token)
+            .header("accept", "text/event-stream");
+        if let Some(last) = last {
+            request = request.header("last-event-id", last.to_string());
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(response.headers()["content-type"], "text/event-stream");
+            Sse::new(response)
+        }
+    };
+    let mut watching = stream(&admin, None).await;
+    let mut deployer_stream = stream(&deployer, None).await;
+    let admin = Some(admin.as_str());
+    for app in ["ev-a", "ev-b"] {
+        let (status, _, body) = api
+            .call(admin, Method::POST, "/apps", Some(json!({"name": app})))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, _, body) = api
+        .call(
+            admin,
+            Method::PATCH,
+            "/apps/ev-a/config",
+            Some(json!({"K": "1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let before_cut = api.store.revision().await.unwrap();
+    let seen = events_until(&mut watching, before_cut).await;
+    let kinds: Vec<(&str, &str)> = seen
+        .iter()
+        .flat_map(|(_, changes)| changes.as_array().unwrap())
+        .filter_map(|change| Some((change["kind"].as_str()?, change["app"].as_str()?)))
+        .collect();
+    assert!(kinds.contains(&("app", "ev-a")), "{kinds:?}");
+    assert!(kinds.contains(&("app", "ev-b")), "{kinds:?}");
+    let last = seen.last().unwrap().0;
+    drop(watching);
+
+    // Changes while the client is away.
+    for (method, path, body) in [
+        (Method::PATCH, "/apps/ev-a/config", json!({"K": "2"})),
+        (
+            Method::POST,
+            "/apps/ev-b/domains",
+            json!({"domain": "ev-b.example.com"}),
+        ),
+        (Method::PATCH, "/apps/ev-b/config", json!({"L": "1"})),
+        (Method::PATCH, "/apps/ev-a/config", json!({"K": null})),
+    ] {
+        let (status, _, answer) = api.call(admin, method, path, Some(body)).await;
+        assert!(status.is_success(), "{path}: {answer}");
+    }
+    let after_cut = api.store.revision().await.unwrap();
+    let mut resumed = stream(admin.unwrap(), Some(last)).await;
+    let missed = events_until(&mut resumed, after_cut).await;
+    let ids: Vec<i64> = missed.iter().map(|(id, _)| *id).collect();
+    assert!(
+        ids.windows(2).all(|pair| pair[0] < pair[1]) && ids[0] > last,
+        "each once, in order, after {last}: {ids:?}"
+    );
+    let about_apps: Vec<i64> = missed
+        .iter()
+        .filter(|(_, changes)| {
+            // What is kept under /paz/apps/<app>.
+            changes.as_array().unwrap().iter().any(|change| {
+                let kind = change["kind"].as_str().unwrap();
+                ["app", "release", "current", "rollout"].contains(&kind)
+            })
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(
+        about_apps,
+        history(&api.store, last, after_cut, &["ev-a", "ev-b"]).await,
+        "every change of the apps made while away, as etcd recorded them"
+    );
+
+    // The same changes as JSON, without the stream.
+    let (status, _, since) = api
+        .call(admin, Method::GET, &format!("/events?after={last}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{since}");
+    let json_ids: Vec<i64> = since["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|revision| revision["revision"].as_i64().unwrap())
+        .filter(|id| *id <= after_cut)
+        .collect();
+    assert_eq!(json_ids, ids);
+
+    // A deployer of ev-a sees ev-a's changes only.
+    let theirs = events_until(&mut deployer_stream, after_cut).await;
+    let apps: std::collections::BTreeSet<String> = theirs
+        .iter()
+        .flat_map(|(_, changes)| changes.as_array().unwrap().clone())
+        .map(|change| change["app"].as_str().unwrap_or("none").to_string())
+        .collect();
+    assert_eq!(apps, ["ev-a".to_string()].into(), "{theirs:?}");
+
+    // Bad callers and bad positions.
+    let (status, _, body) = api.call(None, Method::GET, "/events", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, _, body) = api
+        .call(
+            admin,
+            Method::GET,
+            &format!("/events?after={}", after_cut + 1000),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("is at"),
+        "{body}"
+    );
 }

@@ -80,7 +80,11 @@ impl<T> WatchEvent<T> {
 /// A running watch; dropping it stops the watch.
 #[derive(Debug)]
 pub struct Watch<T> {
-    events: mpsc::Receiver<WatchEvent<T>>,
+    /// The events of one etcd answer at a time: a transaction's changes
+    /// (one revision) are never split.
+    batches: mpsc::Receiver<Vec<WatchEvent<T>>>,
+    /// What is left of the batch being delivered one by one.
+    pending: std::collections::VecDeque<WatchEvent<T>>,
     task: JoinHandle<()>,
 }
 
@@ -90,18 +94,41 @@ impl<T> Drop for Watch<T> {
     }
 }
 
-impl<T> Stream for Watch<T> {
+impl<T: Unpin> Stream for Watch<T> {
     type Item = WatchEvent<T>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.events.poll_recv(cx)
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Poll::Ready(Some(event));
+            }
+            match self.batches.poll_recv(cx) {
+                Poll::Ready(Some(batch)) => self.pending.extend(batch),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
 impl<T> Watch<T> {
     /// The next event; `None` only if the watch task ended, which it does not by itself.
     pub async fn next_event(&mut self) -> Option<WatchEvent<T>> {
-        self.events.recv().await
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            self.pending.extend(self.batches.recv().await?);
+        }
+    }
+
+    /// The events of the next etcd answer together (never empty): every
+    /// change of one revision is in the same batch, in order.
+    pub async fn next_batch(&mut self) -> Option<Vec<WatchEvent<T>>> {
+        if !self.pending.is_empty() {
+            return Some(self.pending.drain(..).collect());
+        }
+        self.batches.recv().await
     }
 }
 
@@ -152,11 +179,15 @@ impl Store {
     }
 
     fn start_watch<T: Record>(&self, prefix: &Prefix<T>, start: Start) -> Watch<T> {
-        let (sender, events) = mpsc::channel(256);
+        let (sender, batches) = mpsc::channel(64);
         let span = tracing::info_span!("watch", prefix = prefix.as_str());
         let task =
             tokio::spawn(run_watch(self.clone(), prefix.clone(), start, sender).instrument(span));
-        Watch { events, task }
+        Watch {
+            batches,
+            pending: Default::default(),
+            task,
+        }
     }
 }
 
@@ -169,7 +200,7 @@ async fn run_watch<T: Record>(
     store: Store,
     prefix: Prefix<T>,
     start: Start,
-    sender: mpsc::Sender<WatchEvent<T>>,
+    sender: mpsc::Sender<Vec<WatchEvent<T>>>,
 ) {
     let (mut next_revision, mut snapshot_reason) = match start {
         Start::Snapshot => (0, Some(SnapshotReason::Initial)),
@@ -188,7 +219,7 @@ async fn run_watch<T: Record>(
                         revision: listing.revision,
                         reason,
                     };
-                    if sender.send(snapshot).await.is_err() {
+                    if sender.send(vec![snapshot]).await.is_err() {
                         return;
                     }
                 }
@@ -253,6 +284,7 @@ async fn run_watch<T: Record>(
                 );
                 break;
             }
+            let mut batch = Vec::with_capacity(response.events().len());
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
                 let revision = kv.mod_revision();
@@ -276,9 +308,10 @@ async fn run_watch<T: Record>(
                         },
                     },
                 };
-                if sender.send(typed).await.is_err() {
-                    return;
-                }
+                batch.push(typed);
+            }
+            if !batch.is_empty() && sender.send(batch).await.is_err() {
+                return;
             }
         }
         tokio::time::sleep(retry).await;
