@@ -14,11 +14,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures::future::BoxFuture;
+use deployer::RolloutRecord;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use store::{AppName, Key, Rollout, RolloutStatus, Step, Store};
-use tokio::sync::mpsc;
+use store::{AppName, Key, Rollout, RolloutStatus, Step};
 use verbs::{Caller, VerbError};
 
 use crate::auth::Authed;
@@ -43,6 +42,9 @@ pub(crate) struct NewRelease {
     image: Option<String>,
     /// A release to run again (`rollback`).
     release: Option<u64>,
+    /// `true`: run again the last release before the serving one that ran
+    /// (`rollback APP`).
+    previous: Option<bool>,
 }
 
 /// `{"image": ...}` deploys, `{"release": N}` rolls back.
@@ -53,13 +55,14 @@ pub(crate) async fn release(
     Input(new): Input<NewRelease>,
 ) -> Result<Response, ApiError> {
     let app = app(&name)?;
-    let (kind, verb, args) = match (new.image, new.release) {
-        (Some(image), None) if !image.starts_with('-') => {
+    let (kind, verb, args) = match (new.image, new.release, new.previous) {
+        (Some(image), None, None) if !image.starts_with('-') => {
             ("deploy", "deploy", vec![app.to_string(), image])
         }
-        (None, Some(n)) => ("rollback", "rollback", vec![app.to_string(), n.to_string()]),
+        (None, Some(n), None) => ("rollback", "rollback", vec![app.to_string(), n.to_string()]),
+        (None, None, Some(true)) => ("rollback", "rollback", vec![app.to_string()]),
         _ => return Err(ApiError::invalid(
-            "give {\"image\": \"REPO:TAG\"} to deploy an image or {\"release\": N} to roll back",
+            "give {\"image\": \"REPO:TAG\"} to deploy an image, {\"release\": N} to roll back to release N, or {\"previous\": true} to roll back to the one before",
         )),
     };
     begin(&state, caller, app, kind, verb, args).await
@@ -77,6 +80,7 @@ async fn restart(
 
 /// Records a rollout and runs `verb` in a task of its own (a client that
 /// goes away does not stop it); answers 202 with the record's `Location`.
+/// The verb writes its steps to that record.
 async fn begin(
     state: &ApiState,
     caller: Caller,
@@ -96,152 +100,38 @@ async fn begin(
             "app `{app}` does not exist: create it with POST /api/v1/apps"
         )));
     }
-    let rollouts = state.context.rollouts.clone().ok_or_else(|| {
-        ApiError::invalid("no deployer runs with this server: use paz up or paz server")
-    })?;
-    let now = state.context.clock.now();
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis());
-    let id = format!("{millis}-{}", hex::encode(rand::random::<[u8; 3]>()));
-    let record = Rollout {
-        id: id.clone(),
-        app: app.clone(),
-        kind: kind.to_string(),
-        by: caller.name.clone(),
-        started_at: now,
-        finished_at: None,
-        release: None,
-        status: RolloutStatus::Running,
-        steps: Vec::new(),
-        error: None,
-    };
-    let key = store.keys().rollout(&app, &id)?;
-    store
-        .create(&key, &record)
+    if state.context.rollouts.is_none() {
+        return Err(ApiError::invalid(
+            "no deployer runs with this server: use paz up or paz server",
+        ));
+    }
+    let clock = state.context.clock;
+    let (written, record) = RolloutRecord::begin(&store, clock, &app, kind, &caller.name)
         .await
         .map_err(|error| ApiError::from(VerbError::from(error)))?;
     let mut context = state.context.clone();
-    context.rollouts = Some(Arc::new(Recorded {
-        inner: rollouts,
-        store: store.clone(),
-        key: key.clone(),
-    }));
+    context.rollout_record = Some(written.key().clone());
     tokio::spawn(async move {
         let result = verbs::run(&context, &caller, verb, &args, b"").await;
-        finish(&store, &key, result, context.clock.now()).await;
+        // A verb refused before its rollout began (a bad image, a release
+        // that failed) ends the record here; one that rolled out ended it.
+        let release = result
+            .as_ref()
+            .ok()
+            .and_then(|outcome| outcome.json["release"].as_u64());
+        let error = result.err().map(|error| match error {
+            VerbError::Rollout { error, .. } => error.to_string(),
+            error => error.to_string(),
+        });
+        written.finish(release, error).await;
     });
-    let location = format!("/api/v1/apps/{app}/rollouts/{id}");
+    let location = format!("/api/v1/apps/{app}/rollouts/{}", record.id);
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
         Json(record),
     )
         .into_response())
-}
-
-/// Writes how the rollout ended.
-async fn finish(
-    store: &Store,
-    key: &Key<Rollout>,
-    result: Result<verbs::Outcome, VerbError>,
-    now: u64,
-) {
-    let ended = |record: &mut Rollout| {
-        record.finished_at = Some(now);
-        match &result {
-            Ok(outcome) => {
-                record.status = RolloutStatus::Succeeded;
-                if let Some(n) = outcome.json["release"].as_u64() {
-                    record.release = Some(n);
-                }
-            }
-            Err(error) => {
-                record.status = RolloutStatus::Failed;
-                // A failed rollout's steps are in the record already.
-                let reason = match error {
-                    VerbError::Rollout { error, .. } => error.to_string(),
-                    error => error.to_string(),
-                };
-                record.error = Some(reason);
-            }
-        }
-        Ok::<(), store::StoreError>(())
-    };
-    if let Err(error) = store.update_with(key, ended).await {
-        tracing::warn!(key = %key, %error, "cannot record how a rollout ended");
-    }
-}
-
-/// The deployer, with each step also appended to the rollout's record.
-#[derive(Debug)]
-struct Recorded {
-    inner: Arc<dyn verbs::Rollouts>,
-    store: Store,
-    key: Key<Rollout>,
-}
-
-impl Recorded {
-    /// A channel for the deployer's steps: each is written to the record,
-    /// then passed on to `report`; the task ends when the deployer is done.
-    fn tee(
-        &self,
-        release: Option<u64>,
-        report: mpsc::Sender<Step>,
-    ) -> (mpsc::Sender<Step>, tokio::task::JoinHandle<()>) {
-        let (steps, mut received) = mpsc::channel::<Step>(64);
-        let (store, key) = (self.store.clone(), self.key.clone());
-        let task = tokio::spawn(async move {
-            while let Some(step) = received.recv().await {
-                let noted = step.clone();
-                let append = |record: &mut Rollout| {
-                    record.steps.push(noted.clone());
-                    record.release = record.release.or(release);
-                    Ok::<(), store::StoreError>(())
-                };
-                if let Err(error) = store.update_with(&key, append).await {
-                    tracing::warn!(key = %key, %error, "cannot record a rollout's step");
-                }
-                let _ = report.send(step).await;
-            }
-        });
-        (steps, task)
-    }
-}
-
-type Done = BoxFuture<'static, Result<(), deployer::DeployError>>;
-
-impl verbs::Rollouts for Recorded {
-    fn roll_out(&self, app: AppName, n: u64, report: mpsc::Sender<Step>) -> Done {
-        let (steps, written) = self.tee(Some(n), report);
-        let inner = self.inner.roll_out(app, n, steps);
-        Box::pin(async move {
-            let result = inner.await;
-            let _ = written.await;
-            result
-        })
-    }
-
-    fn restart(&self, app: AppName, report: mpsc::Sender<Step>) -> Done {
-        let (steps, written) = self.tee(None, report);
-        let inner = self.inner.restart(app, steps);
-        Box::pin(async move {
-            let result = inner.await;
-            let _ = written.await;
-            result
-        })
-    }
-
-    fn resolve_image(
-        &self,
-        reference: String,
-    ) -> BoxFuture<'static, Result<store::ResolvedImage, deployer::DeployError>> {
-        self.inner.resolve_image(reference)
-    }
-
-    fn image_owner(&self, reference: &str) -> Option<AppName> {
-        self.inner.image_owner(reference)
-    }
 }
 
 /// The rollout record `id` of `app`, if `caller` may use the app.

@@ -464,10 +464,13 @@ impl ImageFollower {
             }
         });
         info!(app = %app.name, %image, n, "deploying a followed image");
-        if let Err(reason) = self.deployer.roll_out(&app.name, n, &steps).await {
+        let recorded = self
+            .deployer
+            .roll_out_recorded(&app.name, n, ("follow", &event.by), steps)
+            .await;
+        if let Err(reason) = recorded {
             warn!(app = %app.name, %reason, "the followed image's deploy failed");
         }
-        drop(steps);
         let _ = log.await;
     }
 

@@ -7,11 +7,13 @@
 mod error;
 pub mod follow;
 pub mod placement;
+mod record;
 pub mod rollout;
 pub mod scheduler;
 
 pub use error::DeployError;
 pub use follow::{FollowConfig, ImageFollower};
+pub use record::RolloutRecord;
 pub use rollout::{DeployConfig, Deployer, ReleasePhase};
 pub use scheduler::{Scheduler, SchedulerConfig};
 pub use store::Step;

@@ -137,6 +137,27 @@ impl Deployer {
         self
     }
 
+    /// Rolls release `n` of `app` out as [`Deployer::roll_out`] does, with
+    /// a record of its own (`kind`: what started it, `by`: who) that its
+    /// steps are written to.
+    pub async fn roll_out_recorded(
+        &self,
+        app: &AppName,
+        n: u64,
+        (kind, by): (&str, &str),
+        report: mpsc::Sender<Step>,
+    ) -> Result<()> {
+        let (record, _) =
+            crate::RolloutRecord::begin(&self.store, support::Clock::System, app, kind, by).await?;
+        let deployer = self.clone();
+        let app = app.clone();
+        record
+            .run(Some(n), report, move |steps| async move {
+                deployer.roll_out(&app, n, &steps).await
+            })
+            .await
+    }
+
     /// Rolls release `n` of `app` out, reporting each step on `report`.
     pub async fn roll_out(&self, app: &AppName, n: u64, report: &mpsc::Sender<Step>) -> Result<()> {
         let _held = self.hold(app, report).await?;

@@ -125,6 +125,7 @@ impl Gitd {
                 rollouts: config.rollouts.clone(),
                 hooks: config.hooks.clone(),
                 clock: verbs::Clock::System,
+                rollout_record: None,
             },
             deploy,
             config.hook_program.clone(),

@@ -2,11 +2,13 @@
 //! names, arguments and output of `ssh paz@HOST VERB ARGS`; `paz login URL`
 //! keeps the API's URL and a token in `~/.config/paz/credentials`.
 //!
-//! A verb's APP may be left out in a git checkout whose `paz` remote names
-//! the app, or given as `-a APP`: the client puts it first, unless the first
-//! argument already is that app.
+//! A verb's APP may be given as `-a APP`, or left out in a git checkout
+//! whose `paz` remote names the app: the client puts it first, unless the
+//! first argument is already an app name and the verb's other required
+//! arguments are there too (`paz releases` in a checkout of `shop` is
+//! `releases shop`; `paz releases other` stays as it is).
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -15,9 +17,9 @@ use serde_json::{json, Value};
 
 /// Where the API is and who calls it.
 #[derive(Debug, Serialize, Deserialize)]
-struct Credentials {
-    url: String,
-    token: String,
+pub(crate) struct Credentials {
+    pub(crate) url: String,
+    pub(crate) token: String,
 }
 
 /// `~/.config/paz/credentials` (or under `$XDG_CONFIG_HOME`).
@@ -63,11 +65,9 @@ pub(crate) async fn login(url: &str) -> anyhow::Result<()> {
     }
     let stdin = std::io::stdin();
     let token = if stdin.is_terminal() {
-        eprint!("token (tokens:create prints it): ");
-        std::io::stderr().flush()?;
-        let mut line = String::new();
-        stdin.read_line(&mut line)?;
-        line
+        // Not echoed: a token is a password.
+        rpassword::prompt_password("token (tokens:create prints it): ")
+            .context("cannot read the token from the terminal")?
     } else {
         let mut text = String::new();
         stdin.lock().read_to_string(&mut text)?;
@@ -148,35 +148,69 @@ fn app_of_checkout() -> Option<String> {
     store::AppName::new(app).ok().map(|app| app.to_string())
 }
 
-/// `paz VERB ARGS`: `-a APP` and `--json` are the client's, the rest the verb's.
+/// Whether the app of the checkout goes first in `args` of a verb whose
+/// `usage` has APP first: unless `args` already begin with an app name and
+/// have every required argument.
+fn needs_app(usage: &str, args: &[String]) -> bool {
+    let required = usage
+        .split_whitespace()
+        .skip(1)
+        .filter(|word| !word.starts_with('['))
+        .count();
+    let named = args
+        .first()
+        .is_some_and(|first| store::AppName::new(first).is_ok());
+    !named || args.len() < required
+}
+
+/// `paz VERB ARGS`: `-a APP`, `--json` and (for `builds:log`) `-f` are the
+/// client's, the rest the verb's.
 pub(crate) async fn run(words: Vec<String>) -> anyhow::Result<()> {
     let mut words = words.into_iter();
     let verb = words
         .next()
         .context("no verb given: run paz verbs to list them")?;
-    let (mut args, mut app, mut as_json) = (Vec::new(), None, false);
+    let (mut args, mut app, mut as_json, mut follow) = (Vec::new(), None, false, false);
     while let Some(word) = words.next() {
         match word.as_str() {
             "-a" | "--app" => app = Some(words.next().context("-a takes an app name")?),
             "--json" => as_json = true,
+            "-f" | "--follow" if verb == "builds:log" => follow = true,
             _ => args.push(word),
         }
     }
-    let takes_app =
-        verbs::find(&verb).is_some_and(|spec| spec.usage.split_whitespace().nth(1) == Some("APP"));
-    if let Some(app) = app.or_else(|| takes_app.then(app_of_checkout).flatten()) {
-        if takes_app && args.first() != Some(&app) {
-            args.insert(0, app);
+    let spec = verbs::find(&verb);
+    let usage = spec.map_or("", |spec| spec.usage);
+    let takes_app = usage.split_whitespace().nth(1) == Some("APP");
+    if takes_app {
+        match app {
+            Some(app) => args.insert(0, app),
+            None => {
+                if let Some(app) = app_of_checkout().filter(|_| needs_app(usage, &args)) {
+                    args.insert(0, app);
+                }
+            }
+        }
+    } else if let Some(app) = app {
+        bail!("{verb} takes no app (its usage: {usage}): leave -a {app} out");
+    }
+    let credentials = credentials()?;
+    if follow {
+        return crate::progress::follow_build(&credentials, &args).await;
+    }
+    if !as_json {
+        if let Some(start) = crate::progress::rollout_of(&verb, &args) {
+            return crate::progress::follow_rollout(&credentials, start).await;
         }
     }
-    let stdin = if verbs::find(&verb).is_some_and(|spec| spec.reads_stdin) {
+    let stdin = if spec.is_some_and(|spec| spec.reads_stdin) {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text)?;
         text
     } else {
         String::new()
     };
-    let answer = call(&credentials()?, &verb, &args, &stdin).await?;
+    let answer = call(&credentials, &verb, &args, &stdin).await?;
     let text = if as_json {
         serde_json::to_string_pretty(&answer["json"])?
     } else {
@@ -186,4 +220,30 @@ pub(crate) async fn run(words: Vec<String>) -> anyhow::Result<()> {
         println!("{text}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checkouts_app_goes_first_unless_one_is_named() {
+        let needs = |usage, args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            needs_app(usage, &args)
+        };
+        assert!(needs("releases APP", &[]));
+        assert!(!needs("releases APP", &["other"]));
+        assert!(needs("config:set APP K=V...", &["GREETING=hi"]));
+        assert!(!needs("config:set APP K=V...", &["other", "GREETING=hi"]));
+        assert!(needs("domains:add APP DOMAIN", &["example.com"]));
+        assert!(
+            needs("domains:add APP DOMAIN", &["shop"]),
+            "one argument is the domain"
+        );
+        assert!(needs("rollback APP [N]", &["3"]));
+        assert!(needs("ps:scale APP [web=N] [worker=M]", &["web=2"]));
+        assert!(needs("deploy APP IMAGE", &["busybox"]));
+        assert!(!needs("deploy APP IMAGE", &["other", "busybox"]));
+    }
 }

@@ -26,6 +26,7 @@ impl DeployHandler for BuildAndRelease {
                 }
             });
             let app = push.app.clone();
+            let by = push.pusher.name.clone();
             let request = BuildRequest {
                 app: push.app,
                 git_sha: push.new_sha,
@@ -41,7 +42,7 @@ impl DeployHandler for BuildAndRelease {
                     let steps = as_lines(lines.clone());
                     tokio::spawn(async move {
                         deployer
-                            .roll_out(&app, built.release, &steps)
+                            .roll_out_recorded(&app, built.release, ("push", &by), steps)
                             .await
                             .map_err(|error| error.to_string())
                     })

@@ -31,6 +31,7 @@ pub(crate) async fn add(flags: KeysAddFlags) -> anyhow::Result<()> {
             rollouts: None,
             hooks: None,
             clock: verbs::Clock::System,
+            rollout_record: None,
         },
         &key,
     )

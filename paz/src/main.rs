@@ -11,6 +11,7 @@ mod deploy;
 mod descriptors;
 mod images;
 mod keys;
+mod progress;
 mod roles;
 mod up;
 

@@ -161,6 +161,7 @@ async fn run_roles(
         rollouts: Some(rollouts),
         hooks: Some(hook_key.clone()),
         clock: verbs::Clock::System,
+        rollout_record: None,
     };
     let gitd = gitd::Gitd::new(
         gitd_config,

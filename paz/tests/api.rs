@@ -807,10 +807,26 @@ async fn a_deploy_over_the_api_is_a_rollout_whose_steps_stream_as_they_happen() 
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let (_, _, none) = api
+    // The push's rollout has its record too; a refused request starts none.
+    let (_, _, pushed) = api
         .call(admin, Method::GET, "/apps/rolled/rollouts", None)
         .await;
-    assert_eq!(none, json!([]), "a refused request starts no rollout");
+    let pushed = pushed.as_array().unwrap();
+    assert_eq!(pushed.len(), 1, "{pushed:?}");
+    assert_eq!(
+        (
+            &pushed[0]["kind"],
+            &pushed[0]["by"],
+            &pushed[0]["status"],
+            &pushed[0]["release"]
+        ),
+        (
+            &json!("push"),
+            &json!("admin"),
+            &json!("succeeded"),
+            &json!(1)
+        )
+    );
 
     // v2, the same image by the API: 202, then its steps live.
     let (status, headers, started) = api
@@ -924,7 +940,13 @@ async fn a_deploy_over_the_api_is_a_rollout_whose_steps_stream_as_they_happen() 
     let (_, _, all) = api
         .call(admin, Method::GET, "/apps/rolled/rollouts", None)
         .await;
-    assert_eq!(all.as_array().unwrap().len(), 2);
+    let kinds: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|record| record["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["push", "deploy", "rollback"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1096,6 +1118,7 @@ async fn events_resume_from_last_event_id_each_once_in_order() {
     };
     let mut watching = stream(&admin, None).await;
     let mut deployer_stream = stream(&deployer, None).await;
+    let admin_secret = admin.clone();
     let admin = Some(admin.as_str());
     for app in ["ev-a", "ev-b"] {
         let (status, _, body) = api
@@ -1139,7 +1162,7 @@ async fn events_resume_from_last_event_id_each_once_in_order() {
         assert!(status.is_success(), "{path}: {answer}");
     }
     let after_cut = api.store.revision().await.unwrap();
-    let mut resumed = stream(admin.unwrap(), Some(last)).await;
+    let mut resumed = stream(&admin_secret, Some(last)).await;
     let missed = events_until(&mut resumed, after_cut).await;
     let ids: Vec<i64> = missed.iter().map(|(id, _)| *id).collect();
     assert!(

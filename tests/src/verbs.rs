@@ -10,6 +10,7 @@ pub fn admin_verbs(store: &store::Store) -> (verbs::Context, verbs::Caller, temp
         rollouts: None,
         hooks: None,
         clock: verbs::Clock::System,
+        rollout_record: None,
     };
     let admin = verbs::Caller {
         name: "admin".into(),

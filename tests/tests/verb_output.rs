@@ -192,6 +192,7 @@ async fn fixed(test: &str) -> Verbs {
         })),
         hooks: None,
         clock: Clock::Fixed(NOW),
+        rollout_record: None,
     };
     let admin = Caller {
         name: "ana".into(),
@@ -639,6 +640,10 @@ async fn releases_rollouts_and_instances() {
           "release": 1,
           "steps": [
             {
+              "step": "note",
+              "text": "demo:1 is demo@sha256:abababababababababababababababababababababababababababababababab"
+            },
+            {
               "instance": "demo-v1-web-1",
               "machine": "8c1f2a9e77d14b6f9a0e5d3c2b1a0f9e",
               "step": "placed"
@@ -665,10 +670,11 @@ async fn releases_rollouts_and_instances() {
         .check(
             "deploy demo broken:1",
             expect![[r#"
-        error: -----> Starting demo-v2-web-1 on machine 8c1f2a9e
-               demo-v2-web-1 started
-        demo-v2-web-1 failed: exit code 1
-    "#]],
+                error: -----> broken:1 is broken@sha256:abababababababababababababababababababababababababababababababab
+                -----> Starting demo-v2-web-1 on machine 8c1f2a9e
+                       demo-v2-web-1 started
+                demo-v2-web-1 failed: exit code 1
+            "#]],
         )
         .await;
     verbs
@@ -687,6 +693,33 @@ async fn releases_rollouts_and_instances() {
     "#]],
         )
         .await;
+    // Each rollout a verb made has its record: kind, who, how it ended, steps.
+    let store = &verbs.context.store;
+    let demo = store::AppName::new("demo").unwrap();
+    let records = store.list(&store.keys().rollouts(&demo)).await.unwrap();
+    let summary: Vec<String> = records
+        .entries
+        .iter()
+        .map(|entry| {
+            let r = &entry.value;
+            format!(
+                "{} by {} v{:?} {:?} {} steps, error {:?}",
+                r.kind,
+                r.by,
+                r.release,
+                r.status,
+                r.steps.len(),
+                r.error
+            )
+        })
+        .collect();
+    expect![[r#"
+        [
+            "deploy by ana vSome(1) Succeeded 5 steps, error None",
+            "deploy by ana vSome(2) Failed 3 steps, error Some(\"demo-v2-web-1 failed: exit code 1\")",
+            "config by ana vSome(3) Succeeded 4 steps, error None",
+        ]
+    "#]].assert_debug_eq(&summary);
     verbs.check("releases demo", expect![[r#"
         v3    current    config   ana          2026-12-01T10:00:00Z  demo@sha256:abababababababababababababababababababababababababababababababab (from demo:1)
         v2    failed     image    ana          2026-12-01T10:00:00Z  broken@sha256:abababababababababababababababababababababababababababababababab (from broken:1)

@@ -8,7 +8,7 @@ use store::AppName;
 use crate::apps::{load, update};
 use crate::args::Args;
 use crate::cluster::{unit_rows, UnitRow};
-use crate::releases::{collect_steps, current, roll_out, RolloutReport};
+use crate::releases::{collect_steps, current, roll_out, Job, RolloutReport};
 use crate::{Caller, Context, VerbError};
 
 /// An app's instances (`ps`).
@@ -147,7 +147,16 @@ pub(crate) async fn scale(
     .await?;
     match current(context, &app).await? {
         // The current release again: instances are added or removed, nothing restarts.
-        Some(n) => Ok(Scaled::Rolled(roll_out(rollouts, &app, n).await?)),
+        Some(n) => {
+            let job = Job {
+                context,
+                caller,
+                kind: "scale",
+                app: &app,
+                n,
+            };
+            Ok(Scaled::Rolled(roll_out(rollouts, job, None).await?))
+        }
         None => Ok(Scaled::Saved { app, web, worker }),
     }
 }
@@ -161,6 +170,13 @@ pub(crate) async fn restart(
     let rollouts = context.rollouts()?.clone();
     let (app, _) = load(context, caller, &name).await?;
     let n = current(context, &app).await?.unwrap_or_default();
+    let job = Job {
+        context,
+        caller,
+        kind: "restart",
+        app: &app,
+        n,
+    };
     let app2 = app.clone();
-    collect_steps(&app, n, move |steps| rollouts.restart(app2, steps)).await
+    collect_steps(job, None, move |steps| rollouts.restart(app2, steps)).await
 }

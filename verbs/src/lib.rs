@@ -39,7 +39,7 @@ pub use health::HealthCheck;
 pub use instances::{Instances, Scaled};
 pub use keys::{KeyChange, KeyList};
 pub use ports::PortChange;
-pub use releases::{ConfigChange, ReleaseList, RolloutReport};
+pub use releases::{pinned_note, ConfigChange, ReleaseList, RolloutReport};
 pub use tokens::{NewToken, Revoked, TokenList, TokenRow};
 
 /// What verbs work on.
@@ -55,6 +55,9 @@ pub struct Context {
     pub hooks: Option<std::sync::Arc<store::HookKey>>,
     /// What "now" is for records and ages (fixed in snapshot tests).
     pub clock: Clock,
+    /// The record the rollout of this call writes, made already (the API
+    /// makes it to answer 202 before the verb runs); `None`: a new one.
+    pub rollout_record: Option<store::Key<store::Rollout>>,
 }
 
 /// Rolls a recorded release out, sending each step as a line; the handle

@@ -129,21 +129,20 @@ fn image_of(release: &Release) -> ResolvedImage {
 pub struct RolloutReport {
     pub app: AppName,
     pub release: u64,
-    /// What the verb said before the rollout began (the digest an image's tag named).
-    #[serde(skip)]
-    pub preface: Option<String>,
+    /// Its steps, the first being what the verb said before the rollout
+    /// began (the digest an image's tag named), if anything.
     pub steps: Vec<Step>,
 }
 
 impl std::fmt::Display for RolloutReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let lines = self.preface.iter().cloned();
-        let lines = lines.chain(self.steps.iter().map(Step::to_string));
-        crate::lines_or(f, lines, "")
+        crate::lines_or(f, self.steps.iter().map(Step::to_string), "")
     }
 }
 
-/// Records a release of `image` with `env` and rolls it out.
+/// Records a release of `image` with `env` and rolls it out; `first` is
+/// said before the rollout's steps.
+#[allow(clippy::too_many_arguments)]
 async fn release_and_roll_out(
     context: &Context,
     caller: &Caller,
@@ -152,6 +151,7 @@ async fn release_and_roll_out(
     env: BTreeMap<String, String>,
     from: Option<&Release>,
     cause: ReleaseCause,
+    first: Option<Step>,
 ) -> Result<RolloutReport, VerbError> {
     let rollouts = context.rollouts()?;
     let release = NewRelease {
@@ -165,28 +165,71 @@ async fn release_and_roll_out(
         release_command: from.and_then(|r| r.release_command.clone()),
     };
     let n = context.store.create_release(app, release).await?;
-    roll_out(rollouts, app, n).await
+    let kind = match cause {
+        ReleaseCause::Push => "push",
+        ReleaseCause::Image => "deploy",
+        ReleaseCause::Rollback => "rollback",
+        ReleaseCause::Config => "config",
+        ReleaseCause::Scale => "scale",
+    };
+    let job = Job {
+        context,
+        caller,
+        kind,
+        app,
+        n,
+    };
+    roll_out(rollouts, job, first).await
+}
+
+/// A rollout a verb starts: what for, by whom, of which release.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Job<'a> {
+    pub(crate) context: &'a Context,
+    pub(crate) caller: &'a Caller,
+    /// What started it (`deploy`, `rollback`, `config`, `scale`, `restart`).
+    pub(crate) kind: &'static str,
+    pub(crate) app: &'a AppName,
+    pub(crate) n: u64,
 }
 
 /// Rolls release `n` out, collecting its steps.
 pub(crate) async fn roll_out(
     rollouts: &std::sync::Arc<dyn crate::Rollouts>,
-    app: &AppName,
-    n: u64,
+    job: Job<'_>,
+    first: Option<Step>,
 ) -> Result<RolloutReport, VerbError> {
-    let (rollouts, app2) = (rollouts.clone(), app.clone());
-    collect_steps(app, n, move |steps| rollouts.roll_out(app2, n, steps)).await
+    let (rollouts, app, n) = (rollouts.clone(), job.app.clone(), job.n);
+    collect_steps(job, first, move |steps| rollouts.roll_out(app, n, steps)).await
 }
 
-/// Runs a deployer job, collecting its steps as the verb's report.
+/// Runs a deployer job, its steps (after `first`) written to its rollout's
+/// record as they come and collected as the verb's report. The record is
+/// the one the context names (the API makes it before its 202), else new.
 pub(crate) async fn collect_steps<F>(
-    app: &AppName,
-    n: u64,
-    job: impl FnOnce(tokio::sync::mpsc::Sender<Step>) -> F,
+    job: Job<'_>,
+    first: Option<Step>,
+    run: impl FnOnce(tokio::sync::mpsc::Sender<Step>) -> F,
 ) -> Result<RolloutReport, VerbError>
 where
     F: std::future::Future<Output = Result<(), deployer::DeployError>>,
 {
+    let Job {
+        context,
+        caller,
+        kind,
+        app,
+        n,
+    } = job;
+    let store = &context.store;
+    let record = match &context.rollout_record {
+        Some(key) => deployer::RolloutRecord::at(store, context.clock, key.clone()),
+        None => {
+            deployer::RolloutRecord::begin(store, context.clock, app, kind, &caller.name)
+                .await?
+                .0
+        }
+    };
     let (steps, mut received) = tokio::sync::mpsc::channel(64);
     let collect = tokio::spawn(async move {
         let mut all = Vec::new();
@@ -195,13 +238,16 @@ where
         }
         all
     });
-    let result = job(steps).await;
+    if let Some(first) = first {
+        record.append(&first, Some(n)).await;
+        let _ = steps.send(first).await;
+    }
+    let result = record.run(Some(n), steps, run).await;
     let steps = collect.await.unwrap_or_default();
     match result {
         Ok(()) => Ok(RolloutReport {
             app: app.clone(),
             release: n,
-            preface: None,
             steps,
         }),
         Err(error) => Err(VerbError::Rollout { steps, error }),
@@ -257,6 +303,7 @@ pub(crate) async fn after_config_change(
                 app.env.clone(),
                 Some(&serving),
                 ReleaseCause::Config,
+                None,
             )
             .await?,
         ),
@@ -291,10 +338,9 @@ pub(crate) async fn deploy(
             deployer::DeployError::Store(error) => VerbError::Store(error),
             error => VerbError::Invalid(format!("cannot deploy {image}: {error}")),
         })?;
-    let preface =
-        (resolved.image != image).then(|| format!("-----> {image} is {}", resolved.image));
+    let pinned = pinned_note(&image, &resolved);
     // Another image: nothing of the last release's Procfile applies to it.
-    let mut rolled = release_and_roll_out(
+    release_and_roll_out(
         context,
         caller,
         &app,
@@ -302,10 +348,17 @@ pub(crate) async fn deploy(
         record.value.env.clone(),
         None,
         ReleaseCause::Image,
+        pinned,
     )
-    .await?;
-    rolled.preface = preface;
-    Ok(rolled)
+    .await
+}
+
+/// What a deploy says first when the image it was given is pinned to
+/// another reference (a tag to its digest).
+pub fn pinned_note(image: &str, resolved: &ResolvedImage) -> Option<Step> {
+    (resolved.image != image).then(|| Step::Note {
+        text: format!("{image} is {}", resolved.image),
+    })
 }
 
 pub(crate) async fn rollback(
@@ -355,6 +408,7 @@ pub(crate) async fn rollback(
         target.env.clone(),
         Some(&target),
         ReleaseCause::Rollback,
+        None,
     )
     .await
 }
