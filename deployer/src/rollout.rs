@@ -734,6 +734,13 @@ impl Deployer {
                         if let Some(error) = broken(unit, &state) {
                             return Err(error);
                         }
+                        // The placement's own watch may tell it later: the
+                        // agent's report says where, and placing comes first.
+                        if !waited.placed {
+                            waited.placed = true;
+                            let (instance, machine) = (Step::instance(unit), state.machine.clone());
+                            say(report, Step::Placed { instance, machine }).await;
+                        }
                         if state.pulling && !waited.pulling {
                             waited.pulling = true;
                             let instance = Step::instance(unit);

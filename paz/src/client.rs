@@ -6,7 +6,8 @@
 //! whose `paz` remote names the app: the client puts it first, unless the
 //! first argument is already an app name and the verb's other required
 //! arguments are there too (`paz releases` in a checkout of `shop` is
-//! `releases shop`; `paz releases other` stays as it is).
+//! `releases shop`; `paz releases other` stays as it is if `other` is an
+//! app; `paz rollback v3` is `rollback shop v3` unless an app is named v3).
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -163,6 +164,14 @@ fn needs_app(usage: &str, args: &[String]) -> bool {
     !named || args.len() < required
 }
 
+/// Whether `name` is an app the caller can see.
+async fn is_an_app(credentials: &Credentials, name: &str) -> anyhow::Result<bool> {
+    let listed = call(credentials, "apps:list", &[], "").await?;
+    Ok(listed["json"]
+        .as_array()
+        .is_some_and(|apps| apps.iter().any(|app| app == name)))
+}
+
 /// `paz VERB ARGS`: `-a APP`, `--json` and (for `builds:log`) `-f` are the
 /// client's, the rest the verb's.
 pub(crate) async fn run(words: Vec<String>) -> anyhow::Result<()> {
@@ -179,6 +188,7 @@ pub(crate) async fn run(words: Vec<String>) -> anyhow::Result<()> {
             _ => args.push(word),
         }
     }
+    let credentials = credentials()?;
     let spec = verbs::find(&verb);
     let usage = spec.map_or("", |spec| spec.usage);
     let takes_app = usage.split_whitespace().nth(1) == Some("APP");
@@ -186,15 +196,17 @@ pub(crate) async fn run(words: Vec<String>) -> anyhow::Result<()> {
         match app {
             Some(app) => args.insert(0, app),
             None => {
-                if let Some(app) = app_of_checkout().filter(|_| needs_app(usage, &args)) {
-                    args.insert(0, app);
+                if let Some(app) = app_of_checkout() {
+                    // `rollback v3`: v3 could be an app; it is one if it is listed.
+                    if needs_app(usage, &args) || !is_an_app(&credentials, &args[0]).await? {
+                        args.insert(0, app);
+                    }
                 }
             }
         }
     } else if let Some(app) = app {
         bail!("{verb} takes no app (its usage: {usage}): leave -a {app} out");
     }
-    let credentials = credentials()?;
     if follow {
         return crate::progress::follow_build(&credentials, &args).await;
     }

@@ -14,6 +14,9 @@ use tests::SshIdentity;
 
 struct Api {
     running: Running,
+    /// After `running` (fields drop in order): this paz up's containers go
+    /// once its agent, which would start them again, has stopped.
+    _cleanup: tests::DockerCleanup,
     admin_key: SshIdentity,
     data: tempfile::TempDir,
     http: reqwest::Client,
@@ -36,8 +39,12 @@ impl Api {
             &[],
         );
         let store = running.store("/paz").await;
+        let mut cleanup = tests::DockerCleanup::new("api");
+        let machine = agent::machine_id(&data.path().join("paz")).unwrap();
+        cleanup.track_label(&format!("paz.machine={machine}"));
         Api {
             running,
+            _cleanup: cleanup,
             admin_key,
             data,
             http: reqwest::Client::new(),
@@ -87,14 +94,6 @@ impl Api {
         let text = response.text().await.unwrap();
         let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, headers, value)
-    }
-
-    /// Tracks what this paz up's agent runs, to go with the test.
-    fn cleanup(&self, test: &str) -> tests::DockerCleanup {
-        let mut cleanup = tests::DockerCleanup::new(test);
-        let machine = agent::machine_id(&self.data.path().join("paz")).unwrap();
-        cleanup.track_label(&format!("paz.machine={machine}"));
-        cleanup
     }
 
     /// A committed work tree of a web app on `base` whose page says `say`,
@@ -766,7 +765,6 @@ async fn a_deploy_over_the_api_is_a_rollout_whose_steps_stream_as_they_happen() 
     let docker = tests::docker().await;
     let base = tests::busybox_image(&docker).await;
     let api = Api::start().await;
-    let _cleanup = api.cleanup("api-rollouts");
     let secret = api.token("ops", "admin", &[]);
     let admin = Some(secret.as_str());
     let other = api.token("other", "deployer", &["elsewhere"]);
@@ -949,105 +947,6 @@ async fn a_deploy_over_the_api_is_a_rollout_whose_steps_stream_as_they_happen() 
     assert_eq!(kinds, ["push", "deploy", "rollback"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_builds_log_streams_while_it_builds() {
-    let docker = tests::docker().await;
-    let base = tests::busybox_image(&docker).await;
-    let api = Api::start().await;
-    let _cleanup = api.cleanup("api-build-log");
-    let secret = api.token("ops", "admin", &[]);
-    let admin = Some(secret.as_str());
-    let (status, _, _) = api
-        .call(
-            admin,
-            Method::POST,
-            "/apps",
-            Some(json!({"name": "slowbuild"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
-    let slow = Some("sleep 4 && echo slow step done");
-    let (_tree, mut push) = api.app_tree(base, "slowbuild", "slow", slow);
-    let mut push = tests::ChildGuard::spawn(
-        push.stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
-    );
-    let id = tests::eventually(
-        "the build to start",
-        std::time::Duration::from_secs(30),
-        async || {
-            let (_, _, builds) = api
-                .call(admin, Method::GET, "/apps/slowbuild/builds", None)
-                .await;
-            builds[0]["id"].as_str().map(str::to_string)
-        },
-    )
-    .await;
-    let log = api.url(&format!("/apps/slowbuild/builds/{id}/log"));
-    let response = api
-        .http
-        .get(&log)
-        .bearer_auth(&secret)
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    // The first line arrives while the build still runs.
-    use futures::StreamExt;
-    let mut stream = response.bytes_stream();
-    let first = stream.next().await.unwrap().unwrap();
-    assert!(
-        String::from_utf8_lossy(&first).contains("event: line"),
-        "{first:?}"
-    );
-    let (_, _, build) = api
-        .call(
-            admin,
-            Method::GET,
-            &format!("/apps/slowbuild/builds/{id}"),
-            None,
-        )
-        .await;
-    assert_eq!(build["build"]["status"], "running", "{build}");
-    drop(stream);
-    let events = read_events(
-        api.http
-            .get(&log)
-            .bearer_auth(&secret)
-            .header("accept", "text/event-stream")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let (lines, end) = events.split_at(events.len() - 1);
-    let texts: Vec<String> = lines.iter().map(|(_, _, data)| data.to_string()).collect();
-    assert!(
-        texts.iter().any(|line| line.contains("slow step done")),
-        "{texts:?}"
-    );
-    assert_eq!(end[0].2["status"], "succeeded", "{end:?}");
-    let ids: Vec<String> = lines.iter().filter_map(|(id, _, _)| id.clone()).collect();
-    let expected: Vec<String> = (0..lines.len()).map(|n| n.to_string()).collect();
-    assert_eq!(ids, expected, "each line once, in order");
-    // The whole log as text is the same lines.
-    let whole = api
-        .http
-        .get(&log)
-        .bearer_auth(&secret)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(whole.lines().count(), lines.len(), "{whole}");
-    assert!(push
-        .wait_timeout(std::time::Duration::from_secs(60))
-        .is_some_and(|status| status.success()));
-}
-
 /// Reads `sse` until an event at `revision` or later; the revisions read
 /// and the changes they brought.
 async fn events_until(sse: &mut Sse, revision: i64) -> Vec<(i64, Value)> {
@@ -1225,4 +1124,360 @@ async fn events_resume_from_last_event_id_each_once_in_order() {
         body["message"].as_str().unwrap().contains("is at"),
         "{body}"
     );
+}
+
+/// A number no earlier run used.
+fn rand_nonce() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// `text` with every run of digits as `N`: two rollouts' lines compare
+/// equal when only their numbers (releases, seconds) differ.
+fn shape(text: &str) -> String {
+    let mut shaped = String::new();
+    for c in text.chars() {
+        if !c.is_ascii_digit() {
+            shaped.push(c);
+        } else if !shaped.ends_with('N') {
+            shaped.push('N');
+        }
+    }
+    shaped
+}
+
+/// The walk-through, from outside: an app made over the API, pushed
+/// with git, its build log and rollout watched live, its config and scale
+/// changed, rolled back (by the API and by the `paz` client in a checkout,
+/// which prints what SSH prints), and deleted; `/events` saw it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_walks_through_its_life_over_the_api() {
+    let docker = tests::docker().await;
+    let base = tests::busybox_image(&docker).await;
+    let api = Api::start().await;
+    let secret = api.token("ops", "admin", &[]);
+    let admin = Some(secret.as_str());
+    let watching = api
+        .http
+        .get(api.url("/events"))
+        .bearer_auth(&secret)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let mut watching = Sse::new(watching);
+
+    let (status, _, created) = api
+        .call(admin, Method::POST, "/apps", Some(json!({"name": "walk"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+
+    // A push whose build takes a while: its log and its rollout, live.
+    // A step of its own (never Docker's cache): the build takes 3 s.
+    let nonce = format!("{:x}", rand_nonce());
+    let slow = format!("sleep 3 && echo built {nonce}");
+    let (tree, mut push) = api.app_tree(base, "walk", "walk v1", Some(&slow));
+    let mut push = tests::ChildGuard::spawn(
+        push.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let id = tests::eventually(
+        "the build to start",
+        std::time::Duration::from_secs(30),
+        async || {
+            let (_, _, builds) = api
+                .call(admin, Method::GET, "/apps/walk/builds", None)
+                .await;
+            builds[0]["id"].as_str().map(str::to_string)
+        },
+    )
+    .await;
+    let log = api
+        .http
+        .get(api.url(&format!("/apps/walk/builds/{id}/log")))
+        .bearer_auth(&secret)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let mut log = Sse::new(log);
+    let first = log.next().await.unwrap();
+    assert_eq!(first.1, "line", "{first:?}");
+    let (_, _, build) = api
+        .call(admin, Method::GET, &format!("/apps/walk/builds/{id}"), None)
+        .await;
+    assert_eq!(
+        build["build"]["status"], "running",
+        "the first line came before the build ended"
+    );
+    let mut lines = vec![first];
+    while let Some(event) = log.next().await {
+        let ended = event.1 == "end";
+        lines.push(event);
+        if ended {
+            break;
+        }
+    }
+    let (end, lines) = lines.split_last().unwrap();
+    assert_eq!(end.2["status"], "succeeded", "{end:?}");
+    let ids: Vec<String> = lines.iter().filter_map(|(id, _, _)| id.clone()).collect();
+    let expected: Vec<String> = (0..lines.len()).map(|n| n.to_string()).collect();
+    assert_eq!(ids, expected, "each line once, in order");
+    // Without the stream header: the whole log, the same lines.
+    let log_url = api.url(&format!("/apps/walk/builds/{id}/log"));
+    let whole = api
+        .http
+        .get(&log_url)
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    let whole = whole.text().await.unwrap();
+    assert_eq!(whole.lines().count(), lines.len(), "{whole}");
+    // A client back after line 5 gets the rest, once.
+    let resumed = api
+        .http
+        .get(&log_url)
+        .bearer_auth(&secret)
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "5")
+        .send()
+        .await
+        .unwrap();
+    let rest = read_events(resumed).await;
+    let ids: Vec<String> = rest.iter().filter_map(|(id, _, _)| id.clone()).collect();
+    let expected: Vec<String> = (6..lines.len()).map(|n| n.to_string()).collect();
+    assert_eq!(ids, expected);
+    assert!(
+        lines
+            .iter()
+            .any(|(_, _, data)| *data == json!(format!("built {nonce}"))),
+        "{lines:?}"
+    );
+    let rollout = tests::eventually(
+        "the push's rollout to be recorded",
+        std::time::Duration::from_secs(30),
+        async || {
+            let (_, _, all) = api
+                .call(admin, Method::GET, "/apps/walk/rollouts", None)
+                .await;
+            all[0]["id"].as_str().map(str::to_string)
+        },
+    )
+    .await;
+    let steps = read_events(
+        api.http
+            .get(api.url(&format!("/apps/walk/rollouts/{rollout}/events")))
+            .bearer_auth(&secret)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let (end, steps) = steps.split_last().unwrap();
+    assert_eq!(end.2["status"], "succeeded", "{end:?}");
+    assert!(
+        steps
+            .iter()
+            .any(|(_, _, step)| step["text"] == "-----> Released v1: http://walk.paz.localhost"),
+        "{steps:?}"
+    );
+    assert!(push.child().wait().unwrap().success(), "the push succeeds");
+    assert_eq!(
+        get(api.running.http_port, "walk.paz.localhost"),
+        (200, "walk v1\n".to_string())
+    );
+
+    // Config by PATCH: release v2.
+    let (status, _, env) = api
+        .call(
+            admin,
+            Method::PATCH,
+            "/apps/walk/config",
+            Some(json!({"GREETING": "hi"})),
+        )
+        .await;
+    assert_eq!((status, env), (StatusCode::OK, json!({"GREETING": "hi"})));
+    let (_, _, v2) = api
+        .call(admin, Method::GET, "/apps/walk/releases/2", None)
+        .await;
+    assert_eq!(
+        (v2["cause"].clone(), v2["env"]["GREETING"].clone()),
+        (json!("config"), json!("hi"))
+    );
+
+    // A rollback by the API: v3 runs v1 again.
+    let (status, headers, _) = api
+        .call(
+            admin,
+            Method::POST,
+            "/apps/walk/releases",
+            Some(json!({"release": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let location = headers["location"].to_str().unwrap().to_string();
+    let events = read_events(
+        api.http
+            .get(format!(
+                "http://127.0.0.1:{}{location}/events",
+                api.running.api_port
+            ))
+            .bearer_auth(&secret)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(events.last().unwrap().2["release"], 3, "{events:?}");
+    let (_, _, v3) = api
+        .call(admin, Method::GET, "/apps/walk/releases/3", None)
+        .await;
+    assert_eq!(v3["cause"], "rollback");
+
+    // The client in the checkout (its `paz` remote names the app) prints
+    // what SSH prints, and follows a rollback to its end.
+    let home = tests::temp_dir();
+    let url = format!("ssh://paz@127.0.0.1:{}/walk", api.running.ssh_port);
+    let added = api
+        .admin_key
+        .git(tree.path())
+        .args(["remote", "add", "paz", &url])
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", said(&added));
+    let client = |args: &[&str], stdin: &str| {
+        let mut child = paz()
+            .args(args)
+            .current_dir(tree.path())
+            .env("HOME", home.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("PAZ_API_URL")
+            .env_remove("PAZ_API_TOKEN")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let api_url = format!("http://127.0.0.1:{}", api.running.api_port);
+    let login = client(&["login", &api_url], &format!("{secret}\n"));
+    assert!(login.status.success(), "{}", said(&login));
+    let ssh = |args: &[&str]| {
+        api.admin_key
+            .ssh("paz@127.0.0.1", api.running.ssh_port, args)
+    };
+    for (by_client, by_ssh) in [
+        (vec!["apps:list"], vec!["apps:list"]),
+        (vec!["config:show"], vec!["config:show", "walk"]),
+        (vec!["releases"], vec!["releases", "walk"]),
+    ] {
+        let (ours, theirs) = (client(&by_client, ""), ssh(&by_ssh));
+        assert!(ours.status.success(), "{}", said(&ours));
+        assert_eq!(stdout(&ours), stdout(&theirs), "paz {by_client:?}");
+    }
+    // builds:log -f follows the newest build to its end: here, all of it.
+    let followed = client(&["builds:log", "-f"], "");
+    assert!(followed.status.success(), "{}", said(&followed));
+    assert_eq!(
+        stdout(&followed).trim_end(),
+        stdout(&ssh(&["builds:log", "walk"])).trim_end()
+    );
+    // config:set rolls a release out: the same lines but for the numbers.
+    let ours = client(&["config:set", "COLOUR=blue"], "");
+    let theirs = ssh(&["config:set", "walk", "COLOUR=green"]);
+    assert!(ours.status.success(), "{}", said(&ours));
+    assert_eq!(
+        shape(&stdout(&ours)).replace("COLOUR", "X"),
+        shape(&stdout(&theirs)).replace("COLOUR", "X")
+    );
+    let ours = client(&["rollback"], "");
+    assert!(ours.status.success(), "{}", said(&ours));
+    let theirs = ssh(&["rollback", "walk"]);
+    assert!(theirs.status.success(), "{}", said(&theirs));
+    assert!(
+        stdout(&ours).contains("-----> Released v6: http://walk.paz.localhost"),
+        "{}",
+        said(&ours)
+    );
+    assert_eq!(shape(&stdout(&ours)), shape(&stdout(&theirs)));
+    // A rollback to a release that does not exist fails, and says so.
+    let refused = client(&["rollback", "v99"], "");
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        stderr(&refused).trim(),
+        stderr(&ssh(&["rollback", "walk", "v99"])).trim()
+    );
+
+    // Scale by PATCH: two web instances run.
+    let (status, _, formation) = api
+        .call(
+            admin,
+            Method::PATCH,
+            "/apps/walk/formation",
+            Some(json!([{"type": "web", "quantity": 2}])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{formation}");
+    assert_eq!(formation[0], json!({"type": "web", "quantity": 2}));
+    tests::eventually(
+        "two web instances",
+        std::time::Duration::from_secs(60),
+        async || {
+            let (_, _, instances) = api
+                .call(admin, Method::GET, "/apps/walk/instances", None)
+                .await;
+            let running = instances
+                .as_array()?
+                .iter()
+                .filter(|row| row["state"]["active"] == "active")
+                .count();
+            (running == 2).then_some(())
+        },
+    )
+    .await;
+
+    // Deleted, with ?force=true only.
+    let (status, _, body) = api.call(admin, Method::DELETE, "/apps/walk", None).await;
+    assert!(status.is_client_error(), "{status} {body}");
+    let (status, _, body) = api
+        .call(admin, Method::DELETE, "/apps/walk?force=true", None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, _, _) = api.call(admin, Method::GET, "/apps/walk", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The event stream saw every kind of change on the way.
+    let now = api.store.revision().await.unwrap();
+    let seen = events_until(&mut watching, now).await;
+    let kinds: std::collections::BTreeSet<String> = seen
+        .iter()
+        .flat_map(|(_, changes)| changes.as_array().unwrap().clone())
+        .filter(|change| change["app"] == "walk")
+        .map(|change| change["kind"].as_str().unwrap().to_string())
+        .collect();
+    for kind in [
+        "app",
+        "build",
+        "release",
+        "current",
+        "rollout",
+        "unit",
+        "placement",
+        "state",
+        "route",
+    ] {
+        assert!(kinds.contains(kind), "no {kind} change among {kinds:?}");
+    }
 }
