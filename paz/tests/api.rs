@@ -18,7 +18,7 @@ struct Api {
     /// once its agent, which would start them again, has stopped.
     _cleanup: tests::DockerCleanup,
     admin_key: SshIdentity,
-    data: tempfile::TempDir,
+    _data: tempfile::TempDir,
     http: reqwest::Client,
     store: store::Store,
 }
@@ -46,7 +46,7 @@ impl Api {
             running,
             _cleanup: cleanup,
             admin_key,
-            data,
+            _data: data,
             http: reqwest::Client::new(),
             store,
         }
@@ -587,23 +587,7 @@ async fn the_paz_client_prints_what_ssh_prints() {
     let home = tests::temp_dir();
     let checkout = tests::temp_dir();
     let client = |dir: &std::path::Path, args: &[&str], stdin: &str| {
-        let mut child = paz()
-            .args(args)
-            .current_dir(dir)
-            .env("HOME", home.path())
-            .env_remove("XDG_CONFIG_HOME")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        run_client(dir, home.path(), args, stdin)
     };
     let url = format!("http://127.0.0.1:{}", api.running.api_port);
     // A wrong token is refused and nothing is kept.
@@ -744,6 +728,32 @@ impl Sse {
             self.text.push_str(&String::from_utf8_lossy(&chunk));
         }
     }
+}
+
+/// `paz ARGS` as a user runs it in `dir` with `home` (and no PAZ_API_*
+/// settings), `stdin` on its standard input.
+fn run_client(
+    dir: &std::path::Path,
+    home: &std::path::Path,
+    args: &[&str],
+    stdin: &str,
+) -> std::process::Output {
+    let mut child = paz()
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("PAZ_API_URL")
+        .env_remove("PAZ_API_TOKEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
 }
 
 /// The events of a Server-Sent Events stream until its `end`.
@@ -1350,27 +1360,7 @@ async fn an_app_walks_through_its_life_over_the_api() {
         .output()
         .unwrap();
     assert!(added.status.success(), "{}", said(&added));
-    let client = |args: &[&str], stdin: &str| {
-        let mut child = paz()
-            .args(args)
-            .current_dir(tree.path())
-            .env("HOME", home.path())
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("PAZ_API_URL")
-            .env_remove("PAZ_API_TOKEN")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let client = |args: &[&str], stdin: &str| run_client(tree.path(), home.path(), args, stdin);
     let api_url = format!("http://127.0.0.1:{}", api.running.api_port);
     let login = client(&["login", &api_url], &format!("{secret}\n"));
     assert!(login.status.success(), "{}", said(&login));
