@@ -5,23 +5,24 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 use store::records::Role;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Authed;
 use crate::error::ApiError;
 use crate::input::{app, Page, Params};
 use crate::{items, verb, ApiState};
 
-pub(crate) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/tokens", get(tokens).post(create_token))
-        .route("/tokens/{name}", delete(revoke_token))
-        .route("/ssh-keys", get(keys).post(add_key))
-        .route("/ssh-keys/{name}", delete(remove_key))
+pub(crate) fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(tokens, create_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(keys, add_key))
+        .routes(routes!(remove_key))
 }
 
 type Api = State<Arc<ApiState>>;
@@ -47,6 +48,14 @@ fn role_flags(role: Option<Role>, apps: &[String]) -> Result<Vec<String>, ApiErr
     Ok(flags)
 }
 
+#[utoipa::path(
+    get,
+    path = "/tokens",
+    tag = "access",
+    summary = "The API tokens (admins)",
+    params(crate::input::Page),
+    responses((status = 200, body = Vec<verbs::TokenRow>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn tokens(
     State(state): Api,
     Authed(caller): Authed,
@@ -57,9 +66,9 @@ async fn tokens(
     Ok(page.of(all, key, "/api/v1/tokens"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewToken {
+struct TokenRequest {
     name: String,
     role: Option<Role>,
     #[serde(default)]
@@ -67,10 +76,18 @@ struct NewToken {
 }
 
 /// Its secret is in this answer only.
+#[utoipa::path(
+    post,
+    path = "/tokens",
+    tag = "access",
+    summary = "Make a token; its secret is in this answer only (admins)",
+    request_body = TokenRequest,
+    responses((status = 201, body = verbs::NewToken), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn create_token(
     State(state): Api,
     Authed(caller): Authed,
-    crate::input::Input(new): crate::input::Input<NewToken>,
+    crate::input::Input(new): crate::input::Input<TokenRequest>,
 ) -> Result<Response, ApiError> {
     let mut args = vec![name(&new.name)?];
     args.extend(role_flags(new.role, &new.apps)?);
@@ -84,6 +101,14 @@ async fn create_token(
         .into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/tokens/{name}",
+    tag = "access",
+    summary = "Revoke a token (admins)",
+    params(("name" = String, Path, description = "the token's name")),
+    responses((status = 204, description = "revoked"), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn revoke_token(
     State(state): Api,
     Authed(caller): Authed,
@@ -93,6 +118,14 @@ async fn revoke_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/ssh-keys",
+    tag = "access",
+    summary = "The SSH keys (admins)",
+    params(crate::input::Page),
+    responses((status = 200, body = Vec<store::records::SshKey>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn keys(
     State(state): Api,
     Authed(caller): Authed,
@@ -103,7 +136,7 @@ async fn keys(
     Ok(page.of(all, key, "/api/v1/ssh-keys"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewKey {
     name: String,
@@ -114,6 +147,14 @@ struct NewKey {
     apps: Vec<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/ssh-keys",
+    tag = "access",
+    summary = "Add an SSH key (admins)",
+    request_body = NewKey,
+    responses((status = 201, body = store::records::SshKey), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn add_key(
     State(state): Api,
     Authed(caller): Authed,
@@ -139,6 +180,14 @@ async fn add_key(
 }
 
 /// By name or fingerprint.
+#[utoipa::path(
+    delete,
+    path = "/ssh-keys/{name}",
+    tag = "access",
+    summary = "Remove an SSH key, by name or fingerprint (admins)",
+    params(("name" = String, Path, description = "the key's name or fingerprint")),
+    responses((status = 204, description = "removed"), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn remove_key(
     State(state): Api,
     Authed(caller): Authed,

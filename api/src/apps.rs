@@ -7,31 +7,40 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Authed;
 use crate::error::ApiError;
 use crate::input::{app, Input, Page, Params};
 use crate::{app_verb, verb, ApiState};
 
-pub(crate) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/apps", get(list).post(create))
-        .route("/apps/{app}", get(show).delete(destroy))
-        .route("/apps/{app}/config", get(config).patch(change_config))
-        .route("/apps/{app}/domains", get(domains).post(add_domain))
-        .route("/apps/{app}/domains/{domain}", delete(remove_domain))
-        .route("/apps/{app}/health", get(health).put(set_health))
-        .route("/apps/{app}/formation", get(formation).patch(scale))
-        .route("/apps/{app}/instances", get(instances))
-        .route("/apps/{app}/follow", post(follow))
+pub(crate) fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, destroy))
+        .routes(routes!(config, change_config))
+        .routes(routes!(domains, add_domain))
+        .routes(routes!(remove_domain))
+        .routes(routes!(health, set_health))
+        .routes(routes!(formation, scale))
+        .routes(routes!(instances))
+        .routes(routes!(follow))
 }
 
 type Api = State<Arc<ApiState>>;
 
+#[utoipa::path(
+    get,
+    path = "/apps",
+    tag = "apps",
+    summary = "The apps the caller may use, with their settings",
+    params(crate::input::Page),
+    responses((status = 200, description = "one page of apps, by name; a Link: rel=next header when more follow", body = Vec<verbs::AppInfo>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn list(
     State(state): Api,
     Authed(caller): Authed,
@@ -47,12 +56,20 @@ async fn list(
     Ok(page.of(apps, key, "/api/v1/apps"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewApp {
     name: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/apps",
+    tag = "apps",
+    summary = "Create an app (apps:create)",
+    request_body = NewApp,
+    responses((status = 201, description = "created; Location is its URL", body = verbs::AppInfo), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn create(
     State(state): Api,
     Authed(caller): Authed,
@@ -70,6 +87,14 @@ async fn create(
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}",
+    tag = "apps",
+    summary = "An app and its settings (apps:info)",
+    params(("app" = String, Path, description = "the app's name")),
+    responses((status = 200, body = verbs::AppInfo), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn show(
     State(state): Api,
     Authed(caller): Authed,
@@ -78,12 +103,21 @@ async fn show(
     Ok(Json(app_verb(&state, &caller, "apps:info", &name).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Force {
     force: Option<bool>,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/apps/{app}",
+    tag = "apps",
+    summary = "Delete an app and everything it runs (apps:destroy); needs ?force=true",
+    params(("app" = String, Path, description = "the app's name"), Force),
+    responses((status = 204, description = "deleted"), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn destroy(
     State(state): Api,
     Authed(caller): Authed,
@@ -98,6 +132,14 @@ async fn destroy(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/config",
+    tag = "config",
+    summary = "The app's env (config:show)",
+    params(("app" = String, Path, description = "the app's name")),
+    responses((status = 200, body = std::collections::BTreeMap<String, String>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn config(
     State(state): Api,
     Authed(caller): Authed,
@@ -107,6 +149,15 @@ async fn config(
 }
 
 /// `{"K": "v", "OLD": null}` sets K and unsets OLD in one new release.
+#[utoipa::path(
+    patch,
+    path = "/apps/{app}/config",
+    tag = "config",
+    summary = "Set and unset env in one new release: {\"K\": \"v\", \"OLD\": null}",
+    params(("app" = String, Path, description = "the app's name")),
+    request_body = std::collections::BTreeMap<String, Option<String>>,
+    responses((status = 200, description = "the env after", body = std::collections::BTreeMap<String, String>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn change_config(
     State(state): Api,
     Authed(caller): Authed,
@@ -119,6 +170,14 @@ async fn change_config(
     Ok(Json(serde_json::to_value(&changed.env).unwrap_or_default()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/domains",
+    tag = "domains",
+    summary = "The app's extra domains (domains:list)",
+    params(("app" = String, Path, description = "the app's name")),
+    responses((status = 200, body = Vec<String>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn domains(
     State(state): Api,
     Authed(caller): Authed,
@@ -129,12 +188,21 @@ async fn domains(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewDomain {
     domain: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/apps/{app}/domains",
+    tag = "domains",
+    summary = "Route a domain to the app (domains:add)",
+    params(("app" = String, Path, description = "the app's name")),
+    request_body = NewDomain,
+    responses((status = 201, description = "the domains after", body = Vec<String>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn add_domain(
     State(state): Api,
     Authed(caller): Authed,
@@ -154,6 +222,14 @@ async fn add_domain(
         .into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/apps/{app}/domains/{domain}",
+    tag = "domains",
+    summary = "Stop routing a domain to the app (domains:remove)",
+    params(("app" = String, Path, description = "the app's name"), ("domain" = String, Path, description = "the domain")),
+    responses((status = 204, description = "removed"), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn remove_domain(
     State(state): Api,
     Authed(caller): Authed,
@@ -165,6 +241,14 @@ async fn remove_domain(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/health",
+    tag = "health",
+    summary = "The app's health check",
+    params(("app" = String, Path, description = "the app's name")),
+    responses((status = 200, body = store::records::Health), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn health(
     State(state): Api,
     Authed(caller): Authed,
@@ -174,7 +258,7 @@ async fn health(
     Ok(Json(info["app"]["health"].clone()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct HealthCheck {
     path: Option<String>,
@@ -182,6 +266,15 @@ struct HealthCheck {
     attempts: Option<u32>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/apps/{app}/health",
+    tag = "health",
+    summary = "Change the health check (health:set)",
+    params(("app" = String, Path, description = "the app's name")),
+    request_body = HealthCheck,
+    responses((status = 200, description = "the check after", body = store::records::Health), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn set_health(
     State(state): Api,
     Authed(caller): Authed,
@@ -205,24 +298,35 @@ async fn set_health(
 }
 
 /// The process types and how many of each run, from the app's settings.
-fn formation_of(info: &Value) -> Value {
+fn formation_of(info: &Value) -> Vec<Quantity> {
     let scale = &info["app"]["scale"];
-    json!([
-        {"type": "web", "quantity": scale["web"]},
-        {"type": "worker", "quantity": scale["worker"]},
-    ])
+    ["web", "worker"]
+        .into_iter()
+        .map(|process| Quantity {
+            r#type: process.to_string(),
+            quantity: scale[process].as_u64().unwrap_or(0) as u32,
+        })
+        .collect()
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/formation",
+    tag = "formation",
+    summary = "How many of each process type run",
+    params(("app" = String, Path, description = "the app's name")),
+    responses((status = 200, body = Vec<Quantity>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn formation(
     State(state): Api,
     Authed(caller): Authed,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<Quantity>>, ApiError> {
     let info = app_verb(&state, &caller, "apps:info", &name).await?;
     Ok(Json(formation_of(&info)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Quantity {
     r#type: String,
@@ -231,12 +335,21 @@ struct Quantity {
 
 /// `[{"type": "web", "quantity": 3}]`: scales, rolling the serving release
 /// out at the new counts; answers the formation after.
+#[utoipa::path(
+    patch,
+    path = "/apps/{app}/formation",
+    tag = "formation",
+    summary = "Scale: [{\"type\": \"web\", \"quantity\": 3}] (ps:scale)",
+    params(("app" = String, Path, description = "the app's name")),
+    request_body = Vec<Quantity>,
+    responses((status = 200, description = "the formation after", body = Vec<Quantity>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn scale(
     State(state): Api,
     Authed(caller): Authed,
     Path(name): Path<String>,
     Input(wanted): Input<Vec<Quantity>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<Quantity>>, ApiError> {
     let name = app(&name)?.to_string();
     if wanted.is_empty() {
         return Err(ApiError::invalid("name at least one process type"));
@@ -251,6 +364,14 @@ async fn scale(
     Ok(Json(formation_of(&info)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/instances",
+    tag = "formation",
+    summary = "The app's instances: where each runs and its state (ps)",
+    params(("app" = String, Path, description = "the app's name")),
+    responses((status = 200, body = Vec<verbs::UnitRow>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn instances(
     State(state): Api,
     Authed(caller): Authed,
@@ -259,7 +380,7 @@ async fn instances(
     Ok(Json(app_verb(&state, &caller, "ps", &name).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Follow {
     repository: String,
@@ -267,6 +388,15 @@ struct Follow {
     tags: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/apps/{app}/follow",
+    tag = "apps",
+    summary = "Deploy each new image of a repository, or of its tags matching a glob (deploy:follow)",
+    params(("app" = String, Path, description = "the app's name")),
+    request_body = Follow,
+    responses((status = 200, body = store::records::DeploySettings), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn follow(
     State(state): Api,
     Authed(caller): Authed,

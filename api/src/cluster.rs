@@ -5,32 +5,48 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Authed;
 use crate::error::ApiError;
 use crate::input::{app, Params};
 use crate::{one_of, verb, ApiState};
 
-pub(crate) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/machines", get(machines))
-        .route("/machines/{id}", get(machine))
-        .route("/units", get(units))
-        .route("/units/{name}", get(unit))
+pub(crate) fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(machines))
+        .routes(routes!(machine))
+        .routes(routes!(units))
+        .routes(routes!(unit))
 }
 
 type Api = State<Arc<ApiState>>;
 
+#[utoipa::path(
+    get,
+    path = "/machines",
+    tag = "cluster",
+    summary = "The machines alive, with how many units each runs (admins)",
+    responses((status = 200, body = Vec<verbs::MachineRow>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn machines(State(state): Api, Authed(caller): Authed) -> Result<Json<Value>, ApiError> {
     Ok(Json(
         verb(&state, &caller, "machines:list", vec![], b"").await?,
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/machines/{id}",
+    tag = "cluster",
+    summary = "One machine (admins)",
+    params(("id" = String, Path, description = "the machine's id")),
+    responses((status = 200, body = verbs::MachineRow), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn machine(
     State(state): Api,
     Authed(caller): Authed,
@@ -44,12 +60,21 @@ async fn machine(
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Of {
     app: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/units",
+    tag = "cluster",
+    summary = "The submitted units, where each is placed and its state (an app's for a deployer)",
+    params(Of),
+    responses((status = 200, body = Vec<verbs::UnitRow>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn units(
     State(state): Api,
     Authed(caller): Authed,
@@ -63,6 +88,14 @@ async fn units(
 }
 
 /// The unit file, as text.
+#[utoipa::path(
+    get,
+    path = "/units/{name}",
+    tag = "cluster",
+    summary = "A unit file's text (units:cat)",
+    params(("name" = String, Path, description = "the unit's name")),
+    responses((status = 200, body = String, content_type = "text/plain"), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn unit(
     State(state): Api,
     Authed(caller): Authed,

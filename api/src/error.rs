@@ -16,9 +16,12 @@ pub struct ApiError {
     pub message: String,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// Every error's body.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody<'a> {
+    /// What kind of error, for programs (`not_found`, `invalid`, ...).
     id: &'a str,
+    /// The one-line reason, saying what to do.
     message: &'a str,
 }
 
@@ -78,7 +81,7 @@ impl From<store::NameError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
+        let body = ErrorBody {
             id: self.id,
             message: &self.message,
         };

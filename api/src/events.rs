@@ -13,11 +13,12 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use store::{Keys, SnapshotReason, WatchEvent};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use verbs::{Caller, VerbError};
 
 use crate::auth::Authed;
@@ -25,8 +26,8 @@ use crate::error::ApiError;
 use crate::input::Params;
 use crate::ApiState;
 
-pub(crate) fn routes() -> Router<Arc<ApiState>> {
-    Router::new().route("/events", get(events))
+pub(crate) fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new().routes(routes!(events))
 }
 
 /// The most changes one JSON answer holds.
@@ -36,7 +37,7 @@ const MOST_CHANGES: usize = 1000;
 const CATCH_UP: Duration = Duration::from_secs(2);
 
 /// What a changed key is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Kind {
     App,
@@ -59,7 +60,7 @@ pub(crate) enum Kind {
 }
 
 /// One changed key, as the stream tells it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub(crate) struct Change {
     pub kind: Kind,
     /// `put` or `delete`.
@@ -71,6 +72,7 @@ pub(crate) struct Change {
     pub name: String,
     /// The record after the change (JSON, or text for a unit file); none
     /// after a delete.
+    #[schema(value_type = Option<Object>)]
     pub value: Option<Value>,
 }
 
@@ -139,7 +141,7 @@ fn change_of(keys: &Keys, caller: &Caller, event: WatchEvent<Vec<u8>>) -> Option
 }
 
 /// What one revision changed, for one caller.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Revision {
     revision: i64,
     changes: Vec<Change>,
@@ -174,14 +176,31 @@ fn revisions(
     out
 }
 
-#[derive(Debug, Deserialize)]
+/// The changes since a revision, as JSON.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Changes {
+    /// The revision they reach: ask `?after=` it next.
+    revision: i64,
+    changes: Vec<Revision>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct After {
     /// The revision after which to tell changes (as `Last-Event-ID`).
     after: Option<i64>,
 }
 
 /// The stream, or the JSON of the changes since `after`.
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "events",
+    summary = "Every change the caller may see: with Accept: text/event-stream live, one change event per etcd revision (the id; Last-Event-ID resumes, a reset event if that history is gone); else the changes since ?after= as JSON",
+    params(After, ("Last-Event-ID" = Option<String>, Header, description = "the revision of the last event the client has")),
+    responses((status = 200, content((Changes = "application/json"), (String = "text/event-stream"))), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn events(
     State(state): State<Arc<ApiState>>,
     Authed(caller): Authed,
@@ -235,9 +254,7 @@ async fn events(
             }
         }
         let revision = changes.last().map_or(now, |last| last.revision.max(now));
-        return Ok(
-            Json(serde_json::json!({"revision": revision, "changes": changes})).into_response(),
-        );
+        return Ok(Json(Changes { revision, changes }).into_response());
     }
     let watch = store.watch_from(&everything, last.unwrap_or(now) + 1);
     let stream = futures::stream::unfold(

@@ -63,8 +63,9 @@ pub(crate) fn app(name: &str) -> Result<AppName, ApiError> {
 
 /// `?limit=&after=`: at most `limit` items (default 100, at most 500),
 /// starting after the item whose key is `after`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct Page {
     pub(crate) limit: Option<usize>,
     pub(crate) after: Option<String>,

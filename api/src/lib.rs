@@ -26,6 +26,7 @@ use axum::response::Response;
 use axum::Router;
 use serde_json::Value;
 use store::TokenCache;
+use utoipa_axum::router::OpenApiRouter;
 use verbs::Caller;
 
 pub use error::ApiError;
@@ -57,19 +58,18 @@ impl Api {
 
     /// The routes under `/api/v1`, with their limits and `Request-Id`.
     pub fn router(&self) -> Router {
-        let v1 = Router::new()
-            .merge(apps::routes())
-            .merge(releases::routes())
-            .merge(rollouts::routes())
-            .merge(cluster::routes())
-            .merge(access::routes())
-            .merge(events::routes())
-            .merge(run::routes());
-        Router::new()
-            .nest("/api/v1", v1)
+        let (router, _) = described_routes().split_for_parts();
+        router
             .fallback(|| async {
                 ApiError::not_found(
-                    "no such resource: the REST API section of the README lists them",
+                    "no such resource: GET /api/v1/openapi.json lists them (so does the README)",
+                )
+            })
+            .method_not_allowed_fallback(|| async {
+                ApiError::new(
+                    axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "this resource does not take that method: GET /api/v1/openapi.json says which it takes",
                 )
             })
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -87,6 +87,81 @@ impl Api {
             .with_graceful_shutdown(shutdown)
             .await
     }
+}
+
+/// What the description says besides the routes: who Paz is, and how
+/// callers authenticate.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Paz",
+        description = "Paz's REST API: the SSH verbs over HTTP and JSON, and live streams (Server-Sent Events) of builds, rollouts and every change. Authenticate with Authorization: Bearer <token secret> (tokens:create prints one).",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    modifiers(&Bearer),
+)]
+struct Description;
+
+/// Every operation takes a bearer token (`tokens:create`).
+struct Bearer;
+
+impl utoipa::Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("a Paz token's secret (tokens:create)"))
+                    .build(),
+            ),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new(
+            "token",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+/// Every route under `/api/v1` with its description: the router and the
+/// OpenAPI document come from the same list, so neither has a route the
+/// other lacks.
+fn described_routes() -> OpenApiRouter<Arc<ApiState>> {
+    use utoipa::OpenApi;
+    let v1 = OpenApiRouter::new()
+        .merge(apps::routes())
+        .merge(releases::routes())
+        .merge(rollouts::routes())
+        .merge(cluster::routes())
+        .merge(access::routes())
+        .merge(events::routes())
+        .merge(run::routes())
+        .routes(utoipa_axum::routes!(openapi_json));
+    OpenApiRouter::with_openapi(Description::openapi()).nest("/api/v1", v1)
+}
+
+/// The OpenAPI 3.1 description of the API, made from its handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut description = described_routes().into_openapi();
+    description.info.version = env!("CARGO_PKG_VERSION").to_string();
+    description
+}
+
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    summary = "This description (OpenAPI 3.1)",
+    responses((status = 200, body = Object))
+)]
+async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    static DESCRIPTION: std::sync::LazyLock<utoipa::openapi::OpenApi> =
+        std::sync::LazyLock::new(openapi);
+    axum::Json(DESCRIPTION.clone())
 }
 
 /// Gives every answer a `Request-Id`: the client's, when it is a plain
@@ -171,4 +246,42 @@ fn last_event_id(headers: &axum::http::HeaderMap) -> Option<usize> {
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
         .and_then(|id| id.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The API's contract, checked in: a change to any route, parameter or
+    /// body shows in review as a change to `api/openapi.json`
+    /// (`UPDATE_EXPECT=1 cargo test -p api` writes it).
+    #[test]
+    fn the_openapi_description_is_the_checked_in_one() {
+        let description = serde_json::to_string_pretty(&super::openapi()).unwrap();
+        expect_test::expect_file!["../openapi.json"].assert_eq(&format!("{description}\n"));
+    }
+
+    /// Routes are added only through `described_routes` (utoipa-axum's
+    /// `routes!`, which puts each in the description too): no source file
+    /// adds one to a plain axum router.
+    #[test]
+    fn no_route_is_added_outside_the_description() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        // In pieces, so that this test's own lines do not match.
+        let needles = [concat!(".rou", "te("), concat!("Router", "::new()")];
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.trim_start().replace("OpenApiRouter", "");
+                if code.starts_with("//") {
+                    continue;
+                }
+                assert!(
+                    !needles.iter().any(|needle| code.contains(needle)),
+                    "{}:{}: a route outside the description: {line}",
+                    path.display(),
+                    n + 1
+                );
+            }
+        }
+    }
 }

@@ -6,25 +6,23 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Authed;
 use crate::error::ApiError;
 use crate::input::{app, Page, Params};
 use crate::{app_verb, items, one_of, verb, ApiState};
 
-pub(crate) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route(
-            "/apps/{app}/releases",
-            get(releases).post(crate::rollouts::release),
-        )
-        .route("/apps/{app}/releases/{version}", get(release))
-        .route("/apps/{app}/builds", get(builds))
-        .route("/apps/{app}/builds/{id}", get(build))
-        .route("/apps/{app}/builds/{id}/log", get(build_log))
+pub(crate) fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(releases, crate::rollouts::release))
+        .routes(routes!(release))
+        .routes(routes!(builds))
+        .routes(routes!(build))
+        .routes(routes!(build_log))
 }
 
 type Api = State<Arc<ApiState>>;
@@ -37,6 +35,14 @@ fn version(text: &str) -> Result<u64, ApiError> {
 }
 
 /// Oldest first, as Heroku lists them; `?after=N` starts after vN.
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/releases",
+    tag = "releases",
+    summary = "The app's releases, oldest first (releases)",
+    params(("app" = String, Path, description = "the app's name"), crate::input::Page),
+    responses((status = 200, description = "one page; a Link: rel=next header when more follow", body = Vec<store::records::Release>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn releases(
     State(state): Api,
     Authed(caller): Authed,
@@ -48,6 +54,14 @@ async fn releases(
     Ok(page.of(all, |release| release["n"].to_string(), &path))
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/releases/{version}",
+    tag = "releases",
+    summary = "One release",
+    params(("app" = String, Path, description = "the app's name"), ("version" = String, Path, description = "its number: 7 or v7")),
+    responses((status = 200, body = store::records::Release), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn release(
     State(state): Api,
     Authed(caller): Authed,
@@ -63,6 +77,14 @@ async fn release(
 }
 
 /// Newest first (the last 20).
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/builds",
+    tag = "builds",
+    summary = "The app's last builds, newest first (builds)",
+    params(("app" = String, Path, description = "the app's name"), crate::input::Page),
+    responses((status = 200, body = Vec<verbs::BuildRow>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn builds(
     State(state): Api,
     Authed(caller): Authed,
@@ -75,6 +97,14 @@ async fn builds(
     Ok(page.of(all, key, &path))
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/builds/{id}",
+    tag = "builds",
+    summary = "One build",
+    params(("app" = String, Path, description = "the app's name"), ("id" = String, Path, description = "the build's id")),
+    responses((status = 200, body = verbs::BuildRow), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn build(
     State(state): Api,
     Authed(caller): Authed,
@@ -90,6 +120,14 @@ async fn build(
 
 /// The whole log as text; with `Accept: text/event-stream`, each line as
 /// the builder writes it (see `build_log`).
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/builds/{id}/log",
+    tag = "builds",
+    summary = "A build's log: the whole text, or with Accept: text/event-stream each line as it is written (line events, their number the id; Last-Event-ID resumes), then an end event",
+    params(("app" = String, Path, description = "the app's name"), ("id" = String, Path, description = "the build's id"), ("Last-Event-ID" = Option<String>, Header, description = "the number of the last line the client has")),
+    responses((status = 200, content((String = "text/plain"), (String = "text/event-stream"))), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn build_log(
     State(state): Api,
     Authed(caller): Authed,

@@ -12,12 +12,13 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use deployer::RolloutRecord;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use store::{AppName, Key, Rollout, RolloutStatus, Step};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use verbs::{Caller, VerbError};
 
 use crate::auth::Authed;
@@ -25,17 +26,17 @@ use crate::error::ApiError;
 use crate::input::{app, Input};
 use crate::ApiState;
 
-pub(crate) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/apps/{app}/actions/restart", post(restart))
-        .route("/apps/{app}/rollouts", get(list))
-        .route("/apps/{app}/rollouts/{id}", get(show))
-        .route("/apps/{app}/rollouts/{id}/events", get(events))
+pub(crate) fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(restart))
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(events))
 }
 
 type Api = State<Arc<ApiState>>;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewRelease {
     /// An image to release with the app's env (`deploy`).
@@ -48,6 +49,15 @@ pub(crate) struct NewRelease {
 }
 
 /// `{"image": ...}` deploys, `{"release": N}` rolls back.
+#[utoipa::path(
+    post,
+    path = "/apps/{app}/releases",
+    tag = "releases",
+    summary = "Deploy an image ({\"image\": ...}), or roll back ({\"release\": N} or {\"previous\": true}): a rollout",
+    params(("app" = String, Path, description = "the app's name")),
+    request_body = NewRelease,
+    responses((status = 202, description = "started; Location is the rollout, whose events follow it", body = store::Rollout), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 pub(crate) async fn release(
     State(state): Api,
     Authed(caller): Authed,
@@ -68,6 +78,14 @@ pub(crate) async fn release(
     begin(&state, caller, app, kind, verb, args).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/apps/{app}/actions/restart",
+    tag = "rollouts",
+    summary = "Restart the serving release's instances one at a time (ps:restart): a rollout",
+    params(("app" = String, Path, description = "the app's name")),
+    responses((status = 202, description = "started; Location is the rollout", body = store::Rollout), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn restart(
     State(state): Api,
     Authed(caller): Authed,
@@ -154,6 +172,14 @@ async fn record_of(
 }
 
 /// The app's rollouts started over the API, oldest first.
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/rollouts",
+    tag = "rollouts",
+    summary = "The app's rollouts (pushes, deploys, rollbacks, config changes, scales, restarts), oldest first",
+    params(("app" = String, Path, description = "the app's name")),
+    responses((status = 200, body = Vec<store::Rollout>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn list(
     State(state): Api,
     Authed(caller): Authed,
@@ -174,6 +200,14 @@ async fn list(
     Ok(Json(Value::Array(records)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/rollouts/{id}",
+    tag = "rollouts",
+    summary = "One rollout: its steps so far and how it ended",
+    params(("app" = String, Path, description = "the app's name"), ("id" = String, Path, description = "the rollout's id")),
+    responses((status = 200, body = store::Rollout), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn show(
     State(state): Api,
     Authed(caller): Authed,
@@ -196,6 +230,14 @@ fn step_event(index: usize, step: &Step) -> Event {
 /// The steps so far as JSON, or, with `Accept: text/event-stream`, every
 /// step as it happens from the one after `Last-Event-ID`, then an `end`
 /// event with how it ended.
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/rollouts/{id}/events",
+    tag = "rollouts",
+    summary = "A rollout's steps: so far as JSON, or with Accept: text/event-stream each as it happens (step events, their index the id; Last-Event-ID resumes), then an end event",
+    params(("app" = String, Path, description = "the app's name"), ("id" = String, Path, description = "the rollout's id"), ("Last-Event-ID" = Option<String>, Header, description = "the index of the last step the client has")),
+    responses((status = 200, content((Vec<store::Step> = "application/json"), (String = "text/event-stream"))), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn events(
     State(state): Api,
     Authed(caller): Authed,

@@ -5,21 +5,22 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Authed;
 use crate::error::ApiError;
 use crate::input::Input;
 use crate::ApiState;
 
-pub(crate) fn routes() -> Router<Arc<ApiState>> {
-    Router::new().route("/verbs/{verb}", post(run))
+pub(crate) fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new().routes(routes!(run))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Call {
     /// The verb's arguments, as `ssh paz@HOST VERB ARGS` takes them.
@@ -30,13 +31,32 @@ struct Call {
     stdin: String,
 }
 
+/// What a verb answered.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct Answer {
+    /// What SSH prints.
+    text: String,
+    /// What `--json` prints.
+    #[schema(value_type = Object)]
+    json: Value,
+}
+
 /// `{"text": ..., "json": ...}`: what SSH prints, and what `--json` prints.
+#[utoipa::path(
+    post,
+    path = "/verbs/{verb}",
+    tag = "verbs",
+    summary = "Run any verb with its SSH arguments: what SSH prints (text) and --json prints (json)",
+    params(("verb" = String, Path, description = "the verb, e.g. apps:list")),
+    request_body = Call,
+    responses((status = 200, body = Answer), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+)]
 async fn run(
     State(state): State<Arc<ApiState>>,
     Authed(caller): Authed,
     Path(verb): Path<String>,
     Input(call): Input<Call>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Answer>, ApiError> {
     let outcome = verbs::run(
         &state.context,
         &caller,
@@ -45,5 +65,8 @@ async fn run(
         call.stdin.as_bytes(),
     )
     .await?;
-    Ok(Json(json!({"text": outcome.text, "json": outcome.json})))
+    Ok(Json(Answer {
+        text: outcome.text,
+        json: outcome.json,
+    }))
 }

@@ -1471,3 +1471,58 @@ async fn an_app_walks_through_its_life_over_the_api() {
         assert!(kinds.contains(kind), "no {kind} change among {kinds:?}");
     }
 }
+
+/// `/openapi.json` on a running server is the checked-in description, and
+/// every operation it names is a route (without a token: 401, never the
+/// answer for a path or method that does not exist).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_described_operation_is_a_route() {
+    let api = Api::start().await;
+    let (status, _, served) = api.call(None, Method::GET, "/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(served, serde_json::to_value(api::openapi()).unwrap());
+    assert_eq!(served["openapi"], "3.1.0");
+    let paths = served["paths"].as_object().unwrap();
+    assert!(paths.len() >= 25, "{:?}", paths.keys());
+    let base = format!("http://127.0.0.1:{}", api.running.api_port);
+    let mut operations = 0;
+    for (path, methods) in paths {
+        // Any value for each `{parameter}`.
+        let concrete: String = path
+            .split('/')
+            .map(|part| if part.starts_with('{') { "x" } else { part })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in methods.as_object().unwrap().keys() {
+            operations += 1;
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let response = api
+                .http
+                .request(method.clone(), format!("{base}{concrete}"))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or_default();
+            let expected = if path == "/api/v1/openapi.json" {
+                StatusCode::OK
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            assert_eq!(status, expected, "{method} {path}: {body}");
+        }
+    }
+    assert!(operations >= 38, "{operations} operations");
+    // What is not described is not there: an unknown path, a wrong method.
+    let (status, _, body) = api.call(None, Method::GET, "/nothing-here", None).await;
+    assert_eq!(
+        (status, &body["id"]),
+        (StatusCode::NOT_FOUND, &json!("not_found"))
+    );
+    let (status, _, body) = api.call(None, Method::PUT, "/apps", None).await;
+    assert_eq!(
+        (status, &body["id"]),
+        (StatusCode::METHOD_NOT_ALLOWED, &json!("method_not_allowed")),
+        "{body}"
+    );
+}

@@ -29,6 +29,19 @@ pub enum NameError {
 #[serde(transparent)]
 pub struct AppName(String);
 
+/// In the API's description: a string that follows the app-name rule.
+impl utoipa::PartialSchema for AppName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"))
+            .description(Some("an app name: a-z, 0-9 and -, starting with a letter"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for AppName {}
+
 impl AppName {
     /// Checks `name` against the app-name rule.
     pub fn new(name: &str) -> Result<AppName, NameError> {

@@ -66,7 +66,7 @@ json_record!(App, Release, SshKey, Token, Build, Machine, UnitState, ImageEvent)
 json_record!(crate::Rollout);
 
 /// What a key or token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Everything, including creating apps and managing keys.
@@ -88,7 +88,7 @@ impl Role {
 }
 
 /// `/paz/keys/<fingerprint>`: an SSH public key allowed to connect.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SshKey {
     pub name: String,
     /// As `ssh-keygen -lf` prints it: `SHA256:<base64>`.
@@ -103,7 +103,7 @@ pub struct SshKey {
 
 /// `/paz/tokens/<id>`: an API, registry or webhook credential. Only the secret's
 /// SHA-256 is stored; the secret is shown once when the token is made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Token {
     pub name: String,
     pub secret_sha256: String,
@@ -149,7 +149,7 @@ pub fn secret_sha256(secret: &str) -> String {
 }
 
 /// `/paz/apps/<app>`: an app's settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct App {
     pub name: AppName,
     /// Seconds since the Unix epoch.
@@ -187,7 +187,7 @@ impl App {
 }
 
 /// How an instance is checked before it takes traffic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
     pub path: String,
     /// Seconds one check may take.
@@ -206,7 +206,7 @@ impl Default for Health {
 }
 
 /// How many instances of each process type run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Scale {
     pub web: u32,
     #[serde(default)]
@@ -220,7 +220,7 @@ impl Default for Scale {
 }
 
 /// What deploys the app.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeploySettings {
     /// The branch whose pushes deploy; `None` means `main`, or `master`.
     #[serde(default)]
@@ -234,7 +234,7 @@ pub struct DeploySettings {
 }
 
 /// Why a release was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReleaseCause {
     Push,
@@ -245,7 +245,7 @@ pub enum ReleaseCause {
 }
 
 /// Where a release is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReleaseStatus {
     /// Recorded, not yet rolled out.
@@ -261,7 +261,7 @@ pub enum ReleaseStatus {
 }
 
 /// `/paz/apps/<app>/releases/<n>`: one immutable version of an app.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Release {
     pub n: u64,
     /// `repo@sha256:digest`.
@@ -327,7 +327,7 @@ impl NewRelease {
 }
 
 /// Where an image event came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ImageSource {
     /// A tagged manifest pushed to Paz's own registry.
@@ -342,7 +342,7 @@ pub enum ImageSource {
 
 /// `/paz/images/events/<id>`: a new image is available (the deployer turns it
 /// into a deploy of the apps that follow the repository; the web UI lists them).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ImageEvent {
     /// As pushed, e.g. `web` or `127.0.0.1:5000/web/worker` for another registry.
     pub repository: String,
@@ -364,7 +364,7 @@ pub struct ImageEvent {
 }
 
 /// Where a build is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BuildStatus {
     Running,
@@ -373,7 +373,7 @@ pub enum BuildStatus {
 }
 
 /// `/paz/builds/<app>/<id>`: one build of a pushed commit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Build {
     pub git_sha: String,
     pub status: BuildStatus,
@@ -400,7 +400,7 @@ pub struct Build {
 }
 
 /// `/paz/machines/<machine-id>`: a live agent (on a lease).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Machine {
     /// The address other hosts reach this machine's containers on.
     pub addr: String,
@@ -410,7 +410,7 @@ pub struct Machine {
 }
 
 /// A unit's state as its agent reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ActiveState {
     Activating,
@@ -421,7 +421,7 @@ pub enum ActiveState {
 }
 
 /// `/paz/state/<unit-name>`: the agent's report on a unit (on a lease).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UnitState {
     pub machine: String,
     pub active: ActiveState,

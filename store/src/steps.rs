@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::AppName;
 
 /// One step of a rollout or restart, in the order they happen.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
     /// Another deploy of the app holds its lock; this one waits its turn.
@@ -103,7 +103,7 @@ impl std::fmt::Display for Step {
 /// `/paz/apps/<app>/rollouts/<id>`: a rollout started over the API (a
 /// deploy, a rollback, a scale, a restart), its steps written as they
 /// happen; kept after it ends.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Rollout {
     pub id: String,
     pub app: AppName,
@@ -125,7 +125,7 @@ pub struct Rollout {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RolloutStatus {
     Running,

@@ -79,7 +79,7 @@ pub(crate) async fn list(context: &Context, caller: &Caller) -> Result<AppList, 
 }
 
 /// An app made or deleted (`apps:create`, `apps:destroy`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AppChanged {
     pub app: AppName,
     #[serde(skip)]
@@ -124,7 +124,7 @@ pub async fn create_app(context: &Context, app: &AppName) -> Result<(), VerbErro
 }
 
 /// An app's settings (`apps:info`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AppInfo {
     pub app: App,
     /// Where it answers under the base domain, if one is set.

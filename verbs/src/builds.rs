@@ -18,7 +18,7 @@ pub struct BuildList {
 }
 
 /// One build and its id.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BuildRow {
     pub id: String,
     pub build: Build,
@@ -77,7 +77,7 @@ pub(crate) async fn list(
 }
 
 /// One build's log (`builds:log`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BuildLog {
     pub id: String,
     pub log: String,

@@ -17,7 +17,7 @@ pub struct Machines {
 }
 
 /// One machine of [`Machines`].
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MachineRow {
     pub id: String,
     pub machine: Machine,
@@ -91,7 +91,7 @@ pub(crate) fn unit_of(unit: &str, app: &str) -> bool {
 pub struct Units(pub Vec<UnitRow>);
 
 /// One unit of [`Units`].
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UnitRow {
     pub unit: String,
     /// The machine it is placed on.
@@ -208,7 +208,7 @@ pub(crate) async fn unit_rows(
 }
 
 /// One unit file (`units:cat`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UnitFile {
     pub unit: String,
     pub text: String,

@@ -79,7 +79,7 @@ pub(crate) async fn ps(
 
 /// What `ps:scale` did: rolled the serving release out at the new scale,
 /// or saved the scale for the first release.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Scaled {
     Rolled(RolloutReport),

@@ -422,7 +422,7 @@ pub async fn run(
 pub struct Help(Vec<VerbHelp>);
 
 /// One line of `help`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VerbHelp {
     pub verb: &'static str,
     pub usage: &'static str,

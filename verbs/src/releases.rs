@@ -125,7 +125,7 @@ fn image_of(release: &Release) -> ResolvedImage {
 }
 
 /// What a rollout (or restart) of release `release` did, step by step.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RolloutReport {
     pub app: AppName,
     pub release: u64,

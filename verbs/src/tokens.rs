@@ -11,7 +11,7 @@ use crate::keys::role_and_apps;
 use crate::{Caller, Context, VerbError};
 
 /// A token as listed: its name, role and apps (never its secret's hash).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenRow {
     pub name: String,
     pub role: Role,
@@ -59,7 +59,7 @@ pub(crate) async fn list(context: &Context, caller: &Caller) -> Result<TokenList
 }
 
 /// A token just made, with its secrets: the only time they are shown.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NewToken {
     pub name: String,
     pub secret: String,
@@ -129,7 +129,7 @@ pub(crate) async fn create(
 }
 
 /// A token revoked (`tokens:revoke`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Revoked {
     pub name: String,
 }
