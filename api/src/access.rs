@@ -54,7 +54,7 @@ fn role_flags(role: Option<Role>, apps: &[String]) -> Result<Vec<String>, ApiErr
     tag = "access",
     summary = "The API tokens (admins)",
     params(crate::input::Page),
-    responses((status = 200, body = Vec<verbs::TokenRow>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, body = Vec<verbs::TokenRow>))
 )]
 async fn tokens(
     State(state): Api,
@@ -82,7 +82,7 @@ struct TokenRequest {
     tag = "access",
     summary = "Make a token; its secret is in this answer only (admins)",
     request_body = TokenRequest,
-    responses((status = 201, body = verbs::NewToken), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 201, body = verbs::NewToken))
 )]
 async fn create_token(
     State(state): Api,
@@ -107,7 +107,7 @@ async fn create_token(
     tag = "access",
     summary = "Revoke a token (admins)",
     params(("name" = String, Path, description = "the token's name")),
-    responses((status = 204, description = "revoked"), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 204, description = "revoked"))
 )]
 async fn revoke_token(
     State(state): Api,
@@ -124,7 +124,7 @@ async fn revoke_token(
     tag = "access",
     summary = "The SSH keys (admins)",
     params(crate::input::Page),
-    responses((status = 200, body = Vec<store::records::SshKey>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, body = Vec<store::records::SshKey>))
 )]
 async fn keys(
     State(state): Api,
@@ -153,7 +153,7 @@ struct NewKey {
     tag = "access",
     summary = "Add an SSH key (admins)",
     request_body = NewKey,
-    responses((status = 201, body = store::records::SshKey), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 201, body = store::records::SshKey))
 )]
 async fn add_key(
     State(state): Api,
@@ -186,7 +186,7 @@ async fn add_key(
     tag = "access",
     summary = "Remove an SSH key, by name or fingerprint (admins)",
     params(("name" = String, Path, description = "the key's name or fingerprint")),
-    responses((status = 204, description = "removed"), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 204, description = "removed"))
 )]
 async fn remove_key(
     State(state): Api,

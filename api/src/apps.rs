@@ -39,7 +39,7 @@ type Api = State<Arc<ApiState>>;
     tag = "apps",
     summary = "The apps the caller may use, with their settings",
     params(crate::input::Page),
-    responses((status = 200, description = "one page of apps, by name; a Link: rel=next header when more follow", body = Vec<verbs::AppInfo>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, description = "one page of apps, by name; a Link: rel=next header when more follow", body = Vec<verbs::AppInfo>))
 )]
 async fn list(
     State(state): Api,
@@ -68,7 +68,7 @@ struct NewApp {
     tag = "apps",
     summary = "Create an app (apps:create)",
     request_body = NewApp,
-    responses((status = 201, description = "created; Location is its URL", body = verbs::AppInfo), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 201, description = "created; Location is its URL", body = verbs::AppInfo))
 )]
 async fn create(
     State(state): Api,
@@ -93,7 +93,7 @@ async fn create(
     tag = "apps",
     summary = "An app and its settings (apps:info)",
     params(("app" = String, Path, description = "the app's name")),
-    responses((status = 200, body = verbs::AppInfo), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, body = verbs::AppInfo))
 )]
 async fn show(
     State(state): Api,
@@ -116,7 +116,7 @@ struct Force {
     tag = "apps",
     summary = "Delete an app and everything it runs (apps:destroy); needs ?force=true",
     params(("app" = String, Path, description = "the app's name"), Force),
-    responses((status = 204, description = "deleted"), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 204, description = "deleted"))
 )]
 async fn destroy(
     State(state): Api,
@@ -138,7 +138,7 @@ async fn destroy(
     tag = "config",
     summary = "The app's env (config:show)",
     params(("app" = String, Path, description = "the app's name")),
-    responses((status = 200, body = std::collections::BTreeMap<String, String>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, body = std::collections::BTreeMap<String, String>))
 )]
 async fn config(
     State(state): Api,
@@ -156,7 +156,7 @@ async fn config(
     summary = "Set and unset env in one new release: {\"K\": \"v\", \"OLD\": null}",
     params(("app" = String, Path, description = "the app's name")),
     request_body = std::collections::BTreeMap<String, Option<String>>,
-    responses((status = 200, description = "the env after", body = std::collections::BTreeMap<String, String>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, description = "the env after", body = std::collections::BTreeMap<String, String>))
 )]
 async fn change_config(
     State(state): Api,
@@ -176,7 +176,7 @@ async fn change_config(
     tag = "domains",
     summary = "The app's extra domains (domains:list)",
     params(("app" = String, Path, description = "the app's name")),
-    responses((status = 200, body = Vec<String>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, body = Vec<String>))
 )]
 async fn domains(
     State(state): Api,
@@ -201,7 +201,7 @@ struct NewDomain {
     summary = "Route a domain to the app (domains:add)",
     params(("app" = String, Path, description = "the app's name")),
     request_body = NewDomain,
-    responses((status = 201, description = "the domains after", body = Vec<String>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 201, description = "the domains after", body = Vec<String>))
 )]
 async fn add_domain(
     State(state): Api,
@@ -228,7 +228,7 @@ async fn add_domain(
     tag = "domains",
     summary = "Stop routing a domain to the app (domains:remove)",
     params(("app" = String, Path, description = "the app's name"), ("domain" = String, Path, description = "the domain")),
-    responses((status = 204, description = "removed"), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 204, description = "removed"))
 )]
 async fn remove_domain(
     State(state): Api,
@@ -247,7 +247,7 @@ async fn remove_domain(
     tag = "health",
     summary = "The app's health check",
     params(("app" = String, Path, description = "the app's name")),
-    responses((status = 200, body = store::records::Health), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, body = store::records::Health))
 )]
 async fn health(
     State(state): Api,
@@ -273,7 +273,7 @@ struct HealthCheck {
     summary = "Change the health check (health:set)",
     params(("app" = String, Path, description = "the app's name")),
     request_body = HealthCheck,
-    responses((status = 200, description = "the check after", body = store::records::Health), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, description = "the check after", body = store::records::Health))
 )]
 async fn set_health(
     State(state): Api,
@@ -315,7 +315,7 @@ fn formation_of(info: &Value) -> Vec<Quantity> {
     tag = "formation",
     summary = "How many of each process type run",
     params(("app" = String, Path, description = "the app's name")),
-    responses((status = 200, body = Vec<Quantity>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, body = Vec<Quantity>))
 )]
 async fn formation(
     State(state): Api,
@@ -342,7 +342,7 @@ struct Quantity {
     summary = "Scale: [{\"type\": \"web\", \"quantity\": 3}] (ps:scale)",
     params(("app" = String, Path, description = "the app's name")),
     request_body = Vec<Quantity>,
-    responses((status = 200, description = "the formation after", body = Vec<Quantity>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, description = "the formation after", body = Vec<Quantity>))
 )]
 async fn scale(
     State(state): Api,
@@ -370,7 +370,7 @@ async fn scale(
     tag = "formation",
     summary = "The app's instances: where each runs and its state (ps)",
     params(("app" = String, Path, description = "the app's name")),
-    responses((status = 200, body = Vec<verbs::UnitRow>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, body = Vec<verbs::UnitRow>))
 )]
 async fn instances(
     State(state): Api,
@@ -395,7 +395,7 @@ struct Follow {
     summary = "Deploy each new image of a repository, or of its tags matching a glob (deploy:follow)",
     params(("app" = String, Path, description = "the app's name")),
     request_body = Follow,
-    responses((status = 200, body = store::records::DeploySettings), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, body = store::records::DeploySettings))
 )]
 async fn follow(
     State(state): Api,

@@ -199,7 +199,7 @@ struct After {
     tag = "events",
     summary = "Every change the caller may see: with Accept: text/event-stream live, one change event per etcd revision (the id; Last-Event-ID resumes, a reset event if that history is gone); else the changes since ?after= as JSON",
     params(After, ("Last-Event-ID" = Option<String>, Header, description = "the revision of the last event the client has")),
-    responses((status = 200, content((Changes = "application/json"), (String = "text/event-stream"))), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, content((Changes = "application/json"), (String = "text/event-stream"))))
 )]
 async fn events(
     State(state): State<Arc<ApiState>>,

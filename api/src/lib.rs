@@ -98,15 +98,44 @@ impl Api {
         description = "Paz's REST API: the SSH verbs over HTTP and JSON, and live streams (Server-Sent Events) of builds, rollouts and every change. Authenticate with Authorization: Bearer <token secret> (tokens:create prints one).",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
-    modifiers(&Bearer),
+    components(schemas(error::ErrorBody))
 )]
 struct Description;
 
-/// Every operation takes a bearer token (`tokens:create`).
-struct Bearer;
+/// What every operation shares: a bearer token (`tokens:create`), and its
+/// errors' body.
+struct Common;
 
-impl utoipa::Modify for Bearer {
+impl utoipa::Modify for Common {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        let refused = error("refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 405, 409, 413, 415, 422)");
+        let failed = error("the store did not answer (503), or Paz failed (500)");
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                responses.insert("4XX".into(), refused.clone().into());
+                responses.insert("5XX".into(), failed.clone().into());
+            }
+        }
         use utoipa::openapi::security::{
             HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
         };
@@ -146,8 +175,11 @@ fn described_routes() -> OpenApiRouter<Arc<ApiState>> {
 
 /// The OpenAPI 3.1 description of the API, made from its handlers.
 pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::Modify;
     let mut description = described_routes().into_openapi();
     description.info.version = env!("CARGO_PKG_VERSION").to_string();
+    // After the routes are in: it changes every operation.
+    Common.modify(&mut description);
     description
 }
 
@@ -155,7 +187,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     get,
     path = "/openapi.json",
     tag = "meta",
-    summary = "This description (OpenAPI 3.1)",
+    summary = "This description (OpenAPI 3.1); no token needed",
+    security(()),
     responses((status = 200, body = Object))
 )]
 async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {

@@ -41,7 +41,7 @@ fn version(text: &str) -> Result<u64, ApiError> {
     tag = "releases",
     summary = "The app's releases, oldest first (releases)",
     params(("app" = String, Path, description = "the app's name"), crate::input::Page),
-    responses((status = 200, description = "one page; a Link: rel=next header when more follow", body = Vec<store::records::Release>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, description = "one page; a Link: rel=next header when more follow", body = Vec<store::records::Release>))
 )]
 async fn releases(
     State(state): Api,
@@ -60,7 +60,7 @@ async fn releases(
     tag = "releases",
     summary = "One release",
     params(("app" = String, Path, description = "the app's name"), ("version" = String, Path, description = "its number: 7 or v7")),
-    responses((status = 200, body = store::records::Release), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, body = store::records::Release))
 )]
 async fn release(
     State(state): Api,
@@ -83,7 +83,7 @@ async fn release(
     tag = "builds",
     summary = "The app's last builds, newest first (builds)",
     params(("app" = String, Path, description = "the app's name"), crate::input::Page),
-    responses((status = 200, body = Vec<verbs::BuildRow>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, body = Vec<verbs::BuildRow>))
 )]
 async fn builds(
     State(state): Api,
@@ -103,7 +103,7 @@ async fn builds(
     tag = "builds",
     summary = "One build",
     params(("app" = String, Path, description = "the app's name"), ("id" = String, Path, description = "the build's id")),
-    responses((status = 200, body = verbs::BuildRow), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, body = verbs::BuildRow))
 )]
 async fn build(
     State(state): Api,
@@ -126,7 +126,7 @@ async fn build(
     tag = "builds",
     summary = "A build's log: the whole text, or with Accept: text/event-stream each line as it is written (line events, their number the id; Last-Event-ID resumes), then an end event",
     params(("app" = String, Path, description = "the app's name"), ("id" = String, Path, description = "the build's id"), ("Last-Event-ID" = Option<String>, Header, description = "the number of the last line the client has")),
-    responses((status = 200, content((String = "text/plain"), (String = "text/event-stream"))), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, content((String = "text/plain"), (String = "text/event-stream"))))
 )]
 async fn build_log(
     State(state): Api,

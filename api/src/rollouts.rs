@@ -56,7 +56,7 @@ pub(crate) struct NewRelease {
     summary = "Deploy an image ({\"image\": ...}), or roll back ({\"release\": N} or {\"previous\": true}): a rollout",
     params(("app" = String, Path, description = "the app's name")),
     request_body = NewRelease,
-    responses((status = 202, description = "started; Location is the rollout, whose events follow it", body = store::Rollout), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 202, description = "started; Location is the rollout, whose events follow it", body = store::Rollout))
 )]
 pub(crate) async fn release(
     State(state): Api,
@@ -84,7 +84,7 @@ pub(crate) async fn release(
     tag = "rollouts",
     summary = "Restart the serving release's instances one at a time (ps:restart): a rollout",
     params(("app" = String, Path, description = "the app's name")),
-    responses((status = 202, description = "started; Location is the rollout", body = store::Rollout), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 202, description = "started; Location is the rollout", body = store::Rollout))
 )]
 async fn restart(
     State(state): Api,
@@ -178,7 +178,7 @@ async fn record_of(
     tag = "rollouts",
     summary = "The app's rollouts (pushes, deploys, rollbacks, config changes, scales, restarts), oldest first",
     params(("app" = String, Path, description = "the app's name")),
-    responses((status = 200, body = Vec<store::Rollout>), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, body = Vec<store::Rollout>))
 )]
 async fn list(
     State(state): Api,
@@ -206,7 +206,7 @@ async fn list(
     tag = "rollouts",
     summary = "One rollout: its steps so far and how it ended",
     params(("app" = String, Path, description = "the app's name"), ("id" = String, Path, description = "the rollout's id")),
-    responses((status = 200, body = store::Rollout), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, body = store::Rollout))
 )]
 async fn show(
     State(state): Api,
@@ -236,7 +236,7 @@ fn step_event(index: usize, step: &Step) -> Event {
     tag = "rollouts",
     summary = "A rollout's steps: so far as JSON, or with Accept: text/event-stream each as it happens (step events, their index the id; Last-Event-ID resumes), then an end event",
     params(("app" = String, Path, description = "the app's name"), ("id" = String, Path, description = "the rollout's id"), ("Last-Event-ID" = Option<String>, Header, description = "the index of the last step the client has")),
-    responses((status = 200, content((Vec<store::Step> = "application/json"), (String = "text/event-stream"))), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, content((Vec<store::Step> = "application/json"), (String = "text/event-stream"))))
 )]
 async fn events(
     State(state): Api,

@@ -49,7 +49,7 @@ struct Answer {
     summary = "Run any verb with its SSH arguments: what SSH prints (text) and --json prints (json)",
     params(("verb" = String, Path, description = "the verb, e.g. apps:list")),
     request_body = Call,
-    responses((status = 200, body = Answer), (status = "4XX", description = "refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 409, 413, 415, 422)", body = crate::error::ErrorBody), (status = "5XX", description = "the store did not answer (503) or Paz failed (500)", body = crate::error::ErrorBody))
+    responses((status = 200, body = Answer))
 )]
 async fn run(
     State(state): State<Arc<ApiState>>,
