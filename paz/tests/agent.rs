@@ -609,6 +609,7 @@ async fn machines_and_units_are_listed_shown_and_exported() {
         name: "olga".into(),
         role: store::records::Role::Deployer,
         apps: vec![store::AppName::new("other").unwrap()],
+        token: false,
     };
     let refused = run(outsider.clone(), "units:cat", vec![units[0].0.clone()])
         .await

@@ -16,6 +16,7 @@ pub fn admin_verbs(store: &store::Store) -> (verbs::Context, verbs::Caller, temp
         name: "admin".into(),
         role: store::records::Role::Admin,
         apps: vec![],
+        token: false,
     };
     (context, admin, data)
 }

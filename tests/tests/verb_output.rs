@@ -198,6 +198,7 @@ async fn fixed(test: &str) -> Verbs {
         name: "ana".into(),
         role: Role::Admin,
         apps: vec![],
+        token: false,
     };
     Verbs {
         context,
@@ -1415,6 +1416,7 @@ async fn keys_tokens_help_and_rights() {
         name: "bo".into(),
         role: Role::Deployer,
         apps: vec![AppName::new("other").unwrap()],
+        token: false,
     };
     expect![[r#"
         error: `bo` may not use app `demo`: its apps are other; an admin can add it with ssh-keys:add --apps

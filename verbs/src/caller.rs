@@ -13,6 +13,8 @@ pub struct Caller {
     pub role: Role,
     /// The apps a deployer may use.
     pub apps: Vec<AppName>,
+    /// Whether it is a token (else an SSH key): how to grant it more.
+    pub token: bool,
 }
 
 impl Caller {
@@ -21,6 +23,7 @@ impl Caller {
             name: key.name.clone(),
             role: key.role,
             apps: key.apps.clone(),
+            token: false,
         }
     }
 
@@ -29,6 +32,7 @@ impl Caller {
             name: token.name.clone(),
             role: token.role,
             apps: token.apps.clone(),
+            token: true,
         }
     }
 
@@ -67,8 +71,15 @@ impl Caller {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let grant = if self.token {
+            format!(
+                "a token can't be changed: an admin makes one with tokens:create NAME --apps {app}"
+            )
+        } else {
+            "an admin can add it with ssh-keys:add --apps".to_string()
+        };
         Err(VerbError::Denied(format!(
-            "`{}` may not use app `{app}`: its apps are {allowed}; an admin can add it with ssh-keys:add --apps",
+            "`{}` may not use app `{app}`: its apps are {allowed}; {grant}",
             self.name
         )))
     }
