@@ -50,7 +50,12 @@ async fn list(
     let mut apps = Vec::new();
     for name in names.as_array().into_iter().flatten() {
         let name = name.as_str().unwrap_or_default().to_string();
-        apps.push(verb(&state, &caller, "apps:info", vec![name], b"").await?);
+        match verb(&state, &caller, "apps:info", vec![name], b"").await {
+            Ok(info) => apps.push(info),
+            // Destroyed since it was listed.
+            Err(error) if error.status == StatusCode::NOT_FOUND => {}
+            Err(error) => return Err(error),
+        }
     }
     let key = |info: &Value| info["app"]["name"].as_str().unwrap_or_default().to_string();
     Ok(page.of(apps, key, "/api/v1/apps"))

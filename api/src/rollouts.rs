@@ -168,7 +168,11 @@ async fn record_of(
         .await
         .map_err(|error| ApiError::from(VerbError::from(error)))?
         .ok_or_else(|| ApiError::not_found(format!("{app} has no rollout {id}")))?;
-    Ok((key, record.value))
+    let clock = state.context.clock;
+    let record = RolloutRecord::settled(store, clock, &key, record.mod_revision, record.value)
+        .await
+        .map_err(|error| ApiError::from(VerbError::from(error)))?;
+    Ok((key, record))
 }
 
 /// The app's rollouts started over the API, oldest first.
@@ -192,11 +196,15 @@ async fn list(
         .list(&store.keys().rollouts(&app))
         .await
         .map_err(|error| ApiError::from(VerbError::from(error)))?;
-    let records: Vec<Value> = listing
-        .entries
-        .into_iter()
-        .map(|entry| serde_json::to_value(entry.value).unwrap_or_default())
-        .collect();
+    let mut records = Vec::new();
+    for entry in listing.entries {
+        let key = store.keys().rollout(&app, &entry.value.id)?;
+        let clock = state.context.clock;
+        let record = RolloutRecord::settled(store, clock, &key, entry.mod_revision, entry.value)
+            .await
+            .map_err(|error| ApiError::from(VerbError::from(error)))?;
+        records.push(serde_json::to_value(record).unwrap_or_default());
+    }
     Ok(Json(Value::Array(records)))
 }
 
@@ -249,12 +257,16 @@ async fn events(
         return Ok(Json(record.steps).into_response());
     }
     let sent = crate::last_event_id(&headers).map_or(0, |last| last + 1);
-    let watch = state.context.store.watch_key(&key);
+    let store = state.context.store.clone();
+    let watch = store.watch_key(&key);
     let start = Follow {
         watch,
         sent,
         pending: VecDeque::new(),
         done: false,
+        store,
+        clock: state.context.clock,
+        key,
     };
     let stream = futures::stream::unfold(start, |mut follow| async move {
         loop {
@@ -264,7 +276,14 @@ async fn events(
             if follow.done {
                 return None;
             }
-            let event = follow.watch.next_event().await?;
+            let event = match tokio::time::timeout(QUIET, follow.watch.next_event()).await {
+                Ok(event) => event?,
+                // Nothing for a while: its server may have stopped.
+                Err(_) => {
+                    follow.settle().await;
+                    continue;
+                }
+            };
             match event.into_latest() {
                 Some(record) => follow.take(&record),
                 None => follow.done = true,
@@ -276,6 +295,10 @@ async fn events(
         .into_response())
 }
 
+/// How long a rollout's stream waits for a change before it checks that
+/// the rollout's server still runs it.
+const QUIET: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Where an event stream of a rollout is.
 struct Follow {
     watch: store::Watch<Rollout>,
@@ -283,9 +306,24 @@ struct Follow {
     sent: usize,
     pending: VecDeque<Event>,
     done: bool,
+    store: store::Store,
+    clock: verbs::Clock,
+    key: Key<Rollout>,
 }
 
 impl Follow {
+    /// Ends the record if its server stopped; the watch then tells it.
+    async fn settle(&self) {
+        if let Ok(Some(record)) = self.store.get(&self.key).await {
+            let (store, clock) = (&self.store, self.clock);
+            let settled =
+                RolloutRecord::settled(store, clock, &self.key, record.mod_revision, record.value);
+            if let Err(error) = settled.await {
+                tracing::debug!(key = %self.key, %error, "cannot settle a quiet rollout");
+            }
+        }
+    }
+
     /// Queues the steps of `record` not sent yet, and the end when it ended.
     fn take(&mut self, record: &Rollout) {
         for (index, step) in record.steps.iter().enumerate().skip(self.sent) {

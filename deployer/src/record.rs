@@ -18,7 +18,16 @@ pub struct RolloutRecord {
     store: Store,
     key: Key<Rollout>,
     clock: Clock,
+    /// Keeps the record's `alive` key while the rollout runs (the one that
+    /// `begin` made it; dropped with the last clone).
+    _alive: Option<std::sync::Arc<store::Lease>>,
 }
+
+/// How long a rollout's `alive` key outlives a server that stopped.
+const ALIVE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What an abandoned rollout's record says.
+const ABANDONED: &str = "the server that ran it stopped before it ended: its steps so far are kept; see releases and ps for how the app is now";
 
 /// A new rollout's id: `<unix ms>-<random>`, so that they sort by time.
 fn new_id() -> String {
@@ -41,6 +50,8 @@ impl RolloutRecord {
     ) -> Result<(RolloutRecord, Rollout), StoreError> {
         let id = new_id();
         let key = store.keys().rollout(app, &id)?;
+        let alive = store.keys().rollout_alive(app, &id)?;
+        let lease = store.grant_lease(ALIVE_TTL).await?;
         let record = Rollout {
             id,
             app: app.clone(),
@@ -53,11 +64,18 @@ impl RolloutRecord {
             steps: Vec::new(),
             error: None,
         };
-        store.create(&key, &record).await?;
+        // Together: a reader never sees it running without its `alive` key.
+        store
+            .transaction()
+            .create(&key, &record)
+            .put_on_lease(&alive, &"running".to_string(), &lease)
+            .commit()
+            .await?;
         let written = RolloutRecord {
             store: store.clone(),
             key,
             clock,
+            _alive: Some(std::sync::Arc::new(lease)),
         };
         Ok((written, record))
     }
@@ -68,6 +86,44 @@ impl RolloutRecord {
             store: store.clone(),
             key,
             clock,
+            _alive: None,
+        }
+    }
+
+    /// `record` (read at `revision` from `key`) as it really is: one left
+    /// running by a server that stopped (its `alive` key gone) is ended
+    /// as failed, in etcd too (a transaction: unless it changed, or came
+    /// alive, meanwhile).
+    pub async fn settled(
+        store: &Store,
+        clock: Clock,
+        key: &Key<Rollout>,
+        revision: i64,
+        mut record: Rollout,
+    ) -> Result<Rollout, StoreError> {
+        if record.status != RolloutStatus::Running {
+            return Ok(record);
+        }
+        let alive = store.keys().rollout_alive(&record.app, &record.id)?;
+        if store.get(&alive).await?.is_some() {
+            return Ok(record);
+        }
+        record.status = RolloutStatus::Failed;
+        record.finished_at = Some(clock.now());
+        record.error = Some(ABANDONED.to_string());
+        let written = store
+            .transaction()
+            .require_absent(&alive)
+            .update(key, revision, &record)
+            .commit()
+            .await;
+        match written {
+            Ok(_) => Ok(record),
+            // Changed meanwhile: as it is now.
+            Err(StoreError::Conflict { .. }) => {
+                Ok(store.get(key).await?.map_or(record, |now| now.value))
+            }
+            Err(error) => Err(error),
         }
     }
 

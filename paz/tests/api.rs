@@ -21,6 +21,8 @@ struct Api {
     _data: tempfile::TempDir,
     http: reqwest::Client,
     store: store::Store,
+    /// What `paz up` was started with, to start it again.
+    args: Vec<String>,
 }
 
 impl Api {
@@ -29,15 +31,15 @@ impl Api {
         let data = tests::temp_dir();
         let key_file = data.path().join("admin.pub");
         std::fs::write(&key_file, &admin_key.public_key).unwrap();
-        let running = start(
-            &[
-                "--data-dir",
-                data.path().join("paz").to_str().unwrap(),
-                "--admin-key",
-                key_file.to_str().unwrap(),
-            ],
-            &[],
-        );
+        let args: Vec<String> = [
+            "--data-dir",
+            data.path().join("paz").to_str().unwrap(),
+            "--admin-key",
+            key_file.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .into();
+        let running = start(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
         let store = running.store("/paz").await;
         let mut cleanup = tests::DockerCleanup::new("api");
         let machine = agent::machine_id(&data.path().join("paz")).unwrap();
@@ -49,7 +51,29 @@ impl Api {
             _data: data,
             http: reqwest::Client::new(),
             store,
+            args,
         }
+    }
+
+    /// Kills `paz up` (SIGKILL: nothing of it ends cleanly; its etcd goes
+    /// with it) and starts it again on the same data dir.
+    async fn kill_and_restart(&mut self) {
+        self.running.paz.signal(nix::sys::signal::Signal::SIGKILL);
+        assert!(self
+            .running
+            .paz
+            .wait_timeout(std::time::Duration::from_secs(30))
+            .is_some());
+        if let Some(etcd) = self.running.etcd_pid {
+            tests::eventually_blocking(
+                "the local etcd to stop with its paz",
+                std::time::Duration::from_secs(30),
+                || (!std::path::Path::new(&format!("/proc/{etcd}")).exists()).then_some(()),
+            );
+        }
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.running = start(&args, &[]);
+        self.store = self.running.store("/paz").await;
     }
 
     /// A new token's secret, made over SSH as an admin would.
@@ -1524,5 +1548,94 @@ async fn every_described_operation_is_a_route() {
         (status, &body["id"]),
         (StatusCode::METHOD_NOT_ALLOWED, &json!("method_not_allowed")),
         "{body}"
+    );
+}
+
+/// A rollout whose server stops before it ends is not left running: once
+/// its `alive` key's lease is gone, reading it ends it as failed, saying
+/// why, with its steps kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_whose_server_stopped_is_ended_not_left_running() {
+    let docker = tests::docker().await;
+    let base = tests::busybox_image(&docker).await;
+    let mut api = Api::start().await;
+    let secret = api.token("ops", "admin", &[]);
+    let admin = Some(secret.as_str());
+    let (status, _, _) = api
+        .call(
+            admin,
+            Method::POST,
+            "/apps",
+            Some(json!({"name": "orphan"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_tree, mut push) = api.app_tree(base, "orphan", "v1", None);
+    let pushed = push.output().unwrap();
+    assert!(pushed.status.success(), "{}", said(&pushed));
+    // A port the app does not listen on: v2 is never healthy, and its
+    // rollout waits (60 s) for it.
+    let waiting = tokio::spawn(
+        api.http
+            .post(api.url("/verbs/ports:set"))
+            .bearer_auth(&secret)
+            .json(&json!({"args": ["orphan", "9999"]}))
+            .send(),
+    );
+    let running = tests::eventually(
+        "the config rollout to place v2",
+        std::time::Duration::from_secs(30),
+        async || {
+            let (_, _, all) = api
+                .call(admin, Method::GET, "/apps/orphan/rollouts", None)
+                .await;
+            let config = all
+                .as_array()?
+                .iter()
+                .find(|r| r["kind"] == "config")?
+                .clone();
+            let placed = config["steps"]
+                .as_array()?
+                .iter()
+                .any(|step| step["step"] == "placed");
+            placed.then_some(config)
+        },
+    )
+    .await;
+    assert_eq!(
+        running["status"], "running",
+        "alive while it runs: {running}"
+    );
+    let id = running["id"].as_str().unwrap().to_string();
+
+    api.kill_and_restart().await;
+    let _ = waiting.await;
+    let ended = tests::eventually(
+        "the abandoned rollout to be ended",
+        std::time::Duration::from_secs(60),
+        async || {
+            let (_, _, record) = api
+                .call(
+                    admin,
+                    Method::GET,
+                    &format!("/apps/orphan/rollouts/{id}"),
+                    None,
+                )
+                .await;
+            (record["status"] != "running").then_some(record)
+        },
+    )
+    .await;
+    assert_eq!(ended["status"], "failed", "{ended}");
+    assert!(
+        ended["error"]
+            .as_str()
+            .unwrap()
+            .contains("the server that ran it stopped"),
+        "{ended}"
+    );
+    assert!(
+        !ended["steps"].as_array().unwrap().is_empty(),
+        "its steps are kept"
     );
 }

@@ -216,6 +216,16 @@ impl Keys {
         Ok(Key::new(format!("{}/apps/{app}/rollouts/{id}", self.root)))
     }
 
+    /// Present (on a lease its server keeps alive) while the rollout `id`
+    /// runs: a running record without it was left by a server that stopped.
+    pub fn rollout_alive(&self, app: &AppName, id: &str) -> Result<Key<String>, NameError> {
+        check_segment("rollout id", id)?;
+        Ok(Key::new(format!(
+            "{}/apps/{app}/rollouts/{id}/alive",
+            self.root
+        )))
+    }
+
     pub fn rollouts(&self, app: &AppName) -> Prefix<crate::Rollout> {
         Prefix::new(format!("{}/apps/{app}/rollouts/", self.root), true)
     }

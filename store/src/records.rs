@@ -132,6 +132,18 @@ impl Token {
         (token, secret)
     }
 
+    /// Whether `secret` has the form of a token's secret (`paz_` and 48
+    /// lowercase hex digits): what has not names no token, and is refused
+    /// without a look at etcd.
+    pub fn is_secret_form(secret: &str) -> bool {
+        secret.strip_prefix("paz_").is_some_and(|digits| {
+            digits.len() == 48
+                && digits
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+    }
+
     /// Whether `secret` is this token's (compared in constant time).
     pub fn secret_matches(&self, secret: &str) -> bool {
         use subtle::ConstantTimeEq;
@@ -444,6 +456,23 @@ pub struct UnitState {
 mod tests {
     use super::*;
     use expect_test::expect;
+
+    #[test]
+    fn only_what_has_a_secrets_form_is_looked_up() {
+        let (token, secret) = Token::create("ci", Role::Deployer, vec![]);
+        assert!(Token::is_secret_form(&secret));
+        assert!(token.secret_matches(&secret));
+        for not_one in [
+            "",
+            "paz_",
+            "paz_xyz",
+            &secret.to_uppercase(),
+            &format!("{secret}0"),
+            &secret[4..],
+        ] {
+            assert!(!Token::is_secret_form(not_one), "{not_one}");
+        }
+    }
 
     #[test]
     fn app_record_is_readable_json_with_defaults() {

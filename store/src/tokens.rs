@@ -99,6 +99,9 @@ impl TokenCache {
     /// A token made a moment ago is looked for in etcd when the cache lacks
     /// it. An error: etcd did not answer (the caller cannot be told apart).
     pub async fn by_secret(&self, secret: &str) -> crate::Result<Option<Token>> {
+        if !Token::is_secret_form(secret) {
+            return Ok(None);
+        }
         let matching = |tokens: Vec<Token>| {
             let mut found = None;
             for token in tokens {

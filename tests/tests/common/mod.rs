@@ -35,15 +35,11 @@ pub async fn add_token(
     role: Role,
     apps: &[&str],
 ) -> Credentials {
-    let secret = format!("paz_{name}_{}", hex::encode(rand_bytes()));
+    // A secret of the form tokens:create makes (others name no token).
+    let apps = apps.iter().map(|app| AppName::new(app).unwrap()).collect();
+    let (mut token, secret) = Token::create(name, role, apps);
     let signing = format!("whsec_{name}_{}", hex::encode(rand_bytes()));
-    let token = Token {
-        name: name.to_string(),
-        secret_sha256: store::records::secret_sha256(&secret),
-        role,
-        apps: apps.iter().map(|app| AppName::new(app).unwrap()).collect(),
-        signing_sealed: Some(hooks.seal(name, signing.as_bytes())),
-    };
+    token.signing_sealed = Some(hooks.seal(name, signing.as_bytes()));
     store
         .put(&store.keys().token(name).unwrap(), &token)
         .await
