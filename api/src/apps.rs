@@ -171,7 +171,17 @@ async fn change_config(
 ) -> Result<Json<Value>, ApiError> {
     let name = app(&name)?;
     let changes = changes.into_iter().collect();
-    let changed = verbs::change_config(&state.context, &caller, name.as_str(), changes).await?;
+    // In a task of its own, as every verb: its rollout outlives the client.
+    let context = state.context.clone();
+    let change =
+        async move { verbs::change_config(&context, &caller, name.as_str(), changes).await };
+    let changed = tokio::spawn(change).await.map_err(|error| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the config change's task failed ({error}): see the server's log"),
+        )
+    })??;
     Ok(Json(serde_json::to_value(&changed.env).unwrap_or_default()))
 }
 

@@ -72,7 +72,6 @@ pub(crate) struct Change {
     pub name: String,
     /// The record after the change (JSON, or text for a unit file); none
     /// after a delete.
-    #[schema(value_type = Option<Object>)]
     pub value: Option<Value>,
 }
 
@@ -192,6 +191,52 @@ struct After {
     after: Option<i64>,
 }
 
+/// The changes `caller` may see after revision `last`, up to `now` (or as
+/// many as one answer holds, or as etcd gives within `CATCH_UP`): the
+/// revision they reach is the one to ask after next, so none is skipped.
+async fn changes_since(
+    store: &store::Store,
+    keys: &Keys,
+    caller: &Caller,
+    last: i64,
+    now: i64,
+) -> Result<Changes, ApiError> {
+    let mut changes = Vec::new();
+    let mut reached = last;
+    if last < now {
+        let mut watch = store.watch_from(&keys.everything(), last + 1);
+        let deadline = tokio::time::Instant::now() + CATCH_UP;
+        while reached < now && changes.len() < MOST_CHANGES {
+            let Ok(Some(batch)) = tokio::time::timeout_at(deadline, watch.next_batch()).await
+            else {
+                break;
+            };
+            let end = batch.last().map_or(reached, WatchEvent::revision);
+            for revision in revisions(keys, caller, batch) {
+                changes.push(revision.map_err(|_| {
+                    ApiError::new(
+                        axum::http::StatusCode::GONE,
+                        "compacted",
+                        format!("the history after revision {last} was compacted: read the state again, then ask after revision {now}"),
+                    )
+                })?);
+            }
+            reached = end;
+        }
+    }
+    Ok(Changes {
+        revision: reached,
+        changes,
+    })
+}
+
+/// Whether the token `caller` came with is still there, with the same rights.
+async fn still_granted(tokens: &store::TokenCache, caller: &Caller) -> bool {
+    tokens.all().await.iter().any(|token| {
+        token.name == caller.name && token.role == caller.role && token.apps == caller.apps
+    })
+}
+
 /// The stream, or the JSON of the changes since `after`.
 #[utoipa::path(
     get,
@@ -227,47 +272,26 @@ async fn events(
     let keys = store.keys().clone();
     let everything = keys.everything();
     if !crate::wants_events(&headers) {
-        let mut changes = Vec::new();
-        if let Some(last) = last.filter(|last| *last < now) {
-            let mut watch = store.watch_from(&everything, last + 1);
-            let caught_up = tokio::time::timeout(CATCH_UP, async {
-                while let Some(batch) = watch.next_batch().await {
-                    let reached = batch.last().map_or(now, WatchEvent::revision);
-                    for revision in revisions(&keys, &caller, batch) {
-                        changes.push(revision.map_err(|_| {
-                            ApiError::new(
-                                axum::http::StatusCode::GONE,
-                                "compacted",
-                                format!("the history after revision {last} was compacted: read the state again, then ask from revision {now}"),
-                            )
-                        })?);
-                    }
-                    if reached >= now || changes.len() >= MOST_CHANGES {
-                        break;
-                    }
-                }
-                Ok::<(), ApiError>(())
-            })
-            .await;
-            if let Ok(result) = caught_up {
-                result?;
-            }
-        }
-        let revision = changes.last().map_or(now, |last| last.revision.max(now));
-        return Ok(Json(Changes { revision, changes }).into_response());
+        let since = changes_since(&store, &keys, &caller, last.unwrap_or(now), now).await?;
+        return Ok(Json(since).into_response());
     }
     let watch = store.watch_from(&everything, last.unwrap_or(now) + 1);
+    let tokens = state.tokens.clone();
     let stream = futures::stream::unfold(
         (watch, std::collections::VecDeque::<Event>::new()),
         move |(mut watch, mut queue)| {
-            let keys = keys.clone();
-            let caller = caller.clone();
+            let (keys, caller, tokens) = (keys.clone(), caller.clone(), tokens.clone());
             async move {
                 loop {
                     if let Some(event) = queue.pop_front() {
                         return Some((Ok::<Event, Infallible>(event), (watch, queue)));
                     }
                     let batch = watch.next_batch().await?;
+                    // A token revoked (or changed) since the stream began
+                    // is told nothing more.
+                    if !still_granted(&tokens, &caller).await {
+                        return None;
+                    }
                     for revision in revisions(&keys, &caller, batch) {
                         queue.push_back(match revision {
                             Ok(revision) => Event::default()

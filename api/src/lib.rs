@@ -120,7 +120,7 @@ impl utoipa::Modify for Common {
                 )
                 .build()
         };
-        let refused = error("refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 405, 409, 413, 415, 422)");
+        let refused = error("refused: {id, message} says why (401 no or unknown token, 403 not the caller's, 404, 405, 409, 410 history compacted, 413, 415, 422)");
         let failed = error("the store did not answer (503), or Paz failed (500)");
         for item in openapi.paths.paths.values_mut() {
             let operations = [
@@ -228,8 +228,30 @@ async fn verb(
     args: Vec<String>,
     stdin: &[u8],
 ) -> Result<Value, ApiError> {
-    let outcome = verbs::run(&state.context, caller, name, &args, stdin).await?;
-    Ok(outcome.json)
+    Ok(run_verb(state, caller, name, args, stdin).await?.json)
+}
+
+/// Runs verb `name` in a task of its own, so that a client that goes away
+/// does not cut short what it does (a rollout finishes, or rolls back).
+async fn run_verb(
+    state: &ApiState,
+    caller: &Caller,
+    name: &str,
+    args: Vec<String>,
+    stdin: &[u8],
+) -> Result<verbs::Outcome, ApiError> {
+    let (context, caller) = (state.context.clone(), caller.clone());
+    let (name, stdin) = (name.to_string(), stdin.to_vec());
+    let task =
+        tokio::spawn(async move { verbs::run(&context, &caller, &name, &args, &stdin).await });
+    match task.await {
+        Ok(outcome) => Ok(outcome?),
+        Err(error) => Err(ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the verb's task failed ({error}): see the server's log"),
+        )),
+    }
 }
 
 /// Runs verb `name` on app `app` (its name checked first) as `caller`; its JSON.

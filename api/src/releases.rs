@@ -148,7 +148,7 @@ async fn build_log(
                 ApiError::not_found(format!("{app} has no build {id}: see builds {app}"))
             })?;
         let path = state.context.data_dir.join(&build.value.log_path);
-        let from = crate::last_event_id(&headers).map_or(0, |last| last + 1);
+        let from = crate::last_event_id(&headers).map_or(0, |last| last.saturating_add(1));
         return crate::build_log::stream(path, store.watch_key(&key), from).await;
     }
     let logged = verb(

@@ -23,7 +23,7 @@ use verbs::{Caller, VerbError};
 
 use crate::auth::Authed;
 use crate::error::ApiError;
-use crate::input::{app, Input};
+use crate::input::{app, Input, Page, Params};
 use crate::ApiState;
 
 pub(crate) fn routes() -> OpenApiRouter<Arc<ApiState>> {
@@ -65,17 +65,21 @@ pub(crate) async fn release(
     Input(new): Input<NewRelease>,
 ) -> Result<Response, ApiError> {
     let app = app(&name)?;
-    let (kind, verb, args) = match (new.image, new.release, new.previous) {
+    let (kind, verb, args, needs) = match (new.image, new.release, new.previous) {
         (Some(image), None, None) if !image.starts_with('-') => {
-            ("deploy", "deploy", vec![app.to_string(), image])
+            units::check_image(&image).map_err(ApiError::invalid)?;
+            ("deploy", "deploy", vec![app.to_string(), image], Needs::Nothing)
         }
-        (None, Some(n), None) => ("rollback", "rollback", vec![app.to_string(), n.to_string()]),
-        (None, None, Some(true)) => ("rollback", "rollback", vec![app.to_string()]),
+        (None, Some(n), None) => {
+            let args = vec![app.to_string(), n.to_string()];
+            ("rollback", "rollback", args, Needs::Release(n))
+        }
+        (None, None, Some(true)) => ("rollback", "rollback", vec![app.to_string()], Needs::Serving),
         _ => return Err(ApiError::invalid(
             "give {\"image\": \"REPO:TAG\"} to deploy an image, {\"release\": N} to roll back to release N, or {\"previous\": true} to roll back to the one before",
         )),
     };
-    begin(&state, caller, app, kind, verb, args).await
+    begin(&state, caller, app, (kind, verb, args), needs).await
 }
 
 #[utoipa::path(
@@ -93,7 +97,49 @@ async fn restart(
 ) -> Result<Response, ApiError> {
     let app = app(&name)?;
     let args = vec![app.to_string()];
-    begin(&state, caller, app, "restart", "ps:restart", args).await
+    begin(
+        &state,
+        caller,
+        app,
+        ("restart", "ps:restart", args),
+        Needs::Serving,
+    )
+    .await
+}
+
+/// What a rollout needs before it can start, checked before its 202 (what
+/// only the rollout can find out ends it as failed).
+#[derive(Debug, Clone, Copy)]
+enum Needs {
+    Nothing,
+    /// This release to exist (a rollback to it).
+    Release(u64),
+    /// A serving release (a restart, a rollback to the one before).
+    Serving,
+}
+
+impl Needs {
+    async fn check(self, store: &store::Store, app: &AppName) -> Result<(), ApiError> {
+        let store_error = |error| ApiError::from(VerbError::from(error));
+        match self {
+            Needs::Nothing => Ok(()),
+            Needs::Release(n) => match store.get(&store.keys().release(app, n)).await {
+                Ok(Some(_)) => Ok(()),
+                // The verb's own words: one message for both doors.
+                Ok(None) => Err(ApiError::not_found(format!(
+                    "{app} has no release v{n}: see `releases {app}`"
+                ))),
+                Err(error) => Err(store_error(error)),
+            },
+            Needs::Serving => match store.get(&store.keys().current(app)).await {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err(ApiError::invalid(format!(
+                    "{app} has no release yet: push it, or deploy an image first"
+                ))),
+                Err(error) => Err(store_error(error)),
+            },
+        }
+    }
 }
 
 /// Records a rollout and runs `verb` in a task of its own (a client that
@@ -103,9 +149,8 @@ async fn begin(
     state: &ApiState,
     caller: Caller,
     app: AppName,
-    kind: &str,
-    verb: &'static str,
-    args: Vec<String>,
+    (kind, verb, args): (&str, &'static str, Vec<String>),
+    needs: Needs,
 ) -> Result<Response, ApiError> {
     caller.require_app(&app)?;
     let store = state.context.store.clone();
@@ -118,6 +163,7 @@ async fn begin(
             "app `{app}` does not exist: create it with POST /api/v1/apps"
         )));
     }
+    needs.check(&store, &app).await?;
     if state.context.rollouts.is_none() {
         return Err(ApiError::invalid(
             "no deployer runs with this server: use paz up or paz server",
@@ -181,14 +227,15 @@ async fn record_of(
     path = "/apps/{app}/rollouts",
     tag = "rollouts",
     summary = "The app's rollouts (pushes, deploys, rollbacks, config changes, scales, restarts), oldest first",
-    params(("app" = String, Path, description = "the app's name")),
+    params(("app" = String, Path, description = "the app's name"), crate::input::Page),
     responses((status = 200, body = Vec<store::Rollout>))
 )]
 async fn list(
     State(state): Api,
     Authed(caller): Authed,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    Params(page): Params<Page>,
+) -> Result<Response, ApiError> {
     let app = app(&name)?;
     caller.require_app(&app)?;
     let store = &state.context.store;
@@ -205,7 +252,9 @@ async fn list(
             .map_err(|error| ApiError::from(VerbError::from(error)))?;
         records.push(serde_json::to_value(record).unwrap_or_default());
     }
-    Ok(Json(Value::Array(records)))
+    let path = format!("/api/v1/apps/{app}/rollouts");
+    let key = |record: &Value| record["id"].as_str().unwrap_or_default().to_string();
+    Ok(page.of(records, key, &path))
 }
 
 #[utoipa::path(
@@ -256,7 +305,7 @@ async fn events(
     if !crate::wants_events(&headers) {
         return Ok(Json(record.steps).into_response());
     }
-    let sent = crate::last_event_id(&headers).map_or(0, |last| last + 1);
+    let sent = crate::last_event_id(&headers).map_or(0, |last| last.saturating_add(1));
     let store = state.context.store.clone();
     let watch = store.watch_key(&key);
     let start = Follow {

@@ -57,14 +57,7 @@ async fn run(
     Path(verb): Path<String>,
     Input(call): Input<Call>,
 ) -> Result<Json<Answer>, ApiError> {
-    let outcome = verbs::run(
-        &state.context,
-        &caller,
-        &verb,
-        &call.args,
-        call.stdin.as_bytes(),
-    )
-    .await?;
+    let outcome = crate::run_verb(&state, &caller, &verb, call.args, call.stdin.as_bytes()).await?;
     Ok(Json(Answer {
         text: outcome.text,
         json: outcome.json,

@@ -145,11 +145,14 @@ impl RolloutRecord {
     }
 
     /// Records how the rollout ended, if it is still running (a second
-    /// call changes nothing).
+    /// call changes nothing), or was taken for abandoned.
     pub async fn finish(&self, release: Option<u64>, error: Option<String>) {
         let now = self.clock.now();
         let ended = |record: &mut Rollout| {
-            if record.status == RolloutStatus::Running {
+            // Also over one a reader took for abandoned (its alive key's
+            // lease was lost while etcd was out of reach): this is how it ended.
+            let abandoned = record.error.as_deref() == Some(ABANDONED);
+            if record.status == RolloutStatus::Running || abandoned {
                 record.finished_at = Some(now);
                 record.release = record.release.or(release);
                 record.status = match error {

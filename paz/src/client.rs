@@ -156,7 +156,8 @@ fn needs_app(usage: &str, args: &[String]) -> bool {
     let required = usage
         .split_whitespace()
         .skip(1)
-        .filter(|word| !word.starts_with('['))
+        // `[optional]` words and the `...` of a repeated one are not required.
+        .filter(|word| !word.starts_with('[') && *word != "...")
         .count();
     let named = args
         .first()
@@ -240,22 +241,28 @@ mod tests {
 
     #[test]
     fn the_checkouts_app_goes_first_unless_one_is_named() {
-        let needs = |usage, args: &[&str]| {
+        // The verbs' own usages.
+        let needs = |verb: &str, args: &[&str]| {
             let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-            needs_app(usage, &args)
+            needs_app(verbs::find(verb).unwrap().usage, &args)
         };
-        assert!(needs("releases APP", &[]));
-        assert!(!needs("releases APP", &["other"]));
-        assert!(needs("config:set APP K=V...", &["GREETING=hi"]));
-        assert!(!needs("config:set APP K=V...", &["other", "GREETING=hi"]));
-        assert!(needs("domains:add APP DOMAIN", &["example.com"]));
+        assert!(needs("releases", &[]));
+        assert!(!needs("releases", &["other"]));
+        assert!(needs("config:set", &["GREETING=hi"]));
+        assert!(!needs("config:set", &["other", "GREETING=hi"]));
         assert!(
-            needs("domains:add APP DOMAIN", &["shop"]),
+            needs("config:unset", &["GREETING"]),
+            "GREETING is no app name"
+        );
+        assert!(!needs("config:unset", &["other", "greeting"]));
+        assert!(needs("domains:add", &["example.com"]));
+        assert!(
+            needs("domains:add", &["shop"]),
             "one argument is the domain"
         );
-        assert!(needs("rollback APP [N]", &["3"]));
-        assert!(needs("ps:scale APP [web=N] [worker=M]", &["web=2"]));
-        assert!(needs("deploy APP IMAGE", &["busybox"]));
-        assert!(!needs("deploy APP IMAGE", &["other", "busybox"]));
+        assert!(needs("rollback", &["3"]));
+        assert!(needs("ps:scale", &["web=2"]));
+        assert!(needs("deploy", &["busybox"]));
+        assert!(!needs("deploy", &["other", "busybox"]));
     }
 }

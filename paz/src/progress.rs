@@ -49,6 +49,16 @@ pub(crate) fn rollout_of(verb: &str, args: &[String]) -> Option<Start> {
     }
 }
 
+/// A client whose streams fail when nothing, not even the server's
+/// keep-alive (every 15 s), comes for a minute: a connection that died
+/// without closing is noticed.
+fn http() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .read_timeout(std::time::Duration::from_secs(60))
+        .build()
+        .context("cannot make an HTTP client")
+}
+
 /// The API's answer to `request`, or its error's one line.
 async fn send(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<reqwest::Response> {
     let response = request.send().await.with_context(|| {
@@ -69,7 +79,7 @@ async fn send(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<req
 
 /// Starts the rollout and prints its steps until it ends; an error if it failed.
 pub(crate) async fn follow_rollout(credentials: &Credentials, start: Start) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+    let http = http()?;
     let url = format!("{}/api/v1{}", credentials.url, start.path);
     let started = send(
         http.post(&url)
@@ -86,8 +96,11 @@ pub(crate) async fn follow_rollout(credentials: &Credentials, start: Start) -> a
         .to_string();
     let events = format!("{}{location}/events", credentials.url);
     let mut last: Option<String> = None;
-    // A stream that breaks is picked up where it was (Last-Event-ID).
-    for _ in 0..5 {
+    // A stream that breaks is picked up where it was (Last-Event-ID); five
+    // breaks in a row without a step between them end the wait.
+    let mut breaks = 0;
+    while breaks < 5 {
+        breaks += 1;
         let mut request = http
             .get(&events)
             .bearer_auth(&credentials.token)
@@ -103,6 +116,7 @@ pub(crate) async fn follow_rollout(credentials: &Credentials, start: Start) -> a
                 "step" => {
                     println!("{}", data["text"].as_str().unwrap_or_default());
                     last = Some(event.id);
+                    breaks = 0;
                 }
                 "end" => return ended(&data),
                 _ => {}
@@ -131,7 +145,7 @@ pub(crate) async fn follow_build(credentials: &Credentials, args: &[String]) -> 
         bail!("usage: builds:log APP [ID] -f");
     };
     let app = store::AppName::new(app)?;
-    let http = reqwest::Client::new();
+    let http = http()?;
     let base = format!("{}/api/v1/apps/{app}/builds", credentials.url);
     let id = match rest {
         [id] => id.clone(),

@@ -384,6 +384,35 @@ async fn bad_callers_and_bad_input_get_their_status_and_change_nothing() {
     }
     let before = api.state().await;
     let cases: Vec<Case> = vec![
+        // A rollout that could not start is refused before its 202: no record.
+        (
+            Some(&admin),
+            Method::POST,
+            "/apps/mine/releases",
+            Some(json!({"image": "not an image"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Some(&admin),
+            Method::POST,
+            "/apps/mine/releases",
+            Some(json!({"release": 99})),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Some(&admin),
+            Method::POST,
+            "/apps/mine/releases",
+            Some(json!({"previous": true})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Some(&admin),
+            Method::POST,
+            "/apps/mine/actions/restart",
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
         (None, Method::GET, "/apps", None, StatusCode::UNAUTHORIZED),
         (
             None,
@@ -1141,6 +1170,31 @@ async fn events_resume_from_last_event_id_each_once_in_order() {
         .map(|change| change["app"].as_str().unwrap_or("none").to_string())
         .collect();
     assert_eq!(apps, ["ev-a".to_string()].into(), "{theirs:?}");
+
+    // A revoked token's stream ends: the next change does not reach it.
+    let revoked = api.admin_key.ssh(
+        "paz@127.0.0.1",
+        api.running.ssh_port,
+        &["tokens:revoke", "ci"],
+    );
+    assert!(revoked.status.success(), "{}", said(&revoked));
+    let (status, _, _) = api
+        .call(
+            admin,
+            Method::PATCH,
+            "/apps/ev-a/config",
+            Some(json!({"K": "3"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let after_revoke =
+        tokio::time::timeout(std::time::Duration::from_secs(30), deployer_stream.next())
+            .await
+            .expect("the revoked token's stream ends");
+    assert!(
+        after_revoke.is_none(),
+        "a revoked token was told: {after_revoke:?}"
+    );
 
     // Bad callers and bad positions.
     let (status, _, body) = api.call(None, Method::GET, "/events", None).await;

@@ -100,16 +100,17 @@ impl std::fmt::Display for Step {
     }
 }
 
-/// `/paz/apps/<app>/rollouts/<id>`: a rollout started over the API (a
-/// deploy, a rollback, a scale, a restart), its steps written as they
-/// happen; kept after it ends.
+/// `/paz/apps/<app>/rollouts/<id>`: one rollout (every one has a record),
+/// its steps written as they happen; kept after it ends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Rollout {
     pub id: String,
     pub app: AppName,
-    /// What started it: `deploy`, `rollback`, `scale` or `restart`.
+    /// What started it: `push`, `deploy`, `rollback`, `config`, `scale`,
+    /// `restart` or `follow` (a followed image).
     pub kind: String,
-    /// The token that started it.
+    /// Who started it: the token, SSH key or pusher (for `follow`, the
+    /// image event's sender).
     pub by: String,
     pub started_at: u64,
     #[serde(default)]
