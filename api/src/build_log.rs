@@ -19,6 +19,10 @@ use crate::error::ApiError;
 /// How often a log that has not ended is read again for new lines.
 const TICK: Duration = Duration::from_millis(100);
 
+/// How often a running build's log stream checks that its server still
+/// builds it.
+const ALIVE_CHECK: Duration = Duration::from_secs(5);
+
 /// How long the builder may take to put an ended build's log in place.
 const SETTLE: Duration = Duration::from_secs(10);
 
@@ -26,9 +30,11 @@ const SETTLE: Duration = Duration::from_secs(10);
 /// runs) as events, from line `from`.
 pub(crate) async fn stream(
     path: PathBuf,
-    build: store::Watch<Build>,
+    (store, app, id): (store::Store, store::AppName, String),
     from: usize,
 ) -> Result<Response, ApiError> {
+    let key = store.keys().build(&app, &id)?;
+    let build = store.watch_key(&key);
     let partial = path.with_extension("log.partial");
     let file = match tokio::fs::File::open(&path).await {
         Ok(file) => file,
@@ -49,6 +55,8 @@ pub(crate) async fn stream(
         queue: VecDeque::new(),
         ended: None,
         done: false,
+        owner: (store, app, id),
+        checked: tokio::time::Instant::now(),
     };
     let stream = futures::stream::unfold(tail, |mut tail| async move {
         loop {
@@ -83,6 +91,10 @@ struct Tail {
     /// How the build ended, once it did (and when that was seen).
     ended: Option<(BuildStatus, tokio::time::Instant)>,
     done: bool,
+    /// Where the build's record is, to end it if its server stopped.
+    owner: (store::Store, store::AppName, String),
+    /// When that was last looked at.
+    checked: tokio::time::Instant,
 }
 
 impl Tail {
@@ -122,7 +134,29 @@ impl Tail {
                 Some(build) => self.ended = Some((build.status, tokio::time::Instant::now())),
                 None => self.ended = Some((BuildStatus::Failed, tokio::time::Instant::now())),
             },
-            () = tokio::time::sleep(TICK) => {}
+            () = tokio::time::sleep(TICK) => {
+                if self.checked.elapsed() > ALIVE_CHECK {
+                    self.checked = tokio::time::Instant::now();
+                    self.settle().await;
+                }
+            }
+        }
+    }
+
+    /// Ends the build's record if the server that ran it stopped; the
+    /// watch then tells it.
+    async fn settle(&self) {
+        let (store, app, id) = &self.owner;
+        let Ok(key) = store.keys().build(app, id) else {
+            return;
+        };
+        if let Ok(Some(read)) = store.get(&key).await {
+            if let Err(error) = store
+                .settled_build(app, id, read, verbs::Clock::System.now())
+                .await
+            {
+                tracing::debug!(%key, %error, "cannot settle a quiet build");
+            }
         }
     }
 

@@ -149,7 +149,8 @@ async fn build_log(
             })?;
         let path = state.context.data_dir.join(&build.value.log_path);
         let from = crate::last_event_id(&headers).map_or(0, |last| last.saturating_add(1));
-        return crate::build_log::stream(path, store.watch_key(&key), from).await;
+        let owner = (store.clone(), app.clone(), id.clone());
+        return crate::build_log::stream(path, owner, from).await;
     }
     let logged = verb(
         &state,

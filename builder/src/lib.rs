@@ -28,6 +28,9 @@ use tokio::sync::{mpsc, Semaphore};
 
 pub use crate::error::BuildError;
 use crate::error::Result;
+
+/// How long a build's `alive` key outlives a server that stopped.
+const ALIVE_TTL: Duration = Duration::from_secs(10);
 use crate::log::BuildLog;
 
 /// How the builder runs.
@@ -203,7 +206,19 @@ impl Builder {
             error: None,
             by: request.by.clone(),
         };
-        store.put(&key, &record).await?;
+        // With its `alive` key, on a lease this server keeps while it
+        // builds: a reader takes a running build without it for abandoned.
+        let lease = store.grant_lease(ALIVE_TTL).await?;
+        store
+            .transaction()
+            .put(&key, &record)
+            .put_on_lease(
+                &store.keys().build_alive(&request.app, &id)?,
+                &"building".to_string(),
+                &lease,
+            )
+            .commit()
+            .await?;
 
         let result = match tokio::time::timeout(
             self.inner.config.timeout,
@@ -243,6 +258,7 @@ impl Builder {
             tracing::error!(%error, build = %id, "cannot record the build's end");
         }
         log.finish().await;
+        drop(lease);
         outcome
     }
 

@@ -55,6 +55,68 @@ impl Api {
         }
     }
 
+    /// `paz up` with an admin token (its secret) and an app `name`, and the
+    /// base image its pushes build on.
+    async fn with_app(name: &str) -> (Api, String, &'static str) {
+        let docker = tests::docker().await;
+        let base = tests::busybox_image(&docker).await;
+        let api = Api::start().await;
+        let secret = api.token("ops", "admin", &[]);
+        let (status, _, body) = api
+            .call(
+                Some(&secret),
+                Method::POST,
+                "/apps",
+                Some(json!({"name": name})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (api, secret, base)
+    }
+
+    /// Pushes a web app to `app` whose build takes `seconds` (a step of its
+    /// own: never Docker's cache, which would make it quick) and waits for
+    /// its build to run: the work tree, the push, the build's id, and the
+    /// nonce the slow step echoes (`built NONCE`).
+    async fn push_slowly(
+        &self,
+        base: &str,
+        app: &str,
+        seconds: u32,
+        secret: &str,
+    ) -> (tempfile::TempDir, tests::ChildGuard, String, String) {
+        let nonce = format!("{:x}", rand_nonce());
+        let slow = format!("sleep {seconds} && echo built {nonce}");
+        let (tree, mut push) = self.app_tree(base, app, &format!("{app} v1"), Some(&slow));
+        let push = tests::ChildGuard::spawn(
+            push.stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        );
+        let builds = format!("/apps/{app}/builds");
+        let id = tests::eventually(
+            "the build to run",
+            std::time::Duration::from_secs(30),
+            async || {
+                let (_, _, listed) = self.call(Some(secret), Method::GET, &builds, None).await;
+                (listed[0]["build"]["status"] == "running")
+                    .then(|| listed[0]["id"].as_str().unwrap().to_string())
+            },
+        )
+        .await;
+        (tree, push, id, nonce)
+    }
+
+    /// `GET path` as Server-Sent Events, with the token `secret`.
+    async fn stream(&self, secret: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(secret)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Kills `paz up` (SIGKILL: nothing of it ends cleanly; its etcd goes
     /// with it) and starts it again on the same data dir.
     async fn kill_and_restart(&mut self) {
@@ -1263,25 +1325,8 @@ async fn an_app_walks_through_its_life_over_the_api() {
     assert_eq!(status, StatusCode::CREATED, "{created}");
 
     // A push whose build takes a while: its log and its rollout, live.
-    // A step of its own (never Docker's cache): the build takes 3 s.
-    let nonce = format!("{:x}", rand_nonce());
-    let slow = format!("sleep 3 && echo built {nonce}");
-    let (tree, mut push) = api.app_tree(base, "walk", "walk v1", Some(&slow));
-    let mut push = tests::ChildGuard::spawn(
-        push.stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
-    );
-    let id = tests::eventually(
-        "the build to start",
-        std::time::Duration::from_secs(30),
-        async || {
-            let (_, _, builds) = api
-                .call(admin, Method::GET, "/apps/walk/builds", None)
-                .await;
-            builds[0]["id"].as_str().map(str::to_string)
-        },
-    )
-    .await;
+    // A build that takes 3 s.
+    let (tree, mut push, id, nonce) = api.push_slowly(base, "walk", 3, &secret).await;
     let log = api
         .http
         .get(api.url(&format!("/apps/walk/builds/{id}/log")))
@@ -1356,13 +1401,8 @@ async fn an_app_walks_through_its_life_over_the_api() {
     )
     .await;
     let steps = read_events(
-        api.http
-            .get(api.url(&format!("/apps/walk/rollouts/{rollout}/events")))
-            .bearer_auth(&secret)
-            .header("accept", "text/event-stream")
-            .send()
-            .await
-            .unwrap(),
+        api.stream(&secret, &format!("/apps/walk/rollouts/{rollout}/events"))
+            .await,
     )
     .await;
     let (end, steps) = steps.split_last().unwrap();
@@ -1610,20 +1650,8 @@ async fn every_described_operation_is_a_route() {
 /// why, with its steps kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_whose_server_stopped_is_ended_not_left_running() {
-    let docker = tests::docker().await;
-    let base = tests::busybox_image(&docker).await;
-    let mut api = Api::start().await;
-    let secret = api.token("ops", "admin", &[]);
+    let (mut api, secret, base) = Api::with_app("orphan").await;
     let admin = Some(secret.as_str());
-    let (status, _, _) = api
-        .call(
-            admin,
-            Method::POST,
-            "/apps",
-            Some(json!({"name": "orphan"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
     let (_tree, mut push) = api.app_tree(base, "orphan", "v1", None);
     let pushed = push.output().unwrap();
     assert!(pushed.status.success(), "{}", said(&pushed));
@@ -1691,5 +1719,46 @@ async fn a_rollout_whose_server_stopped_is_ended_not_left_running() {
     assert!(
         !ended["steps"].as_array().unwrap().is_empty(),
         "its steps are kept"
+    );
+}
+
+/// A build whose server stops before it ends is not left running either:
+/// once its `alive` key's lease is gone it reads as failed, saying why, and
+/// a stream of its log ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_whose_server_stopped_is_ended_not_left_running() {
+    let (mut api, secret, base) = Api::with_app("halted").await;
+    let admin = Some(secret.as_str());
+    let (_tree, _push, id, _) = api.push_slowly(base, "halted", 60, &secret).await;
+
+    api.kill_and_restart().await;
+    let ended = tests::eventually(
+        "the abandoned build to be ended",
+        std::time::Duration::from_secs(60),
+        async || {
+            let (_, _, build) = api
+                .call(
+                    admin,
+                    Method::GET,
+                    &format!("/apps/halted/builds/{id}"),
+                    None,
+                )
+                .await;
+            (build["build"]["status"] != "running").then_some(build)
+        },
+    )
+    .await;
+    assert_eq!(ended["build"]["status"], "failed", "{ended}");
+    assert_eq!(ended["build"]["error"], store::ABANDONED_BUILD, "{ended}");
+    // Its log (what was written) streams, then ends as failed.
+    let events = read_events(
+        api.stream(&secret, &format!("/apps/halted/builds/{id}/log"))
+            .await,
+    )
+    .await;
+    assert_eq!(events.last().unwrap().2["status"], "failed", "{events:?}");
+    assert!(
+        events.len() > 1,
+        "the lines written before it stopped: {events:?}"
     );
 }

@@ -240,6 +240,13 @@ impl Keys {
         Ok(Key::new(format!("{}/builds/{app}/{id}", self.root)))
     }
 
+    /// Present (on a lease its builder keeps alive) while the build `id`
+    /// runs: a running build without it was left by a server that stopped.
+    pub fn build_alive(&self, app: &AppName, id: &str) -> Result<Key<String>, NameError> {
+        check_segment("build id", id)?;
+        Ok(Key::new(format!("{}/builds/{app}/{id}/alive", self.root)))
+    }
+
     /// Every build record of an app, whatever it holds.
     pub fn builds_all(&self, app: &AppName) -> Prefix<Vec<u8>> {
         Prefix::new(format!("{}/builds/{app}/", self.root), false)

@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+mod builds;
 mod client;
 mod error;
 mod etcd_tls;
@@ -23,6 +24,7 @@ mod steps;
 mod tokens;
 mod watch;
 
+pub use builds::ABANDONED_BUILD;
 pub use client::{Entry, Listing, Store, StoreConfig, Transaction, Versioned, UPDATE_TRIES};
 pub use error::{ConflictKind, Result, StoreError};
 pub use etcd_tls::{EtcdTls, EtcdTlsError, TlsFiles};

@@ -63,16 +63,21 @@ pub(crate) async fn list(
     let (app, _) = load(context, caller, &name).await?;
     let prefix = context.store.keys().builds(&app);
     let listing = context.store.list(&prefix).await?;
-    let builds = listing
-        .entries
-        .into_iter()
-        .rev()
-        .take(20)
-        .map(|entry| BuildRow {
-            id: prefix.child_name(&entry.key).to_string(),
-            build: entry.value,
-        })
-        .collect();
+    let mut builds = Vec::new();
+    for entry in listing.entries.into_iter().rev().take(20) {
+        let id = prefix.child_name(&entry.key).to_string();
+        let read = store::Versioned {
+            value: entry.value,
+            mod_revision: entry.mod_revision,
+            create_revision: entry.create_revision,
+        };
+        // One left running by a server that stopped has ended.
+        let build = context
+            .store
+            .settled_build(&app, &id, read, context.now())
+            .await?;
+        builds.push(BuildRow { id, build });
+    }
     Ok(BuildList { app, builds })
 }
 
