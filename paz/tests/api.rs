@@ -1555,6 +1555,46 @@ async fn an_app_walks_through_its_life_over_the_api() {
         },
     )
     .await;
+    // A client that goes away mid-rollout does not cut it short: the
+    // scale to 3 still ends, and well.
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let cut = impatient
+        .patch(api.url("/apps/walk/formation"))
+        .bearer_auth(&secret)
+        .json(&json!([{"type": "web", "quantity": 3}]))
+        .send()
+        .await;
+    assert!(cut.is_err(), "the client gave up before the rollout ended");
+    let scaled = tests::eventually(
+        "the cut-off scale's rollout to end",
+        std::time::Duration::from_secs(60),
+        async || {
+            let (_, _, all) = api
+                .call(admin, Method::GET, "/apps/walk/rollouts", None)
+                .await;
+            let last = all.as_array()?.last()?.clone();
+            (last["kind"] == "scale" && last["status"] != "running").then_some(last)
+        },
+    )
+    .await;
+    assert_eq!(scaled["status"], "succeeded", "{scaled}");
+    let (_, _, instances) = api
+        .call(admin, Method::GET, "/apps/walk/instances", None)
+        .await;
+    let web = instances
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| {
+            row["unit"]
+                .as_str()
+                .is_some_and(|unit| !unit.ends_with("-announce.service"))
+        })
+        .count();
+    assert_eq!(web, 3, "{instances}");
 
     // Deleted, with ?force=true only.
     let (status, _, body) = api.call(admin, Method::DELETE, "/apps/walk", None).await;
