@@ -36,14 +36,9 @@ impl FromRequestParts<Arc<ApiState>> for Authed {
                     "authenticate with Authorization: Bearer <token secret> (an admin makes one with tokens:create NAME)",
                 )
             })?;
-        let token = state
-            .tokens
-            .by_secret(secret)
-            .await
-            .map_err(|error| ApiError::from(verbs::VerbError::from(error)))?
-            .ok_or_else(|| {
-                ApiError::unauthorized("unknown token: it was revoked, or the secret is wrong")
-            })?;
+        let token = state.tokens.by_secret(secret).await?.ok_or_else(|| {
+            ApiError::unauthorized("unknown token: it was revoked, or the secret is wrong")
+        })?;
         if token.role == Role::Machine {
             return Err(ApiError::forbidden(format!(
                 "token `{}` is a machine token, which only pulls images: use an admin or deployer token",

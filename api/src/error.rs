@@ -73,6 +73,14 @@ impl From<VerbError> for ApiError {
     }
 }
 
+/// The store's failure, with the status the verbs give it (503 when it
+/// does not answer).
+impl From<store::StoreError> for ApiError {
+    fn from(error: store::StoreError) -> ApiError {
+        ApiError::from(VerbError::from(error))
+    }
+}
+
 impl From<store::NameError> for ApiError {
     fn from(error: store::NameError) -> ApiError {
         ApiError::invalid(error.to_string())

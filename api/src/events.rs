@@ -19,7 +19,7 @@ use serde_json::Value;
 use store::{Keys, SnapshotReason, WatchEvent};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use verbs::{Caller, VerbError};
+use verbs::Caller;
 
 use crate::auth::Authed;
 use crate::error::ApiError;
@@ -253,10 +253,7 @@ async fn events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let store = state.context.store.clone();
-    let now = store
-        .revision()
-        .await
-        .map_err(|error| ApiError::from(VerbError::from(error)))?;
+    let now = store.revision().await?;
     let last = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())

@@ -140,13 +140,9 @@ async fn build_log(
         caller.require_app(&app)?;
         let store = &state.context.store;
         let key = store.keys().build(&app, &id)?;
-        let build = store
-            .get(&key)
-            .await
-            .map_err(|error| ApiError::from(verbs::VerbError::from(error)))?
-            .ok_or_else(|| {
-                ApiError::not_found(format!("{app} has no build {id}: see builds {app}"))
-            })?;
+        let build = store.get(&key).await?.ok_or_else(|| {
+            ApiError::not_found(format!("{app} has no build {id}: see builds {app}"))
+        })?;
         let path = state.context.data_dir.join(&build.value.log_path);
         let from = crate::last_event_id(&headers).map_or(0, |last| last.saturating_add(1));
         let owner = (store.clone(), app.clone(), id.clone());

@@ -120,25 +120,22 @@ enum Needs {
 
 impl Needs {
     async fn check(self, store: &store::Store, app: &AppName) -> Result<(), ApiError> {
-        let store_error = |error| ApiError::from(VerbError::from(error));
         match self {
-            Needs::Nothing => Ok(()),
-            Needs::Release(n) => match store.get(&store.keys().release(app, n)).await {
-                Ok(Some(_)) => Ok(()),
-                // The verb's own words: one message for both doors.
-                Ok(None) => Err(ApiError::not_found(format!(
+            Needs::Nothing => {}
+            // The verb's own words: one message for both doors.
+            Needs::Release(n) if store.get(&store.keys().release(app, n)).await?.is_none() => {
+                return Err(ApiError::not_found(format!(
                     "{app} has no release v{n}: see `releases {app}`"
-                ))),
-                Err(error) => Err(store_error(error)),
-            },
-            Needs::Serving => match store.get(&store.keys().current(app)).await {
-                Ok(Some(_)) => Ok(()),
-                Ok(None) => Err(ApiError::invalid(format!(
+                )));
+            }
+            Needs::Serving if store.get(&store.keys().current(app)).await?.is_none() => {
+                return Err(ApiError::invalid(format!(
                     "{app} has no release yet: push it, or deploy an image first"
-                ))),
-                Err(error) => Err(store_error(error)),
-            },
+                )));
+            }
+            Needs::Release(_) | Needs::Serving => {}
         }
+        Ok(())
     }
 }
 
@@ -154,10 +151,7 @@ async fn begin(
 ) -> Result<Response, ApiError> {
     caller.require_app(&app)?;
     let store = state.context.store.clone();
-    let known = store
-        .get(&store.keys().app(&app))
-        .await
-        .map_err(|error| ApiError::from(VerbError::from(error)))?;
+    let known = store.get(&store.keys().app(&app)).await?;
     if known.is_none() {
         return Err(ApiError::not_found(format!(
             "app `{app}` does not exist: create it with POST /api/v1/apps"
@@ -170,9 +164,7 @@ async fn begin(
         ));
     }
     let clock = state.context.clock;
-    let (written, record) = RolloutRecord::begin(&store, clock, &app, kind, &caller.name)
-        .await
-        .map_err(|error| ApiError::from(VerbError::from(error)))?;
+    let (written, record) = RolloutRecord::begin(&store, clock, &app, kind, &caller.name).await?;
     let mut context = state.context.clone();
     context.rollout_record = Some(written.key().clone());
     tokio::spawn(async move {
@@ -211,13 +203,11 @@ async fn record_of(
     let key = store.keys().rollout(&app, id)?;
     let record = store
         .get(&key)
-        .await
-        .map_err(|error| ApiError::from(VerbError::from(error)))?
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("{app} has no rollout {id}")))?;
     let clock = state.context.clock;
-    let record = RolloutRecord::settled(store, clock, &key, record.mod_revision, record.value)
-        .await
-        .map_err(|error| ApiError::from(VerbError::from(error)))?;
+    let record =
+        RolloutRecord::settled(store, clock, &key, record.mod_revision, record.value).await?;
     Ok((key, record))
 }
 
@@ -239,17 +229,13 @@ async fn list(
     let app = app(&name)?;
     caller.require_app(&app)?;
     let store = &state.context.store;
-    let listing = store
-        .list(&store.keys().rollouts(&app))
-        .await
-        .map_err(|error| ApiError::from(VerbError::from(error)))?;
+    let listing = store.list(&store.keys().rollouts(&app)).await?;
     let mut records = Vec::new();
     for entry in listing.entries {
         let key = store.keys().rollout(&app, &entry.value.id)?;
         let clock = state.context.clock;
-        let record = RolloutRecord::settled(store, clock, &key, entry.mod_revision, entry.value)
-            .await
-            .map_err(|error| ApiError::from(VerbError::from(error)))?;
+        let record =
+            RolloutRecord::settled(store, clock, &key, entry.mod_revision, entry.value).await?;
         records.push(serde_json::to_value(record).unwrap_or_default());
     }
     let path = format!("/api/v1/apps/{app}/rollouts");

@@ -99,32 +99,25 @@ impl RolloutRecord {
         clock: Clock,
         key: &Key<Rollout>,
         revision: i64,
-        mut record: Rollout,
+        record: Rollout,
     ) -> Result<Rollout, StoreError> {
         if record.status != RolloutStatus::Running {
             return Ok(record);
         }
         let alive = store.keys().rollout_alive(&record.app, &record.id)?;
-        if store.get(&alive).await?.is_some() {
-            return Ok(record);
-        }
-        record.status = RolloutStatus::Failed;
-        record.finished_at = Some(clock.now());
-        record.error = Some(ABANDONED.to_string());
-        let written = store
-            .transaction()
-            .require_absent(&alive)
-            .update(key, revision, &record)
-            .commit()
-            .await;
-        match written {
-            Ok(_) => Ok(record),
-            // Changed meanwhile: as it is now.
-            Err(StoreError::Conflict { .. }) => {
-                Ok(store.get(key).await?.map_or(record, |now| now.value))
-            }
-            Err(error) => Err(error),
-        }
+        let read = store::Versioned {
+            value: record,
+            mod_revision: revision,
+            create_revision: 0,
+        };
+        store
+            .end_if_abandoned(key, &alive, read, |mut record| {
+                record.status = RolloutStatus::Failed;
+                record.finished_at = Some(clock.now());
+                record.error = Some(ABANDONED.to_string());
+                record
+            })
+            .await
     }
 
     pub fn key(&self) -> &Key<Rollout> {

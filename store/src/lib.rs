@@ -9,7 +9,7 @@
 
 #![forbid(unsafe_code)]
 
-mod builds;
+mod abandoned;
 mod client;
 mod error;
 mod etcd_tls;
@@ -24,7 +24,7 @@ mod steps;
 mod tokens;
 mod watch;
 
-pub use builds::ABANDONED_BUILD;
+pub use abandoned::ABANDONED_BUILD;
 pub use client::{Entry, Listing, Store, StoreConfig, Transaction, Versioned, UPDATE_TRIES};
 pub use error::{ConflictKind, Result, StoreError};
 pub use etcd_tls::{EtcdTls, EtcdTlsError, TlsFiles};
