@@ -36,15 +36,22 @@ impl FromRequestParts<Arc<ApiState>> for Authed {
                     "authenticate with Authorization: Bearer <token secret> (an admin makes one with tokens:create NAME)",
                 )
             })?;
-        let token = state.tokens.by_secret(secret).await?.ok_or_else(|| {
-            ApiError::unauthorized("unknown token: it was revoked, or the secret is wrong")
-        })?;
-        if token.role == Role::Machine {
-            return Err(ApiError::forbidden(format!(
-                "token `{}` is a machine token, which only pulls images: use an admin or deployer token",
-                token.name
-            )));
-        }
-        Ok(Authed(Caller::from_token(&token)))
+        caller_of(state, secret).await.map(Authed)
     }
+}
+
+/// The caller whose token has `secret` (what the web UI's session holds),
+/// checked as every API request is: a revoked token is unknown at once,
+/// and a machine token may do nothing here.
+pub async fn caller_of(state: &ApiState, secret: &str) -> Result<Caller, ApiError> {
+    let token = state.tokens.by_secret(secret).await?.ok_or_else(|| {
+        ApiError::unauthorized("unknown token: it was revoked, or the secret is wrong")
+    })?;
+    if token.role == Role::Machine {
+        return Err(ApiError::forbidden(format!(
+            "token `{}` is a machine token, which only pulls images: use an admin or deployer token",
+            token.name
+        )));
+    }
+    Ok(Caller::from_token(&token))
 }

@@ -26,13 +26,81 @@ const ALIVE_CHECK: Duration = Duration::from_secs(5);
 /// How long the builder may take to put an ended build's log in place.
 const SETTLE: Duration = Duration::from_secs(10);
 
+/// What a build's log stream tells.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogEvent {
+    /// Line `number` (from 0) of the log.
+    Line { number: usize, text: String },
+    /// The build ended (`status` none when its record did not say), after
+    /// `lines` lines.
+    End {
+        status: Option<BuildStatus>,
+        lines: usize,
+    },
+}
+
 /// The log of `build` (at `path`, `<id>.log` or `<id>.log.partial` while it
-/// runs) as events, from line `from`.
+/// runs) as Server-Sent Events, from line `from`.
 pub(crate) async fn stream(
+    path: PathBuf,
+    owner: (store::Store, store::AppName, String),
+    from: usize,
+) -> Result<Response, ApiError> {
+    let events = log_events(path, owner, from).await?;
+    let events = futures::StreamExt::map(events, |event| {
+        Ok::<Event, Infallible>(match event {
+            LogEvent::Line { number, text } => Event::default()
+                .id(number.to_string())
+                .event("line")
+                .data(text),
+            LogEvent::End { status, lines } => Event::default()
+                .event("end")
+                .data(json!({"status": status, "lines": lines}).to_string()),
+        })
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// Where build `id` of `app` keeps its log, if `caller` may read it.
+pub(crate) async fn log_of(
+    state: &crate::ApiState,
+    caller: &verbs::Caller,
+    app: &store::AppName,
+    id: &str,
+) -> Result<(PathBuf, (store::Store, store::AppName, String)), ApiError> {
+    caller.require_app(app)?;
+    let store = &state.context.store;
+    let key = store.keys().build(app, id)?;
+    let build = store
+        .get(&key)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("{app} has no build {id}: see builds {app}")))?;
+    let path = state.context.data_dir.join(&build.value.log_path);
+    Ok((path, (store.clone(), app.clone(), id.to_string())))
+}
+
+/// The log of build `id` of `app` as it is written, from line `from`, then
+/// its end, if `caller` may read it (what the web UI shows live).
+pub async fn build_log_events(
+    state: &crate::ApiState,
+    caller: &verbs::Caller,
+    app: &store::AppName,
+    id: &str,
+    from: usize,
+) -> Result<impl futures::Stream<Item = LogEvent> + Send + 'static, ApiError> {
+    let (path, owner) = log_of(state, caller, app, id).await?;
+    log_events(path, owner, from).await
+}
+
+/// The log of `build` (at `path`) as it is written, from line `from`,
+/// then its end.
+async fn log_events(
     path: PathBuf,
     (store, app, id): (store::Store, store::AppName, String),
     from: usize,
-) -> Result<Response, ApiError> {
+) -> Result<impl futures::Stream<Item = LogEvent> + Send + 'static, ApiError> {
     let key = store.keys().build(&app, &id)?;
     let build = store.watch_key(&key);
     let partial = path.with_extension("log.partial");
@@ -58,20 +126,17 @@ pub(crate) async fn stream(
         owner: (store, app, id),
         checked: tokio::time::Instant::now(),
     };
-    let stream = futures::stream::unfold(tail, |mut tail| async move {
+    Ok(futures::stream::unfold(tail, |mut tail| async move {
         loop {
             if let Some(event) = tail.queue.pop_front() {
-                return Some((Ok::<Event, Infallible>(event), tail));
+                return Some((event, tail));
             }
             if tail.done {
                 return None;
             }
             tail.advance().await;
         }
-    });
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    }))
 }
 
 /// Where a stream of a build's log is.
@@ -87,7 +152,7 @@ struct Tail {
     /// The bytes after the last newline read (a line, or a character, cut
     /// by a read).
     pending: Vec<u8>,
-    queue: VecDeque<Event>,
+    queue: VecDeque<LogEvent>,
     /// How the build ended, once it did (and when that was seen).
     ended: Option<(BuildStatus, tokio::time::Instant)>,
     done: bool,
@@ -181,9 +246,10 @@ impl Tail {
         for line in String::from_utf8_lossy(&pending).lines() {
             self.queue_line(line.to_string());
         }
-        let end = json!({"status": status, "lines": self.line});
-        self.queue
-            .push_back(Event::default().event("end").data(end.to_string()));
+        self.queue.push_back(LogEvent::End {
+            status,
+            lines: self.line,
+        });
         self.done = true;
     }
 
@@ -191,11 +257,7 @@ impl Tail {
         let number = self.line;
         self.line += 1;
         if number >= self.from {
-            let event = Event::default()
-                .id(number.to_string())
-                .event("line")
-                .data(text);
-            self.queue.push_back(event);
+            self.queue.push_back(LogEvent::Line { number, text });
         }
     }
 }

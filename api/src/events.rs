@@ -39,7 +39,7 @@ const CATCH_UP: Duration = Duration::from_secs(2);
 /// What a changed key is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum Kind {
+pub enum Kind {
     App,
     Release,
     /// The number of the release that serves.
@@ -61,7 +61,7 @@ pub(crate) enum Kind {
 
 /// One changed key, as the stream tells it.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub(crate) struct Change {
+pub struct Change {
     pub kind: Kind,
     /// `put` or `delete`.
     pub action: &'static str,
@@ -141,9 +141,9 @@ fn change_of(keys: &Keys, caller: &Caller, event: WatchEvent<Vec<u8>>) -> Option
 
 /// What one revision changed, for one caller.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct Revision {
-    revision: i64,
-    changes: Vec<Change>,
+pub struct Revision {
+    pub revision: i64,
+    pub changes: Vec<Change>,
 }
 
 /// Sorts a watch's batch into revisions; a snapshot (the history asked for
@@ -237,6 +237,37 @@ async fn still_granted(tokens: &store::TokenCache, caller: &Caller) -> bool {
     })
 }
 
+/// The changes `caller` may see after revision `after`, as etcd hands them
+/// over (a batch of revisions at a time; a compacted history as
+/// `Err(revision)`); it ends when the caller's token is revoked or changed.
+pub fn changes(
+    state: &ApiState,
+    caller: Caller,
+    after: i64,
+) -> impl futures::Stream<Item = Vec<Result<Revision, i64>>> + Send + 'static {
+    let store = state.context.store.clone();
+    let keys = store.keys().clone();
+    let watch = store.watch_from(&keys.everything(), after + 1);
+    let tokens = state.tokens.clone();
+    futures::stream::unfold(watch, move |mut watch| {
+        let (keys, caller, tokens) = (keys.clone(), caller.clone(), tokens.clone());
+        async move {
+            loop {
+                let batch = watch.next_batch().await?;
+                // A token revoked (or changed) since the stream began is
+                // told nothing more.
+                if !still_granted(&tokens, &caller).await {
+                    return None;
+                }
+                let told = revisions(&keys, &caller, batch);
+                if !told.is_empty() {
+                    return Some((told, watch));
+                }
+            }
+        }
+    })
+}
+
 /// The stream, or the JSON of the changes since `after`.
 #[utoipa::path(
     get,
@@ -267,44 +298,25 @@ async fn events(
         }
     }
     let keys = store.keys().clone();
-    let everything = keys.everything();
     if !crate::wants_events(&headers) {
         let since = changes_since(&store, &keys, &caller, last.unwrap_or(now), now).await?;
         return Ok(Json(since).into_response());
     }
-    let watch = store.watch_from(&everything, last.unwrap_or(now) + 1);
-    let tokens = state.tokens.clone();
-    let stream = futures::stream::unfold(
-        (watch, std::collections::VecDeque::<Event>::new()),
-        move |(mut watch, mut queue)| {
-            let (keys, caller, tokens) = (keys.clone(), caller.clone(), tokens.clone());
-            async move {
-                loop {
-                    if let Some(event) = queue.pop_front() {
-                        return Some((Ok::<Event, Infallible>(event), (watch, queue)));
-                    }
-                    let batch = watch.next_batch().await?;
-                    // A token revoked (or changed) since the stream began
-                    // is told nothing more.
-                    if !still_granted(&tokens, &caller).await {
-                        return None;
-                    }
-                    for revision in revisions(&keys, &caller, batch) {
-                        queue.push_back(match revision {
-                            Ok(revision) => Event::default()
-                                .id(revision.revision.to_string())
-                                .event("change")
-                                .data(serde_json::to_string(&revision).unwrap_or_default()),
-                            Err(revision) => Event::default()
-                                .id(revision.to_string())
-                                .event("reset")
-                                .data(serde_json::json!({"revision": revision, "message": "changes were missed (etcd compacted its history): read the state again"}).to_string()),
-                        });
-                    }
-                }
-            }
-        },
-    );
+    let revisions = changes(&state, caller, last.unwrap_or(now));
+    let stream = futures::StreamExt::flat_map(revisions, |batch| {
+        futures::stream::iter(batch.into_iter().map(|revision| {
+            Ok::<Event, Infallible>(match revision {
+                Ok(revision) => Event::default()
+                    .id(revision.revision.to_string())
+                    .event("change")
+                    .data(serde_json::to_string(&revision).unwrap_or_default()),
+                Err(revision) => Event::default()
+                    .id(revision.to_string())
+                    .event("reset")
+                    .data(serde_json::json!({"revision": revision, "message": "changes were missed (etcd compacted its history): read the state again"}).to_string()),
+            })
+        }))
+    });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())

@@ -29,7 +29,11 @@ use store::TokenCache;
 use utoipa_axum::router::OpenApiRouter;
 use verbs::Caller;
 
+pub use auth::caller_of;
+pub use build_log::{build_log_events, LogEvent};
 pub use error::ApiError;
+pub use events::{changes, Change, Kind, Revision};
+pub use rollouts::{rollback, rollout, rollouts, start_rollout};
 
 /// The largest request body read.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -56,14 +60,25 @@ impl Api {
         }
     }
 
+    /// What its handlers work with (the web UI works with the same).
+    pub fn state(&self) -> &Arc<ApiState> {
+        &self.state
+    }
+
     /// The routes under `/api/v1`, with their limits and `Request-Id`.
     pub fn router(&self) -> Router {
         let (router, _) = described_routes().split_for_parts();
         router
-            .fallback(|| async {
-                ApiError::not_found(
-                    "no such resource: GET /api/v1/openapi.json lists them (so does the README)",
-                )
+            .fallback(|uri: axum::http::Uri| async move {
+                if uri.path().starts_with("/api/") {
+                    ApiError::not_found(
+                        "no such resource: GET /api/v1/openapi.json lists them (so does the README)",
+                    )
+                } else {
+                    ApiError::not_found(
+                        "no such page: the web UI starts at /, the API at /api/v1/openapi.json",
+                    )
+                }
             })
             .method_not_allowed_fallback(|| async {
                 ApiError::new(
@@ -221,7 +236,7 @@ async fn request_id(request: Request, next: Next) -> Response {
 }
 
 /// Runs verb `name` with `args` (and `stdin`) as `caller`; its JSON.
-async fn verb(
+pub async fn verb(
     state: &ApiState,
     caller: &Caller,
     name: &str,

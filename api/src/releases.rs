@@ -137,15 +137,8 @@ async fn build_log(
     let app = app(&name)?;
     crate::input::segment("build id", &id)?;
     if crate::wants_events(&headers) {
-        caller.require_app(&app)?;
-        let store = &state.context.store;
-        let key = store.keys().build(&app, &id)?;
-        let build = store.get(&key).await?.ok_or_else(|| {
-            ApiError::not_found(format!("{app} has no build {id}: see builds {app}"))
-        })?;
-        let path = state.context.data_dir.join(&build.value.log_path);
         let from = crate::last_event_id(&headers).map_or(0, |last| last.saturating_add(1));
-        let owner = (store.clone(), app.clone(), id.clone());
+        let (path, owner) = crate::build_log::log_of(&state, &caller, &app, &id).await?;
         return crate::build_log::stream(path, owner, from).await;
     }
     let logged = verb(

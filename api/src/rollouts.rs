@@ -79,7 +79,47 @@ pub(crate) async fn release(
             "give {\"image\": \"REPO:TAG\"} to deploy an image, {\"release\": N} to roll back to release N, or {\"previous\": true} to roll back to the one before",
         )),
     };
-    begin(&state, caller, app, (kind, verb, args), needs).await
+    let record = begin(&state, caller, app, (kind, verb, args), needs).await?;
+    Ok(accepted(record))
+}
+
+/// 202 with the rollout's `Location`.
+fn accepted(record: Rollout) -> Response {
+    let location = format!("/api/v1/apps/{}/rollouts/{}", record.app, record.id);
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(record),
+    )
+        .into_response()
+}
+
+/// Rolls `app` back to release `n` as `caller`, as `POST .../releases`
+/// with `{"release": N}` does; the rollout's record, which its steps go on
+/// to fill.
+pub async fn rollback(
+    state: &ApiState,
+    caller: &Caller,
+    app: &AppName,
+    n: u64,
+) -> Result<Rollout, ApiError> {
+    let args = vec![app.to_string(), n.to_string()];
+    let verb = ("rollback", "rollback", args);
+    begin(state, caller.clone(), app.clone(), verb, Needs::Release(n)).await
+}
+
+/// Runs `verb` (`config:set`, `ps:scale`, ...) with `args` on `app` as
+/// `caller`, its rollout recorded as `kind`; the record, which the verb's
+/// steps go on to fill. What the verb refuses ends the record as failed
+/// with its reason.
+pub async fn start_rollout(
+    state: &ApiState,
+    caller: &Caller,
+    app: &AppName,
+    (kind, verb, args): (&str, &'static str, Vec<String>),
+) -> Result<Rollout, ApiError> {
+    let verb = (kind, verb, args);
+    begin(state, caller.clone(), app.clone(), verb, Needs::Nothing).await
 }
 
 #[utoipa::path(
@@ -97,14 +137,9 @@ async fn restart(
 ) -> Result<Response, ApiError> {
     let app = app(&name)?;
     let args = vec![app.to_string()];
-    begin(
-        &state,
-        caller,
-        app,
-        ("restart", "ps:restart", args),
-        Needs::Serving,
-    )
-    .await
+    let verb = ("restart", "ps:restart", args);
+    let record = begin(&state, caller, app, verb, Needs::Serving).await?;
+    Ok(accepted(record))
 }
 
 /// What a rollout needs before it can start, checked before its 202 (what
@@ -140,15 +175,15 @@ impl Needs {
 }
 
 /// Records a rollout and runs `verb` in a task of its own (a client that
-/// goes away does not stop it); answers 202 with the record's `Location`.
-/// The verb writes its steps to that record.
+/// goes away does not stop it); the record, to which the verb writes its
+/// steps.
 async fn begin(
     state: &ApiState,
     caller: Caller,
     app: AppName,
     (kind, verb, args): (&str, &'static str, Vec<String>),
     needs: Needs,
-) -> Result<Response, ApiError> {
+) -> Result<Rollout, ApiError> {
     caller.require_app(&app)?;
     let store = state.context.store.clone();
     let known = store.get(&store.keys().app(&app)).await?;
@@ -181,13 +216,7 @@ async fn begin(
         });
         written.finish(release, error).await;
     });
-    let location = format!("/api/v1/apps/{app}/rollouts/{}", record.id);
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(record),
-    )
-        .into_response())
+    Ok(record)
 }
 
 /// The rollout record `id` of `app`, if `caller` may use the app.
@@ -211,6 +240,37 @@ async fn record_of(
     Ok((key, record))
 }
 
+/// Rollout `id` of `app`, if `caller` may use the app (one whose server
+/// stopped is ended as failed first).
+pub async fn rollout(
+    state: &ApiState,
+    caller: &Caller,
+    app: &AppName,
+    id: &str,
+) -> Result<Rollout, ApiError> {
+    Ok(record_of(state, caller, app.as_str(), id).await?.1)
+}
+
+/// The rollouts of `app`, oldest first, if `caller` may use the app.
+pub async fn rollouts(
+    state: &ApiState,
+    caller: &Caller,
+    app: &AppName,
+) -> Result<Vec<Rollout>, ApiError> {
+    caller.require_app(app)?;
+    let store = &state.context.store;
+    let listing = store.list(&store.keys().rollouts(app)).await?;
+    let mut records = Vec::new();
+    for entry in listing.entries {
+        let key = store.keys().rollout(app, &entry.value.id)?;
+        let clock = state.context.clock;
+        records.push(
+            RolloutRecord::settled(store, clock, &key, entry.mod_revision, entry.value).await?,
+        );
+    }
+    Ok(records)
+}
+
 /// The app's rollouts started over the API, oldest first.
 #[utoipa::path(
     get,
@@ -227,17 +287,11 @@ async fn list(
     Params(page): Params<Page>,
 ) -> Result<Response, ApiError> {
     let app = app(&name)?;
-    caller.require_app(&app)?;
-    let store = &state.context.store;
-    let listing = store.list(&store.keys().rollouts(&app)).await?;
-    let mut records = Vec::new();
-    for entry in listing.entries {
-        let key = store.keys().rollout(&app, &entry.value.id)?;
-        let clock = state.context.clock;
-        let record =
-            RolloutRecord::settled(store, clock, &key, entry.mod_revision, entry.value).await?;
-        records.push(serde_json::to_value(record).unwrap_or_default());
-    }
+    let records = rollouts(&state, &caller, &app)
+        .await?
+        .into_iter()
+        .map(|record| serde_json::to_value(record).unwrap_or_default())
+        .collect();
     let path = format!("/api/v1/apps/{app}/rollouts");
     let key = |record: &Value| record["id"].as_str().unwrap_or_default().to_string();
     Ok(page.of(records, key, &path))

@@ -102,6 +102,14 @@ fn ignored(rules: &[Rule], path: &str) -> bool {
     excluded
 }
 
+/// The first line of the message of commit `sha` in `repo`, if it is there
+/// (what the web UI shows beside a build or release).
+pub fn commit_subject(repo: &Path, sha: &str) -> Option<String> {
+    let repository = Repository::open_bare(repo).ok()?;
+    let commit = repository.find_commit(Oid::from_str(sha).ok()?).ok()?;
+    commit.summary().ok().flatten().map(str::to_string)
+}
+
 /// Reads the tree of `sha` (from the repo and the quarantine in `git_env`).
 pub fn read(repo: &Path, git_env: &[(String, String)], sha: &str, limit: u64) -> Result<Source> {
     let object_dirs: Vec<PathBuf> = git_env

@@ -174,12 +174,14 @@ async fn run_roles(
     // A flood of the proxy or the registry leaves descriptors for SSH, the
     // builder, the agent, etcd and Docker.
     let caps = crate::descriptors::shared(crate::descriptors::limit());
-    let registry = registry::Registry::new(registry_root, store.clone())
+    let registry = registry::Registry::new(registry_root.clone(), store.clone())
         .with_max_connections(caps.registry)
         .with_hook_key(hook_key)
         .with_host(registry_host.clone());
     // The API checks tokens against the registry's cache of them.
     let api = api::Api::new(api_context, registry.tokens());
+    // The web UI at the root of --api-listen, the API under /api/v1.
+    let web = web::Web::new(api, Some(registry_root));
     let api_listener = tokio::net::TcpListener::bind(config.api_listen)
         .await
         .with_context(|| format!("cannot listen on --api-listen {}", config.api_listen))?;
@@ -200,7 +202,7 @@ async fn run_roles(
         }
     }
     roles.spawn("registry", |stop| registry.serve(registry_listener, stop));
-    roles.spawn("API", |stop| api.serve(api_listener, stop));
+    roles.spawn("API and web UI", |stop| web.serve(api_listener, stop));
     let candidate = format!("{}:{}", advertise_host(&store), std::process::id());
     let scheduler = deployer::Scheduler::new(
         store.clone(),

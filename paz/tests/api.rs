@@ -219,16 +219,7 @@ impl Api {
     /// Every key under Paz's prefix and its revision: what a refused
     /// request must leave as it was.
     async fn state(&self) -> Vec<(String, i64)> {
-        let listing = self
-            .store
-            .list(&self.store.keys().everything())
-            .await
-            .unwrap();
-        listing
-            .entries
-            .into_iter()
-            .map(|entry| (entry.key, entry.mod_revision))
-            .collect()
+        key_revisions(&self.store).await
     }
 }
 

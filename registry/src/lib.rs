@@ -33,7 +33,7 @@ use store::Store;
 pub use error::RegistryError;
 pub use gc::{collect, GcReport};
 pub use handlers::MAX_MANIFEST;
-pub use storage::{Limits, Storage};
+pub use storage::{Limits, Repository, Storage};
 
 /// What the handlers share.
 #[derive(Debug)]

@@ -32,6 +32,17 @@ pub(crate) struct Upload {
     hasher: Sha256,
 }
 
+/// One repository of [`Storage::catalog`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repository {
+    /// `app` or `app/name`.
+    pub name: String,
+    /// Each tag and the manifest digest it names (none if unreadable).
+    pub tags: Vec<(String, Option<String>)>,
+    /// The digests of the manifests it holds.
+    pub manifests: Vec<String>,
+}
+
 /// The registry's files.
 #[derive(Debug)]
 pub struct Storage {
@@ -504,6 +515,26 @@ impl Storage {
         }
         names.sort();
         names
+    }
+
+    /// Every repository with its tags (and the digest each names) and its
+    /// manifests, for the web UI's registry page.
+    pub async fn catalog(&self) -> Vec<Repository> {
+        let mut catalog = Vec::new();
+        for name in self.repositories().await {
+            let mut tags = Vec::new();
+            for tag in self.tags(&name).await {
+                let digest = self.tag_digest(&name, &tag).await;
+                tags.push((tag, digest));
+            }
+            let manifests = self.manifests(&name).await;
+            catalog.push(Repository {
+                name,
+                tags,
+                manifests,
+            });
+        }
+        catalog
     }
 
     /// Records that `manifest` (with `descriptor`) refers to `subject`.

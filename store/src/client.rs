@@ -283,6 +283,52 @@ impl Store {
         Ok(listing)
     }
 
+    /// How long ago each key under `prefix` that lives on a lease had that
+    /// lease renewed, by its name below the prefix: a machine's heartbeat
+    /// age. Keys on no lease, or whose lease just ended, are left out.
+    pub async fn lease_ages<T>(
+        &self,
+        prefix: &Prefix<T>,
+    ) -> Result<std::collections::BTreeMap<String, Duration>> {
+        let mut client = self.client();
+        let options = GetOptions::new().with_prefix().with_keys_only();
+        let response = self
+            .call(
+                || format!("list {}", prefix.as_str()),
+                client.get(prefix.as_str(), Some(options)),
+            )
+            .await?;
+        let leased: Vec<(String, i64)> = response
+            .kvs()
+            .iter()
+            .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.lease()))
+            .filter(|(key, lease)| *lease != 0 && prefix.contains(key))
+            .collect();
+        let asked = leased.iter().map(|(key, lease)| {
+            let mut client = self.client();
+            async move {
+                let answer = self
+                    .call(
+                        || format!("lease time-to-live {lease:x} of {key}"),
+                        client.lease_time_to_live(*lease, None),
+                    )
+                    .await;
+                (key, answer)
+            }
+        });
+        let mut ages = std::collections::BTreeMap::new();
+        for (key, answer) in futures::future::join_all(asked).await {
+            let answer = answer?;
+            // A lease that ended answers a TTL of -1.
+            if answer.ttl() >= 0 {
+                let age = answer.granted_ttl().saturating_sub(answer.ttl()).max(0);
+                let name = prefix.child_name(key).to_string();
+                ages.insert(name, Duration::from_secs(age as u64));
+            }
+        }
+        Ok(ages)
+    }
+
     /// Every entry under `prefix` by its name below the prefix (the unit
     /// name of `.../units/<name>`), read at one revision.
     pub async fn list_named<T: Record>(

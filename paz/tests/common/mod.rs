@@ -381,6 +381,17 @@ impl Running {
     }
 }
 
+/// Every key under the store's prefix and its revision: what a refused
+/// request must leave as it was.
+pub async fn key_revisions(store: &Store) -> Vec<(String, i64)> {
+    let listing = store.list(&store.keys().everything()).await.unwrap();
+    listing
+        .entries
+        .into_iter()
+        .map(|entry| (entry.key, entry.mod_revision))
+        .collect()
+}
+
 /// What a command printed, stdout then stderr.
 pub fn said(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr)

@@ -1,0 +1,121 @@
+//! What makes pages live: `GET /live?view=PATH&after=REV` follows the
+//! changes the caller may see (the API's change stream) after the revision
+//! the page was read at, and each time one alters what the view shows it
+//! renders the view's live part again and sends it whole as a `live` event,
+//! which htmx swaps in. `GET /live/log/APP/ID` sends a running build's log
+//! lines as HTML as the builder writes them.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use maud::html;
+use serde::Deserialize;
+
+use crate::error::Failure;
+use crate::pages::View;
+use crate::session::Session;
+use crate::WebState;
+
+/// How long changes are gathered before the view is rendered again: a
+/// rollout's burst of keys becomes one render.
+const GATHER: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Follow {
+    view: String,
+    after: i64,
+}
+
+/// The stream of a view's live part.
+pub(crate) async fn follow(
+    State(state): State<Arc<WebState>>,
+    session: Session,
+    Query(follow): Query<Follow>,
+) -> Result<Response, Failure> {
+    let view = View::parse(&follow.view)
+        .ok_or_else(|| Failure::not_found(format!("`{}` is no page", follow.view)))?;
+    // What the caller may not see is refused here, not sent as errors.
+    view.render(&state, &session).await?;
+    let changes = api::changes(&state.api, session.caller.clone(), follow.after.max(0)).boxed();
+    let stream = futures::stream::unfold(
+        (changes, state, session, view),
+        |(mut changes, state, session, view)| async move {
+            loop {
+                let batch = changes.next().await?;
+                let mut cares = wanted(&view, &batch);
+                // Whatever else arrives within GATHER is in the same render.
+                let deadline = tokio::time::Instant::now() + GATHER;
+                while let Ok(Some(more)) = tokio::time::timeout_at(deadline, changes.next()).await {
+                    cares |= wanted(&view, &more);
+                }
+                if !cares {
+                    continue;
+                }
+                let live = match view.render(&state, &session).await {
+                    Ok(page) => page.live,
+                    Err(failure) => html! { p.error role="alert" { (failure.told().1) } },
+                };
+                let event = Event::default().event("live").data(live.into_string());
+                return Some((
+                    Ok::<Event, Infallible>(event),
+                    (changes, state, session, view),
+                ));
+            }
+        },
+    );
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// Whether a batch of revisions changes what `view` shows (a compacted
+/// history may have: render again).
+fn wanted(view: &View, batch: &[Result<api::Revision, i64>]) -> bool {
+    batch.iter().any(|revision| match revision {
+        Ok(revision) => revision.changes.iter().any(|change| view.cares(change)),
+        Err(_) => true,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct From {
+    #[serde(default)]
+    from: usize,
+}
+
+/// A build's log as HTML lines (`line` events, each escaped), then its
+/// status (`end`).
+pub(crate) async fn build_log(
+    State(state): State<Arc<WebState>>,
+    session: Session,
+    Path((name, id)): Path<(String, String)>,
+    Query(from): Query<From>,
+) -> Result<Response, Failure> {
+    let app = store::AppName::new(&name).map_err(|error| Failure::Invalid(error.to_string()))?;
+    let events = api::build_log_events(&state.api, &session.caller, &app, &id, from.from).await?;
+    let events = events.map(|event| {
+        Ok::<Event, Infallible>(match event {
+            api::LogEvent::Line { number, text } => Event::default()
+                .id(number.to_string())
+                .event("line")
+                .data(html! { div { (text) } }.into_string()),
+            api::LogEvent::End { status, .. } => {
+                let told = match status {
+                    Some(status) => format!("{status:?}").to_lowercase(),
+                    None => "ended".into(),
+                };
+                Event::default()
+                    .event("end")
+                    .data(html! { "build " (crate::layout::badge(&told)) }.into_string())
+            }
+        })
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
