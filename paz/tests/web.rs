@@ -380,6 +380,34 @@ async fn an_admin_watches_the_fleet_builds_and_rollouts_live_and_rolls_back() {
     .await;
     ui.still_same_page().await;
     ui.screenshot("fleet").await;
+    // The same page as a phone shows it.
+    ui.browser.set_window_size(390, 844).await.unwrap();
+    ui.screenshot("fleet-phone").await;
+    ui.browser.set_window_size(1280, 900).await.unwrap();
+
+    // A unit no machine may run is shown apart, with the scheduler's reason.
+    let stray = ui.store.keys().unit("mars-v1-web-1.service").unwrap();
+    let unit = ui.ssh(&["units:cat", "shop-v1-web-1.service"]);
+    let text = match unit.split_once("[X-Fleet]\n") {
+        Some((before, after)) => format!("{before}[X-Fleet]\nMachineMetadata=region=mars\n{after}"),
+        None => format!("{unit}\n[X-Fleet]\nMachineMetadata=region=mars\n"),
+    };
+    ui.store.put(&stray, &text).await.unwrap();
+    let fleet = ui.wait_for_text("Not placed").await;
+    assert!(fleet.contains("mars v1 web.1"), "{fleet}");
+    let reason = tests::eventually(
+        "the reason it is not placed",
+        Duration::from_secs(30),
+        async || {
+            let reason = ui.browser.find(Locator::Css(".warn .reason")).await.ok()?;
+            reason.text().await.ok().filter(|text| !text.is_empty())
+        },
+    )
+    .await;
+    assert!(reason.contains("MachineMetadata"), "{reason}");
+    ui.still_same_page().await;
+    ui.screenshot("fleet-unplaced").await;
+    ui.store.delete(&stray).await.unwrap();
 
     // The release list, open while the next push builds and rolls out.
     ui.open("/apps/shop/releases").await;
@@ -504,8 +532,11 @@ async fn an_admin_watches_the_fleet_builds_and_rollouts_live_and_rolls_back() {
 
     // Config from the page: a new release, its value shown as text.
     ui.open("/apps/shop/config").await;
-    let said = ui.text().await;
-    assert!(said.contains("Saving makes release v4"), "{said}");
+    let config_page = ui.text().await;
+    assert!(
+        config_page.contains("Saving makes release v4"),
+        "{config_page}"
+    );
     let value = "<script>window.pazXss=1;alert(1)</script>";
     ui.fill("input[name=key]", "GREETING").await;
     ui.fill("input[name=value]", value).await;
@@ -602,7 +633,7 @@ fn csrf_in(page: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployer_sees_only_its_apps_and_forged_forms_change_nothing() {
     let ui = Ui::start("web-deployer").await;
-    let _mine = ui.deploy("mine", "mine v1", "mine");
+    let mine_tree = ui.deploy("mine", "mine v1", "mine");
     let _theirs = ui.deploy("theirs", "theirs v1", "theirs");
     // A second release of each, so that a rollback has somewhere to go.
     ui.ssh(&["config:set", "mine", "A=1"]);
@@ -739,8 +770,11 @@ async fn a_deployer_sees_only_its_apps_and_forged_forms_change_nothing() {
         ),
     ];
     for (secret, origin, path, body, why) in refused {
-        let (status, said) = post(secret, origin, path, body).await;
-        assert!(matches!(status, 303 | 401 | 403), "{why}: {status} {said}");
+        let (status, answer) = post(secret, origin, path, body).await;
+        assert!(
+            matches!(status, 303 | 401 | 403),
+            "{why}: {status} {answer}"
+        );
         if status == 303 {
             assert_eq!(
                 secret, "paz_nonsense",
@@ -749,6 +783,17 @@ async fn a_deployer_sees_only_its_apps_and_forged_forms_change_nothing() {
         }
     }
     assert_eq!(ui.state().await, before, "a refused form changes nothing");
+    // Every page forbids inline script and other origins.
+    let answered = http.get(ui.url("/login")).send().await.unwrap();
+    let policy = answered.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        policy.contains("script-src 'self'") && !policy.contains("unsafe"),
+        "{policy}"
+    );
+    assert_eq!(answered.headers()["x-frame-options"], "DENY");
     let live = http
         .get(ui.url("/live?view=/apps/theirs&after=0"))
         .header("cookie", format!("paz_session={deployer}"))
@@ -762,14 +807,14 @@ async fn a_deployer_sees_only_its_apps_and_forged_forms_change_nothing() {
     );
 
     // The same form, from the page with its token, does roll back.
-    let (status, said) = post(
+    let (status, answer) = post(
         &deployer,
         Some(&ours),
         "/apps/mine/rollback/1",
         format!("csrf={csrf}"),
     )
     .await;
-    assert_eq!(status, 303, "{said}");
+    assert_eq!(status, 303, "{answer}");
     tests::eventually(
         "the rollback to serve",
         Duration::from_secs(60),
@@ -779,6 +824,62 @@ async fn a_deployer_sees_only_its_apps_and_forged_forms_change_nothing() {
         },
     )
     .await;
+    ui.answers_with("mine", "mine v1").await;
+
+    // A release whose instances crash: its rollout's page says which step
+    // failed and why, and the app goes on answering.
+    let last = ui
+        .newest_rollout("mine", "push")
+        .await
+        .expect("mine's push");
+    let tree = &mine_tree;
+    std::fs::write(
+        tree.path().join("Dockerfile"),
+        format!("FROM {}\nCMD [\"sh\", \"-c\", \"exit 3\"]\n", ui.base),
+    )
+    .unwrap();
+    for args in [&["add", "."][..], &["commit", "-q", "-m", "crash"]] {
+        let output = ui.admin_key.git(tree.path()).args(args).output().unwrap();
+        assert!(output.status.success(), "git {args:?}: {}", said(&output));
+    }
+    let url = format!("ssh://paz@127.0.0.1:{}/mine", ui.running.ssh_port);
+    let pushed = ui
+        .admin_key
+        .git(tree.path())
+        .args(["push", &url, "main"])
+        .output()
+        .unwrap();
+    assert!(
+        !pushed.status.success(),
+        "a release that crashes is not released"
+    );
+    let failed = tests::eventually(
+        "the crash's rollout to end",
+        Duration::from_secs(30),
+        async || {
+            let newest = ui.newest_rollout("mine", "push").await?;
+            (newest.id != last.id && newest.status != store::RolloutStatus::Running)
+                .then_some(newest)
+        },
+    )
+    .await;
+    assert_eq!(failed.status, store::RolloutStatus::Failed);
+    ui.open(&format!("/apps/mine/rollouts/{}", failed.id)).await;
+    let page = ui.wait_for_text("Failed:").await;
+    let alert = ui
+        .browser
+        .find(Locator::Css("p.error"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        alert.len() > "Failed: ".len() + 10,
+        "the failure says why: {alert}"
+    );
+    assert!(page.contains("failed"), "{page}");
+    ui.screenshot("rollout-failed").await;
     ui.answers_with("mine", "mine v1").await;
     ui.browser.clone().close().await.unwrap();
 }

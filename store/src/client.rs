@@ -283,6 +283,26 @@ impl Store {
         Ok(listing)
     }
 
+    /// The names below `prefix` of the keys under it, without their values
+    /// (for a directory whose values are large, such as unit files).
+    pub async fn list_names<T>(&self, prefix: &Prefix<T>) -> Result<Vec<String>> {
+        let mut client = self.client();
+        let options = GetOptions::new().with_prefix().with_keys_only();
+        let response = self
+            .call(
+                || format!("list {}", prefix.as_str()),
+                client.get(prefix.as_str(), Some(options)),
+            )
+            .await?;
+        Ok(response
+            .kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+            .filter(|key| prefix.contains(key))
+            .map(|key| prefix.child_name(&key).to_string())
+            .collect())
+    }
+
     /// How long ago each key under `prefix` that lives on a lease had that
     /// lease renewed, by its name below the prefix: a machine's heartbeat
     /// age. Keys on no lease, or whose lease just ended, are left out.
@@ -304,29 +324,36 @@ impl Store {
             .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.lease()))
             .filter(|(key, lease)| *lease != 0 && prefix.contains(key))
             .collect();
-        let asked = leased.iter().map(|(key, lease)| {
+        // Each lease asked once, however many keys live on it.
+        let leases: std::collections::BTreeSet<i64> = leased.iter().map(|(_, l)| *l).collect();
+        let asked = leases.into_iter().map(|lease| {
             let mut client = self.client();
             async move {
                 let answer = self
                     .call(
-                        || format!("lease time-to-live {lease:x} of {key}"),
-                        client.lease_time_to_live(*lease, None),
+                        || format!("lease time-to-live {lease:x} under {}", prefix.as_str()),
+                        client.lease_time_to_live(lease, None),
                     )
                     .await;
-                (key, answer)
+                (lease, answer)
             }
         });
-        let mut ages = std::collections::BTreeMap::new();
-        for (key, answer) in futures::future::join_all(asked).await {
+        let mut by_lease = std::collections::BTreeMap::new();
+        for (lease, answer) in futures::future::join_all(asked).await {
             let answer = answer?;
             // A lease that ended answers a TTL of -1.
             if answer.ttl() >= 0 {
                 let age = answer.granted_ttl().saturating_sub(answer.ttl()).max(0);
-                let name = prefix.child_name(key).to_string();
-                ages.insert(name, Duration::from_secs(age as u64));
+                by_lease.insert(lease, Duration::from_secs(age as u64));
             }
         }
-        Ok(ages)
+        Ok(leased
+            .iter()
+            .filter_map(|(key, lease)| {
+                let age = by_lease.get(lease)?;
+                Some((prefix.child_name(key).to_string(), *age))
+            })
+            .collect())
     }
 
     /// Every entry under `prefix` by its name below the prefix (the unit

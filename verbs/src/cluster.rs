@@ -58,8 +58,8 @@ impl std::fmt::Display for Machines {
 pub(crate) async fn machines(context: &Context, caller: &Caller) -> Result<Machines, VerbError> {
     caller.require_admin("list machines")?;
     let store = &context.store;
-    let machines = store.list(&store.keys().machines()).await?;
-    let schedule = store.list(&store.keys().schedules()).await?;
+    let (machines, schedule) = (store.keys().machines(), store.keys().schedules());
+    let (machines, schedule) = futures::try_join!(store.list(&machines), store.list(&schedule))?;
     // A machine key lives on its agent's lease: being listed means being alive now.
     let machines = machines
         .entries
@@ -174,20 +174,27 @@ pub(crate) async fn units(
 
 /// The submitted units that `keep` names, with where each is placed, the
 /// report of the agent it is placed on and why it cannot be placed, in the
-/// units' order.
+/// units' order (read at once, not one after another).
 pub(crate) async fn unit_rows(
     store: &store::Store,
     keep: impl Fn(&str) -> bool,
 ) -> Result<Vec<UnitRow>, VerbError> {
     let keys = store.keys();
-    let units = store.list(&keys.units()).await?;
-    let mut schedule = store.list_named(&keys.schedules()).await?;
-    let mut states = store.list_named(&keys.unit_states()).await?;
-    let mut unplaced = store.list_named(&keys.unplaced_all()).await?;
+    let (units, schedule, states, unplaced) = (
+        keys.units(),
+        keys.schedules(),
+        keys.unit_states(),
+        keys.unplaced_all(),
+    );
+    let (units, mut schedule, mut states, mut unplaced) = futures::try_join!(
+        store.list_names(&units),
+        store.list_named(&schedule),
+        store.list_named(&states),
+        store.list_named(&unplaced),
+    )?;
     Ok(units
-        .entries
         .iter()
-        .map(|entry| keys.units().child_name(&entry.key))
+        .map(String::as_str)
         .filter(|unit| keep(unit))
         .map(|unit| {
             let machine = schedule.remove(unit);

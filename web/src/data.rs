@@ -102,25 +102,82 @@ impl UnitRow {
     }
 }
 
-/// Every unit `caller` may see: all for an admin, its apps' for a deployer.
+/// The units `caller` may see (all for an admin, its apps' for a deployer),
+/// from the fleet's mirror, and the revision they are as of.
 pub(crate) async fn visible_units(
     state: &WebState,
     caller: &Caller,
-) -> Result<Vec<UnitRow>, Failure> {
-    if caller.is_admin() {
-        return read(state, caller, "units:list", &[]).await;
-    }
-    let mut all = Vec::new();
-    for app in apps(state, caller).await? {
-        all.extend(read::<Vec<UnitRow>>(state, caller, "units:list", &[app.as_str()]).await?);
-    }
-    Ok(all)
+) -> Result<(Vec<UnitRow>, i64), Failure> {
+    let fleet = fleet(state).await?;
+    let rows = fleet
+        .units
+        .iter()
+        .filter(|unit| {
+            caller.is_admin()
+                || units::parse_instance_name(unit)
+                    .and_then(|name| AppName::new(name.app).ok())
+                    .is_some_and(|app| caller.may_use(&app))
+        })
+        .map(|unit| row_of(&fleet, unit))
+        .collect();
+    Ok((rows, fleet.revision))
 }
 
-#[derive(Debug, Deserialize)]
+/// The fleet's mirror now.
+pub(crate) async fn fleet(
+    state: &WebState,
+) -> Result<std::sync::Arc<crate::mirror::Fleet>, Failure> {
+    state.mirror.now().await.ok_or_else(|| {
+        Failure::Api(api::ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the store has not answered yet: try again in a moment",
+        ))
+    })
+}
+
+/// Unit `unit` as the mirror has it. A report from another machine than
+/// the one it is placed on is that machine's last word, not how it is now.
+pub(crate) fn row_of(fleet: &crate::mirror::Fleet, unit: &str) -> UnitRow {
+    let machine = fleet.schedule.get(unit).cloned();
+    let state = fleet
+        .states
+        .get(unit)
+        .filter(|state| machine.as_ref().is_none_or(|m| *m == state.machine))
+        .cloned();
+    UnitRow {
+        unit: unit.to_string(),
+        machine,
+        state,
+        unplaced: fleet.unplaced.get(unit).cloned(),
+    }
+}
+
+#[derive(Debug)]
 pub(crate) struct MachineRow {
     pub(crate) id: String,
     pub(crate) machine: Machine,
+}
+
+/// How long a reading of the machines' heartbeats is used again.
+pub(crate) const HEARTBEATS_FRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The machines' heartbeat ages, by machine id, and when they were read.
+pub(crate) type Heartbeats = (std::time::Instant, BTreeMap<String, std::time::Duration>);
+
+/// How long ago each machine's agent renewed its lease, read again once
+/// the last reading is older than `HEARTBEATS_FRESH`.
+async fn heartbeats(state: &WebState) -> Result<BTreeMap<String, std::time::Duration>, Failure> {
+    let mut cached = state.heartbeats.lock().await;
+    if let Some((read, ages)) = cached.as_ref() {
+        if read.elapsed() < HEARTBEATS_FRESH {
+            return Ok(ages.clone());
+        }
+    }
+    let store = &state.api.context.store;
+    let ages = store.lease_ages(&store.keys().machines()).await?;
+    *cached = Some((std::time::Instant::now(), ages.clone()));
+    Ok(ages)
 }
 
 /// The machines (admins only), with how long ago each renewed its lease.
@@ -128,9 +185,19 @@ pub(crate) async fn machines(
     state: &WebState,
     caller: &Caller,
 ) -> Result<Vec<(MachineRow, Option<u64>)>, Failure> {
-    let rows: Vec<MachineRow> = read(state, caller, "machines:list", &[]).await?;
-    let store = &state.api.context.store;
-    let ages = store.lease_ages(&store.keys().machines()).await?;
+    caller
+        .require_admin("see the machines")
+        .map_err(api::ApiError::from)?;
+    let fleet = fleet(state).await?;
+    let ages = heartbeats(state).await?;
+    let rows: Vec<MachineRow> = fleet
+        .machines
+        .iter()
+        .map(|(id, machine)| MachineRow {
+            id: id.clone(),
+            machine: machine.clone(),
+        })
+        .collect();
     Ok(rows
         .into_iter()
         .map(|row| {

@@ -32,6 +32,12 @@ impl From<store::StoreError> for Failure {
     }
 }
 
+impl From<store::NameError> for Failure {
+    fn from(error: store::NameError) -> Failure {
+        Failure::Api(error.into())
+    }
+}
+
 impl Failure {
     pub(crate) fn not_found(message: impl Into<String>) -> Failure {
         Failure::Api(api::ApiError::not_found(message))

@@ -21,6 +21,9 @@ pub(crate) struct Page {
     pub(crate) live: Markup,
     /// What stays (forms, which a swap would clear while one types).
     pub(crate) fixed: Markup,
+    /// The store revision it shows, when older than the one read before
+    /// it (the fleet's mirror): its live part follows the changes after.
+    pub(crate) revision: Option<i64>,
 }
 
 impl Page {
@@ -30,6 +33,7 @@ impl Page {
             tabs: None,
             live,
             fixed: html! {},
+            revision: None,
         }
     }
 
@@ -64,6 +68,7 @@ fn head(title: &str) -> Markup {
 /// follows from `revision` on.
 pub(crate) fn document(session: &Session, view: &str, revision: i64, page: Page) -> Markup {
     let caller = &session.caller;
+    let revision = page.revision.map_or(revision, |shown| shown.min(revision));
     let live_url = format!("/live?view={}&after={revision}", form_urlencode(view));
     let section = view.split('/').nth(1).unwrap_or_default();
     let nav = |href: &str, name: &str, on: bool| {
@@ -96,6 +101,8 @@ pub(crate) fn document(session: &Session, view: &str, revision: i64, page: Page)
                     @if let Some(tabs) = &page.tabs { (tabs) }
                     div.live hx-ext="sse" sse-connect=(live_url) {
                         div #live sse-swap="live" { (page.live) }
+                        // Items swapped in place by their ids (hx-swap-oob).
+                        div hidden sse-swap="patch" hx-swap="none" {}
                     }
                     (page.fixed)
                 }

@@ -11,6 +11,7 @@ mod data;
 mod error;
 mod layout;
 mod live;
+mod mirror;
 mod pages;
 mod session;
 
@@ -39,6 +40,12 @@ pub(crate) struct WebState {
     pub(crate) api: Arc<api::ApiState>,
     /// Paz's registry's files, for the registry page.
     pub(crate) registry: Option<registry::Storage>,
+    /// The machines' heartbeat ages as last read, and when: etcd answers
+    /// them one lease at a time, so a page reads them at most every
+    /// `data::HEARTBEATS_FRESH`, not at each render.
+    pub(crate) heartbeats: tokio::sync::Mutex<Option<data::Heartbeats>>,
+    /// The fleet page's state, kept in memory by a watch.
+    pub(crate) mirror: mirror::Mirror,
 }
 
 /// The web UI on the API's state.
@@ -50,11 +57,13 @@ pub struct Web {
 
 impl Web {
     /// The UI beside `api`; the registry page reads the registry kept at
-    /// `registry_root`.
+    /// `registry_root`. Starts the fleet's mirror (on the Tokio runtime).
     pub fn new(api: api::Api, registry_root: Option<PathBuf>) -> Web {
         let state = Arc::new(WebState {
             api: api.state().clone(),
             registry: registry_root.map(registry::Storage::new),
+            heartbeats: tokio::sync::Mutex::new(None),
+            mirror: mirror::Mirror::start(api.state().context.store.clone()),
         });
         Web { state, api }
     }

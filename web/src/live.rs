@@ -46,21 +46,21 @@ pub(crate) async fn follow(
         (changes, state, session, view),
         |(mut changes, state, session, view)| async move {
             loop {
-                let batch = changes.next().await?;
-                let mut cares = wanted(&view, &batch);
+                let mut batches = vec![changes.next().await?];
                 // Whatever else arrives within GATHER is in the same render.
                 let deadline = tokio::time::Instant::now() + GATHER;
                 while let Ok(Some(more)) = tokio::time::timeout_at(deadline, changes.next()).await {
-                    cares |= wanted(&view, &more);
+                    batches.push(more);
                 }
-                if !cares {
+                let Some(cared) = cared(&view, &batches) else {
                     continue;
-                }
-                let live = match view.render(&state, &session).await {
-                    Ok(page) => page.live,
-                    Err(failure) => html! { p.error role="alert" { (failure.told().1) } },
                 };
-                let event = Event::default().event("live").data(live.into_string());
+                let event = match next_event(&state, &session, &view, &cared).await {
+                    Ok(event) => event,
+                    Err(failure) => Event::default()
+                        .event("live")
+                        .data(html! { p.error role="alert" { (failure.told().1) } }.into_string()),
+                };
                 return Some((
                     Ok::<Event, Infallible>(event),
                     (changes, state, session, view),
@@ -73,13 +73,51 @@ pub(crate) async fn follow(
         .into_response())
 }
 
-/// Whether a batch of revisions changes what `view` shows (a compacted
-/// history may have: render again).
-fn wanted(view: &View, batch: &[Result<api::Revision, i64>]) -> bool {
-    batch.iter().any(|revision| match revision {
-        Ok(revision) => revision.changes.iter().any(|change| view.cares(change)),
-        Err(_) => true,
-    })
+/// The changes in `batches` that alter what `view` shows, and the newest
+/// revision they reach: `None` if there are none; an empty list when a
+/// compacted history may have hidden some (then the view is rendered again
+/// whole).
+fn cared<'a>(
+    view: &View,
+    batches: &'a [Vec<Result<api::Revision, i64>>],
+) -> Option<(Vec<&'a api::Change>, i64)> {
+    let mut cared = Vec::new();
+    let mut newest = 0;
+    for revision in batches.iter().flatten() {
+        match revision {
+            Ok(revision) => {
+                let before = cared.len();
+                cared.extend(revision.changes.iter().filter(|c| view.cares(c)));
+                if cared.len() > before {
+                    newest = newest.max(revision.revision);
+                }
+            }
+            Err(revision) => return Some((Vec::new(), *revision)),
+        }
+    }
+    (!cared.is_empty()).then_some((cared, newest))
+}
+
+/// What the page is sent for `changes` (up to revision `newest`): its
+/// units swapped in place where the fleet page can (`patch`), else its
+/// live part rendered again whole (`live`); no change listed means render
+/// it all. The fleet's pages wait for the mirror to have the changes.
+async fn next_event(
+    state: &WebState,
+    session: &Session,
+    view: &View,
+    (changes, newest): &(Vec<&api::Change>, i64),
+) -> Result<Event, Failure> {
+    if *view == View::Fleet && !changes.is_empty() {
+        if let Some(items) = crate::pages::fleet::patch(state, changes, *newest).await? {
+            return Ok(Event::default().event("patch").data(items.into_string()));
+        }
+    }
+    if matches!(view, View::Fleet | View::Machine(_)) {
+        state.mirror.at_least(*newest).await;
+    }
+    let page = view.render(state, session).await?;
+    Ok(Event::default().event("live").data(page.live.into_string()))
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,12 +12,13 @@ use crate::layout::{age, badge, Page};
 use crate::session::Session;
 use crate::WebState;
 
-/// A unit on a card: `app v7 web.2` and its state.
-fn unit(row: &UnitRow) -> Markup {
+/// A unit on a card: `app v7 web.2` and its state (`oob`: to be swapped
+/// in place of the one the page shows).
+fn unit(row: &UnitRow, oob: bool) -> Markup {
     let state = row.active();
     let reason = row.state.as_ref().and_then(|s| s.reason.as_deref());
     html! {
-        li.unit data-unit=(row.unit) title=[reason] {
+        li.unit id={ "unit-" (row.unit) } title=[reason] hx-swap-oob=[oob.then_some("true")] {
             @if let Some(app) = row.app() {
                 a href={ "/apps/" (app) } { (row.label()) }
             } @else {
@@ -60,7 +61,7 @@ fn card(id: &str, machine: Option<(&MachineRow, Option<u64>)>, units: &[&UnitRow
             @if units.is_empty() {
                 p.muted { "no units" }
             } @else {
-                ul.units { @for row in units { (unit(row)) } }
+                ul.units { @for row in units { (unit(row, false)) } }
             }
         }
     }
@@ -73,13 +74,15 @@ fn short(id: &str) -> &str {
 
 pub(crate) async fn fleet(state: &WebState, session: &Session) -> Result<Page, Failure> {
     let caller = &session.caller;
-    let units = data::visible_units(state, caller).await?;
     // A deployer sees the machines its units run on, by id only.
-    let machines = if caller.is_admin() {
-        data::machines(state, caller).await?
-    } else {
-        Vec::new()
+    let machines = async {
+        match caller.is_admin() {
+            true => data::machines(state, caller).await,
+            false => Ok(Vec::new()),
+        }
     };
+    let ((units, revision), machines) =
+        futures::try_join!(data::visible_units(state, caller), machines)?;
     let mut placed: BTreeMap<&str, Vec<&UnitRow>> = BTreeMap::new();
     for (row, _) in &machines {
         placed.entry(row.id.as_str()).or_default();
@@ -123,7 +126,38 @@ pub(crate) async fn fleet(state: &WebState, session: &Session) -> Result<Page, F
             }
         }
     };
-    Ok(Page::new("Fleet", live))
+    let mut page = Page::new("Fleet", live);
+    page.revision = Some(revision);
+    Ok(page)
+}
+
+/// What a batch of changes alters on the fleet page, as the items of the
+/// units whose state changed, each to be swapped in place; `None` when it
+/// alters more (a unit added, placed or moved, a machine come or gone),
+/// or the mirror has not reached revision `newest` (the batch's last):
+/// then the page is rendered again whole. A state report is what changes
+/// most, so most changes send a few hundred bytes, not the whole fleet.
+pub(crate) async fn patch(
+    state: &WebState,
+    changes: &[&api::Change],
+    newest: i64,
+) -> Result<Option<Markup>, Failure> {
+    if changes.iter().any(|change| change.kind != api::Kind::State) {
+        return Ok(None);
+    }
+    let fleet = state.mirror.at_least(newest).await;
+    let Some(fleet) = fleet.filter(|fleet| fleet.revision >= newest) else {
+        return Ok(None);
+    };
+    let mut items = Vec::new();
+    for change in changes {
+        let name = &change.name;
+        if units::parse_instance_name(name).is_none_or(|n| n.sidekick) {
+            continue;
+        }
+        items.push(unit(&data::row_of(&fleet, name), true));
+    }
+    Ok(Some(html! { @for item in &items { (item) } }))
 }
 
 pub(crate) async fn machine(
@@ -137,7 +171,7 @@ pub(crate) async fn machine(
         .iter()
         .find(|(row, _)| row.id == id)
         .ok_or_else(|| Failure::not_found(format!("no machine {id} is alive: see the fleet")))?;
-    let units: Vec<UnitRow> = data::read(state, caller, "units:list", &[]).await?;
+    let (units, _) = data::visible_units(state, caller).await?;
     let now = state.api.context.clock.now();
     let live = html! {
         dl.facts {
