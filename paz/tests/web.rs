@@ -600,6 +600,25 @@ async fn an_admin_watches_the_fleet_builds_and_rollouts_live_and_rolls_back() {
         ui.no_script_ran().await;
         ui.screenshot(name).await;
     }
+    // A machine's page: its units, metadata and heartbeat.
+    ui.open("/").await;
+    let link = ui
+        .browser
+        .find(Locator::Css("article.machine a.mono"))
+        .await
+        .unwrap();
+    let machine = link
+        .attr("href")
+        .await
+        .unwrap()
+        .expect("a link to the machine");
+    ui.open(&machine).await;
+    let page = ui.wait_for_text("Heartbeat").await;
+    assert!(
+        page.contains("shop v4 web.1") && page.contains("127.0.0.1"),
+        "{page}"
+    );
+    ui.screenshot("machine").await;
     ui.open("/registry").await;
     ui.wait_for_text("shop v1").await;
     ui.open("/apps/shop").await;

@@ -286,6 +286,13 @@ impl Store {
     /// The names below `prefix` of the keys under it, without their values
     /// (for a directory whose values are large, such as unit files).
     pub async fn list_names<T>(&self, prefix: &Prefix<T>) -> Result<Vec<String>> {
+        let named = self.names_and_leases(prefix).await?;
+        Ok(named.into_iter().map(|(name, _)| name).collect())
+    }
+
+    /// Each key under `prefix` by its name below it, with the lease it
+    /// lives on (0: none), read without the values.
+    async fn names_and_leases<T>(&self, prefix: &Prefix<T>) -> Result<Vec<(String, i64)>> {
         let mut client = self.client();
         let options = GetOptions::new().with_prefix().with_keys_only();
         let response = self
@@ -297,9 +304,9 @@ impl Store {
         Ok(response
             .kvs()
             .iter()
-            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
-            .filter(|key| prefix.contains(key))
-            .map(|key| prefix.child_name(&key).to_string())
+            .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.lease()))
+            .filter(|(key, _)| prefix.contains(key))
+            .map(|(key, lease)| (prefix.child_name(&key).to_string(), lease))
             .collect())
     }
 
@@ -310,20 +317,8 @@ impl Store {
         &self,
         prefix: &Prefix<T>,
     ) -> Result<std::collections::BTreeMap<String, Duration>> {
-        let mut client = self.client();
-        let options = GetOptions::new().with_prefix().with_keys_only();
-        let response = self
-            .call(
-                || format!("list {}", prefix.as_str()),
-                client.get(prefix.as_str(), Some(options)),
-            )
-            .await?;
-        let leased: Vec<(String, i64)> = response
-            .kvs()
-            .iter()
-            .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.lease()))
-            .filter(|(key, lease)| *lease != 0 && prefix.contains(key))
-            .collect();
+        let mut leased = self.names_and_leases(prefix).await?;
+        leased.retain(|(_, lease)| *lease != 0);
         // Each lease asked once, however many keys live on it.
         let leases: std::collections::BTreeSet<i64> = leased.iter().map(|(_, l)| *l).collect();
         let asked = leases.into_iter().map(|lease| {
@@ -349,10 +344,7 @@ impl Store {
         }
         Ok(leased
             .iter()
-            .filter_map(|(key, lease)| {
-                let age = by_lease.get(lease)?;
-                Some((prefix.child_name(key).to_string(), *age))
-            })
+            .filter_map(|(name, lease)| Some((name.clone(), *by_lease.get(lease)?)))
             .collect())
     }
 
