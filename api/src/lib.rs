@@ -16,7 +16,6 @@ mod releases;
 mod rollouts;
 mod run;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request};
@@ -90,17 +89,6 @@ impl Api {
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .layer(axum::middleware::from_fn(request_id))
             .with_state(self.state.clone())
-    }
-
-    /// Serves on `listener` until `shutdown`, then lets requests in flight finish.
-    pub async fn serve(
-        self,
-        listener: tokio::net::TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
     }
 }
 
