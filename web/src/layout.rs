@@ -197,6 +197,15 @@ pub(crate) fn short_digest(image: &str) -> String {
     }
 }
 
+/// A record's word for one of its states or causes (`succeeded`,
+/// `rollback`): its name in etcd and the API, from its serde form.
+pub(crate) fn named(value: &impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => "unknown".into(),
+    }
+}
+
 /// A state as a badge whose class colours it.
 pub(crate) fn badge(state: &str) -> Markup {
     html! { span class={ "badge " (state) } { (state) } }
@@ -224,6 +233,13 @@ mod tests {
             page.into_string(),
             "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>"
         );
+    }
+
+    #[test]
+    fn states_are_named_as_etcd_and_the_api_name_them() {
+        assert_eq!(named(&store::RolloutStatus::Succeeded), "succeeded");
+        assert_eq!(named(&store::records::ReleaseCause::Rollback), "rollback");
+        assert_eq!(named(&store::records::BuildStatus::Running), "running");
     }
 
     #[test]

@@ -144,7 +144,7 @@ pub(crate) async fn build_log(
                 .data(html! { div { (text) } }.into_string()),
             api::LogEvent::End { status, .. } => {
                 let told = match status {
-                    Some(status) => format!("{status:?}").to_lowercase(),
+                    Some(status) => crate::layout::named(&status),
                     None => "ended".into(),
                 };
                 Event::default()

@@ -140,7 +140,7 @@ pub(crate) async fn audit(state: &WebState, session: &Session) -> Result<Page, F
             link: None,
         });
         for release in data::releases(state, caller, &app).await? {
-            let cause = format!("{:?}", release.cause).to_lowercase();
+            let cause = crate::layout::named(&release.cause);
             entries.push(Entry {
                 at: release.created_at,
                 by: release.by,
@@ -150,7 +150,7 @@ pub(crate) async fn audit(state: &WebState, session: &Session) -> Result<Page, F
             });
         }
         for rollout in api::rollouts(&state.api, caller, &app).await? {
-            let status = format!("{:?}", rollout.status).to_lowercase();
+            let status = crate::layout::named(&rollout.status);
             entries.push(Entry {
                 at: rollout.started_at,
                 by: rollout.by,
@@ -160,7 +160,7 @@ pub(crate) async fn audit(state: &WebState, session: &Session) -> Result<Page, F
             });
         }
         for build in data::builds(state, caller, &app).await? {
-            let status = format!("{:?}", build.build.status).to_lowercase();
+            let status = crate::layout::named(&build.build.status);
             let sha = &build.build.git_sha[..build.build.git_sha.len().min(7)];
             entries.push(Entry {
                 at: build.build.started_at,

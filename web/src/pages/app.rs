@@ -8,11 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use maud::{html, Markup};
 use store::records::{Release, ReleaseStatus};
 use store::AppName;
-use store::RolloutStatus;
 
 use crate::data::{self, AppInfo, UnitRow};
 use crate::error::Failure;
-use crate::layout::{badge, button, csrf, masked, short_digest, when, Page};
+use crate::layout::{badge, button, csrf, masked, named, short_digest, when, Page};
 use crate::pages::AppTab;
 use crate::session::Session;
 use crate::WebState;
@@ -45,25 +44,6 @@ fn process_types(release: Option<&Release>) -> Vec<String> {
             release.processes.keys().cloned().collect()
         }
         _ => vec!["web".into()],
-    }
-}
-
-/// How an ended or running rollout or release looks.
-fn rollout_status(status: RolloutStatus) -> &'static str {
-    match status {
-        RolloutStatus::Running => "running",
-        RolloutStatus::Succeeded => "succeeded",
-        RolloutStatus::Failed => "failed",
-    }
-}
-
-fn release_status(status: ReleaseStatus) -> &'static str {
-    match status {
-        ReleaseStatus::Pending => "pending",
-        ReleaseStatus::Deploying => "deploying",
-        ReleaseStatus::Active => "active",
-        ReleaseStatus::Failed => "failed",
-        ReleaseStatus::Superseded => "superseded",
     }
 }
 
@@ -102,7 +82,7 @@ pub(crate) async fn list(state: &WebState, session: &Session) -> Result<Page, Fa
                                 @if let Some(last) = last {
                                     a href={ "/apps/" (app) "/rollouts/" (last.id) } { (last.kind) }
                                     " by " (last.by) " " (when(last.started_at, now)) " "
-                                    (badge(rollout_status(last.status)))
+                                    (badge(&named(&last.status)))
                                 } @else { span.muted { "never" } }
                             }
                         }
@@ -322,7 +302,7 @@ async fn releases(
                         @let serving = info.current_release == Some(release.n);
                         tr data-release=(release.n) class=[serving.then_some("serving")] {
                             td { strong { "v" (release.n) } @if serving { " " (badge("serving")) } }
-                            td { (format!("{:?}", release.cause).to_lowercase()) }
+                            td { (named(&release.cause)) }
                             td.mono title=(release.image) { (short_digest(&release.image)) }
                             td {
                                 @if let Some(sha) = &release.git_sha {
@@ -332,7 +312,7 @@ async fn releases(
                             }
                             td { (release.by) }
                             td { (when(release.created_at, now)) }
-                            td { (badge(release_status(release.status))) }
+                            td { (badge(&named(&release.status))) }
                             td { (difference(release, i.checked_sub(1).and_then(|b| releases.get(b)))) }
                             td {
                                 @if !serving && matches!(release.status, ReleaseStatus::Active | ReleaseStatus::Superseded) {
@@ -366,7 +346,7 @@ async fn builds(state: &WebState, session: &Session, app: &AppName) -> Result<Pa
                             td { (row.build.by) }
                             td { (when(row.build.started_at, now)) }
                             td { (row.build.buildpack.as_deref().unwrap_or("-")) }
-                            td { (badge(&format!("{:?}", row.build.status).to_lowercase())) }
+                            td { (badge(&named(&row.build.status))) }
                         }
                     }
                 }
@@ -396,7 +376,7 @@ pub(crate) async fn build(
     let running = build.status == store::records::BuildStatus::Running;
     let live = html! {
         dl.facts {
-            dt { "Status" } dd { (badge(&format!("{:?}", build.status).to_lowercase())) }
+            dt { "Status" } dd { (badge(&named(&build.status))) }
             dt { "Commit" } dd { span.mono { (build.git_sha) } @if let Some(subject) = &subject { " " span.subject { (subject) } } }
             dt { "By" } dd { (build.by) }
             dt { "Started" } dd { (when(build.started_at, now)) }

@@ -82,11 +82,7 @@ pub(crate) async fn rollout(
 ) -> Result<Page, Failure> {
     let record: Rollout = api::rollout(&state.api, &session.caller, app, id).await?;
     let now = state.api.context.clock.now();
-    let status = match record.status {
-        store::RolloutStatus::Running => "running",
-        store::RolloutStatus::Succeeded => "succeeded",
-        store::RolloutStatus::Failed => "failed",
-    };
+    let status = crate::layout::named(&record.status);
     let failed_step = record.steps.iter().find_map(|step| match step {
         Step::Failed { reason } => Some(reason.clone()),
         _ => None,
@@ -94,7 +90,7 @@ pub(crate) async fn rollout(
     let rows = instances(&record.steps);
     let live = html! {
         dl.facts {
-            dt { "Status" } dd #rollout-status { (badge(status)) }
+            dt { "Status" } dd #rollout-status { (badge(&status)) }
             dt { "What" } dd { (record.kind) @if let Some(n) = record.release { " of " a href={ "/apps/" (app) "/releases" } { "v" (n) } } }
             dt { "By" } dd { (record.by) }
             dt { "Started" } dd { (when(record.started_at, now)) }
