@@ -24,6 +24,8 @@ pub(crate) struct Actual {
     pub(crate) exit_code: i64,
     pub(crate) image: String,
     pub(crate) stop_timeout: u64,
+    /// Whether the kernel killed it for its memory.
+    pub(crate) oom_killed: bool,
 }
 
 use engine::describe;
@@ -61,6 +63,7 @@ pub(crate) async fn list(
                 id,
                 running: state.running.unwrap_or(false),
                 exit_code: state.exit_code.unwrap_or(0),
+                oom_killed: state.oom_killed.unwrap_or(false),
                 image: inspected.config.and_then(|c| c.image).unwrap_or_default(),
                 stop_timeout: labels
                     .get(STOP_TIMEOUT_LABEL)
@@ -73,7 +76,7 @@ pub(crate) async fn list(
 }
 
 /// A memory size as Docker's `--memory` takes it (`256m`, `1g`, `512k`, bytes).
-fn memory_bytes(text: &str) -> Result<i64, String> {
+pub(crate) fn memory_bytes(text: &str) -> Result<i64, String> {
     let lower = text.to_ascii_lowercase();
     let (number, unit) = lower.split_at(
         lower
@@ -229,10 +232,16 @@ async fn force_remove(docker: &Docker, id: &str) {
     let _ = docker.remove_container(id, Some(options)).await;
 }
 
-/// SIGTERM, then kill after `timeout` seconds; then remove.
-pub(crate) async fn stop(docker: &Docker, id: &str, timeout: u64) {
+/// SIGTERM, then kill after `timeout` seconds; returns its exit code.
+pub(crate) async fn stop(docker: &Docker, id: &str, timeout: u64) -> Option<i64> {
     let options = StopContainerOptionsBuilder::new().t(timeout as i32).build();
     let _ = docker.stop_container(id, Some(options)).await;
+    let inspected = docker.inspect_container(id, None).await.ok()?;
+    inspected.state?.exit_code
+}
+
+/// Removes a container, stopped or not.
+pub(crate) async fn remove(docker: &Docker, id: &str) {
     force_remove(docker, id).await;
 }
 

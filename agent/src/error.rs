@@ -25,6 +25,13 @@ pub enum AgentError {
     /// This machine's record cannot be registered.
     #[error("cannot register this machine: {0}")]
     Register(#[source] StoreError),
+    /// The agent's endpoint cannot listen.
+    #[error("cannot listen on --agent-listen {}: {source}: choose another address", address.map_or_else(|| "(the advertised address, a free port)".to_string(), |a| a.to_string()))]
+    Listen {
+        address: Option<std::net::SocketAddr>,
+        #[source]
+        source: std::io::Error,
+    },
     /// A sidekick's `--key` is not a services key.
     #[error("{0}")]
     InvalidKey(String),

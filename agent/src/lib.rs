@@ -5,13 +5,19 @@
 //! desired, read actual, make one step, repeat". Containers carry the labels
 //! `paz.unit` and `paz.machine`, so a restarted agent adopts its own and
 //! several agents can share one engine. Sidekick units become tasks that
-//! health-check an instance and announce it.
+//! health-check an instance and announce it. Every container's output is
+//! copied into its app's log files on this host ([`logs`]), and the
+//! agent's endpoint serves them, with the host's and the containers' stats
+//! and metrics ([`endpoint`]).
 
 #![forbid(unsafe_code)]
 
 mod docker;
+mod endpoint;
 mod error;
+mod logs;
 mod sidekick;
+mod stats;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -44,6 +50,31 @@ pub struct AgentConfig {
     pub drain: Duration,
     /// The lease TTL of the machine and state keys.
     pub lease_ttl: Duration,
+    /// Where the agent's endpoint listens; `None`: a free port on the
+    /// advertised address.
+    pub endpoint_listen: Option<std::net::SocketAddr>,
+    /// Bytes of log each app may keep on this host.
+    pub log_cap: u64,
+}
+
+/// What each app may keep of its log on a host unless told (`--log-cap`).
+pub const DEFAULT_LOG_CAP: u64 = 100 << 20;
+
+/// A log cap as `--log-cap` takes it: a size as Docker writes one (`100m`,
+/// `1g`), at least 64 KiB.
+pub fn parse_log_cap(text: &str) -> std::result::Result<u64, String> {
+    let bytes = docker::memory_bytes(
+        text.trim()
+            .trim_end_matches(['i', 'I'])
+            .trim_end_matches(['b', 'B']),
+    )
+    .map_err(|_| format!("--log-cap `{text}` is not a size such as 100m"))?;
+    if bytes < 64 << 10 {
+        return Err(format!(
+            "--log-cap `{text}` is too small: give at least 64k"
+        ));
+    }
+    Ok(bytes as u64)
 }
 
 impl AgentConfig {
@@ -55,6 +86,8 @@ impl AgentConfig {
             registry: None,
             drain: Duration::from_secs(5),
             lease_ttl: Duration::from_secs(10),
+            endpoint_listen: None,
+            log_cap: DEFAULT_LOG_CAP,
         }
     }
 }
@@ -135,6 +168,8 @@ pub struct Agent {
     stopping: HashSet<String>,
     stops: JoinSet<String>,
     lease: Option<Lease>,
+    logs: logs::Logs,
+    sampled: stats::Sampled,
 }
 
 impl std::fmt::Debug for Agent {
@@ -151,7 +186,10 @@ impl Agent {
             source,
         })?;
         let docker = engine::connect().await?;
+        let logs = logs::Logs::new(config.data_dir.join("logs"), config.log_cap, docker.clone());
         Ok(Agent {
+            logs,
+            sampled: stats::Sampled::default(),
             config,
             store,
             docker,
@@ -175,10 +213,34 @@ impl Agent {
     /// longer placed here.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let keys = self.store.keys().clone();
+        let secret = agent_secret(&self.store).await?;
+        let listener = self.bind_endpoint().await?;
+        let endpoint_url =
+            self.endpoint_url(listener.local_addr().map_err(|source| AgentError::Listen {
+                address: self.config.endpoint_listen,
+                source,
+            })?);
+        let served = endpoint::router(endpoint::Endpoint {
+            secret: std::sync::Arc::new(secret),
+            logs: self.logs.clone(),
+            sampled: self.sampled.clone(),
+        });
+        let _endpoint = AbortOnDrop(tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, served).await {
+                warn!(%error, "the agent endpoint stopped");
+            }
+        }));
+        let _sampler = AbortOnDrop(tokio::spawn(stats::sample(
+            self.docker.clone(),
+            self.id.clone(),
+            self.config.data_dir.clone(),
+            self.sampled.clone(),
+        )));
         let machine = Machine {
             addr: self.config.advertise_addr.clone(),
             metadata: self.config.metadata.clone(),
             started_at: now(),
+            endpoint: Some(endpoint_url.clone()),
         };
         let machine_key = keys.machine(&self.id)?;
         let _registration = self
@@ -186,7 +248,7 @@ impl Agent {
             .register(&machine_key, &machine, self.config.lease_ttl)
             .await
             .map_err(AgentError::Register)?;
-        info!(machine = %self.id, addr = %machine.addr, "agent registered");
+        info!(machine = %self.id, addr = %machine.addr, endpoint = %endpoint_url, "agent registered");
         let schedules = keys.schedules();
         let units = keys.units();
         let mut schedule_watch = self.store.watch(&schedules);
@@ -288,6 +350,11 @@ impl Agent {
                 return;
             }
         };
+        for (unit, container) in &actual {
+            self.logs.copy(&container.id, unit);
+        }
+        self.logs
+            .retain(|id| actual.values().any(|container| container.id == id));
         // Sidekicks first: what stops withdraws before its container goes.
         self.stop_unwanted_sidekicks(&desired).await;
         self.stop_unplaced(&actual, &desired).await;
@@ -361,18 +428,27 @@ impl Agent {
                     }
                 }
             }
-            let (docker, store, machine, drain) = (
+            let (docker, store, machine, drain, logs) = (
                 self.docker.clone(),
                 self.store.clone(),
                 self.id.clone(),
                 self.config.drain,
+                self.logs.clone(),
             );
             let (stopped, id, timeout) =
                 (unit.clone(), container.id.clone(), container.stop_timeout);
             info!(%unit, "no longer placed here: draining, then stopping");
+            if container.running {
+                logs.note(unit, "is no longer placed on this machine: stopping");
+            }
             self.stops.spawn(async move {
                 tokio::time::sleep(drain).await;
-                docker::stop(&docker, &id, timeout).await;
+                let code = docker::stop(&docker, &id, timeout).await;
+                logs.drained(&id, &stopped).await;
+                if let Some(code) = code {
+                    logs.note(&stopped, format!("stopped (exit code {code})"));
+                }
+                docker::remove(&docker, &id).await;
                 delete_own_state(&store, &machine, &stopped).await;
                 stopped
             });
@@ -434,6 +510,16 @@ impl Agent {
             crashes.count += 1;
             crashes.last_exit = code;
             info!(unit = %name, code, restarts = crashes.count, "container exited: restarting");
+            self.sampled.set_restarts(name, crashes.count);
+            if let Some(container) = actual {
+                self.logs.drained(&container.id, name).await;
+                let said = if container.oom_killed {
+                    format!("was killed for using more memory than its limit (OOM), exit code {code}: restarting")
+                } else {
+                    format!("crashed with exit code {code}: restarting")
+                };
+                self.logs.note(name, said);
+            }
         }
         let reason = crashed.map(|code| format!("restarting after exit code {code}"));
         self.report(name, ActiveState::Activating, None, reason)
@@ -441,12 +527,18 @@ impl Agent {
         match self.start(name, unit, spec).await {
             Ok(id) => {
                 info!(unit = %name, container = %id, "started");
+                self.logs.note(
+                    name,
+                    format!("started in container {}", &id[..id.len().min(12)]),
+                );
+                self.logs.copy(&id, name);
                 let reason = restart_reason(self.local.get(name).and_then(|l| l.crashes));
                 self.report(name, ActiveState::Active, Some(id), reason)
                     .await;
             }
             Err(reason) => {
                 warn!(unit = %name, %reason, "cannot start");
+                self.logs.note(name, format!("cannot start: {reason}"));
                 self.report(name, ActiveState::Failed, None, Some(reason))
                     .await;
             }
@@ -538,6 +630,7 @@ impl Agent {
         };
         let key = service_key(&self.store, &spec.key).map_err(|error| error.to_string())?;
         Ok(sidekick::Sidekick {
+            logs: self.logs.clone(),
             spec: spec.clone(),
             key,
             machine: self.id.clone(),
@@ -624,6 +717,66 @@ impl Agent {
 
     async fn delete_state(&self, unit: &str) {
         delete_own_state(&self.store, &self.id, unit).await;
+    }
+}
+
+/// Aborts its task when dropped: what the agent runs beside its loop ends with it.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The cluster's agent secret, made by the first agent that finds none
+/// (a create-if-absent transaction: two agents starting at once agree).
+async fn agent_secret(store: &Store) -> Result<String> {
+    let key = store.keys().agent_secret();
+    if let Some(secret) = store.get(&key).await? {
+        return Ok(secret.value);
+    }
+    let made = hex::encode(rand::random::<[u8; 32]>());
+    match store.create(&key, &made).await {
+        Ok(_) => Ok(made),
+        Err(error) if error.conflict().is_some() => match store.get(&key).await? {
+            Some(secret) => Ok(secret.value),
+            None => Err(error.into()),
+        },
+        Err(error) => Err(error.into()),
+    }
+}
+
+impl Agent {
+    /// Binds the endpoint's listener: `--agent-listen`, else a free port
+    /// on the advertised address (any address when that is a name).
+    async fn bind_endpoint(&self) -> Result<tokio::net::TcpListener> {
+        let address = self.config.endpoint_listen.unwrap_or_else(|| {
+            let ip = self
+                .publish_ip()
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+            std::net::SocketAddr::new(ip, 0)
+        });
+        tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| AgentError::Listen {
+                address: Some(address),
+                source,
+            })
+    }
+
+    /// The URL other hosts reach the endpoint at: its own address, or the
+    /// advertised one where it listens on every address.
+    fn endpoint_url(&self, bound: std::net::SocketAddr) -> String {
+        let host = if bound.ip().is_unspecified() {
+            self.config.advertise_addr.clone()
+        } else {
+            bound.ip().to_string()
+        };
+        match host.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => format!("http://[{host}]:{}", bound.port()),
+            Err(_) => format!("http://{host}:{}", bound.port()),
+        }
     }
 }
 

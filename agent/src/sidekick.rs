@@ -31,26 +31,49 @@ pub(crate) struct Sidekick {
     pub(crate) container_port: u16,
     /// The address other hosts reach this machine's published ports on.
     pub(crate) advertise: String,
+    /// Where a failing check is told, in the app's log.
+    pub(crate) logs: crate::logs::Logs,
 }
 
 /// One check: `GET path` on the instance's own published port answers with
 /// a status below 500 that is not a redirect. Redirects are never followed,
 /// so an app cannot make the agent (root, on the host's network) ask any
 /// other address for it.
+///
+/// A failed check says what it got: the answer's status, or why there was none.
 async fn healthy(
     client: &reqwest::Client,
     address: std::net::SocketAddr,
     path: &str,
     timeout: Duration,
-) -> bool {
+) -> Result<(), String> {
     let url = format!("http://{address}{path}");
     match client.get(&url).timeout(timeout).send().await {
         Ok(response) => {
             let status = response.status();
-            !status.is_redirection() && status.as_u16() < 500
+            if !status.is_redirection() && status.as_u16() < 500 {
+                Ok(())
+            } else {
+                Err(format!("GET {path} answered {status}"))
+            }
         }
-        Err(_) => false,
+        Err(error) if error.is_timeout() => Err(format!(
+            "GET {path} got no answer within {}s",
+            timeout.as_secs()
+        )),
+        Err(error) => Err(format!("GET {path} failed: {}", without_url(&error))),
     }
+}
+
+/// A request error's own words, without the URL (an address of this host).
+fn without_url(error: &reqwest::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
+    let mut said = String::from("cannot connect");
+    while let Some(cause) = source {
+        said = cause.to_string();
+        source = cause.source();
+    }
+    said
 }
 
 /// Runs until `stop` turns true; the announcement goes with it.
@@ -73,6 +96,7 @@ pub(crate) async fn run(
     };
     let timeout = Duration::from_secs(sidekick.spec.timeout.max(1));
     let mut failures = 0u32;
+    let mut last_answer = String::new();
     let mut wait = FIRST_WAIT;
     // The registration and the address it announces.
     let mut announced: Option<(Registration, String)> = None;
@@ -87,14 +111,17 @@ pub(crate) async fn run(
             &mut container,
         )
         .await;
-        let ok = match port {
+        let checked = match port {
             Some(port) => {
                 let address = std::net::SocketAddr::new(sidekick.check_ip, port);
                 healthy(&client, address, &sidekick.spec.check, timeout).await
             }
-            None => false,
+            None => Err("its container is not running".to_string()),
         };
-        if ok {
+        if let Err(answer) = &checked {
+            last_answer.clone_from(answer);
+        }
+        if checked.is_ok() {
             failures = 0;
             let address = format!("{}:{}", sidekick.advertise, port.unwrap_or_default());
             // A replaced container has a new port: announce where it is now.
@@ -112,6 +139,10 @@ pub(crate) async fn run(
             if failures >= sidekick.spec.attempts.max(1) && announced.take().is_some() {
                 withdraw(&store, &sidekick.key).await;
                 info!(key = %sidekick.key, failures, "health check failing: withdrawn");
+                sidekick.logs.note(
+                    &sidekick.spec.unit,
+                    format!("health check failed {failures} times ({last_answer}): withdrawn from the proxy"),
+                );
             }
         }
         let pause = if announced.is_some() {

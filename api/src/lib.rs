@@ -12,6 +12,7 @@ mod cluster;
 mod error;
 mod events;
 mod input;
+mod logs;
 mod releases;
 mod rollouts;
 mod run;
@@ -172,6 +173,7 @@ fn described_routes() -> OpenApiRouter<Arc<ApiState>> {
         .merge(access::routes())
         .merge(events::routes())
         .merge(run::routes())
+        .merge(logs::routes())
         .routes(utoipa_axum::routes!(openapi_json));
     OpenApiRouter::with_openapi(Description::openapi()).nest("/api/v1", v1)
 }

@@ -37,6 +37,7 @@ async fn main() {
             addr: format!("10.0.0.{m}"),
             metadata: BTreeMap::new(),
             started_at: 1,
+            endpoint: None,
         };
         store
             .put_on_lease(

@@ -393,6 +393,9 @@ async fn run_verb(
         }
     }
     let caller = Caller::from_key(key);
+    if verb == "logs" && !json {
+        return stream_logs(shared, &caller, channel, args).await;
+    }
     match verbs::run(&shared.verbs, &caller, verb, args, &input).await {
         Ok(outcome) => {
             let text = if json {
@@ -404,6 +407,60 @@ async fn run_verb(
         }
         Err(error) => refuse(channel, &format!("paz: {error}")).await,
     }
+}
+
+/// `logs`: each line on stdout as it comes, what is said about the stream
+/// (a machine that cannot be reached) on stderr; followed, until the client
+/// goes away.
+async fn stream_logs(
+    shared: &Shared,
+    caller: &Caller,
+    channel: Channel<Msg>,
+    args: &[String],
+) -> u32 {
+    let mut stream = match verbs::logs::stream(&shared.verbs, caller, args).await {
+        Ok(stream) => stream,
+        Err(error) => return refuse(channel, &format!("paz: {error}")).await,
+    };
+    let (mut read_half, write_half) = channel.split();
+    let mut out = write_half.make_writer();
+    let mut err = write_half.make_writer_ext(Some(1));
+    loop {
+        tokio::select! {
+            event = stream.events.recv() => {
+                let written = match event {
+                    Some(verbs::logs::LogEvent::Line(line)) => {
+                        let text = format!("{line}\n");
+                        match out.write_all(text.as_bytes()).await {
+                            Ok(()) => out.flush().await,
+                            Err(error) => Err(error),
+                        }
+                    }
+                    Some(verbs::logs::LogEvent::Notice(notice)) => {
+                        let text = format!("paz: {notice}\n");
+                        match err.write_all(text.as_bytes()).await {
+                            Ok(()) => err.flush().await,
+                            Err(error) => Err(error),
+                        }
+                    }
+                    None => break,
+                };
+                if written.is_err() {
+                    return 0;
+                }
+            }
+            message = read_half.wait() => {
+                if matches!(message, None | Some(ChannelMsg::Close)) {
+                    // The client went away: the stream (and its requests) goes too.
+                    return 0;
+                }
+            }
+        }
+    }
+    let _ = write_half.exit_status(0).await;
+    let _ = write_half.eof().await;
+    let _ = write_half.close().await;
+    0
 }
 
 async fn serve_git(

@@ -61,6 +61,8 @@ pub(crate) async fn run(flags: AgentFlags) -> anyhow::Result<()> {
     config.metadata = metadata;
     config.registry = registry;
     config.drain = Duration::from_secs(flags.drain);
+    config.endpoint_listen = flags.logs.agent_listen;
+    config.log_cap = flags.logs.log_cap.unwrap_or(agent::DEFAULT_LOG_CAP);
     let agent = agent::Agent::new(config, store).await?;
     println!("agent {} is running", agent.id());
     Ok(agent.run(crate::stop_signal()).await?)

@@ -101,6 +101,19 @@ pub(crate) struct AgentFlags {
     /// Seconds between withdrawing an instance and stopping its container
     #[arg(long, env = "PAZ_DRAIN", default_value_t = 5, value_name = "SECONDS")]
     pub(crate) drain: u64,
+    #[command(flatten)]
+    pub(crate) logs: AgentEndpointFlags,
+}
+
+/// The agent's endpoint and the logs it keeps (`paz agent` and `paz up`).
+#[derive(Debug, Default, Args)]
+pub(crate) struct AgentEndpointFlags {
+    /// Where the agent serves its instances' logs and stats (to Paz's server, with the cluster's agent secret) and its metrics [default: a free port on the advertised address]
+    #[arg(long, env = "PAZ_AGENT_LISTEN", value_name = "ADDR")]
+    pub(crate) agent_listen: Option<std::net::SocketAddr>,
+    /// What each app may keep of its log on this host, e.g. 100m or 1g [default: 100m]
+    #[arg(long, env = "PAZ_LOG_CAP", value_name = "SIZE", value_parser = agent::parse_log_cap)]
+    pub(crate) log_cap: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -304,4 +317,7 @@ pub(crate) struct UpFlags {
     /// The proxy's access log: a file, `-` for standard output, or `off` [default: -]
     #[arg(long, env = "PAZ_ACCESS_LOG", value_name = "FILE")]
     pub(crate) access_log: Option<String>,
+
+    #[command(flatten)]
+    pub(crate) agent: AgentEndpointFlags,
 }

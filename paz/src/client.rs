@@ -211,6 +211,9 @@ pub(crate) async fn run(words: Vec<String>) -> anyhow::Result<()> {
     if follow {
         return crate::progress::follow_build(&credentials, &args).await;
     }
+    if verb == "logs" && !as_json {
+        return crate::progress::logs(&credentials, &args).await;
+    }
     if !as_json {
         if let Some(start) = crate::progress::rollout_of(&verb, &args) {
             return crate::progress::follow_rollout(&credentials, start).await;

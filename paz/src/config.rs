@@ -38,6 +38,10 @@ pub(crate) struct UpConfig {
     pub(crate) deploy_batch: usize,
     /// `paz server`: no agent and no proxy on this host.
     pub(crate) server_only: bool,
+    /// Where the agent's endpoint listens (`None`: a free port).
+    pub(crate) agent_listen: Option<SocketAddr>,
+    /// What each app may keep of its log on this host.
+    pub(crate) log_cap: u64,
 }
 
 /// The config file: the same names as the flags, with `_` for `-`.
@@ -64,6 +68,8 @@ struct FileConfig {
     access_log: Option<String>,
     deploy_timeout: Option<u64>,
     deploy_batch: Option<u64>,
+    agent_listen: Option<String>,
+    log_cap: Option<String>,
 }
 
 /// `etcd = "http://a:2379,http://b:2379"` or `etcd = ["http://a:2379", ...]`.
@@ -151,7 +157,21 @@ impl UpConfig {
             Some(text) => text.parse().unwrap_or_default(),
             None => proxy::AccessLog::Stdout,
         };
+        let agent_listen = match flags.agent.agent_listen {
+            Some(address) => Some(address),
+            None => match file.agent_listen {
+                Some(text) => Some(listen("agent-listen", Some(text), None, "10.0.0.7:7070")?),
+                None => None,
+            },
+        };
+        let log_cap = match (flags.agent.log_cap, file.log_cap) {
+            (Some(cap), _) => cap,
+            (None, Some(text)) => agent::parse_log_cap(&text).map_err(|e| anyhow::anyhow!(e))?,
+            (None, None) => agent::DEFAULT_LOG_CAP,
+        };
         Ok(UpConfig {
+            agent_listen,
+            log_cap,
             server_only: false,
             deploy_batch: positive(
                 "deploy-batch",

@@ -1,7 +1,8 @@
 //! Long work followed over the REST API as it happens: `paz deploy`,
 //! `paz rollback` and `paz ps:restart` start a rollout and print each of
 //! its steps (SSH's lines) until it ends; `paz builds:log APP [ID] -f`
-//! prints a build's log as the builder writes it. The exit code says
+//! prints a build's log as the builder writes it; `paz logs APP [-f]`
+//! prints an app's lines (and, followed, each new one). The exit code says
 //! whether the rollout or the build succeeded.
 
 use anyhow::{bail, Context};
@@ -191,9 +192,94 @@ pub(crate) async fn follow_build(credentials: &Credentials, args: &[String]) -> 
     bail!("the log stream of build {id} ended before the build did")
 }
 
+/// `logs APP [-n N] [-f] [--since T] [--process P] [--instance I]`: the
+/// lines on stdout, what is said about the machines on stderr.
+pub(crate) async fn logs(credentials: &Credentials, args: &[String]) -> anyhow::Result<()> {
+    let (app, params) = log_params(args)?;
+    let http = http()?;
+    let url = format!("{}/api/v1/apps/{app}/logs", credentials.url);
+    let response = send(
+        http.get(&url)
+            .query(&params)
+            .bearer_auth(&credentials.token)
+            .header(reqwest::header::ACCEPT, "text/event-stream"),
+        &credentials.url,
+    )
+    .await?;
+    let mut stream = response.bytes_stream().eventsource();
+    while let Some(event) = stream.next().await {
+        let event = event.with_context(|| format!("the log stream of {app} broke"))?;
+        match event.event.as_str() {
+            "line" => {
+                let line: Value = serde_json::from_str(&event.data).unwrap_or_default();
+                println!("{}", line["text"].as_str().unwrap_or_default());
+            }
+            "notice" => eprintln!("paz: {}", event.data),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The app and the query parameters of `logs`' words.
+fn log_params(args: &[String]) -> anyhow::Result<(store::AppName, Vec<(&'static str, String)>)> {
+    const USAGE: &str =
+        "usage: logs APP [-n N] [-f] [--since TIME] [--process P] [--instance web.N]";
+    let mut words = args.iter();
+    let mut app = None;
+    let mut params = Vec::new();
+    while let Some(word) = words.next() {
+        let (flag, inline) = match word.split_once('=') {
+            Some((flag, value)) if flag.starts_with('-') => (flag, Some(value.to_string())),
+            _ => (word.as_str(), None),
+        };
+        let name = match flag {
+            "-n" | "--num" | "--lines" => "lines",
+            "--since" => "since",
+            "--process" | "-p" => "process",
+            "--instance" | "-i" => "instance",
+            "-f" | "--follow" | "--tail" => {
+                params.push(("follow", "true".to_string()));
+                continue;
+            }
+            other if other.starts_with('-') => bail!("unknown option `{other}`: {USAGE}"),
+            _ if app.is_none() => {
+                app = Some(store::AppName::new(word)?);
+                continue;
+            }
+            _ => bail!("{USAGE}"),
+        };
+        let value = match inline {
+            Some(value) => value,
+            None => words
+                .next()
+                .with_context(|| format!("{flag} needs a value: {USAGE}"))?
+                .clone(),
+        };
+        params.push((name, value));
+    }
+    Ok((app.context(USAGE)?, params))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_words_become_query_parameters() {
+        let (app, params) = log_params(&words("shop -n 5 -f --instance=web.2")).unwrap();
+        assert_eq!(app.as_str(), "shop");
+        assert_eq!(
+            params,
+            vec![
+                ("lines", "5".to_string()),
+                ("follow", "true".to_string()),
+                ("instance", "web.2".to_string())
+            ]
+        );
+        assert!(log_params(&words("shop --frob")).is_err());
+        assert!(log_params(&words("shop -n")).is_err());
+    }
 
     fn words(text: &str) -> Vec<String> {
         text.split_whitespace().map(str::to_string).collect()

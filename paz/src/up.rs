@@ -193,6 +193,8 @@ async fn run_roles(
         crate::agent::address_towards(store.endpoints().split(',').next().unwrap_or_default())?;
     let mut agent_config = agent::AgentConfig::new(config.data_dir.clone(), advertise);
     agent_config.registry = Some(agent_login);
+    agent_config.endpoint_listen = config.agent_listen;
+    agent_config.log_cap = config.log_cap;
     if !config.server_only {
         match agent::Agent::new(agent_config, store.clone()).await {
             Ok(agent) => roles.spawn("agent", |stop| agent.run(stop)),

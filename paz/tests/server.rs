@@ -95,6 +95,7 @@ async fn when_the_leading_server_is_killed_the_other_places_units() {
                 addr: "127.0.0.1".into(),
                 metadata: Default::default(),
                 started_at: 1,
+                endpoint: None,
             },
             Duration::from_secs(30),
         )

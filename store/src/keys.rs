@@ -5,7 +5,9 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use crate::names::{check_segment, AppName, NameError};
-use crate::records::{App, Build, ImageEvent, Machine, Release, SshKey, Token, UnitState};
+use crate::records::{
+    App, Build, ImageEvent, Machine, ProxyRecord, Release, SshKey, Token, UnitState,
+};
 
 /// One key and the type of record it holds.
 pub struct Key<T> {
@@ -265,6 +267,22 @@ impl Keys {
         Prefix::new(format!("{}/machines/", self.root), true)
     }
 
+    /// The secret every agent endpoint asks of its callers (made once, by
+    /// the first agent, with a create-if-absent transaction).
+    pub fn agent_secret(&self) -> Key<String> {
+        Key::new(format!("{}/config/agent-secret", self.root))
+    }
+
+    /// A live proxy that serves metrics.
+    pub fn proxy(&self, id: &str) -> Result<Key<ProxyRecord>, NameError> {
+        check_segment("proxy id", id)?;
+        Ok(Key::new(format!("{}/proxies/{id}", self.root)))
+    }
+
+    pub fn proxies(&self) -> Prefix<ProxyRecord> {
+        Prefix::new(format!("{}/proxies/", self.root), true)
+    }
+
     /// The unit file text: this unit should run.
     pub fn unit(&self, unit_name: &str) -> Result<Key<String>, NameError> {
         check_segment("unit name", unit_name)?;
@@ -405,6 +423,8 @@ mod tests {
             keys.current(&app).to_string(),
             keys.build(&app, "b1").unwrap().to_string(),
             keys.machine("m1").unwrap().to_string(),
+            keys.agent_secret().to_string(),
+            keys.proxy("p1").unwrap().to_string(),
             keys.unit("myapp-v7-web-1.service").unwrap().to_string(),
             keys.schedule("myapp-v7-web-1.service").unwrap().to_string(),
             keys.unit_state("myapp-v7-web-1.service")
@@ -422,6 +442,8 @@ mod tests {
             /paz/apps/myapp/current
             /paz/builds/myapp/b1
             /paz/machines/m1
+            /paz/config/agent-secret
+            /paz/proxies/p1
             /paz/units/myapp-v7-web-1.service
             /paz/schedule/myapp-v7-web-1.service
             /paz/state/myapp-v7-web-1.service

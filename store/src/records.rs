@@ -62,7 +62,17 @@ macro_rules! json_record {
     )*};
 }
 
-json_record!(App, Release, SshKey, Token, Build, Machine, UnitState, ImageEvent);
+json_record!(
+    App,
+    Release,
+    SshKey,
+    Token,
+    Build,
+    Machine,
+    ProxyRecord,
+    UnitState,
+    ImageEvent
+);
 json_record!(crate::Rollout);
 
 /// What a key or token may do.
@@ -418,6 +428,19 @@ pub struct Machine {
     pub addr: String,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    pub started_at: u64,
+    /// The agent's endpoint (`http://ip:port`): its instances' logs and
+    /// stats (with the cluster's agent secret) and its metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// `/paz/proxies/<id>`: a live proxy that serves metrics (on a lease), so
+/// that Prometheus finds it through the server's service discovery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProxyRecord {
+    /// Where its Prometheus metrics are served (`ip:port`, path `/metrics`).
+    pub metrics: String,
     pub started_at: u64,
 }
 

@@ -16,6 +16,7 @@ async fn machine(store: &Store, id: &str, metadata: &[(&str, &str)]) -> store::R
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         started_at: 1,
+        endpoint: None,
     };
     store
         .register(

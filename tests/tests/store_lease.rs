@@ -70,6 +70,7 @@ async fn dropping_a_registration_deletes_its_key_without_waiting_for_the_ttl() {
         addr: "10.0.0.1".to_string(),
         metadata: Default::default(),
         started_at: 1,
+        endpoint: None,
     };
     let registration = store
         .register(&key, &machine, Duration::from_secs(60))

@@ -179,6 +179,7 @@ async fn fixed(test: &str) -> Verbs {
         addr: "10.0.0.7".into(),
         metadata: [("region".to_string(), "fra1".to_string())].into(),
         started_at: NOW - 3 * 3600 - 12 * 60,
+        endpoint: None,
     };
     store
         .put(&keys.machine(MACHINE).unwrap(), &machine)

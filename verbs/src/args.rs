@@ -60,6 +60,11 @@ impl Args {
         Ok((positionals, flags))
     }
 
+    /// The words as given, for a verb that reads its own options.
+    pub(crate) fn raw(&self) -> &[String] {
+        &self.raw
+    }
+
     /// Exactly one positional and no flags.
     pub(crate) fn one(&self) -> Result<String, VerbError> {
         let [first] = <[String; 1]>::try_from(self.exactly(1)?).map_err(|_| self.usage())?;

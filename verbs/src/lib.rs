@@ -17,6 +17,7 @@ mod follow;
 mod health;
 mod instances;
 pub mod keys;
+pub mod logs;
 mod ports;
 mod releases;
 mod tokens;
@@ -315,6 +316,12 @@ pub const VERBS: &[Verb] = &[
         "builds APP",
         "list an app's builds, newest first",
         |context, caller, args, _| rendered(builds::list(context, caller, args)),
+    ),
+    verb(
+        "logs",
+        "logs APP [-n N] [-f] [--since TIME] [--process P] [--instance web.N]",
+        "print an app's log lines from every machine, merged by time (-f follows)",
+        |context, caller, args, _| rendered(logs::collect(context, caller, args)),
     ),
     verb(
         "machines:list",

@@ -1,0 +1,284 @@
+//! The agent's endpoint (`--agent-listen`): the logs this host keeps of its
+//! instances (`GET /v1/logs/APP`, one JSON event a line, followed with
+//! `follow=true`) and its stats (`GET /v1/stats`), both only for a caller
+//! with the cluster's agent secret; and its Prometheus metrics
+//! (`GET /metrics`: numbers only, as a node exporter serves them). It
+//! changes nothing: the server asks it, users never do.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query as UrlQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use subtle::ConstantTimeEq;
+use telemetry::{Event, Query};
+use tokio::sync::broadcast;
+
+use crate::logs::{Instance, Logs};
+use crate::stats::Sampled;
+
+/// What the endpoint serves from.
+#[derive(Clone)]
+pub(crate) struct Endpoint {
+    pub(crate) secret: Arc<String>,
+    pub(crate) logs: Logs,
+    pub(crate) sampled: Sampled,
+}
+
+/// How often a quiet follow sends an empty line, so that a reader that went
+/// away is noticed.
+const KEEPALIVE: Duration = Duration::from_secs(10);
+
+pub(crate) fn router(endpoint: Endpoint) -> Router {
+    Router::new()
+        .route("/v1/logs/{app}", get(logs))
+        .route("/v1/stats", get(stats))
+        .route("/metrics", get(metrics))
+        .with_state(endpoint)
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    (status, format!("{message}\n")).into_response()
+}
+
+/// Whether the caller sent the cluster's agent secret.
+fn authorized(endpoint: &Endpoint, headers: &HeaderMap) -> Result<(), Response> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if bool::from(given.as_bytes().ct_eq(endpoint.secret.as_bytes())) {
+        Ok(())
+    } else {
+        Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "this agent endpoint answers only Paz's server: send the cluster's agent secret (/paz/config/agent-secret) as a bearer token",
+        ))
+    }
+}
+
+fn event_line(event: &Event) -> Bytes {
+    let mut text = serde_json::to_vec(event).unwrap_or_default();
+    text.push(b'\n');
+    Bytes::from(text)
+}
+
+async fn logs(
+    State(endpoint): State<Endpoint>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    query: Result<UrlQuery<Query>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(refused) = authorized(&endpoint, &headers) {
+        return refused;
+    }
+    let Ok(UrlQuery(query)) = query else {
+        return refuse(StatusCode::BAD_REQUEST, "the query is invalid: lines=N, since=NANOS, after=NANOS, process=P, instance=web.N, follow=true|false");
+    };
+    if let Err(error) = store::AppName::new(&app) {
+        return refuse(StatusCode::BAD_REQUEST, &error.to_string());
+    }
+    // An app with no log here has no lines, and gets no files made for it.
+    if !endpoint.logs.apps().contains(&app) && !query.follow {
+        return ndjson(futures::stream::empty().boxed());
+    }
+    let log = match endpoint.logs.app(&app) {
+        Ok(log) => log,
+        Err(error) => {
+            return refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("cannot read the log of {app}: {error}"),
+            )
+        }
+    };
+    let read = {
+        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+        if query.follow {
+            log.read_and_follow(&query)
+                .map(|(kept, new)| (kept, Some(new)))
+        } else {
+            log.read(&query).map(|kept| (kept, None))
+        }
+    };
+    let (kept, new) = match read {
+        Ok(read) => read,
+        Err(error) => {
+            return refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("cannot read the log of {app}: {error}"),
+            )
+        }
+    };
+    let kept = futures::stream::iter(kept.into_iter().map(|line| event_line(&Event::Line(line))));
+    match new {
+        None => ndjson(kept.boxed()),
+        Some(new) => {
+            let live = futures::stream::once(async { event_line(&Event::Live) });
+            ndjson(kept.chain(live).chain(follow(new, query)).boxed())
+        }
+    }
+}
+
+/// The new lines `query` selects, as they are written.
+fn follow(
+    receiver: broadcast::Receiver<Arc<telemetry::Line>>,
+    query: Query,
+) -> impl Stream<Item = Bytes> + Send {
+    futures::stream::unfold((receiver, query), |(mut receiver, query)| async move {
+        loop {
+            match tokio::time::timeout(KEEPALIVE, receiver.recv()).await {
+                Err(_) => return Some((Bytes::from_static(b"\n"), (receiver, query))),
+                Ok(Ok(line)) if query.matches(&line) => {
+                    let event = event_line(&Event::Line((*line).clone()));
+                    return Some((event, (receiver, query)));
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(broadcast::error::RecvError::Lagged(skipped))) => {
+                    let notice = Event::Notice(format!(
+                        "{skipped} lines were written faster than they could be sent, and are left out here (they are kept: ask again without -f)"
+                    ));
+                    return Some((event_line(&notice), (receiver, query)));
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) => return None,
+            }
+        }
+    })
+}
+
+fn ndjson(body: futures::stream::BoxStream<'static, Bytes>) -> Response {
+    let body = Body::from_stream(body.map(Ok::<_, Infallible>));
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+async fn stats(State(endpoint): State<Endpoint>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorized(&endpoint, &headers) {
+        return refused;
+    }
+    axum::Json(endpoint.sampled.latest()).into_response()
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+async fn metrics(State(endpoint): State<Endpoint>) -> Response {
+    let stats = endpoint.sampled.latest();
+    let mut registry = Registry::with_prefix("paz_agent");
+    let gauge = |registry: &mut Registry, name: &str, help: &str, value: f64| {
+        let metric = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        metric.set(value);
+        registry.register(name, help, metric);
+    };
+    let host = &stats.host;
+    gauge(
+        &mut registry,
+        "host_cpu_usage_percent",
+        "Busy share of all the host's CPUs over the last sample",
+        host.cpu_percent,
+    );
+    gauge(
+        &mut registry,
+        "host_cpus",
+        "The host's CPUs",
+        f64::from(host.cpus),
+    );
+    gauge(
+        &mut registry,
+        "host_memory_used_bytes",
+        "Memory in use on the host (total less available)",
+        host.memory_used_bytes as f64,
+    );
+    gauge(
+        &mut registry,
+        "host_memory_total_bytes",
+        "The host's memory",
+        host.memory_total_bytes as f64,
+    );
+    gauge(
+        &mut registry,
+        "host_disk_used_bytes",
+        "Used space of the file system of the agent's data dir",
+        host.disk_used_bytes as f64,
+    );
+    gauge(
+        &mut registry,
+        "host_disk_total_bytes",
+        "Size of the file system of the agent's data dir",
+        host.disk_total_bytes as f64,
+    );
+    let cpu = Family::<Labels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+    let memory = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let restarts = Family::<Labels, Counter>::default();
+    for container in &stats.containers {
+        let Some(instance) = Instance::of_unit(&container.unit) else {
+            continue;
+        };
+        let labels: Labels = vec![
+            ("app", instance.app),
+            ("release", instance.release.to_string()),
+            ("instance", instance.name),
+        ];
+        cpu.get_or_create(&labels).inc_by(container.cpu_seconds);
+        memory
+            .get_or_create(&labels)
+            .set(container.memory_bytes as f64);
+        restarts
+            .get_or_create(&labels)
+            .inc_by(u64::from(container.restarts));
+    }
+    registry.register(
+        "container_cpu_seconds",
+        "CPU time used by an instance's container",
+        cpu,
+    );
+    registry.register(
+        "container_memory_bytes",
+        "Memory in use by an instance's container, without its reclaimable cache",
+        memory,
+    );
+    registry.register(
+        "container_restarts",
+        "Restarts of an instance after crashes on this machine",
+        restarts,
+    );
+    let log_bytes = Family::<Labels, Gauge>::default();
+    for app in endpoint.logs.apps() {
+        if let Ok(log) = endpoint.logs.app(&app) {
+            let size = log.lock().unwrap_or_else(|e| e.into_inner()).size();
+            log_bytes
+                .get_or_create(&vec![("app", app)])
+                .set(size as i64);
+        }
+    }
+    registry.register(
+        "log_bytes",
+        "Bytes of an app's log kept on this host",
+        log_bytes,
+    );
+    let mut text = String::new();
+    if encode(&mut text, &registry).is_err() {
+        return refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the metrics",
+        );
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
