@@ -274,11 +274,8 @@ async fn metrics(State(endpoint): State<Endpoint>) -> Response {
         );
     }
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
+        [(header::CONTENT_TYPE, telemetry::TEXT_FORMAT)],
+        telemetry::to_text_format(&text),
     )
         .into_response()
 }

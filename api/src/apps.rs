@@ -383,7 +383,7 @@ async fn scale(
     get,
     path = "/apps/{app}/instances",
     tag = "formation",
-    summary = "The app's instances: where each runs and its state (ps)",
+    summary = "The app's instances: where each runs, its state, and its CPU and memory as its agent last sampled them (ps)",
     params(("app" = String, Path, description = "the app's name")),
     responses((status = 200, body = Vec<verbs::UnitRow>))
 )]

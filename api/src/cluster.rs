@@ -1,4 +1,5 @@
-//! `/machines` and `/units`: what runs where.
+//! `/machines` and `/units`: what runs where; `/prometheus/targets`: where
+//! Prometheus finds every agent's and proxy's metrics.
 
 use std::sync::Arc;
 
@@ -22,6 +23,59 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(machine))
         .routes(routes!(units))
         .routes(routes!(unit))
+        .routes(routes!(prometheus_targets))
+}
+
+/// One group of Prometheus HTTP service discovery: addresses and their labels.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct TargetGroup {
+    targets: Vec<String>,
+    labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Prometheus' HTTP service discovery (`http_sd_configs`): every agent
+/// (`paz_role="agent"`, its machine) and every proxy that serves metrics
+/// (`paz_role="proxy"`), from etcd, so that one entry finds the cluster.
+#[utoipa::path(
+    get,
+    path = "/prometheus/targets",
+    tag = "cluster",
+    summary = "Every agent's and proxy's metrics address, as Prometheus' http_sd_configs reads them (admins)",
+    responses((status = 200, body = Vec<TargetGroup>))
+)]
+async fn prometheus_targets(
+    State(state): Api,
+    Authed(caller): Authed,
+) -> Result<Json<Vec<TargetGroup>>, ApiError> {
+    caller.require_admin("list the cluster's metrics targets")?;
+    let store = &state.context.store;
+    let keys = store.keys();
+    let mut groups = Vec::new();
+    let group = |address: String, role: &str, id: &str, name: &str| TargetGroup {
+        targets: vec![address],
+        labels: [
+            ("paz_role".to_string(), role.to_string()),
+            (name.to_string(), id.to_string()),
+            ("__metrics_path__".to_string(), "/metrics".to_string()),
+        ]
+        .into(),
+    };
+    for entry in store.list(&keys.machines()).await?.entries {
+        let id = keys.machines().child_name(&entry.key).to_string();
+        let Some(endpoint) = entry.value.endpoint else {
+            continue;
+        };
+        let address = endpoint
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        groups.push(group(address, "agent", &id, "paz_machine"));
+    }
+    for entry in store.list(&keys.proxies()).await?.entries {
+        let id = keys.proxies().child_name(&entry.key).to_string();
+        groups.push(group(entry.value.metrics, "proxy", &id, "paz_proxy"));
+    }
+    Ok(Json(groups))
 }
 
 type Api = State<Arc<ApiState>>;

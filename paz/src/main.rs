@@ -40,9 +40,12 @@ async fn stop_signal() {
 }
 
 /// Serves the proxy's metrics on `--metrics-listen`, if given, until the
-/// returned task is dropped with the proxy's role.
+/// returned task is dropped with the proxy's role; meanwhile the proxy is
+/// registered at `/paz/proxies/<id>` (on a lease), where the server's
+/// Prometheus service discovery finds it.
 async fn serve_proxy_metrics(
     proxy: &proxy::Proxy,
+    store: &store::Store,
     address: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     use anyhow::Context;
@@ -52,8 +55,31 @@ async fn serve_proxy_metrics(
     let metrics = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen on --metrics-listen {address}"))?;
-    println!("metrics on http://{}/metrics", metrics.local_addr()?);
-    Ok(Some(proxy.serve_metrics(metrics)))
+    let bound = metrics.local_addr()?;
+    println!("metrics on http://{bound}/metrics");
+    let host = if bound.ip().is_unspecified() {
+        crate::agent::address_towards(store.endpoints().split(',').next().unwrap_or_default())?
+    } else {
+        bound.ip().to_string()
+    };
+    let record = store::records::ProxyRecord {
+        metrics: std::net::SocketAddr::new(host.parse()?, bound.port()).to_string(),
+        started_at: support::now(),
+    };
+    let id = hex::encode(rand::random::<[u8; 8]>());
+    let registration = store
+        .register(
+            &store.keys().proxy(&id)?,
+            &record,
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .context("cannot register this proxy's metrics in etcd")?;
+    let served = proxy.serve_metrics(metrics);
+    Ok(Some(tokio::spawn(async move {
+        let _registration = registration;
+        let _ = served.await;
+    })))
 }
 
 /// `paz proxy`: the proxy alone, until SIGINT or SIGTERM.
@@ -75,8 +101,8 @@ async fn run_proxy(flags: cli::ProxyFlags) -> anyhow::Result<()> {
         ..Default::default()
     };
     println!("proxy listening on {}", listener.local_addr()?);
-    let proxy = proxy::Proxy::new(config, store)?;
-    let _metrics = serve_proxy_metrics(&proxy, flags.metrics_listen).await?;
+    let proxy = proxy::Proxy::new(config, store.clone())?;
+    let _metrics = serve_proxy_metrics(&proxy, &store, flags.metrics_listen).await?;
     proxy
         .serve_threads(listener.into_std()?, flags.workers, stop_signal())
         .await?;

@@ -255,7 +255,8 @@ async fn run_roles(
         };
         proxy_drain = proxy_config.shutdown_timeout;
         let proxy = proxy::Proxy::new(proxy_config, store.clone())?;
-        if let Some(mut metrics) = crate::serve_proxy_metrics(&proxy, config.metrics_listen).await?
+        if let Some(mut metrics) =
+            crate::serve_proxy_metrics(&proxy, &store, config.metrics_listen).await?
         {
             roles.spawn("metrics server", |stop| async move {
                 tokio::select! {

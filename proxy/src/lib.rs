@@ -233,7 +233,7 @@ impl Proxy {
                             let mut response = Response::new(Full::new(Bytes::from(text)));
                             response.headers_mut().insert(
                                 hyper::header::CONTENT_TYPE,
-                                HeaderValue::from_static("text/plain; version=0.0.4"),
+                                HeaderValue::from_static(telemetry::TEXT_FORMAT),
                             );
                             Ok::<_, Infallible>(response)
                         }
@@ -394,11 +394,10 @@ async fn serve_on(
                             .unwrap_or("-"),
                     });
                 }
-                state.metrics.count(app, response.status().as_u16());
+                let seconds = started.elapsed().as_secs_f64();
                 state
                     .metrics
-                    .latency
-                    .observe(started.elapsed().as_secs_f64());
+                    .record(app, response.status().as_u16(), seconds);
                 if response.status() == StatusCode::BAD_GATEWAY
                     || response.status() == StatusCode::GATEWAY_TIMEOUT
                 {

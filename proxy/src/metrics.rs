@@ -1,5 +1,5 @@
-//! Prometheus metrics of the proxy: requests by app and status, latency,
-//! backend errors, the table's size and the age of its last sync.
+//! Prometheus metrics of the proxy: requests by app and status, latency by
+//! app, backend errors, the table's size and the age of its last sync.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -19,12 +19,21 @@ pub(crate) struct RequestLabels {
     pub(crate) status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct AppLabels {
+    pub(crate) app: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
 /// The proxy's metrics.
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
     pub(crate) requests: Family<RequestLabels, Counter>,
-    pub(crate) latency: Histogram,
+    pub(crate) latency: Family<AppLabels, Histogram, fn() -> Histogram>,
     pub(crate) backend_errors: Counter,
     pub(crate) table_size: Gauge,
     last_sync_age: Gauge,
@@ -39,6 +48,8 @@ thread_local! {
     /// counting a request neither allocates nor takes the family's lock.
     static COUNTERS: RefCell<HashMap<(u64, u16), HashMap<String, Counter>>> =
         RefCell::default();
+    /// Per thread: metrics id -> app -> its latency histogram.
+    static LATENCIES: RefCell<HashMap<u64, HashMap<String, Histogram>>> = RefCell::default();
 }
 
 fn now_millis() -> u64 {
@@ -52,7 +63,8 @@ impl Metrics {
     pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("paz_proxy");
         let requests = Family::<RequestLabels, Counter>::default();
-        let latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let latency: Family<AppLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
         let backend_errors = Counter::default();
         let table_size = Gauge::default();
         let last_sync_age = Gauge::default();
@@ -63,7 +75,7 @@ impl Metrics {
         );
         registry.register(
             "request_duration_seconds",
-            "Time from request to response headers",
+            "Time from request to response headers, by app",
             latency.clone(),
         );
         registry.register(
@@ -96,8 +108,27 @@ impl Metrics {
         }
     }
 
+    /// Counts one request answered for `app` with `status` after `seconds`.
+    pub(crate) fn record(&self, app: &str, status: u16, seconds: f64) {
+        self.count(app, status);
+        LATENCIES.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let apps = cache.entry(self.id).or_default();
+            if let Some(histogram) = apps.get(app) {
+                histogram.observe(seconds);
+                return;
+            }
+            let labels = AppLabels {
+                app: app.to_string(),
+            };
+            let histogram = self.latency.get_or_create(&labels).clone();
+            histogram.observe(seconds);
+            apps.insert(app.to_string(), histogram);
+        });
+    }
+
     /// Counts one request answered for `app` with `status`.
-    pub(crate) fn count(&self, app: &str, status: u16) {
+    fn count(&self, app: &str, status: u16) {
         COUNTERS.with(|cache| {
             let mut cache = cache.borrow_mut();
             let apps = cache.entry((self.id, status)).or_default();
@@ -126,7 +157,7 @@ impl Metrics {
         self.last_sync_age.set(age as i64);
         let mut text = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        text
+        telemetry::to_text_format(&text)
     }
 }
 
@@ -139,11 +170,11 @@ mod tests {
     #[test]
     fn requests_are_counted_by_app_and_status_across_threads() {
         let metrics = Arc::new(Metrics::new());
-        metrics.count("demo", 200);
-        metrics.count("demo", 200);
-        metrics.count("demo", 502);
+        metrics.record("demo", 200, 0.001);
+        metrics.record("demo", 200, 0.001);
+        metrics.record("demo", 502, 0.3);
         let other = Arc::clone(&metrics);
-        std::thread::spawn(move || other.count("demo", 200))
+        std::thread::spawn(move || other.record("demo", 200, 0.001))
             .join()
             .unwrap();
         metrics.synced(4);
@@ -162,5 +193,9 @@ mod tests {
         assert!(requests("200").ends_with(" 3"), "{text}");
         assert!(requests("502").ends_with(" 1"), "{text}");
         assert!(line("paz_proxy_table_backends ").ends_with(" 4"), "{text}");
+        assert!(
+            line(r#"paz_proxy_request_duration_seconds_count{app="demo"}"#).ends_with(" 4"),
+            "{text}"
+        );
     }
 }

@@ -7,10 +7,12 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod exposition;
 mod line;
 mod stats;
 
 pub use client::{AgentClient, TelemetryError};
+pub use exposition::{to_text_format, TEXT_FORMAT};
 pub use line::{Event, Line, MachineLine, Query, Source};
 pub use stats::{ContainerStats, HostStats, Stats};
 

@@ -100,6 +100,36 @@ pub struct UnitRow {
     pub state: Option<UnitState>,
     /// Why the scheduler cannot place it.
     pub unplaced: Option<String>,
+    /// Its container's CPU and memory, as its agent last sampled them
+    /// (`ps` asks; absent where the agent was not asked or did not answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// An instance's CPU and memory.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Usage {
+    /// Of one CPU, over the agent's last sample (5 s).
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_bytes: Option<u64>,
+}
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |bytes: u64| format!("{:.1}MiB", bytes as f64 / f64::from(1 << 20));
+        write!(
+            f,
+            "cpu {:.1}%  mem {}",
+            self.cpu_percent,
+            mib(self.memory_bytes)
+        )?;
+        if let Some(limit) = self.memory_limit_bytes {
+            write!(f, " of {}", mib(limit))?;
+        }
+        Ok(())
+    }
 }
 
 impl UnitRow {
@@ -209,6 +239,7 @@ pub(crate) async fn unit_rows(
                 state,
                 unplaced: unplaced.remove(unit),
                 unit: unit.to_string(),
+                usage: None,
             }
         })
         .collect())

@@ -45,8 +45,12 @@ fn line(row: &UnitRow, now: u64) -> String {
         .chars()
         .take(12)
         .collect();
+    let usage = row
+        .usage
+        .map(|usage| format!("  {usage}"))
+        .unwrap_or_default();
     format!(
-        "{}  {short:12}  {active:8}  {age}",
+        "{}  {short:12}  {active:8}  {age}{usage}",
         row.unit.trim_end_matches(".service")
     )
 }
@@ -70,11 +74,58 @@ pub(crate) async fn ps(
             .is_some_and(|instance| instance.app == app.as_str() && !instance.sidekick)
     })
     .await?;
+    let instances = with_usage(context, instances).await;
     Ok(Instances {
         app,
         instances,
         now: context.now(),
     })
+}
+
+/// How long `ps` waits for a machine's stats.
+const STATS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `rows` with each instance's CPU and memory, from the stats of the agents
+/// of their machines (asked at once; one that does not answer in time
+/// leaves its instances without).
+async fn with_usage(context: &Context, mut rows: Vec<UnitRow>) -> Vec<UnitRow> {
+    let keys = context.store.keys();
+    let Ok(Some(secret)) = context.store.get(&keys.agent_secret()).await else {
+        return rows;
+    };
+    let client = telemetry::AgentClient::new(&secret.value);
+    let mut machines: Vec<String> = rows.iter().filter_map(|row| row.machine.clone()).collect();
+    machines.sort();
+    machines.dedup();
+    let asked = machines.iter().map(|machine| {
+        let (client, store) = (client.clone(), context.store.clone());
+        async move {
+            let key = store.keys().machine(machine).ok()?;
+            let endpoint = store.get(&key).await.ok()??.value.endpoint?;
+            client.stats(&endpoint, STATS_WAIT).await.ok()
+        }
+    });
+    let stats: Vec<telemetry::Stats> = futures::future::join_all(asked)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    for row in &mut rows {
+        let container = row
+            .state
+            .as_ref()
+            .and_then(|state| state.container.as_deref());
+        row.usage = stats
+            .iter()
+            .flat_map(|stats| &stats.containers)
+            .find(|c| c.unit == row.unit && container.is_none_or(|id| id == c.container))
+            .map(|c| crate::cluster::Usage {
+                cpu_percent: c.cpu_percent,
+                memory_bytes: c.memory_bytes,
+                memory_limit_bytes: c.memory_limit_bytes,
+            });
+    }
+    rows
 }
 
 /// What `ps:scale` did: rolled the serving release out at the new scale,
