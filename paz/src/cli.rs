@@ -302,7 +302,7 @@ pub(crate) struct UpFlags {
     #[arg(long, env = "PAZ_MAX_CONTEXT_MB", value_name = "MIB")]
     pub(crate) max_context_mb: Option<u64>,
 
-    /// Where the proxy's Prometheus metrics are served [default: not served]
+    /// Where the proxy's Prometheus metrics are served, or `off` [default: a free port on 127.0.0.1, found through /api/v1/prometheus/targets]
     #[arg(long, env = "PAZ_METRICS_LISTEN", value_name = "ADDR")]
     pub(crate) metrics_listen: Option<String>,
 

@@ -141,14 +141,17 @@ impl UpConfig {
                     anyhow::anyhow!("--{flag} `{text}` is invalid: use IP:PORT, such as {default}")
                 })
             };
+        // Served by default on a free loopback port: the web UI's charts
+        // (and Prometheus, through the service discovery) find it in etcd.
         let metrics_listen = match flags.metrics_listen.or(file.metrics_listen) {
+            Some(text) if text.trim() == "off" => None,
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             Some(text) => Some(listen(
                 "metrics-listen",
                 Some(text),
                 None,
                 "127.0.0.1:9100",
             )?),
-            None => None,
         };
         let access_log = match flags.access_log.or(file.access_log) {
             Some(text) if text.trim().is_empty() => {

@@ -625,6 +625,61 @@ async fn an_admin_watches_the_fleet_builds_and_rollouts_live_and_rolls_back() {
     let overview = ui.wait_for_text("healthy").await;
     assert!(overview.contains("v4"), "{overview}");
 
+    // The charts: after some requests, the app's page draws its request
+    // rate, latency and memory from what the server read of the cluster.
+    let mut drawn = false;
+    for _ in 0..40 {
+        for _ in 0..5 {
+            ui.answers_with("shop", "shop v1").await;
+        }
+        ui.open("/apps/shop").await;
+        let lines = |chart: &'static str| {
+            let browser = ui.browser.clone();
+            async move {
+                browser
+                    .find_all(Locator::Css(&format!(
+                        "figure[data-chart='{chart}'] polyline"
+                    )))
+                    .await
+                    .map_or(0, |found| found.len())
+            }
+        };
+        if lines("Requests").await > 0 && lines("Latency").await > 0 && lines("Memory").await > 0 {
+            drawn = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(drawn, "the charts never had data:\n{}", ui.text().await);
+    let points = ui
+        .browser
+        .find(Locator::Css("figure[data-chart='Requests'] polyline"))
+        .await
+        .unwrap()
+        .attr("points")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(!points.is_empty(), "the request rate has points");
+    ui.no_script_ran().await;
+    ui.screenshot("charts").await;
+    // The machine's page draws its host's CPU and memory.
+    ui.open(&machine).await;
+    ui.wait_for_text("The last hour").await;
+    assert!(
+        !ui.browser
+            .find_all(Locator::Css("figure[data-chart='CPU'] polyline"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the host's CPU is drawn"
+    );
+    // The logs tab: the app's lines (this one prints none) and the agent's.
+    ui.open("/apps/shop/logs").await;
+    let logs = ui.wait_for_text("paz[agent] v4").await;
+    assert!(logs.contains("web.1 started in container"), "{logs}");
+    ui.screenshot("logs").await;
+
     // Logging out ends the session in the browser.
     ui.click("form.who button").await;
     ui.wait_for_text("Paz token").await;

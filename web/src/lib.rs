@@ -7,8 +7,10 @@
 
 mod actions;
 mod assets;
+mod charts;
 mod data;
 mod error;
+mod history;
 mod layout;
 mod live;
 mod mirror;
@@ -46,6 +48,8 @@ pub(crate) struct WebState {
     pub(crate) heartbeats: tokio::sync::Mutex<Option<data::Heartbeats>>,
     /// The fleet page's state, kept in memory by a watch.
     pub(crate) mirror: mirror::Mirror,
+    /// The last hour of the cluster's numbers, for the charts.
+    pub(crate) history: history::History,
 }
 
 /// The web UI on the API's state.
@@ -64,6 +68,7 @@ impl Web {
             registry: registry_root.map(registry::Storage::new),
             heartbeats: tokio::sync::Mutex::new(None),
             mirror: mirror::Mirror::start(api.state().context.store.clone()),
+            history: history::History::start(api.state().context.store.clone()),
         });
         Web { state, api }
     }
@@ -81,6 +86,7 @@ impl Web {
             .route("/apps/{app}/config/revealed", get(page))
             .route("/apps/{app}/settings", get(page))
             .route("/apps/{app}/units", get(page))
+            .route("/apps/{app}/logs", get(page))
             .route("/apps/{app}/rollouts/{id}", get(page))
             .route(
                 "/apps/{app}/rollback/{n}",
@@ -104,6 +110,7 @@ impl Web {
             .route("/admin/keys/{key}/remove", post(actions::remove_key))
             .route("/live", get(live::follow))
             .route("/live/log/{app}/{id}", get(live::build_log))
+            .route("/live/logs/{app}", get(live::app_log))
             .route("/static/{file}", get(assets::file))
             .layer(tower_http::compression::CompressionLayer::new())
             .layer(axum::middleware::from_fn(guard))

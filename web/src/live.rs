@@ -126,6 +126,35 @@ pub(crate) struct From {
     from: usize,
 }
 
+/// An app's log as HTML lines (`line` events, each escaped; `notice`
+/// events for what is said of the machines): its newest 200 lines from
+/// every machine, then each new one, for as long as the page is open.
+pub(crate) async fn app_log(
+    State(state): State<Arc<WebState>>,
+    session: Session,
+    Path(name): Path<String>,
+) -> Result<Response, Failure> {
+    let app = store::AppName::new(&name).map_err(|error| Failure::Invalid(error.to_string()))?;
+    let words = [app.to_string(), "-n".into(), "200".into(), "-f".into()];
+    let stream = verbs::logs::stream(&state.api.context, &session.caller, &words)
+        .await
+        .map_err(api::ApiError::from)?;
+    let events = futures::stream::unfold(stream, |mut stream| async move {
+        let event = match stream.events.recv().await? {
+            verbs::logs::LogEvent::Line(line) => Event::default()
+                .event("line")
+                .data(html! { div { (line.to_string()) } }.into_string()),
+            verbs::logs::LogEvent::Notice(notice) => Event::default()
+                .event("notice")
+                .data(html! { div.muted { "paz: " (notice) } }.into_string()),
+        };
+        Some((Ok::<Event, Infallible>(event), stream))
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
 /// A build's log as HTML lines (`line` events, each escaped), then its
 /// status (`end`).
 pub(crate) async fn build_log(

@@ -9,6 +9,7 @@ use maud::{html, Markup};
 use store::records::{Release, ReleaseStatus};
 use store::AppName;
 
+use crate::charts::chart;
 use crate::data::{self, AppInfo, UnitRow};
 use crate::error::Failure;
 use crate::layout::{badge, button, csrf, masked, named, short_digest, when, Page};
@@ -33,6 +34,7 @@ fn tabs(app: &AppName, on: Option<AppTab>) -> Markup {
             (tab("/config", "Config", matches!(on, Some(AppTab::Config { .. }))))
             (tab("/settings", "Settings", on == Some(AppTab::Settings)))
             (tab("/units", "Units", on == Some(AppTab::Units)))
+            (tab("/logs", "Logs", on == Some(AppTab::Logs)))
         }
     }
 }
@@ -109,6 +111,7 @@ pub(crate) async fn app(
         AppTab::Config { revealed } => config(state, session, app, &info, revealed).await?,
         AppTab::Settings => settings(session, app, &info),
         AppTab::Units => unit_files(state, session, app).await?,
+        AppTab::Logs => logs(app),
     };
     Ok(page.with_tabs(tabs(app, Some(tab))))
 }
@@ -220,7 +223,20 @@ async fn overview(
             }
         }
     };
+    let charts = state.history.app(app.as_str());
+    let now_f = now as f64;
+    let one =
+        |label: &str, points: &crate::history::Points| vec![(label.to_string(), points.clone())];
     let fixed = html! {
+        section.charts {
+            h2 { "The last hour" }
+            div.chart-grid {
+                (chart("Requests", "/s", &one("requests", &charts.requests), now_f))
+                (chart("Errors (5xx)", "/s", &one("errors", &charts.errors), now_f))
+                (chart("Latency", "ms", &[("p50".to_string(), charts.p50.clone()), ("p99".to_string(), charts.p99.clone())], now_f))
+                (chart("Memory", "MiB", &charts.memory, now_f))
+            }
+        }
         section.card {
             h2 { "Scale" }
             form.row method="post" action={ "/apps/" (app) "/scale" } {
@@ -414,6 +430,18 @@ pub(crate) async fn build(
     Ok(Page::new(format!("{app}: build {id}"), live)
         .with_tabs(tabs(app, Some(AppTab::Builds)))
         .with_fixed(fixed))
+}
+
+/// The app's log: its newest lines from every machine, then each new one
+/// as it is printed (`/live/logs/APP`).
+fn logs(app: &AppName) -> Page {
+    let fixed = html! {
+        p.hint { "Every instance's output and the agents' own lines, from every machine, merged by time. The same as " span.mono { "logs " (app) " -f" } " over SSH." }
+        div hx-ext="sse" sse-connect={ "/live/logs/" (app) } {
+            pre.log #app-log sse-swap="line,notice" hx-swap="beforeend" {}
+        }
+    };
+    Page::new(format!("{app}: logs"), html! {}).with_fixed(fixed)
 }
 
 async fn config(

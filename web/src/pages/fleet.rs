@@ -186,6 +186,14 @@ pub(crate) async fn machine(
                 @for (key, value) in &row.machine.metadata { span.chip { (key) "=" (value) } }
             }
         }
+        @let charts = state.history.machine(id);
+        section.charts {
+            h2 { "The last hour" }
+            div.chart-grid {
+                (crate::charts::chart("CPU", "%", &[("cpu".to_string(), charts.cpu.clone())], now as f64))
+                (crate::charts::chart(&format!("Memory of {:.0} MiB", charts.memory_total), "MiB", &[("used".to_string(), charts.memory.clone())], now as f64))
+            }
+        }
         h2 { "Units" }
         table {
             thead { tr { th { "Unit" } th { "State" } th { "Since" } th { "Restarts" } th { "Reason" } } }

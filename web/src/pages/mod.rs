@@ -41,6 +41,7 @@ pub(crate) enum AppTab {
     Config { revealed: bool },
     Settings,
     Units,
+    Logs,
 }
 
 /// A path segment that may name a build, rollout or machine.
@@ -74,6 +75,7 @@ impl View {
             }
             ["apps", name, "settings"] => View::App(app(name)?, AppTab::Settings),
             ["apps", name, "units"] => View::App(app(name)?, AppTab::Units),
+            ["apps", name, "logs"] => View::App(app(name)?, AppTab::Logs),
             ["apps", name, "builds", build] => View::Build(app(name)?, id(build)?),
             ["apps", name, "rollouts", rollout] => View::Rollout(app(name)?, id(rollout)?),
             ["apps", name, "rollback", n] => View::Rollback(app(name)?, n.parse().ok()?),
