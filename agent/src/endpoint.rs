@@ -71,9 +71,48 @@ fn authorized(endpoint: &Endpoint, headers: &HeaderMap) -> Result<(), Response> 
 }
 
 fn event_line(event: &Event) -> Bytes {
-    let mut text = serde_json::to_vec(event).unwrap_or_default();
-    text.push(b'\n');
+    let mut text = Vec::new();
+    push_event(&mut text, event);
     Bytes::from(text)
+}
+
+fn push_event(text: &mut Vec<u8>, event: &Event) {
+    if serde_json::to_writer(&mut *text, event).is_ok() {
+        text.push(b'\n');
+    }
+}
+
+/// A written line as the event `{"line": ...}`, from its JSON as written,
+/// if `query` selects it.
+fn push_written(text: &mut Vec<u8>, written: &crate::logs::files::Written, query: &Query) {
+    if query.matches(&written.line) {
+        text.extend_from_slice(b"{\"line\":");
+        text.extend_from_slice(&written.json);
+        text.extend_from_slice(b"}\n");
+    }
+}
+
+/// What one write of the stream holds at most: lines go out together, not
+/// one write (and one chunk) each.
+const BATCH: usize = 64 * 1024;
+
+/// The kept lines as a few large chunks.
+fn batches(lines: Vec<telemetry::Line>) -> Vec<Bytes> {
+    let mut chunks = Vec::new();
+    let mut text = Vec::with_capacity(BATCH);
+    for line in lines {
+        push_event(&mut text, &Event::Line(line));
+        if text.len() >= BATCH {
+            chunks.push(Bytes::from(std::mem::replace(
+                &mut text,
+                Vec::with_capacity(BATCH),
+            )));
+        }
+    }
+    if !text.is_empty() {
+        chunks.push(Bytes::from(text));
+    }
+    chunks
 }
 
 async fn logs(
@@ -122,7 +161,7 @@ async fn logs(
             )
         }
     };
-    let kept = futures::stream::iter(kept.into_iter().map(|line| event_line(&Event::Line(line))));
+    let kept = futures::stream::iter(batches(kept));
     match new {
         None => ndjson(kept.boxed()),
         Some(new) => {
@@ -134,27 +173,37 @@ async fn logs(
 
 /// The new lines `query` selects, as they are written.
 fn follow(
-    receiver: broadcast::Receiver<Arc<telemetry::Line>>,
+    receiver: broadcast::Receiver<Arc<crate::logs::files::Written>>,
     query: Query,
 ) -> impl Stream<Item = Bytes> + Send {
-    futures::stream::unfold((receiver, query), |(mut receiver, query)| async move {
-        loop {
-            match tokio::time::timeout(KEEPALIVE, receiver.recv()).await {
-                Err(_) => return Some((Bytes::from_static(b"\n"), (receiver, query))),
-                Ok(Ok(line)) if query.matches(&line) => {
-                    let event = event_line(&Event::Line((*line).clone()));
-                    return Some((event, (receiver, query)));
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(broadcast::error::RecvError::Lagged(skipped))) => {
-                    let notice = Event::Notice(format!(
-                        "{skipped} lines were written faster than they could be sent, and are left out here (they are kept: ask again without -f)"
-                    ));
-                    return Some((event_line(&notice), (receiver, query)));
-                }
-                Ok(Err(broadcast::error::RecvError::Closed)) => return None,
+    use broadcast::error::{RecvError, TryRecvError};
+    let lagged = |skipped: u64| {
+        Event::Notice(format!(
+            "{skipped} lines were written faster than they could be sent, and are left out here (they are kept: ask again without -f)"
+        ))
+    };
+    futures::stream::unfold((receiver, query), move |(mut receiver, query)| async move {
+        let mut text = Vec::new();
+        // The first line waits (or a keep-alive goes); what is ready
+        // after it goes in the same write.
+        match tokio::time::timeout(KEEPALIVE, receiver.recv()).await {
+            Err(_) => return Some((Bytes::from_static(b"\n"), (receiver, query))),
+            Ok(Ok(written)) => push_written(&mut text, &written, &query),
+            Ok(Err(RecvError::Lagged(skipped))) => push_event(&mut text, &lagged(skipped)),
+            Ok(Err(RecvError::Closed)) => return None,
+        }
+        while text.len() < BATCH {
+            match receiver.try_recv() {
+                Ok(written) => push_written(&mut text, &written, &query),
+                Err(TryRecvError::Lagged(skipped)) => push_event(&mut text, &lagged(skipped)),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
             }
         }
+        if text.is_empty() {
+            // Nothing this reader selects: a keep-alive, which it skips.
+            text.push(b'\n');
+        }
+        Some((Bytes::from(text), (receiver, query)))
     })
 }
 

@@ -423,30 +423,40 @@ async fn stream_logs(
         Err(error) => return refuse(channel, &format!("paz: {error}")).await,
     };
     let (mut read_half, write_half) = channel.split();
-    let mut out = write_half.make_writer();
+    // Both typed alike, so that one loop writes either.
+    let mut out = write_half.make_writer_ext(None);
     let mut err = write_half.make_writer_ext(Some(1));
+    let (mut lines, mut notices) = (String::new(), String::new());
     loop {
         tokio::select! {
             event = stream.events.recv() => {
-                let written = match event {
-                    Some(verbs::logs::LogEvent::Line(line)) => {
-                        let text = format!("{line}\n");
-                        match out.write_all(text.as_bytes()).await {
-                            Ok(()) => out.flush().await,
-                            Err(error) => Err(error),
+                let Some(event) = event else { break };
+                // What is ready goes in one write per stream, not one each.
+                let mut next = Some(event);
+                while let Some(event) = next {
+                    match event {
+                        verbs::logs::LogEvent::Line(line) => {
+                            lines.push_str(&line.to_string());
+                            lines.push('\n');
+                        }
+                        verbs::logs::LogEvent::Notice(notice) => {
+                            notices.push_str(&format!("paz: {notice}\n"));
                         }
                     }
-                    Some(verbs::logs::LogEvent::Notice(notice)) => {
-                        let text = format!("paz: {notice}\n");
-                        match err.write_all(text.as_bytes()).await {
-                            Ok(()) => err.flush().await,
-                            Err(error) => Err(error),
-                        }
+                    next = if lines.len() < 64 * 1024 { stream.events.try_recv().ok() } else { None };
+                }
+                for (text, to) in [(&mut lines, &mut out), (&mut notices, &mut err)] {
+                    if text.is_empty() {
+                        continue;
                     }
-                    None => break,
-                };
-                if written.is_err() {
-                    return 0;
+                    let written = match to.write_all(text.as_bytes()).await {
+                        Ok(()) => to.flush().await,
+                        Err(error) => Err(error),
+                    };
+                    if written.is_err() {
+                        return 0;
+                    }
+                    text.clear();
                 }
             }
             message = read_half.wait() => {

@@ -312,6 +312,62 @@ async fn lines_outlive_containers_releases_and_agent_restarts_under_a_cap() {
         .iter()
         .all(|l| l.contains("[web.1]") || l.contains(": web.1 ")));
 
+    // The same through the REST API: `paz logs` (SSE), and JSON.
+    let ops: serde_json::Value =
+        serde_json::from_str(&cluster.verb(&["tokens:create", "ops", "--role", "admin", "--json"]))
+            .unwrap();
+    let ops = ops["secret"].as_str().unwrap().to_string();
+    let client = paz()
+        .args(["logs", "talk", "-n", "5", "--instance", "web.1"])
+        .env(
+            "PAZ_API_URL",
+            format!("http://127.0.0.1:{}", cluster.server.api_port),
+        )
+        .env("PAZ_API_TOKEN", &ops)
+        .env("HOME", tests::temp_dir().path())
+        .output()
+        .unwrap();
+    assert!(client.status.success(), "{}", said(&client));
+    let printed = String::from_utf8_lossy(&client.stdout).to_string();
+    assert_eq!(printed.lines().count(), 5, "{printed}");
+    assert!(
+        printed
+            .lines()
+            .all(|l| l.contains("app[web.1] v") || l.contains(": web.1 ")),
+        "{printed}"
+    );
+    let json = Command::new("curl")
+        .args(["-s", "-H", &format!("Authorization: Bearer {ops}")])
+        .arg(format!(
+            "http://127.0.0.1:{}/api/v1/apps/talk/logs?lines=2&process=web",
+            cluster.server.api_port
+        ))
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["lines"].as_array().map(Vec::len), Some(2), "{json}");
+    assert_eq!(json["lines"][0]["app"], "talk", "{json}");
+    let events = Command::new("curl")
+        .args([
+            "-s",
+            "-N",
+            "--max-time",
+            "3",
+            "-H",
+            &format!("Authorization: Bearer {ops}"),
+        ])
+        .arg(format!(
+            "http://127.0.0.1:{}/api/v1/apps/talk/logs?lines=1&follow=true",
+            cluster.server.api_port
+        ))
+        .output()
+        .unwrap();
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(
+        events.contains("event: line") && events.contains("\"text\":"),
+        "{events}"
+    );
+
     // Who may read them: a deployer of another app may not, over SSH or the API.
     cluster.verb(&["apps:create", "spam"]);
     let other = SshIdentity::new("ed25519");

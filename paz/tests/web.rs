@@ -662,6 +662,13 @@ async fn an_admin_watches_the_fleet_builds_and_rollouts_live_and_rolls_back() {
         .unwrap_or_default();
     assert!(!points.is_empty(), "the request rate has points");
     ui.no_script_ran().await;
+    ui.browser
+        .execute(
+            "document.querySelector('section.charts').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .unwrap();
     ui.screenshot("charts").await;
     // The machine's page draws its host's CPU and memory.
     ui.open(&machine).await;

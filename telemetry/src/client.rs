@@ -157,38 +157,45 @@ fn ndjson(
     bytes: impl Stream<Item = Result<bytes::Bytes, TelemetryError>> + Send + 'static,
     endpoint: String,
 ) -> impl Stream<Item = Result<Event, TelemetryError>> + Send + 'static {
-    let state = (Box::pin(bytes), Vec::<u8>::new(), endpoint, false);
+    // What was received, and where in it the next line starts: lines are
+    // parsed where they lie, and the buffer is compacted once per chunk.
+    let state = (Box::pin(bytes), Vec::<u8>::new(), 0usize, endpoint, false);
     futures::stream::unfold(
         state,
-        |(mut bytes, mut pending, endpoint, done)| async move {
+        |(mut bytes, mut pending, mut start, endpoint, done)| async move {
             if done {
                 return None;
             }
             loop {
-                if let Some(end) = pending.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = pending.drain(..=end).collect();
+                if let Some(end) = pending[start..].iter().position(|&b| b == b'\n') {
+                    let line = &pending[start..start + end];
+                    start += end + 1;
                     if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    let event = serde_json::from_slice::<Event>(&line).map_err(|error| {
+                    let event = serde_json::from_slice::<Event>(line).map_err(|error| {
                         TelemetryError::Garbled {
                             endpoint: endpoint.clone(),
                             message: error.to_string(),
                         }
                     });
-                    return Some((event, (bytes, pending, endpoint, false)));
+                    return Some((event, (bytes, pending, start, endpoint, false)));
                 }
-                if pending.len() > MAX_EVENT {
+                if pending.len() - start > MAX_EVENT {
                     let error = TelemetryError::Garbled {
                         endpoint: endpoint.clone(),
                         message: format!("a line longer than {MAX_EVENT} bytes"),
                     };
-                    return Some((Err(error), (bytes, pending, endpoint, true)));
+                    return Some((Err(error), (bytes, pending, start, endpoint, true)));
                 }
                 match bytes.next().await {
-                    Some(Ok(chunk)) => pending.extend_from_slice(&chunk),
+                    Some(Ok(chunk)) => {
+                        pending.drain(..start);
+                        start = 0;
+                        pending.extend_from_slice(&chunk);
+                    }
                     Some(Err(error)) => {
-                        return Some((Err(error), (bytes, pending, endpoint, true)))
+                        return Some((Err(error), (bytes, pending, start, endpoint, true)))
                     }
                     None => return None,
                 }

@@ -252,7 +252,8 @@ pub(crate) async fn collect(
 
 /// What a machine's task tells the merge.
 enum FromMachine {
-    Line(Line),
+    /// Lines, in the order the machine sent them.
+    Lines(Vec<Line>),
     Notice(String),
     /// Every kept line was sent (or the stream ended, unfollowed).
     Kept,
@@ -315,8 +316,8 @@ async fn merge(
         };
         let still_waiting = waiting.contains(&machine);
         match said {
-            FromMachine::Line(l) if still_waiting => kept.push(line(l)),
-            FromMachine::Line(l) => early.push(line(l)),
+            FromMachine::Lines(lines) if still_waiting => kept.extend(lines.into_iter().map(line)),
+            FromMachine::Lines(lines) => early.extend(lines.into_iter().map(line)),
             FromMachine::Notice(notice) => {
                 let _ = out
                     .send(LogEvent::Notice(format!(
@@ -359,7 +360,15 @@ async fn merge(
             said = from.recv() => {
                 let Some((machine, said)) = said else { break };
                 let event = match said {
-                    FromMachine::Line(line) => LogEvent::Line(MachineLine { app: app.to_string(), machine, line }),
+                    FromMachine::Lines(lines) => {
+                        for line in lines {
+                            let line = MachineLine { app: app.to_string(), machine: machine.clone(), line };
+                            if out.send(LogEvent::Line(line)).await.is_err() {
+                                return;
+                            }
+                        }
+                        continue;
+                    }
                     FromMachine::Notice(notice) => LogEvent::Notice(format!("machine {}: {notice}", short(&machine))),
                     FromMachine::Broke(error) => LogEvent::Notice(unreachable(&machine, &error, true)),
                     FromMachine::Back => LogEvent::Notice(format!("machine {} answers again: following it", short(&machine))),
@@ -448,7 +457,7 @@ async fn ask(
     mut query: Query,
     to: mpsc::Sender<(String, FromMachine)>,
 ) {
-    use futures::StreamExt;
+    use futures::{FutureExt, StreamExt};
     let mut broken = false;
     loop {
         let said = match client.logs(&endpoint, &app, &query).await {
@@ -461,21 +470,48 @@ async fn ask(
                     }
                 }
                 let mut ended = None;
-                while let Some(event) = events.next().await {
-                    let message = match event {
-                        Ok(Event::Line(line)) => {
-                            query.after = Some(line.t);
-                            FromMachine::Line(line)
+                let mut lines = Vec::new();
+                while let Some(first) = events.next().await {
+                    // What was received already goes on together: the
+                    // lines as one message, before whatever follows them.
+                    let mut next = Some(first);
+                    while let Some(event) = next.take() {
+                        let message = match event {
+                            Ok(Event::Line(line)) => {
+                                query.after = Some(line.t);
+                                lines.push(line);
+                                None
+                            }
+                            Ok(Event::Notice(notice)) => Some(FromMachine::Notice(notice)),
+                            Ok(Event::Live) => Some(FromMachine::Kept),
+                            Err(error) => {
+                                ended = Some(error.to_string());
+                                None
+                            }
+                        };
+                        if message.is_some() || ended.is_some() || lines.len() >= 4096 {
+                            let batch = FromMachine::Lines(std::mem::take(&mut lines));
+                            if to.send((machine.clone(), batch)).await.is_err() {
+                                return;
+                            }
                         }
-                        Ok(Event::Notice(notice)) => FromMachine::Notice(notice),
-                        Ok(Event::Live) => FromMachine::Kept,
-                        Err(error) => {
-                            ended = Some(error.to_string());
-                            break;
+                        if let Some(message) = message {
+                            if to.send((machine.clone(), message)).await.is_err() {
+                                return;
+                            }
                         }
-                    };
-                    if to.send((machine.clone(), message)).await.is_err() {
-                        return;
+                        if ended.is_none() {
+                            next = events.next().now_or_never().flatten();
+                        }
+                    }
+                    if !lines.is_empty() {
+                        let batch = FromMachine::Lines(std::mem::take(&mut lines));
+                        if to.send((machine.clone(), batch)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if ended.is_some() {
+                        break;
                     }
                 }
                 match ended {

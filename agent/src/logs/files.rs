@@ -22,7 +22,7 @@ const MIN_SEGMENT: u64 = 64 * 1024;
 /// Segments per cap: the log keeps between 3/4 of its cap and all of it.
 const SEGMENTS: u64 = 4;
 /// New lines held for readers that follow; a slower one is told what it missed.
-const FOLLOW_BUFFER: usize = 16 * 1024;
+const FOLLOW_BUFFER: usize = 64 * 1024;
 
 /// The last line copied of a container: its time, and how many lines of
 /// that same time were copied (Docker's times are to the nanosecond, but
@@ -43,6 +43,15 @@ impl Cursor {
     }
 }
 
+/// A line as it was written: the line, and its JSON text (a followed
+/// stream sends the text, not the line serialized again).
+#[derive(Debug)]
+pub(crate) struct Written {
+    pub(crate) line: Line,
+    /// The line's JSON, without its newline.
+    pub(crate) json: Box<[u8]>,
+}
+
 /// An app's segment files.
 pub(crate) struct AppLog {
     dir: PathBuf,
@@ -55,7 +64,7 @@ pub(crate) struct AppLog {
     cursors: HashMap<String, Cursor>,
     /// How many segments, newest first, have been read for cursors.
     scanned: usize,
-    follow: broadcast::Sender<Arc<Line>>,
+    follow: broadcast::Sender<Arc<Written>>,
 }
 
 impl std::fmt::Debug for AppLog {
@@ -129,18 +138,29 @@ impl AppLog {
     /// Appends `lines` (in the order they came), starting a new segment and
     /// dropping the oldest as the cap says, and hands them to followers.
     pub(crate) fn append(&mut self, lines: Vec<Line>) -> std::io::Result<()> {
+        let followed = self.follow.receiver_count() > 0;
         for line in lines {
             let mut text = serde_json::to_vec(&line).map_err(std::io::Error::other)?;
             text.push(b'\n');
             self.write(&text)?;
             if !line.container.is_empty() {
-                let mut cursor = self.cursors.get(&line.container).copied();
-                Cursor::advance(&mut cursor, line.t);
-                if let Some(cursor) = cursor {
-                    self.cursors.insert(line.container.clone(), cursor);
+                match self.cursors.get_mut(&line.container) {
+                    Some(cursor) => {
+                        let mut moved = Some(*cursor);
+                        Cursor::advance(&mut moved, line.t);
+                        *cursor = moved.unwrap_or(*cursor);
+                    }
+                    None => {
+                        let cursor = Cursor { t: line.t, same: 1 };
+                        self.cursors.insert(line.container.clone(), cursor);
+                    }
                 }
             }
-            let _ = self.follow.send(Arc::new(line));
+            if followed {
+                text.pop();
+                let json = text.into_boxed_slice();
+                let _ = self.follow.send(Arc::new(Written { line, json }));
+            }
         }
         if let Some(writer) = self.writer.as_mut() {
             writer.flush()?;
@@ -220,7 +240,7 @@ impl AppLog {
     pub(crate) fn read_and_follow(
         &mut self,
         query: &Query,
-    ) -> std::io::Result<(Vec<Line>, broadcast::Receiver<Arc<Line>>)> {
+    ) -> std::io::Result<(Vec<Line>, broadcast::Receiver<Arc<Written>>)> {
         let receiver = self.follow.subscribe();
         Ok((self.read(query)?, receiver))
     }
