@@ -54,20 +54,21 @@ fn refuse(status: StatusCode, message: &str) -> Response {
 }
 
 /// Whether the caller sent the cluster's agent secret.
-fn authorized(endpoint: &Endpoint, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(endpoint: &Endpoint, headers: &HeaderMap) -> bool {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if bool::from(given.as_bytes().ct_eq(endpoint.secret.as_bytes())) {
-        Ok(())
-    } else {
-        Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            "this agent endpoint answers only Paz's server: send the cluster's agent secret (/paz/config/agent-secret) as a bearer token",
-        ))
-    }
+    bool::from(given.as_bytes().ct_eq(endpoint.secret.as_bytes()))
+}
+
+/// The answer to a caller without the secret.
+fn unauthorized() -> Response {
+    refuse(
+        StatusCode::UNAUTHORIZED,
+        "this agent endpoint answers only Paz's server: send the cluster's agent secret (/paz/config/agent-secret) as a bearer token",
+    )
 }
 
 fn event_line(event: &Event) -> Bytes {
@@ -121,8 +122,8 @@ async fn logs(
     headers: HeaderMap,
     query: Result<UrlQuery<Query>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if let Err(refused) = authorized(&endpoint, &headers) {
-        return refused;
+    if !authorized(&endpoint, &headers) {
+        return unauthorized();
     }
     let Ok(UrlQuery(query)) = query else {
         return refuse(StatusCode::BAD_REQUEST, "the query is invalid: lines=N, since=NANOS, after=NANOS, process=P, instance=web.N, follow=true|false");
@@ -213,8 +214,8 @@ fn ndjson(body: futures::stream::BoxStream<'static, Bytes>) -> Response {
 }
 
 async fn stats(State(endpoint): State<Endpoint>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorized(&endpoint, &headers) {
-        return refused;
+    if !authorized(&endpoint, &headers) {
+        return unauthorized();
     }
     axum::Json(endpoint.sampled.latest()).into_response()
 }
