@@ -459,16 +459,27 @@ async fn lines_outlive_containers_releases_and_agent_restarts_under_a_cap() {
     // The cap: `spam` prints 50 MiB; 10 MiB stay, the newest.
     cluster.verb(&["config:set", "spam", "MODE=spam"]);
     cluster.push(app.path(), "spam");
+    // Copied whole (on a busy machine this takes a while), then asked for.
+    let spam_dir = agent.data.path().join("logs/spam");
     tests::eventually(
-        "spam to print its last line",
-        Duration::from_secs(120),
+        "spam's last line to be copied",
+        Duration::from_secs(300),
         async || {
-            // The newest lines: after the last of the flood, only health checks.
-            let last = cluster.logs(&["spam", "-n", "20"]);
-            last.iter().any(|l| l.ends_with("spam done")).then_some(())
+            let files = std::fs::read_dir(&spam_dir).ok()?;
+            let mut paths: Vec<_> = files.filter_map(|e| Some(e.ok()?.path())).collect();
+            paths.sort();
+            let newest = std::fs::read_to_string(paths.last()?).ok()?;
+            newest.contains("\"message\":\"spam done\"").then_some(())
         },
     )
     .await;
+    let newest = cluster.logs(&["spam", "-n", "200"]);
+    assert!(
+        newest.iter().any(|l| l.ends_with("spam done"))
+            && newest.iter().any(|l| l.contains(": spam 59999 ")),
+        "the newest lines are kept: {:?}",
+        newest.iter().rev().take(5).collect::<Vec<_>>()
+    );
     let kept: u64 = std::fs::read_dir(agent.data.path().join("logs/spam"))
         .unwrap()
         .map(|entry| entry.unwrap().metadata().unwrap().len())

@@ -1196,38 +1196,39 @@ async fn keys_tokens_help_and_rights() {
         .await;
     verbs.check("help", expect![[r#"
         Paz verbs (add --json for machine-readable output):
-          help                                                              list the verbs
-          apps:list                                                         list the apps you may use
-          apps:create APP                                                   create an app (admin)
-          apps:info APP                                                     show an app's settings
-          apps:destroy APP --force                                          delete an app, its releases and its repo (admin)
-          ssh-keys:list                                                     list the SSH keys (admin)
-          ssh-keys:add NAME [--role admin|deployer] [--apps A,B] < key.pub  add the public key on stdin (admin)
-          ssh-keys:remove NAME|FINGERPRINT                                  remove an SSH key (admin)
-          tokens:list                                                       list the API tokens (admin)
-          tokens:create NAME [--role admin|deployer|machine] [--apps A,B]   create an API token and print its secret once (admin)
-          tokens:revoke NAME                                                revoke an API token (admin)
-          config:show APP                                                   show an app's environment
-          config:get APP KEY                                                print one environment variable
-          config:set APP KEY=VALUE ...                                      set environment variables
-          config:unset APP KEY ...                                          remove environment variables
-          domains:list APP                                                  list the domains routed to an app
-          domains:add APP DOMAIN                                            route a domain to an app
-          domains:remove APP DOMAIN                                         stop routing a domain to an app
-          builds APP                                                        list an app's builds, newest first
-          machines:list                                                     list the machines and their units (admin)
-          units:list [APP]                                                  list units, where they run and their state
-          units:cat UNIT                                                    print a unit file
-          builds:log APP [ID]                                               print a build's log (the newest by default)
-          health:set APP [path=/up] [timeout=5] [attempts=3]                set how new instances are checked
-          ports:set APP PORT|default                                        set the port the app listens on ($PORT; default: the image's EXPOSE, else 5000)
-          releases APP                                                      list an app's releases, newest first
-          deploy APP IMAGE                                                  release IMAGE with the app's env and roll it out
-          rollback APP [N]                                                  release an earlier release's image and env again (default: the one before)
-          deploy:follow APP REPO [TAG-GLOB]                                 deploy each new tag of REPO (matching TAG-GLOB) pushed to Paz's registry
-          ps APP                                                            list an app's instances
-          ps:restart APP                                                    restart an app's instances one at a time
-          ps:scale APP [web=N] [worker=M]                                   run N web and M worker instances of the current release
+          help                                                                  list the verbs
+          apps:list                                                             list the apps you may use
+          apps:create APP                                                       create an app (admin)
+          apps:info APP                                                         show an app's settings
+          apps:destroy APP --force                                              delete an app, its releases and its repo (admin)
+          ssh-keys:list                                                         list the SSH keys (admin)
+          ssh-keys:add NAME [--role admin|deployer] [--apps A,B] < key.pub      add the public key on stdin (admin)
+          ssh-keys:remove NAME|FINGERPRINT                                      remove an SSH key (admin)
+          tokens:list                                                           list the API tokens (admin)
+          tokens:create NAME [--role admin|deployer|machine] [--apps A,B]       create an API token and print its secret once (admin)
+          tokens:revoke NAME                                                    revoke an API token (admin)
+          config:show APP                                                       show an app's environment
+          config:get APP KEY                                                    print one environment variable
+          config:set APP KEY=VALUE ...                                          set environment variables
+          config:unset APP KEY ...                                              remove environment variables
+          domains:list APP                                                      list the domains routed to an app
+          domains:add APP DOMAIN                                                route a domain to an app
+          domains:remove APP DOMAIN                                             stop routing a domain to an app
+          builds APP                                                            list an app's builds, newest first
+          logs APP [-n N] [-f] [--since TIME] [--process P] [--instance web.N]  print an app's log lines from every machine, merged by time (-f follows)
+          machines:list                                                         list the machines and their units (admin)
+          units:list [APP]                                                      list units, where they run and their state
+          units:cat UNIT                                                        print a unit file
+          builds:log APP [ID]                                                   print a build's log (the newest by default)
+          health:set APP [path=/up] [timeout=5] [attempts=3]                    set how new instances are checked
+          ports:set APP PORT|default                                            set the port the app listens on ($PORT; default: the image's EXPOSE, else 5000)
+          releases APP                                                          list an app's releases, newest first
+          deploy APP IMAGE                                                      release IMAGE with the app's env and roll it out
+          rollback APP [N]                                                      release an earlier release's image and env again (default: the one before)
+          deploy:follow APP REPO [TAG-GLOB]                                     deploy each new tag of REPO (matching TAG-GLOB) pushed to Paz's registry
+          ps APP                                                                list an app's instances
+          ps:restart APP                                                        restart an app's instances one at a time
+          ps:scale APP [web=N] [worker=M]                                       run N web and M worker instances of the current release
         --- json
         [
           {
@@ -1324,6 +1325,11 @@ async fn keys_tokens_help_and_rights() {
             "summary": "list an app's builds, newest first",
             "usage": "builds APP",
             "verb": "builds"
+          },
+          {
+            "summary": "print an app's log lines from every machine, merged by time (-f follows)",
+            "usage": "logs APP [-n N] [-f] [--since TIME] [--process P] [--instance web.N]",
+            "verb": "logs"
           },
           {
             "summary": "list the machines and their units (admin)",
