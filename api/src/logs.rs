@@ -85,18 +85,7 @@ async fn logs(
     let events = params.follow || crate::wants_events(&headers);
     let stream = verbs::logs::stream(&state.context, &caller, &params.words(app.as_str())).await?;
     if !events {
-        let mut stream = stream;
-        let mut answer = verbs::logs::LogLines {
-            lines: Vec::new(),
-            notices: Vec::new(),
-        };
-        while let Some(event) = stream.events.recv().await {
-            match event {
-                LogEvent::Line(line) => answer.lines.push(line),
-                LogEvent::Notice(notice) => answer.notices.push(notice),
-            }
-        }
-        return Ok(Json(answer).into_response());
+        return Ok(Json(stream.gather().await).into_response());
     }
     let events = futures::stream::unfold(stream, |mut stream| async move {
         let event = match stream.events.recv().await? {

@@ -77,8 +77,16 @@ async fn serve_proxy_metrics(
         .context("cannot register this proxy's metrics in etcd")?;
     let served = proxy.serve_metrics(metrics);
     Ok(Some(tokio::spawn(async move {
+        // Aborting this task stops the server too, and ends the registration.
+        struct Serving(tokio::task::JoinHandle<()>);
+        impl Drop for Serving {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
         let _registration = registration;
-        let _ = served.await;
+        let mut serving = Serving(served);
+        let _ = (&mut serving.0).await;
     })))
 }
 

@@ -661,6 +661,19 @@ async fn an_admin_watches_the_fleet_builds_and_rollouts_live_and_rolls_back() {
         .unwrap()
         .unwrap_or_default();
     assert!(!points.is_empty(), "the request rate has points");
+    // Its newest rate is the requests just made, not a line at 0.
+    let rate = ui
+        .browser
+        .find(Locator::Css(
+            "figure[data-chart='Requests'] figcaption .key",
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rate: f64 = rate.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(rate > 0.0, "the request rate is drawn above 0: {rate}");
     ui.no_script_ran().await;
     ui.browser
         .execute(

@@ -15,6 +15,3 @@ pub use client::{AgentClient, TelemetryError};
 pub use exposition::{to_text_format, TEXT_FORMAT};
 pub use line::{Event, Line, MachineLine, Query, Source};
 pub use stats::{ContainerStats, HostStats, Stats};
-
-/// The header an agent endpoint's callers send: `Authorization: Bearer <secret>`.
-pub const AUTHORIZATION: &str = "authorization";

@@ -231,23 +231,31 @@ pub(crate) async fn collect(
     caller: &Caller,
     args: Args,
 ) -> Result<LogLines, VerbError> {
-    let mut stream = start(context, caller, args).await?;
+    let stream = start(context, caller, args).await?;
     if stream.follow {
         return Err(VerbError::Invalid(
             "-f streams: follow logs over SSH, with paz logs -f, or GET /api/v1/apps/APP/logs?follow=true".into(),
         ));
     }
-    let mut lines = LogLines {
-        lines: Vec::new(),
-        notices: Vec::new(),
-    };
-    while let Some(event) = stream.events.recv().await {
-        match event {
-            LogEvent::Line(line) => lines.lines.push(line),
-            LogEvent::Notice(notice) => lines.notices.push(notice),
+    Ok(stream.gather().await)
+}
+
+impl LogStream {
+    /// Every event until the stream ends, as one answer (of a stream that
+    /// does not follow: one that does ends only when dropped).
+    pub async fn gather(mut self) -> LogLines {
+        let mut lines = LogLines {
+            lines: Vec::new(),
+            notices: Vec::new(),
+        };
+        while let Some(event) = self.events.recv().await {
+            match event {
+                LogEvent::Line(line) => lines.lines.push(line),
+                LogEvent::Notice(notice) => lines.notices.push(notice),
+            }
         }
+        lines
     }
-    Ok(lines)
 }
 
 /// What a machine's task tells the merge.
@@ -285,12 +293,12 @@ async fn merge(
         let task = tokio::spawn(ask(
             client.clone(),
             id.clone(),
-            endpoint,
+            endpoint.clone(),
             app.to_string(),
             query.clone(),
             sender.clone(),
         ));
-        tasks.insert(id, task);
+        tasks.insert(id, (endpoint, task));
     }
     // The kept lines of every machine, merged by time, the newest `lines`.
     let mut kept: Vec<MachineLine> = Vec::new();
@@ -355,12 +363,19 @@ async fn merge(
         since: Some(nanos(std::time::SystemTime::now()) - 2_000_000_000).max(query.since),
         ..query.clone()
     };
+    // The time of the newest line each machine sent: where a machine whose
+    // agent came back at another address is asked from.
+    let mut newest: HashMap<String, i64> = HashMap::new();
     loop {
         tokio::select! {
             said = from.recv() => {
                 let Some((machine, said)) = said else { break };
                 let event = match said {
                     FromMachine::Lines(lines) => {
+                        if let Some(t) = lines.iter().map(|line| line.t).max() {
+                            let seen = newest.entry(machine.clone()).or_insert(t);
+                            *seen = (*seen).max(t);
+                        }
                         for line in lines {
                             let line = MachineLine { app: app.to_string(), machine: machine.clone(), line };
                             if out.send(LogEvent::Line(line)).await.is_err() {
@@ -384,16 +399,25 @@ async fn merge(
                     WatchEvent::Put { key, value, .. } => {
                         let id = prefix.child_name(&key).to_string();
                         let Some(endpoint) = value.endpoint else { continue };
-                        if tasks.get(&id).is_some_and(|task| !task.is_finished()) {
+                        let asked = tasks.get(&id).filter(|(_, task)| !task.is_finished());
+                        if asked.is_some_and(|(at, _)| *at == endpoint) {
                             continue;
                         }
-                        let _ = out.send(LogEvent::Notice(format!("machine {} joined: following it", short(&id)))).await;
-                        let task = tokio::spawn(ask(client.clone(), id.clone(), endpoint, app.to_string(), joined_query.clone(), sender.clone()));
-                        tasks.insert(id, task);
+                        // A new machine, or its agent back at another address.
+                        let said = if asked.is_some() { "is back at another address" } else { "joined" };
+                        let _ = out.send(LogEvent::Notice(format!("machine {} {said}: following it", short(&id)))).await;
+                        let mut query = joined_query.clone();
+                        if let Some(t) = newest.get(&id) {
+                            query.after = Some(*t);
+                        }
+                        let task = tokio::spawn(ask(client.clone(), id.clone(), endpoint.clone(), app.to_string(), query, sender.clone()));
+                        if let Some((_, old)) = tasks.insert(id, (endpoint, task)) {
+                            old.abort();
+                        }
                     }
                     WatchEvent::Delete { key, .. } => {
                         let id = prefix.child_name(&key).to_string();
-                        if let Some(task) = tasks.remove(&id) {
+                        if let Some((_, task)) = tasks.remove(&id) {
                             task.abort();
                             let _ = out.send(LogEvent::Notice(format!("machine {} left the cluster (its agent stopped or lost etcd): its lines stay on it", short(&id)))).await;
                         }
@@ -410,10 +434,10 @@ async fn merge(
 /// (however it ends, or when its stream is dropped), so that no request
 /// to an agent outlives its reader.
 #[derive(Default)]
-struct Tasks(HashMap<String, JoinHandle<()>>);
+struct Tasks(HashMap<String, (String, JoinHandle<()>)>);
 
 impl std::ops::Deref for Tasks {
-    type Target = HashMap<String, JoinHandle<()>>;
+    type Target = HashMap<String, (String, JoinHandle<()>)>;
     fn deref(&self) -> &Self::Target {
         &self.0
     }
@@ -427,7 +451,7 @@ impl std::ops::DerefMut for Tasks {
 
 impl Drop for Tasks {
     fn drop(&mut self) {
-        for task in self.0.values() {
+        for (_, task) in self.0.values() {
             task.abort();
         }
     }
@@ -478,12 +502,21 @@ async fn ask(
                     while let Some(event) = next.take() {
                         let message = match event {
                             Ok(Event::Line(line)) => {
-                                query.after = Some(line.t);
+                                // The newest time sent: the file is in the order
+                                // lines were copied, nearly but not quite by time.
+                                query.after = query.after.max(Some(line.t));
                                 lines.push(line);
                                 None
                             }
                             Ok(Event::Notice(notice)) => Some(FromMachine::Notice(notice)),
-                            Ok(Event::Live) => Some(FromMachine::Kept),
+                            Ok(Event::Live) => {
+                                // Kept lines sent: a resumed follow asks from now
+                                // on, not for every kept line again.
+                                if query.after.is_none() {
+                                    query.after = Some(nanos(std::time::SystemTime::now()));
+                                }
+                                Some(FromMachine::Kept)
+                            }
                             Err(error) => {
                                 ended = Some(error.to_string());
                                 None

@@ -68,14 +68,18 @@ pub(crate) struct MachineCharts {
     pub(crate) memory_total: f64,
 }
 
-/// The kept hour; cheap to clone.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct History(Arc<Mutex<Kept>>);
+/// The kept hour, and the client that reads the proxies; cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct History(Arc<Mutex<Kept>>, reqwest::Client);
 
 impl History {
     /// Starts reading the cluster every [`EVERY`] (on the Tokio runtime).
     pub(crate) fn start(store: Store) -> History {
-        let history = History::default();
+        let http = reqwest::Client::builder()
+            .timeout(WAIT)
+            .build()
+            .unwrap_or_default();
+        let history = History(Arc::default(), http);
         let kept = history.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(EVERY);
@@ -96,18 +100,19 @@ impl History {
             .await
             .map(|l| l.entries)
             .unwrap_or_default();
-        let http = reqwest::Client::builder()
-            .timeout(WAIT)
-            .build()
-            .unwrap_or_default();
+        let http = &self.1;
         let scrapes = proxies.iter().map(|proxy| {
             let http = http.clone();
             let url = format!("http://{}/metrics", proxy.value.metrics);
             async move { http.get(url).send().await.ok()?.text().await.ok() }
         });
         let scrapes = futures::future::join_all(scrapes).await;
+        // Totals are summed over the proxies: a read that missed one would
+        // look like a drop, then a burst. Such a read counts no requests;
+        // the next whole one spans both intervals.
+        let whole = scrapes.iter().all(Option::is_some);
         let mut apps: HashMap<String, AppTotals> = HashMap::new();
-        for text in scrapes.into_iter().flatten() {
+        for text in scrapes.into_iter().flatten().filter(|_| whole) {
             add_proxy(&mut apps, &text);
         }
         let machines = store

@@ -64,7 +64,9 @@ pub(crate) struct AppLog {
     cursors: HashMap<String, Cursor>,
     /// How many segments, newest first, have been read for cursors.
     scanned: usize,
-    follow: broadcast::Sender<Arc<Written>>,
+    /// New lines for readers that follow: made for the first, dropped
+    /// (with its buffer) once none is left.
+    follow: Option<broadcast::Sender<Arc<Written>>>,
 }
 
 impl std::fmt::Debug for AppLog {
@@ -104,7 +106,7 @@ impl AppLog {
             writer: None,
             cursors: HashMap::new(),
             scanned: 0,
-            follow: broadcast::channel(FOLLOW_BUFFER).0,
+            follow: None,
         })
     }
 
@@ -138,7 +140,14 @@ impl AppLog {
     /// Appends `lines` (in the order they came), starting a new segment and
     /// dropping the oldest as the cap says, and hands them to followers.
     pub(crate) fn append(&mut self, lines: Vec<Line>) -> std::io::Result<()> {
-        let followed = self.follow.receiver_count() > 0;
+        if self
+            .follow
+            .as_ref()
+            .is_some_and(|f| f.receiver_count() == 0)
+        {
+            self.follow = None;
+        }
+        let followed = self.follow.is_some();
         for line in lines {
             let mut text = serde_json::to_vec(&line).map_err(std::io::Error::other)?;
             text.push(b'\n');
@@ -159,7 +168,9 @@ impl AppLog {
             if followed {
                 text.pop();
                 let json = text.into_boxed_slice();
-                let _ = self.follow.send(Arc::new(Written { line, json }));
+                if let Some(follow) = &self.follow {
+                    let _ = follow.send(Arc::new(Written { line, json }));
+                }
             }
         }
         if let Some(writer) = self.writer.as_mut() {
@@ -241,7 +252,10 @@ impl AppLog {
         &mut self,
         query: &Query,
     ) -> std::io::Result<(Vec<Line>, broadcast::Receiver<Arc<Written>>)> {
-        let receiver = self.follow.subscribe();
+        let receiver = self
+            .follow
+            .get_or_insert_with(|| broadcast::channel(FOLLOW_BUFFER).0)
+            .subscribe();
         Ok((self.read(query)?, receiver))
     }
 }
