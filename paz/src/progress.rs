@@ -60,6 +60,27 @@ fn http() -> anyhow::Result<reqwest::Client> {
         .context("cannot make an HTTP client")
 }
 
+/// The Server-Sent Events the API answers `request` with, as the caller.
+async fn events(
+    credentials: &Credentials,
+    request: reqwest::RequestBuilder,
+) -> anyhow::Result<
+    impl futures::Stream<
+        Item = Result<
+            eventsource_stream::Event,
+            eventsource_stream::EventStreamError<reqwest::Error>,
+        >,
+    >,
+> {
+    let request = request
+        .bearer_auth(&credentials.token)
+        .header(reqwest::header::ACCEPT, "text/event-stream");
+    Ok(send(request, &credentials.url)
+        .await?
+        .bytes_stream()
+        .eventsource())
+}
+
 /// The API's answer to `request`, or its error's one line.
 async fn send(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<reqwest::Response> {
     let response = request.send().await.with_context(|| {
@@ -102,15 +123,11 @@ pub(crate) async fn follow_rollout(credentials: &Credentials, start: Start) -> a
     let mut breaks = 0;
     while breaks < 5 {
         breaks += 1;
-        let mut request = http
-            .get(&events)
-            .bearer_auth(&credentials.token)
-            .header(reqwest::header::ACCEPT, "text/event-stream");
+        let mut request = http.get(&events);
         if let Some(last) = &last {
             request = request.header("last-event-id", last);
         }
-        let response = send(request, &credentials.url).await?;
-        let mut stream = response.bytes_stream().eventsource();
+        let mut stream = std::pin::pin!(self::events(credentials, request).await?);
         while let Some(Ok(event)) = stream.next().await {
             let data: Value = serde_json::from_str(&event.data).unwrap_or_default();
             match event.event.as_str() {
@@ -166,14 +183,7 @@ pub(crate) async fn follow_build(credentials: &Credentials, args: &[String]) -> 
         _ => bail!("usage: builds:log APP [ID] -f"),
     };
     let url = format!("{base}/{id}/log");
-    let response = send(
-        http.get(&url)
-            .bearer_auth(&credentials.token)
-            .header(reqwest::header::ACCEPT, "text/event-stream"),
-        &credentials.url,
-    )
-    .await?;
-    let mut stream = response.bytes_stream().eventsource();
+    let mut stream = events(credentials, http.get(&url)).await?;
     while let Some(event) = stream.next().await {
         let event = event.with_context(|| format!("the log stream of build {id} broke"))?;
         match event.event.as_str() {
@@ -198,15 +208,7 @@ pub(crate) async fn logs(credentials: &Credentials, args: &[String]) -> anyhow::
     let (app, params) = log_params(args)?;
     let http = http()?;
     let url = format!("{}/api/v1/apps/{app}/logs", credentials.url);
-    let response = send(
-        http.get(&url)
-            .query(&params)
-            .bearer_auth(&credentials.token)
-            .header(reqwest::header::ACCEPT, "text/event-stream"),
-        &credentials.url,
-    )
-    .await?;
-    let mut stream = response.bytes_stream().eventsource();
+    let mut stream = events(credentials, http.get(&url).query(&params)).await?;
     while let Some(event) = stream.next().await {
         let event = event.with_context(|| format!("the log stream of {app} broke"))?;
         match event.event.as_str() {

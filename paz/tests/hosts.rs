@@ -118,29 +118,8 @@ async fn two_agents_share_an_app_and_a_killed_ones_instance_moves_to_the_other()
     // A two-instance app: one instance on each agent.
     verb(&["apps:create", "demo"]);
     let app = example("hello");
-    for args in [
-        &["init", "-q", "-b", "main"][..],
-        &["add", "-A"],
-        &["commit", "-q", "-m", "hello"],
-    ] {
-        let output = admin.git(app.path()).args(args).output().unwrap();
-        assert!(output.status.success(), "{}", said(&output));
-    }
-    let sha = admin
-        .git(app.path())
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .unwrap();
-    cleanup.track_image(&format!(
-        "127.0.0.1:{}/demo:{}",
-        server.registry_port,
-        String::from_utf8_lossy(&sha.stdout).trim()
-    ));
-    let pushed = admin
-        .git(app.path())
-        .args(["push", &format!("ssh://paz@127.0.0.1:{ssh}/demo"), "main"])
-        .output()
-        .unwrap();
+    let ports = (ssh, server.registry_port);
+    let pushed = common::push_dir(&admin, app.path(), ports, "demo", &mut cleanup);
     assert!(
         pushed.status.success() && said(&pushed).contains("Released v1"),
         "{}",

@@ -168,28 +168,8 @@ impl Cluster {
 
     /// Pushes `dir` to `app`, which must deploy.
     fn push(&mut self, dir: &Path, app: &str) {
-        let git = |args: &[&str]| {
-            let output = self.admin.git(dir).args(args).output().unwrap();
-            assert!(output.status.success(), "git {args:?}: {}", said(&output));
-            String::from_utf8_lossy(&output.stdout).trim().to_string()
-        };
-        if !dir.join(".git").exists() {
-            git(&["init", "-q", "-b", "main"]);
-            git(&["add", "-A"]);
-            git(&["commit", "-q", "-m", "talker"]);
-        }
-        let sha = git(&["rev-parse", "HEAD"]);
-        self.cleanup.track_image(&format!(
-            "127.0.0.1:{}/{app}:{sha}",
-            self.server.registry_port
-        ));
-        let url = format!("ssh://paz@127.0.0.1:{}/{app}", self.server.ssh_port);
-        let pushed = self
-            .admin
-            .git(dir)
-            .args(["push", "--force", &url, "main"])
-            .output()
-            .unwrap();
+        let ports = (self.server.ssh_port, self.server.registry_port);
+        let pushed = common::push_dir(&self.admin, dir, ports, app, &mut self.cleanup);
         assert!(pushed.status.success(), "{}", said(&pushed));
     }
 

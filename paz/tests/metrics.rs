@@ -78,30 +78,8 @@ async fn prometheus_finds_every_agent_and_proxy_and_records_an_apps_requests() {
     };
     verb(&["apps:create", "metered"]);
     let app = example("hello");
-    for args in [
-        &["init", "-q", "-b", "main"][..],
-        &["add", "-A"],
-        &["commit", "-q", "-m", "hello"],
-    ] {
-        let output = admin.git(app.path()).args(args).output().unwrap();
-        assert!(output.status.success(), "{}", said(&output));
-    }
-    let sha = admin
-        .git(app.path())
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .unwrap();
-    cleanup.track_image(&format!(
-        "127.0.0.1:{}/metered:{}",
-        running.registry_port,
-        String::from_utf8_lossy(&sha.stdout).trim()
-    ));
-    let url = format!("ssh://paz@127.0.0.1:{}/metered", running.ssh_port);
-    let pushed = admin
-        .git(app.path())
-        .args(["push", &url, "main"])
-        .output()
-        .unwrap();
+    let ports = (running.ssh_port, running.registry_port);
+    let pushed = common::push_dir(&admin, app.path(), ports, "metered", &mut cleanup);
     assert!(pushed.status.success(), "{}", said(&pushed));
     for _ in 0..5 {
         answers(running.http_port, "metered.paz.localhost", "Hello from Paz");

@@ -531,3 +531,33 @@ pub fn spawn_until(command: &mut std::process::Command, prefix: &str) -> (ChildG
     std::thread::spawn(move || lines.for_each(drop));
     (child, rest)
 }
+
+/// Commits `dir` as a new repository on `main` (unless it is one) and pushes
+/// it as `who` to `app` on the SSH port `ssh`; the image it builds (tagged
+/// with the commit, in the registry on `registry`) is removed by `cleanup`.
+/// The push's output, for the caller to check.
+pub fn push_dir(
+    who: &SshIdentity,
+    dir: &Path,
+    (ssh, registry): (u16, u16),
+    app: &str,
+    cleanup: &mut tests::DockerCleanup,
+) -> Output {
+    let git = |args: &[&str]| {
+        let output = who.git(dir).args(args).output().unwrap();
+        assert!(output.status.success(), "git {args:?}: {}", said(&output));
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    if !dir.join(".git").exists() {
+        git(&["init", "-q", "-b", "main"]);
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", app]);
+    }
+    let sha = git(&["rev-parse", "HEAD"]);
+    cleanup.track_image(&format!("127.0.0.1:{registry}/{app}:{sha}"));
+    let url = format!("ssh://paz@127.0.0.1:{ssh}/{app}");
+    who.git(dir)
+        .args(["push", "--force", &url, "main"])
+        .output()
+        .unwrap()
+}
