@@ -8,6 +8,7 @@ mod access;
 mod apps;
 mod auth;
 mod build_log;
+mod certs;
 mod cluster;
 mod error;
 mod events;
@@ -174,6 +175,7 @@ fn described_routes() -> OpenApiRouter<Arc<ApiState>> {
         .merge(events::routes())
         .merge(run::routes())
         .merge(logs::routes())
+        .merge(certs::routes())
         .routes(utoipa_axum::routes!(openapi_json));
     OpenApiRouter::with_openapi(Description::openapi()).nest("/api/v1", v1)
 }

@@ -140,6 +140,84 @@ pub(crate) struct ProxyFlags {
     /// Threads serving requests, each with its own event loop [default: one per CPU]
     #[arg(long, env = "PAZ_PROXY_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) workers: Option<u16>,
+    /// Where the proxy serves HTTPS, with the certificates in etcd, or `off`
+    #[arg(
+        long,
+        env = "PAZ_HTTPS_LISTEN",
+        default_value = "0.0.0.0:443",
+        value_name = "ADDR"
+    )]
+    pub(crate) https_listen: String,
+    #[command(flatten)]
+    pub(crate) acme: AcmeFlags,
+}
+
+/// Certificates from an ACME CA (`paz proxy` and `paz up`).
+#[derive(Debug, Default, Args)]
+pub(crate) struct AcmeFlags {
+    /// Order a certificate from ACME for every name Paz routes, with this contact email [default: no ACME]
+    #[arg(long, env = "PAZ_ACME_EMAIL", value_name = "EMAIL")]
+    pub(crate) acme_email: Option<String>,
+    /// The ACME CA's directory [default: Let's Encrypt, https://acme-v02.api.letsencrypt.org/directory]
+    #[arg(long, env = "PAZ_ACME_DIRECTORY", value_name = "URL")]
+    pub(crate) acme_directory: Option<String>,
+    /// A CA certificate (PEM) to trust for the directory's HTTPS, for a test CA such as pebble
+    #[arg(long, env = "PAZ_ACME_CA_FILE", value_name = "FILE")]
+    pub(crate) acme_ca_file: Option<PathBuf>,
+    /// The wait after a failed order, doubled with each failure in a row up to a day, e.g. 5m [default: 5m]
+    #[arg(long, env = "PAZ_ACME_BACKOFF", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) acme_backoff: Option<std::time::Duration>,
+}
+
+impl AcmeFlags {
+    /// The ACME role's settings, if `--acme-email` turns it on.
+    pub(crate) fn config(&self) -> anyhow::Result<Option<acme::AcmeConfig>> {
+        let Some(email) = &self.acme_email else {
+            if self.acme_directory.is_some() || self.acme_ca_file.is_some() {
+                anyhow::bail!("--acme-directory and --acme-ca-file need --acme-email, the ACME account's contact");
+            }
+            return Ok(None);
+        };
+        if !email.contains('@') || email.chars().any(|c| c.is_whitespace() || c == ',') {
+            anyhow::bail!("--acme-email `{email}` is not an email address: give the contact the CA writes to about expiring certificates");
+        }
+        let mut config = acme::AcmeConfig::new(email.clone());
+        if let Some(directory) = &self.acme_directory {
+            if !directory.starts_with("https://") {
+                anyhow::bail!("--acme-directory `{directory}` is not an https:// URL: ACME is served over HTTPS");
+            }
+            config.directory = directory.clone();
+        }
+        if let Some(path) = &self.acme_ca_file {
+            std::fs::metadata(path)
+                .map_err(|error| anyhow::anyhow!("--acme-ca-file {}: {error}", path.display()))?;
+            config.ca_file = Some(path.clone());
+        }
+        if let Some(backoff) = self.acme_backoff {
+            if backoff.is_zero() {
+                anyhow::bail!("--acme-backoff is zero: give a wait such as 5m, so a refused name is not asked for in a loop");
+            }
+            config.backoff = backoff;
+        }
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|name| name.into_string().ok())
+            .unwrap_or_else(|| "host".to_string());
+        config.holder = format!("{host}:{}", std::process::id());
+        Ok(Some(config))
+    }
+}
+
+/// `--https-listen`: an address, or `off`.
+pub(crate) fn https_listen(text: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    match text.trim() {
+        "off" => Ok(None),
+        text => text.parse().map(Some).map_err(|_| {
+            anyhow::anyhow!(
+                "--https-listen `{text}` is invalid: use IP:PORT, such as 0.0.0.0:443, or `off`"
+            )
+        }),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -317,6 +395,17 @@ pub(crate) struct UpFlags {
     /// The proxy's access log: a file, `-` for standard output, or `off` [default: -]
     #[arg(long, env = "PAZ_ACCESS_LOG", value_name = "FILE")]
     pub(crate) access_log: Option<String>,
+
+    /// The proxy over TLS, or `off` [default: 0.0.0.0:443]
+    #[arg(long, env = "PAZ_HTTPS_LISTEN", value_name = "ADDR")]
+    pub(crate) https_listen: Option<String>,
+
+    /// Publish the API and web UI as paz.<domain> and the registry as registry.<domain> through every proxy (with their certificates)
+    #[arg(long, env = "PAZ_PUBLISH_ENDPOINTS")]
+    pub(crate) publish_endpoints: bool,
+
+    #[command(flatten)]
+    pub(crate) acme: AcmeFlags,
 
     #[command(flatten)]
     pub(crate) agent: AgentEndpointFlags,

@@ -42,6 +42,12 @@ pub(crate) struct UpConfig {
     pub(crate) agent_listen: Option<SocketAddr>,
     /// What each app may keep of its log on this host.
     pub(crate) log_cap: u64,
+    /// Where the proxy serves HTTPS (`None`: it does not).
+    pub(crate) https_listen: Option<SocketAddr>,
+    /// The ACME role, with `--acme-email`.
+    pub(crate) acme: Option<acme::AcmeConfig>,
+    /// `--publish-endpoints`: paz.<domain> and registry.<domain> through the proxies.
+    pub(crate) publish_endpoints: bool,
 }
 
 /// The config file: the same names as the flags, with `_` for `-`.
@@ -70,6 +76,12 @@ struct FileConfig {
     deploy_batch: Option<u64>,
     agent_listen: Option<String>,
     log_cap: Option<String>,
+    https_listen: Option<String>,
+    publish_endpoints: Option<bool>,
+    acme_email: Option<String>,
+    acme_directory: Option<String>,
+    acme_ca_file: Option<PathBuf>,
+    acme_backoff: Option<String>,
 }
 
 /// `etcd = "http://a:2379,http://b:2379"` or `etcd = ["http://a:2379", ...]`.
@@ -172,7 +184,29 @@ impl UpConfig {
             (None, Some(text)) => agent::parse_log_cap(&text).map_err(|e| anyhow::anyhow!(e))?,
             (None, None) => agent::DEFAULT_LOG_CAP,
         };
+        let https_listen = crate::cli::https_listen(
+            flags
+                .https_listen
+                .as_deref()
+                .or(file.https_listen.as_deref())
+                .unwrap_or("0.0.0.0:443"),
+        )?;
+        let acme = crate::cli::AcmeFlags {
+            acme_email: flags.acme.acme_email.clone().or(file.acme_email),
+            acme_directory: flags.acme.acme_directory.clone().or(file.acme_directory),
+            acme_ca_file: flags.acme.acme_ca_file.clone().or(file.acme_ca_file),
+            acme_backoff: match (flags.acme.acme_backoff, file.acme_backoff) {
+                (Some(backoff), _) => Some(backoff),
+                (None, Some(text)) => Some(humantime::parse_duration(&text).map_err(|error| {
+                    anyhow::anyhow!("acme_backoff `{text}` is not a duration such as 5m: {error}")
+                })?),
+                (None, None) => None,
+            },
+        };
         Ok(UpConfig {
+            https_listen,
+            acme: acme.config()?,
+            publish_endpoints: flags.publish_endpoints || file.publish_endpoints.unwrap_or(false),
             agent_listen,
             log_cap,
             server_only: false,

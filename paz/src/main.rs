@@ -108,13 +108,89 @@ async fn run_proxy(flags: cli::ProxyFlags) -> anyhow::Result<()> {
         max_connections: descriptors::proxy_alone(descriptors::limit()),
         ..Default::default()
     };
+    let https = bind_https(cli::https_listen(&flags.https_listen)?).await?;
+    let acme = flags.acme.config()?;
     println!("proxy listening on {}", listener.local_addr()?);
+    if let Some(https) = &https {
+        println!("proxy serving HTTPS on {}", https.local_addr()?);
+    }
     let proxy = proxy::Proxy::new(config, store.clone())?;
     let _metrics = serve_proxy_metrics(&proxy, &store, flags.metrics_listen).await?;
+    // Ends with this function: the role goes with the proxy.
+    let _acme = acme.map(|acme| AbortOnDrop(tokio::spawn(acme::run(store.clone(), acme))));
+    let listeners = proxy::Listeners {
+        http: listener.into_std()?,
+        https: https.map(|l| l.into_std()).transpose()?,
+    };
     proxy
-        .serve_threads(listener.into_std()?, flags.workers, stop_signal())
+        .serve_threads(listeners, flags.workers, stop_signal())
         .await?;
     Ok(())
+}
+
+/// A task that ends when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Binds `--https-listen`, if it is not `off`.
+async fn bind_https(
+    address: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    use anyhow::Context;
+    let Some(address) = address else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| {
+            format!("cannot listen on --https-listen {address} (ports below 1024 need root; `off` serves no HTTPS)")
+        })?;
+    Ok(Some(listener))
+}
+
+/// Publishes the API (as `paz.<domain>`) and the registry (as
+/// `registry.<domain>`) for every proxy to route, at the addresses other
+/// hosts reach them on, while the returned registrations live.
+async fn publish_endpoints(
+    store: &store::Store,
+    api: std::net::SocketAddr,
+    registry: std::net::SocketAddr,
+) -> anyhow::Result<Vec<store::Registration>> {
+    use anyhow::Context;
+    let mut published = Vec::new();
+    let server = hex::encode(rand::random::<[u8; 8]>());
+    let etcd = store.endpoints().split(',').next().unwrap_or_default();
+    for (label, address) in [("paz", api), ("registry", registry)] {
+        let host = if address.ip().is_unspecified() {
+            crate::agent::address_towards(etcd)?
+        } else {
+            address.ip().to_string()
+        };
+        let reachable = std::net::SocketAddr::new(host.parse()?, address.port());
+        if reachable.ip().is_loopback()
+            && !etcd.contains("127.0.0.1")
+            && !etcd.contains("localhost")
+        {
+            tracing::warn!(%reachable, label, "published on a loopback address: only a proxy on this host reaches it (give --api-listen / --registry-listen an address the edge hosts reach)");
+        }
+        let reachable = reachable.to_string();
+        published.push(
+            store
+                .register(
+                    &store.keys().endpoint(label, &server)?,
+                    &reachable,
+                    std::time::Duration::from_secs(10),
+                )
+                .await
+                .with_context(|| format!("cannot publish {label}.<domain> in etcd"))?,
+        );
+    }
+    Ok(published)
 }
 
 /// `paz units export APP DIR`: each unit file written whole (temp file, rename).
@@ -230,6 +306,9 @@ fn main() -> std::process::ExitCode {
                 let mut config = config::UpConfig::resolve(flags, cli.config.as_deref())?;
                 if config.etcd.is_none() {
                     anyhow::bail!("paz server needs --etcd URL, the etcd the hosts share; paz up runs its own etcd for one host");
+                }
+                if config.acme.is_some() {
+                    anyhow::bail!("--acme-email is for the edge hosts: paz server runs no proxy; give it to paz proxy");
                 }
                 config.server_only = true;
                 up::run(config).await

@@ -236,6 +236,15 @@ async fn run_roles(
     });
     // Shutdown waits for the proxy's drain (none without a proxy).
     let mut proxy_drain = Duration::ZERO;
+    let mut https_addr = None;
+    if config.publish_endpoints {
+        let published = crate::publish_endpoints(&store, api_addr, registry_addr).await?;
+        roles.spawn("published endpoints", |stop| async move {
+            stop.await;
+            drop(published);
+            Ok::<(), std::convert::Infallible>(())
+        });
+    }
     let http_addr = if config.server_only {
         None
     } else {
@@ -248,6 +257,19 @@ async fn run_roles(
                 )
             })?;
         let http_addr = http_listener.local_addr()?;
+        let https_listener = crate::bind_https(config.https_listen).await?;
+        https_addr = https_listener
+            .as_ref()
+            .map(|listener| listener.local_addr())
+            .transpose()?;
+        if let Some(acme) = config.acme.clone() {
+            let role = tokio::spawn(acme::run(store.clone(), acme));
+            roles.spawn("ACME", |stop| async move {
+                stop.await;
+                role.abort();
+                Ok::<(), std::convert::Infallible>(())
+            });
+        }
         let proxy_config = proxy::ProxyConfig {
             access_log: config.access_log.clone(),
             max_connections: caps.proxy,
@@ -268,8 +290,11 @@ async fn run_roles(
                 }
             });
         }
-        let listener = http_listener.into_std()?;
-        roles.spawn("proxy", |stop| proxy.serve_threads(listener, None, stop));
+        let listeners = proxy::Listeners {
+            http: http_listener.into_std()?,
+            https: https_listener.map(|l| l.into_std()).transpose()?,
+        };
+        roles.spawn("proxy", |stop| proxy.serve_threads(listeners, None, stop));
         Some(http_addr)
     };
 
@@ -288,6 +313,7 @@ async fn run_roles(
         ssh: ssh_addr,
         registry: registry_addr,
         http: http_addr,
+        https: https_addr,
         api: api_addr,
     };
     listening.write(&config.data_dir)?;
@@ -298,7 +324,7 @@ async fn run_roles(
         local_etcd.as_deref(),
         ssh_addr,
         (registry_addr, &registry_host),
-        http_addr,
+        (http_addr, https_addr),
     );
     // One deadline for every role, longer than the proxy's drain.
     roles
@@ -324,6 +350,8 @@ struct Addresses {
     registry: SocketAddr,
     /// The proxy (`paz up`); none for `paz server`.
     http: Option<SocketAddr>,
+    /// The proxy over TLS; none for `paz server` or `--https-listen off`.
+    https: Option<SocketAddr>,
     /// The REST API.
     api: SocketAddr,
 }
@@ -478,7 +506,7 @@ fn print_banner(
     local_etcd: Option<&LocalEtcd>,
     ssh: SocketAddr,
     (registry, registry_host): (SocketAddr, &str),
-    http: Option<SocketAddr>,
+    (http, https): (Option<SocketAddr>, Option<SocketAddr>),
 ) {
     let etcd = match local_etcd {
         Some(etcd) => format!(
@@ -508,6 +536,19 @@ fn print_banner(
     match http {
         Some(http) => println!("  http      {http}   apps at http://APP.{}", config.domain),
         None => println!("  http      (paz server: run paz proxy on the edge hosts)"),
+    }
+    if let Some(https) = https {
+        let acme = match &config.acme {
+            Some(acme) => format!("certificates from {}", acme.directory),
+            None => "certificates from certs:add (no --acme-email)".to_string(),
+        };
+        println!("  https     {https}   {acme}");
+    }
+    if config.publish_endpoints {
+        println!(
+            "  published paz.{0} (API and web UI), registry.{0} (registry)",
+            config.domain
+        );
     }
     match admins {
         [] => {

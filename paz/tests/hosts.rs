@@ -103,6 +103,8 @@ async fn two_agents_share_an_app_and_a_killed_ones_instance_moves_to_the_other()
         paz().args(["proxy", "--etcd", &url]).args([
             "--http-listen",
             "127.0.0.1:0",
+            "--https-listen",
+            "off",
             "--access-log",
             "off",
         ]),

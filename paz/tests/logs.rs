@@ -113,6 +113,8 @@ impl Cluster {
             paz().args(["proxy", "--etcd", &url]).args([
                 "--http-listen",
                 "127.0.0.1:0",
+                "--https-listen",
+                "off",
                 "--access-log",
                 "off",
             ]),

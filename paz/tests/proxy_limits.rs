@@ -45,7 +45,7 @@ async fn with_few_file_descriptors_the_proxy_holds_its_cap_and_then_serves_again
             .env("NO_COLOR", "1")
             .arg("-c")
             .arg(format!(
-                "ulimit -n 48 && exec {paz} proxy --etcd {} --http-listen 127.0.0.1:0 --workers 1 --access-log off 2>{}",
+                "ulimit -n 48 && exec {paz} proxy --etcd {} --http-listen 127.0.0.1:0 --https-listen off --workers 1 --access-log off 2>{}",
                 etcd.etcd.client_url(),
                 log_path.display()
             )),

@@ -22,7 +22,12 @@ fn a_role_that_fails_stops_paz_up_with_its_name() {
                 "--registry-listen",
                 "127.0.0.1:0",
             ])
-            .args(["--http-listen", "127.0.0.1:0"])
+            .args([
+                "--http-listen",
+                "127.0.0.1:0",
+                "--https-listen",
+                "127.0.0.1:0",
+            ])
             .env("FAILPOINTS", "scheduler=return")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())

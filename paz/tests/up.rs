@@ -489,6 +489,8 @@ async fn paz_up_and_paz_proxy_answer_http_for_the_apps() {
                 running.etcd_tls.as_ref().unwrap().to_str().unwrap(),
                 "--http-listen",
                 "127.0.0.1:0",
+                "--https-listen",
+                "off",
                 "--metrics-listen",
                 "127.0.0.1:0",
             ])

@@ -561,6 +561,14 @@ async fn an_admin_watches_the_fleet_builds_and_rollouts_live_and_rolls_back() {
     assert!(ui.ssh(&["domains:list", "shop"]).contains("www.shop.test"));
     ui.answers_with_on("www.shop.test", "shop v1").await;
 
+    // HTTPS on the same page: each name's certificate (none here: no
+    // ACME, none brought), and the switches for the redirect and HSTS.
+    ui.wait_for_text("HTTPS").await;
+    assert!(ui.text().await.contains("www.shop.test"));
+    ui.click("#https-hsts").await;
+    ui.wait_for_text("Turn HSTS off").await;
+    assert!(ui.ssh(&["apps:info", "shop"]).contains("hsts on"));
+
     // A token made on the admin page: its secret is shown this once.
     ui.open("/admin").await;
     ui.fill("form[action='/admin/tokens'] input[name=name]", "ci")

@@ -1,5 +1,7 @@
 //! Paz's reverse proxy: routes `Host: <app>.<domain>` (and each app's extra
-//! domains) to the app's healthy instances as etcd announces them.
+//! domains) to the app's healthy instances as etcd announces them, over
+//! HTTP and over TLS with the certificates kept in etcd; answers the ACME
+//! CA's HTTP-01 probes from etcd, so any edge host can.
 //!
 //! The routing table is rebuilt from etcd watches and swapped whole
 //! (`ArcSwap`); a request never waits for it. If etcd goes away the last table
@@ -9,6 +11,8 @@
 #![forbid(unsafe_code)]
 
 mod access_log;
+mod certs;
+mod first_bytes;
 mod metrics;
 mod pool;
 pub mod table;
@@ -16,6 +20,7 @@ mod watch;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,9 +32,11 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use store::Store;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 pub use crate::access_log::AccessLog;
+use crate::certs::Certs;
 use crate::pool::Pools;
 use crate::table::{Backend, Table};
 
@@ -78,7 +85,16 @@ impl Default for ProxyConfig {
 
 struct State {
     config: ProxyConfig,
+    store: Store,
     table: Arc<ArcSwap<Table>>,
+    certs: Arc<ArcSwap<Certs>>,
+    tls: Arc<rustls::ServerConfig>,
+    /// The HTTPS listener's port, for redirects (0: no HTTPS served).
+    https_port: AtomicU16,
+    /// The pending ACME challenges by token, from etcd.
+    challenges: Arc<ArcSwap<Challenges>>,
+    /// Reads of etcd for a challenge the watch has not brought yet: few at once.
+    challenge_reads: tokio::sync::Semaphore,
     pools: Pools,
     metrics: Arc<metrics::Metrics>,
     access_log: Option<access_log::Writer>,
@@ -92,6 +108,16 @@ struct Outcome {
     app: Option<store::AppName>,
     backend: Option<Arc<Backend>>,
     request_id: Option<HeaderValue>,
+}
+
+/// The key authorizations of the pending HTTP-01 challenges, by token.
+type Challenges = std::collections::HashMap<String, String>;
+
+/// Where the proxy serves: plain HTTP, and HTTPS if given.
+#[derive(Debug)]
+pub struct Listeners {
+    pub http: std::net::TcpListener,
+    pub https: Option<std::net::TcpListener>,
 }
 
 /// The proxy: a routing table kept current from etcd, and the HTTP server.
@@ -198,21 +224,40 @@ impl Proxy {
     pub fn new(config: ProxyConfig, store: Store) -> std::io::Result<Proxy> {
         let access_log = access_log::Writer::start(&config.access_log)?;
         let table = Arc::new(ArcSwap::from_pointee(Table::default()));
+        let certs = Arc::new(ArcSwap::from_pointee(Certs::default()));
+        let challenges = Arc::new(ArcSwap::from_pointee(Challenges::new()));
         let metrics = Arc::new(metrics::Metrics::new());
-        let watcher = tokio::spawn(watch::keep_current(store, table.clone(), metrics.clone()));
+        let watcher = tokio::spawn(watch::keep_current(
+            store.clone(),
+            table.clone(),
+            certs.clone(),
+            challenges.clone(),
+            metrics.clone(),
+        ));
         let pools = Pools::new(config.connect_timeout);
         let slots = support::Slots::new("proxy", config.max_connections);
         Ok(Proxy {
             state: Arc::new(State {
                 slots,
                 config,
+                store,
                 table,
+                tls: certs::server_config(certs.clone()),
+                certs,
+                https_port: AtomicU16::new(0),
+                challenges,
+                challenge_reads: tokio::sync::Semaphore::new(4),
                 pools,
                 metrics,
                 access_log,
             }),
             watcher,
         })
+    }
+
+    /// How many certificates the proxy can serve now.
+    pub fn certificates(&self) -> usize {
+        self.state.certs.load().len()
     }
 
     /// How many backends the table routes to now.
@@ -253,7 +298,7 @@ impl Proxy {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        serve_on(self.state.clone(), listener, shutdown).await
+        serve_on(self.state.clone(), listener, None, shutdown).await
     }
 
     /// Like [`Proxy::serve`], on `workers` threads of their own (default: one
@@ -262,7 +307,7 @@ impl Proxy {
     /// crosses threads. The routing table and the etcd watches stay shared.
     pub async fn serve_threads(
         self,
-        listener: std::net::TcpListener,
+        listeners: Listeners,
         workers: Option<u16>,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
@@ -270,11 +315,22 @@ impl Proxy {
             Some(n) => usize::from(n.max(1)),
             None => std::thread::available_parallelism().map_or(1, usize::from),
         };
+        let Listeners {
+            http: listener,
+            https,
+        } = listeners;
         listener.set_nonblocking(true)?;
+        if let Some(https) = &https {
+            https.set_nonblocking(true)?;
+            self.state
+                .https_port
+                .store(https.local_addr()?.port(), Ordering::Relaxed);
+        }
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut running = Vec::new();
         for n in 0..workers {
             let listener = listener.try_clone()?;
+            let https = https.as_ref().map(|https| https.try_clone()).transpose()?;
             let state = self.state.clone();
             let mut stopped = stopped.clone();
             let (done, finished) = tokio::sync::oneshot::channel();
@@ -290,7 +346,17 @@ impl Proxy {
                                 let stop = async move {
                                     let _ = stopped.wait_for(|stop| *stop).await;
                                 };
-                                serve_on(state, listener, stop).await
+                                let Some(https) = https else {
+                                    return serve_on(state, listener, None, stop).await;
+                                };
+                                let https = tokio::net::TcpListener::from_std(https)?;
+                                let acceptor = TlsAcceptor::from(state.tls.clone());
+                                let stop = futures::FutureExt::shared(Box::pin(stop));
+                                let (plain, tls) = tokio::join!(
+                                    serve_on(state.clone(), listener, None, stop.clone()),
+                                    serve_on(state, https, Some(acceptor), stop),
+                                );
+                                plain.and(tls)
                             })
                         });
                     let _ = done.send(result);
@@ -319,9 +385,12 @@ impl Proxy {
 }
 
 /// One event loop's accept loop, until `shutdown`; then graceful shutdown.
+/// With `tls`, each connection's TLS handshake comes first (within the
+/// header timeout), and its requests are marked HTTPS.
 async fn serve_on(
     state: Arc<State>,
     listener: tokio::net::TcpListener,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -363,6 +432,7 @@ async fn serve_on(
         let _ = stream.set_nodelay(true);
         let first_byte = state.config.header_timeout;
         let state = state.clone();
+        let https = tls.is_some();
         // The client's address as a header value, made once per connection.
         let client_ip = HeaderValue::try_from(client.ip().to_string())
             .expect("an IP address is a header value");
@@ -377,7 +447,7 @@ async fn serve_on(
                     .as_ref()
                     .map(|_| (request.method().clone(), request.uri().clone()));
                 let mut outcome = Outcome::default();
-                let response = handle(&state, request, client_ip, &mut outcome).await;
+                let response = handle(&state, request, client_ip, https, &mut outcome).await;
                 let app = outcome.app.as_ref().map_or("-", |app| app.as_str());
                 if let (Some(log), Some((method, uri))) = (&state.access_log, asked) {
                     log.log(&access_log::Entry {
@@ -407,8 +477,25 @@ async fn serve_on(
             }
         });
         let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            if let Some(tls) = tls {
+                // A handshake that does not finish within the header timeout
+                // (or is not TLS at all) is closed, and so is one whose first
+                // request bytes do not come within it after the handshake.
+                let first = async move {
+                    let stream = tls.accept(stream).await?;
+                    first_bytes::FirstBytes::read(stream).await
+                };
+                let Ok(Ok(Some(stream))) = tokio::time::timeout(first_byte, first).await else {
+                    return;
+                };
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let _ = watcher.watch(connection.into_owned()).await;
+                return;
+            }
             // A client that sends nothing is closed after the header timeout:
             // telling HTTP/1 from HTTP/2 waits for its first bytes, before
             // hyper's own header timeout runs.
@@ -436,6 +523,7 @@ async fn handle(
     state: &State,
     request: Request<hyper::body::Incoming>,
     client: HeaderValue,
+    https: bool,
     outcome: &mut Outcome,
 ) -> Response<Body> {
     if request.method() == hyper::Method::CONNECT {
@@ -449,25 +537,152 @@ async fn handle(
         );
         return response;
     }
+    if !https {
+        if let Some(token) = request.uri().path().strip_prefix(ACME_CHALLENGE) {
+            return acme_challenge(state, token).await;
+        }
+    }
     let host = match host_of(&request) {
         Ok(host) => host,
         Err(text) => return page(StatusCode::BAD_REQUEST, text.to_string()),
     };
     let table = state.table.load();
-    let Some(app) = table.app_for(&host) else {
-        return page(StatusCode::NOT_FOUND, format!("no app serves {host}"));
+    let (target, settings) = match table.endpoints.get(&host) {
+        Some(servers) => (Target::Endpoint(servers), Default::default()),
+        None => match table.app_for(&host) {
+            Some(app) => {
+                outcome.app = Some(app.clone());
+                (Target::App(app), table.https_of(app))
+            }
+            None => return page(StatusCode::NOT_FOUND, format!("no app serves {host}")),
+        },
     };
-    outcome.app = Some(app.clone());
-    forward(state, &table, app, host, request, client, outcome).await
+    if !https && settings.redirect != Some(false) {
+        let port = state.https_port.load(Ordering::Relaxed);
+        if port != 0 && state.certs.load().find(&host, support::now()).is_some() {
+            return redirect_to_https(&host, port, request.uri());
+        }
+    }
+    let mut response = forward(state, &table, target, host, request, client, https, outcome).await;
+    if https && settings.hsts {
+        response
+            .headers_mut()
+            .entry(hyper::header::STRICT_TRANSPORT_SECURITY)
+            .or_insert(HeaderValue::from_static("max-age=31536000"));
+    }
+    response
 }
 
+/// Where the ACME CA probes an HTTP-01 challenge (RFC 8555 §8.3).
+const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
+
+/// The key authorization of a pending challenge, from etcd: whichever edge
+/// host the CA reaches answers for the one that ordered. The watch's map
+/// answers; a token it does not know yet is read from etcd, a few at once
+/// (more get a 404), so that nobody can make the proxy load etcd.
+async fn acme_challenge(state: &State, token: &str) -> Response<Body> {
+    let Ok(key) = state.store.keys().acme_challenge(token) else {
+        return page(StatusCode::NOT_FOUND, "no such challenge".to_string());
+    };
+    let known = state.challenges.load().get(token).cloned();
+    let found = match known {
+        Some(answer) => Ok(Some(answer)),
+        None => match state.challenge_reads.try_acquire() {
+            Ok(_permit) => state
+                .store
+                .get(&key)
+                .await
+                .map(|found| found.map(|f| f.value)),
+            Err(_) => Ok(None),
+        },
+    };
+    match found {
+        Ok(Some(answer)) => {
+            let mut response = Response::new(
+                Full::new(Bytes::from(answer))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            );
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            response
+        }
+        Ok(None) => page(StatusCode::NOT_FOUND, "no such challenge".to_string()),
+        Err(error) => {
+            warn!(%error, "cannot read an ACME challenge from etcd");
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the challenge cannot be read now".to_string(),
+            )
+        }
+    }
+}
+
+/// A 308 to the same place over HTTPS.
+fn redirect_to_https(host: &str, port: u16, uri: &hyper::Uri) -> Response<Body> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = match port {
+        443 => format!("https://{host}{path}"),
+        port => format!("https://{host}:{port}{path}"),
+    };
+    let mut response = page(
+        StatusCode::PERMANENT_REDIRECT,
+        format!("this site is served over HTTPS: {location}"),
+    );
+    if let Ok(location) = HeaderValue::try_from(location) {
+        response
+            .headers_mut()
+            .insert(hyper::header::LOCATION, location);
+    }
+    response
+}
+
+/// What a request is forwarded to: an app's instances, or one of Paz's own endpoints.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    App(&'a store::AppName),
+    /// The servers publishing one of Paz's own names.
+    Endpoint(&'a [Arc<Backend>]),
+}
+
+impl Target<'_> {
+    fn pick(&self, table: &Table, tried: &[String]) -> Option<Arc<Backend>> {
+        match self {
+            Target::App(app) => table.pick(app, tried),
+            Target::Endpoint(servers) => {
+                let untried: Vec<&Arc<Backend>> = servers
+                    .iter()
+                    .filter(|backend| !tried.contains(&backend.addr))
+                    .collect();
+                match untried.len() {
+                    0 => None,
+                    n => Some(Arc::clone(untried[rand::random_range(0..n)])),
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::App(app) => write!(f, "{app}"),
+            Target::Endpoint(_) => write!(f, "Paz's own endpoint"),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     state: &State,
     table: &Table,
-    app: &store::AppName,
+    app: Target<'_>,
     host: String,
     mut request: Request<hyper::body::Incoming>,
     client: HeaderValue,
+    https: bool,
     outcome: &mut Outcome,
 ) -> Response<Body> {
     // What the backend is told about the original request. (`String`s
@@ -479,7 +694,10 @@ async fn forward(
     headers.insert(X_FORWARDED_FOR, client);
     headers.remove(hyper::header::FORWARDED);
     headers.remove(X_REAL_IP);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if https { "https" } else { "http" }),
+    );
     let host = HeaderValue::try_from(host).unwrap_or(HeaderValue::from_static(""));
     // The backend is told the host the request was routed by.
     match authority.and_then(|authority| HeaderValue::try_from(authority).ok()) {
@@ -536,7 +754,7 @@ async fn forward(
 
     let mut tried: Vec<String> = Vec::new();
     for _ in 0..=state.config.retries {
-        let Some(backend) = table.pick(app, &tried) else {
+        let Some(backend) = app.pick(table, &tried) else {
             break;
         };
         // A failed connect sent nothing: the next instance gets the request.

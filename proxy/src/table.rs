@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use store::records::App;
+use store::records::{App, HttpsSettings};
 use store::AppName;
 
 /// One announced instance of an app.
@@ -24,6 +24,11 @@ pub struct Backend {
 pub struct Table {
     pub hosts: HashMap<String, AppName>,
     pub instances: HashMap<AppName, Vec<Arc<Backend>>>,
+    /// Paz's own endpoints by host (`paz.<domain>`: the API and web UI,
+    /// `registry.<domain>`: the registry), from `/paz/endpoints/<label>`.
+    pub endpoints: HashMap<String, Vec<Arc<Backend>>>,
+    /// Each app's HTTPS settings.
+    pub https: HashMap<AppName, HttpsSettings>,
 }
 
 impl Table {
@@ -32,11 +37,35 @@ impl Table {
         domain: Option<&str>,
         apps: &[App],
         services: &[(String, String)],
+        endpoints: &[(String, String)],
         keys: &store::Keys,
         previous: &Table,
     ) -> Table {
         let mut table = Table::default();
+        // Paz's own names win over an app of the same name: they are only
+        // there when the server was started to publish them.
+        if let Some(domain) = domain {
+            for (key, addr) in endpoints {
+                let host = format!("{}.{domain}", keys.endpoint_label(key));
+                let backend = previous
+                    .endpoints
+                    .get(&host)
+                    .and_then(|known| known.iter().find(|b| &b.key == key && &b.addr == addr))
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        Arc::new(Backend {
+                            key: key.clone(),
+                            addr: addr.clone(),
+                            outstanding: AtomicUsize::new(0),
+                        })
+                    });
+                table.endpoints.entry(host).or_default().push(backend);
+            }
+        }
         for app in apps {
+            if app.https != HttpsSettings::default() {
+                table.https.insert(app.name.clone(), app.https.clone());
+            }
             for extra in &app.domains {
                 table
                     .hosts
@@ -114,6 +143,11 @@ impl Table {
     pub fn size(&self) -> usize {
         self.instances.values().map(Vec::len).sum()
     }
+
+    /// `app`'s HTTPS settings.
+    pub fn https_of(&self, app: &AppName) -> HttpsSettings {
+        self.https.get(app).cloned().unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -141,6 +175,7 @@ mod tests {
             let table = Table::build(
                 Some("paz.localhost"),
                 &apps,
+                &[],
                 &[],
                 &store::Keys::new("/paz"),
                 &Table::default(),
@@ -170,6 +205,7 @@ mod tests {
             Some("paz.test"),
             &apps,
             &announced,
+            &[],
             &keys,
             &Table::default(),
         );
@@ -184,7 +220,7 @@ mod tests {
             ("/paz/services/demo/7/1", "10.0.0.7:32768"),
             ("/paz/services/demo/8/1", "10.0.0.9:32768"),
         ]);
-        let second = Table::build(Some("paz.test"), &apps, &next, &keys, &first);
+        let second = Table::build(Some("paz.test"), &apps, &next, &[], &keys, &first);
         let kept = second.instances[&demo]
             .iter()
             .find(|backend| backend.addr == "10.0.0.7:32768")
@@ -201,7 +237,7 @@ mod tests {
             ("/paz/services/demo/7/1", "10.0.0.7:1"),
             ("/paz/services/demo/7/2", "10.0.0.8:1"),
         ]);
-        let table = Table::build(None, &apps, &announced, &keys, &Table::default());
+        let table = Table::build(None, &apps, &announced, &[], &keys, &Table::default());
         let demo = AppName::new("demo").unwrap();
         assert_eq!(
             table.app_for("demo.paz.test"),

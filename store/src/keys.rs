@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 
 use crate::names::{check_segment, AppName, NameError};
 use crate::records::{
-    App, Build, ImageEvent, Machine, ProxyRecord, Release, SshKey, Token, UnitState,
+    App, Build, Certificate, ImageEvent, Machine, ProxyRecord, Release, SshKey, Token, UnitState,
 };
 
 /// One key and the type of record it holds.
@@ -122,6 +122,18 @@ impl<T> fmt::Debug for Prefix<T> {
 /// fingerprint exactly as `ssh-keygen -lf` prints it.
 pub fn fingerprint_segment(fingerprint: &str) -> String {
     fingerprint.replace('/', "_").replace('+', "-")
+}
+
+/// A TLS domain as a key segment: a domain, or `*.` and a domain.
+fn tls_segment(domain: &str) -> Result<String, NameError> {
+    let base = domain.strip_prefix("*.").unwrap_or(domain);
+    crate::names::check_domain(base)?;
+    let segment = match domain.strip_prefix("*.") {
+        Some(base) => format!("_.{base}"),
+        None => domain.to_string(),
+    };
+    check_segment("domain", &segment)?;
+    Ok(segment)
 }
 
 /// The key layout under one prefix (default `/paz`).
@@ -281,6 +293,79 @@ impl Keys {
 
     pub fn proxies(&self) -> Prefix<ProxyRecord> {
         Prefix::new(format!("{}/proxies/", self.root), true)
+    }
+
+    /// `/paz/endpoints/<label>/<server>`: `ip:port` of one server's own
+    /// endpoint (`paz`: the API and web UI, `registry`), which the proxies
+    /// route `<label>.<domain>` to, on the lease of the server that serves it.
+    pub fn endpoint(&self, label: &str, server: &str) -> Result<Key<String>, NameError> {
+        check_segment("endpoint label", label)?;
+        check_segment("server id", server)?;
+        Ok(Key::new(format!(
+            "{}/endpoints/{label}/{server}",
+            self.root
+        )))
+    }
+
+    /// Every published endpoint; [`Keys::endpoint_label`] reads a key's label.
+    pub fn endpoints(&self) -> Prefix<String> {
+        Prefix::new(format!("{}/endpoints/", self.root), false)
+    }
+
+    /// The label of an endpoint's key (or of its name below [`Keys::endpoints`]).
+    pub fn endpoint_label<'a>(&self, key: &'a str) -> &'a str {
+        let name = key.strip_prefix(self.endpoints().as_str()).unwrap_or(key);
+        name.split('/').next().unwrap_or(name)
+    }
+
+    /// `/paz/tls/certs/<domain>`: a certificate and its key (`*.` of a
+    /// wildcard is written `_.`, a label no domain has).
+    pub fn certificate(&self, domain: &str) -> Result<Key<Certificate>, NameError> {
+        let segment = tls_segment(domain)?;
+        Ok(Key::new(format!("{}/tls/certs/{segment}", self.root)))
+    }
+
+    pub fn certificates(&self) -> Prefix<Certificate> {
+        Prefix::new(format!("{}/tls/certs/", self.root), true)
+    }
+
+    /// `/paz/tls/locks/<domain>`: held (on its lease) by the edge host that
+    /// orders or renews the domain's certificate.
+    pub fn certificate_lock(&self, domain: &str) -> Result<Key<String>, NameError> {
+        let segment = tls_segment(domain)?;
+        Ok(Key::new(format!("{}/tls/locks/{segment}", self.root)))
+    }
+
+    /// `/paz/tls/acme/account/<hash>`: the ACME account's credentials (JSON,
+    /// with its private key) for the directory whose URL's SHA-256 begins
+    /// with `hash`.
+    pub fn acme_account(&self, directory: &str) -> Key<String> {
+        use sha2::Digest;
+        let digest = hex::encode(sha2::Sha256::digest(directory.as_bytes()));
+        Key::new(format!("{}/tls/acme/account/{}", self.root, &digest[..16]))
+    }
+
+    /// `/paz/tls/acme/http01/<token>`: the key authorization of a pending
+    /// HTTP-01 challenge (on the orderer's lease), answered by every edge host.
+    pub fn acme_challenge(&self, token: &str) -> Result<Key<String>, NameError> {
+        // RFC 8555 §8.3: base64url characters only.
+        if token.is_empty()
+            || token.len() > 128
+            || !token
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(NameError::Segment {
+                what: "ACME challenge token",
+                name: token.chars().take(64).collect(),
+                reason: "it is not base64url text of at most 128 characters",
+            });
+        }
+        Ok(Key::new(format!("{}/tls/acme/http01/{token}", self.root)))
+    }
+
+    pub fn acme_challenges(&self) -> Prefix<String> {
+        Prefix::new(format!("{}/tls/acme/http01/", self.root), true)
     }
 
     /// The unit file text: this unit should run.

@@ -71,7 +71,8 @@ json_record!(
     Machine,
     ProxyRecord,
     UnitState,
-    ImageEvent
+    ImageEvent,
+    Certificate
 );
 json_record!(crate::Rollout);
 
@@ -190,6 +191,19 @@ pub struct App {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub deploy: DeploySettings,
+    #[serde(default)]
+    pub https: HttpsSettings,
+}
+
+/// How the proxy serves an app over HTTPS (`https:redirect`, `https:hsts`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HttpsSettings {
+    /// A 308 from http:// to https://; `None`: on once the name has a certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<bool>,
+    /// `Strict-Transport-Security` on answers over HTTPS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hsts: bool,
 }
 
 impl App {
@@ -204,6 +218,7 @@ impl App {
             scale: Scale::default(),
             env: BTreeMap::new(),
             deploy: DeploySettings::default(),
+            https: HttpsSettings::default(),
         }
     }
 }
@@ -444,6 +459,121 @@ pub struct ProxyRecord {
     pub started_at: u64,
 }
 
+/// Where a certificate came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CertSource {
+    /// Ordered from the ACME CA by Paz, and renewed by it.
+    Acme,
+    /// Brought with `certs:add`; Paz never renews it.
+    Manual,
+}
+
+/// Where a certificate is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CertState {
+    /// Wanted, not issued yet.
+    Pending,
+    Valid,
+    /// Due for renewal (or asked with `certs:renew`); the old one serves meanwhile.
+    Renewing,
+    /// The last order failed (`reason`); tried again at `retry_at`.
+    Failed,
+}
+
+/// `/paz/tls/certs/<domain>`: a certificate and its private key, served by
+/// every edge host. The key is secret: only Paz's roles read this
+/// directory, and the verbs never show `key_pem`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Certificate {
+    /// The name it is for (`*.example.com` for a wildcard).
+    pub domain: String,
+    pub source: CertSource,
+    pub state: CertState,
+    /// The chain, leaf first, in PEM; empty until one is issued.
+    #[serde(default)]
+    pub chain_pem: String,
+    /// The leaf's private key in PEM (PKCS#8); empty until issued.
+    #[serde(default)]
+    pub key_pem: String,
+    /// The leaf's validity, seconds since the Unix epoch (0: none yet).
+    #[serde(default)]
+    pub not_before: u64,
+    #[serde(default)]
+    pub not_after: u64,
+    /// The leaf's issuer (its common name, or the whole name).
+    #[serde(default)]
+    pub issuer: String,
+    /// Why the last order failed, in the CA's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Orders failed in a row: the wait before the next grows with them.
+    #[serde(default)]
+    pub failures: u32,
+    /// No order before this time (seconds since the Unix epoch).
+    #[serde(default)]
+    pub retry_at: u64,
+    /// When this record last changed.
+    #[serde(default)]
+    pub updated_at: u64,
+}
+
+impl Certificate {
+    /// A name wanted, nothing ordered yet.
+    pub fn pending(domain: &str, now: u64) -> Certificate {
+        Certificate {
+            domain: domain.to_string(),
+            source: CertSource::Acme,
+            state: CertState::Pending,
+            chain_pem: String::new(),
+            key_pem: String::new(),
+            not_before: 0,
+            not_after: 0,
+            issuer: String::new(),
+            reason: None,
+            failures: 0,
+            retry_at: 0,
+            updated_at: now,
+        }
+    }
+
+    /// Whether it holds a certificate to serve (issued, maybe expired).
+    pub fn is_issued(&self) -> bool {
+        !self.chain_pem.is_empty() && !self.key_pem.is_empty()
+    }
+
+    /// When an ACME certificate is renewed: two thirds into its lifetime.
+    pub fn renew_at(&self) -> u64 {
+        self.not_before + self.not_after.saturating_sub(self.not_before) * 2 / 3
+    }
+}
+
+/// Every name the proxy routes, which are the names ACME certificates are
+/// ordered for: `<app>.<domain>` of each app, each domain added to one, and
+/// `<label>.<domain>` of each of Paz's own endpoints (`/paz/endpoints/`).
+pub fn routed_names<'a>(
+    domain: Option<&str>,
+    apps: impl IntoIterator<Item = &'a App>,
+    endpoint_labels: impl IntoIterator<Item = &'a str>,
+) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for app in apps {
+        if let Some(domain) = domain {
+            names.insert(format!("{}.{domain}", app.name));
+        }
+        names.extend(app.domains.iter().map(|name| name.to_ascii_lowercase()));
+    }
+    if let Some(domain) = domain {
+        names.extend(
+            endpoint_labels
+                .into_iter()
+                .map(|label| format!("{label}.{domain}")),
+        );
+    }
+    names
+}
+
 /// A unit's state as its agent reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -500,7 +630,7 @@ mod tests {
     #[test]
     fn app_record_is_readable_json_with_defaults() {
         let app = App::new(AppName::new("web").unwrap(), 1700000000);
-        expect![[r#"{"name":"web","created_at":1700000000,"domains":[],"port":null,"health":{"path":"/","timeout":5,"attempts":3},"scale":{"web":1,"worker":0},"env":{},"deploy":{"branch":null,"image_repo":null,"tag_pattern":null}}"#]]
+        expect![[r#"{"name":"web","created_at":1700000000,"domains":[],"port":null,"health":{"path":"/","timeout":5,"attempts":3},"scale":{"web":1,"worker":0},"env":{},"deploy":{"branch":null,"image_repo":null,"tag_pattern":null},"https":{}}"#]]
         .assert_eq(&String::from_utf8(app.encode()).unwrap());
         let minimal = App::decode(br#"{"name":"web","created_at":1}"#).unwrap();
         assert_eq!(minimal.scale, Scale { web: 1, worker: 0 });

@@ -11,6 +11,7 @@ pub mod docker;
 pub mod etcd;
 pub mod git;
 pub mod link;
+pub mod pebble;
 pub mod process;
 pub mod temp;
 pub mod verbs;

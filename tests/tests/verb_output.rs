@@ -350,41 +350,43 @@ async fn apps_and_their_settings() {
         .check(
             "apps:info demo",
             expect![[r#"
-        app        demo
-        url        http://demo.paz.test
-        domains    -
-        port       from the image, else 5000
-        scale      web=1 worker=0
-        health     path=/ timeout=5 attempts=3
-        branch     main (or master)
-        release    none yet
-        --- json
-        {
-          "app": {
-            "created_at": 1796119200,
-            "deploy": {
-              "branch": null,
-              "image_repo": null,
-              "tag_pattern": null
-            },
-            "domains": [],
-            "env": {},
-            "health": {
-              "attempts": 3,
-              "path": "/",
-              "timeout": 5
-            },
-            "name": "demo",
-            "port": null,
-            "scale": {
-              "web": 1,
-              "worker": 0
-            }
-          },
-          "current_release": null,
-          "url": "http://demo.paz.test"
-        }
-    "#]],
+                app        demo
+                url        http://demo.paz.test
+                domains    -
+                port       from the image, else 5000
+                scale      web=1 worker=0
+                health     path=/ timeout=5 attempts=3
+                https      redirect on once a name has a certificate, hsts off
+                branch     main (or master)
+                release    none yet
+                --- json
+                {
+                  "app": {
+                    "created_at": 1796119200,
+                    "deploy": {
+                      "branch": null,
+                      "image_repo": null,
+                      "tag_pattern": null
+                    },
+                    "domains": [],
+                    "env": {},
+                    "health": {
+                      "attempts": 3,
+                      "path": "/",
+                      "timeout": 5
+                    },
+                    "https": {},
+                    "name": "demo",
+                    "port": null,
+                    "scale": {
+                      "web": 1,
+                      "worker": 0
+                    }
+                  },
+                  "current_release": null,
+                  "url": "http://demo.paz.test"
+                }
+            "#]],
         )
         .await;
     verbs
@@ -527,43 +529,45 @@ async fn apps_and_their_settings() {
         .check(
             "apps:info demo",
             expect![[r#"
-        app        demo
-        url        http://demo.paz.test
-        domains    -
-        port       8080
-        scale      web=1 worker=0
-        health     path=/up timeout=3 attempts=5
-        branch     main (or master)
-        release    none yet
-        --- json
-        {
-          "app": {
-            "created_at": 1796119200,
-            "deploy": {
-              "branch": null,
-              "image_repo": "demo",
-              "tag_pattern": "v*"
-            },
-            "domains": [],
-            "env": {
-              "GREETING": "hello"
-            },
-            "health": {
-              "attempts": 5,
-              "path": "/up",
-              "timeout": 3
-            },
-            "name": "demo",
-            "port": 8080,
-            "scale": {
-              "web": 1,
-              "worker": 0
-            }
-          },
-          "current_release": null,
-          "url": "http://demo.paz.test"
-        }
-    "#]],
+                app        demo
+                url        http://demo.paz.test
+                domains    -
+                port       8080
+                scale      web=1 worker=0
+                health     path=/up timeout=3 attempts=5
+                https      redirect on once a name has a certificate, hsts off
+                branch     main (or master)
+                release    none yet
+                --- json
+                {
+                  "app": {
+                    "created_at": 1796119200,
+                    "deploy": {
+                      "branch": null,
+                      "image_repo": "demo",
+                      "tag_pattern": "v*"
+                    },
+                    "domains": [],
+                    "env": {
+                      "GREETING": "hello"
+                    },
+                    "health": {
+                      "attempts": 5,
+                      "path": "/up",
+                      "timeout": 3
+                    },
+                    "https": {},
+                    "name": "demo",
+                    "port": 8080,
+                    "scale": {
+                      "web": 1,
+                      "worker": 0
+                    }
+                  },
+                  "current_release": null,
+                  "url": "http://demo.paz.test"
+                }
+            "#]],
         )
         .await;
     verbs.check("apps:destroy demo", expect![[r#"
@@ -1214,6 +1218,12 @@ async fn keys_tokens_help_and_rights() {
           domains:list APP                                                      list the domains routed to an app
           domains:add APP DOMAIN                                                route a domain to an app
           domains:remove APP DOMAIN                                             stop routing a domain to an app
+          certs:list                                                            list the certificates every proxy serves: domain, state, expiry, issuer
+          certs:add DOMAIN < bundle.pem                                         serve the certificate chain and private key on stdin for DOMAIN (or *.DOMAIN)
+          certs:remove DOMAIN                                                   stop serving a certificate
+          certs:renew DOMAIN                                                    order an ACME certificate again now
+          https:redirect APP on|off|default                                     answer http:// with a 308 to https:// (default: on once a name has a certificate)
+          https:hsts APP on|off                                                 send Strict-Transport-Security over HTTPS (off by default)
           builds APP                                                            list an app's builds, newest first
           logs APP [-n N] [-f] [--since TIME] [--process P] [--instance web.N]  print an app's log lines from every machine, merged by time (-f follows)
           machines:list                                                         list the machines and their units (admin)
@@ -1320,6 +1330,36 @@ async fn keys_tokens_help_and_rights() {
             "summary": "stop routing a domain to an app",
             "usage": "domains:remove APP DOMAIN",
             "verb": "domains:remove"
+          },
+          {
+            "summary": "list the certificates every proxy serves: domain, state, expiry, issuer",
+            "usage": "certs:list",
+            "verb": "certs:list"
+          },
+          {
+            "summary": "serve the certificate chain and private key on stdin for DOMAIN (or *.DOMAIN)",
+            "usage": "certs:add DOMAIN < bundle.pem",
+            "verb": "certs:add"
+          },
+          {
+            "summary": "stop serving a certificate",
+            "usage": "certs:remove DOMAIN",
+            "verb": "certs:remove"
+          },
+          {
+            "summary": "order an ACME certificate again now",
+            "usage": "certs:renew DOMAIN",
+            "verb": "certs:renew"
+          },
+          {
+            "summary": "answer http:// with a 308 to https:// (default: on once a name has a certificate)",
+            "usage": "https:redirect APP on|off|default",
+            "verb": "https:redirect"
+          },
+          {
+            "summary": "send Strict-Transport-Security over HTTPS (off by default)",
+            "usage": "https:hsts APP on|off",
+            "verb": "https:hsts"
           },
           {
             "summary": "list an app's builds, newest first",

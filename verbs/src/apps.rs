@@ -160,6 +160,13 @@ impl std::fmt::Display for AppInfo {
             "health     path={} timeout={} attempts={}",
             health.path, health.timeout, health.attempts
         )?;
+        let redirect = match app.https.redirect {
+            None => "on once a name has a certificate",
+            Some(true) => "on",
+            Some(false) => "off",
+        };
+        let hsts = if app.https.hsts { "on" } else { "off" };
+        writeln!(f, "https      redirect {redirect}, hsts {hsts}")?;
         let branch = app.deploy.branch.as_deref().unwrap_or("main (or master)");
         writeln!(f, "branch     {branch}")?;
         match self.current_release {

@@ -163,8 +163,24 @@ pub(crate) async fn remove(
         Ok(())
     })
     .await?;
+    // A certificate brought by hand for the name was the app's: it goes
+    // with the route, so that it never serves the name's next owner. (An
+    // ACME one stays, not renewed, for the CA's limits' sake.)
+    let key = context.store.keys().certificate(&domain)?;
+    let mut said = format!("removed {domain} from {}", app.name);
+    if let Some(record) = context.store.get(&key).await? {
+        if record.value.source == store::records::CertSource::Manual
+            && context
+                .store
+                .delete_if_unchanged(&key, record.mod_revision)
+                .await
+                .is_ok()
+        {
+            said.push_str(", and its certificate brought by hand");
+        }
+    }
     Ok(DomainChange {
-        said: format!("removed {domain} from {}", app.name),
+        said,
         domains: app.domains,
     })
 }

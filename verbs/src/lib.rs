@@ -9,6 +9,7 @@ mod apps;
 mod args;
 mod builds;
 mod caller;
+mod certs;
 pub mod cluster;
 mod config;
 mod domains;
@@ -31,6 +32,7 @@ pub use support::Clock;
 pub use apps::{create_app, AppChanged, AppInfo, AppList};
 pub use builds::{BuildList, BuildLog, BuildRow};
 pub use caller::Caller;
+pub use certs::{CertChange, CertList, CertRow, HttpsChange};
 pub use cluster::{MachineRow, Machines, UnitFile, UnitRow, Units};
 pub use config::{change as change_config, Config, ConfigValue};
 pub use domains::{DomainChange, Domains};
@@ -310,6 +312,45 @@ pub const VERBS: &[Verb] = &[
         "domains:remove APP DOMAIN",
         "stop routing a domain to an app",
         |context, caller, args, _| rendered(domains::remove(context, caller, args)),
+    ),
+    verb(
+        "certs:list",
+        "certs:list",
+        "list the certificates every proxy serves: domain, state, expiry, issuer",
+        |context, caller, _, _| rendered(certs::list(context, caller)),
+    ),
+    Verb {
+        reads_stdin: true,
+        ..verb(
+            "certs:add",
+            "certs:add DOMAIN < bundle.pem",
+            "serve the certificate chain and private key on stdin for DOMAIN (or *.DOMAIN)",
+            |context, caller, args, stdin| rendered(certs::add(context, caller, args, stdin)),
+        )
+    },
+    verb(
+        "certs:remove",
+        "certs:remove DOMAIN",
+        "stop serving a certificate",
+        |context, caller, args, _| rendered(certs::remove(context, caller, args)),
+    ),
+    verb(
+        "certs:renew",
+        "certs:renew DOMAIN",
+        "order an ACME certificate again now",
+        |context, caller, args, _| rendered(certs::renew(context, caller, args)),
+    ),
+    verb(
+        "https:redirect",
+        "https:redirect APP on|off|default",
+        "answer http:// with a 308 to https:// (default: on once a name has a certificate)",
+        |context, caller, args, _| rendered(certs::redirect(context, caller, args)),
+    ),
+    verb(
+        "https:hsts",
+        "https:hsts APP on|off",
+        "send Strict-Transport-Security over HTTPS (off by default)",
+        |context, caller, args, _| rendered(certs::hsts(context, caller, args)),
     ),
     verb(
         "builds",

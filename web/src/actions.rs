@@ -220,6 +220,32 @@ pub(crate) async fn remove_domain(
 }
 
 #[derive(Debug, Deserialize)]
+pub(crate) struct HttpsSwitch {
+    setting: String,
+    value: String,
+}
+
+pub(crate) async fn https(
+    State(state): Web,
+    Path(name): Path<String>,
+    Posted(session, form): Posted<HttpsSwitch>,
+) -> Result<Response, Failure> {
+    let app = app(&name)?;
+    let verb_name = match form.setting.as_str() {
+        "redirect" => "https:redirect",
+        "hsts" => "https:hsts",
+        other => {
+            return Err(Failure::Invalid(format!(
+                "`{other}` is not an HTTPS setting"
+            )))
+        }
+    };
+    let args = vec![app.to_string(), word("on or off", &form.value)?.to_string()];
+    verb(&state, &session, verb_name, args, b"").await?;
+    Ok(Redirect::to(&format!("/apps/{app}/settings")).into_response())
+}
+
+#[derive(Debug, Deserialize)]
 pub(crate) struct Health {
     path: String,
     timeout: String,

@@ -104,6 +104,7 @@ impl Web {
             .route("/apps/{app}/domains", post(actions::add_domain))
             .route("/apps/{app}/domains/remove", post(actions::remove_domain))
             .route("/apps/{app}/health", post(actions::health))
+            .route("/apps/{app}/https", post(actions::https))
             .route("/admin/tokens", post(actions::create_token))
             .route("/admin/tokens/{name}/revoke", post(actions::revoke_token))
             .route("/admin/keys", post(actions::add_key))

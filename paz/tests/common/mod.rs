@@ -262,6 +262,8 @@ pub struct Running {
     pub ssh_port: u16,
     pub registry_port: u16,
     pub http_port: u16,
+    /// The proxy's HTTPS port (0: none).
+    pub https_port: u16,
     /// The REST API's port.
     pub api_port: u16,
     /// Every line of the banner, up to "stop with Ctrl-C".
@@ -300,6 +302,10 @@ pub fn start_with_nofile(nofile: u64, args: &[&str], envs: &[(&str, &str)]) -> R
 
 /// Starts `command` (a `paz` role) with ARGS and waits for its banner.
 fn start_command(mut command: Command, args: &[&str], envs: &[(&str, &str)]) -> Running {
+    // HTTPS on a free port too, unless the test says where.
+    if !args.contains(&"--https-listen") {
+        command.args(["--https-listen", "127.0.0.1:0"]);
+    }
     let mut paz = ChildGuard::spawn(
         command
             // A free port: tests run side by side.
@@ -368,6 +374,7 @@ fn start_command(mut command: Command, args: &[&str], envs: &[(&str, &str)]) -> 
         ssh_port: port("ssh").expect("addresses.json names the ssh address"),
         registry_port: port("registry").expect("addresses.json names the registry"),
         http_port: port("http").unwrap_or(0),
+        https_port: port("https").unwrap_or(0),
         api_port: port("api").expect("addresses.json names the API"),
         banner,
         paz,

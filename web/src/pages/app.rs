@@ -109,7 +109,7 @@ pub(crate) async fn app(
         AppTab::Releases => releases(state, session, app, &info).await?,
         AppTab::Builds => builds(state, session, app).await?,
         AppTab::Config { revealed } => config(state, session, app, &info, revealed).await?,
-        AppTab::Settings => settings(session, app, &info),
+        AppTab::Settings => settings(state, session, app, &info).await?,
         AppTab::Units => unit_files(state, session, app).await?,
         AppTab::Logs => logs(app),
     };
@@ -515,9 +515,50 @@ async fn config(
     Ok(Page::new(format!("{app}: config"), live).with_fixed(fixed))
 }
 
-fn settings(session: &Session, app: &AppName, info: &AppInfo) -> Page {
+async fn settings(
+    state: &WebState,
+    session: &Session,
+    app: &AppName,
+    info: &AppInfo,
+) -> Result<Page, Failure> {
     let health = &info.app.health;
+    let listed = api::verb(&state.api, &session.caller, "certs:list", Vec::new(), b"").await?;
+    let certs: Vec<serde_json::Value> = listed
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter(|row| row["app"].as_str() == Some(app.as_str()))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let https = &info.app.https;
+    let redirect = https.redirect.unwrap_or(true);
+    let text =
+        |row: &serde_json::Value, field: &str| row[field].as_str().unwrap_or("-").to_string();
     let live = html! {
+        h2 { "HTTPS" }
+        table #certificates {
+            thead { tr { th { "Domain" } th { "Certificate" } th { "Expires" } th { "Issuer" } } }
+            tbody {
+                @for row in &certs {
+                    tr {
+                        td { (text(row, "domain")) }
+                        td.{ "state-" (text(row, "state")) } {
+                            (text(row, "state"))
+                            @if let Some(reason) = row["reason"].as_str() { br; span.muted { (reason) } }
+                        }
+                        td { (text(row, "expires")) }
+                        td { (text(row, "issuer")) }
+                    }
+                }
+            }
+        }
+        p #https-settings {
+            "Redirect from http:// to https://: " strong { @if redirect { "on" } @else { "off" } }
+            @if https.redirect.is_none() { " (the default, for names with a certificate)" }
+            ". HSTS: " strong { @if https.hsts { "on" } @else { "off" } } "."
+        }
         h2 { "Domains" }
         @if info.app.domains.is_empty() { p.muted { "No domains besides " (info.url.as_deref().unwrap_or("the base domain's")) "." } }
         ul.plain {
@@ -534,7 +575,22 @@ fn settings(session: &Session, app: &AppName, info: &AppInfo) -> Page {
         h2 { "Health check" }
         p { "New instances get " code { "GET " (health.path) } " within " (health.timeout) " s, up to " (health.attempts) " attempts, before they take traffic." }
     };
+    let switch = |setting: &str, on: bool, label: &str| {
+        html! {
+            form.inline method="post" action={ "/apps/" (app) "/https" } {
+                (csrf(session))
+                input type="hidden" name="setting" value=(setting);
+                input type="hidden" name="value" value=(if on { "off" } else { "on" });
+                button type="submit" #{ "https-" (setting) } { "Turn " (label) (if on { " off" } else { " on" }) }
+            }
+        }
+    };
     let fixed = html! {
+        section.card {
+            h2 { "Serve over HTTPS" }
+            p { (switch("redirect", redirect, "the redirect to HTTPS")) " " (switch("hsts", https.hsts, "HSTS")) }
+            p.hint { "HSTS tells browsers to use https:// only, for a year: turn it on once HTTPS works." }
+        }
         section.card {
             h2 { "Add a domain" }
             form.row method="post" action={ "/apps/" (app) "/domains" } {
@@ -554,7 +610,7 @@ fn settings(session: &Session, app: &AppName, info: &AppInfo) -> Page {
             }
         }
     };
-    Page::new(format!("{app}: settings"), live).with_fixed(fixed)
+    Ok(Page::new(format!("{app}: settings"), live).with_fixed(fixed))
 }
 
 async fn unit_files(state: &WebState, session: &Session, app: &AppName) -> Result<Page, Failure> {
