@@ -714,6 +714,22 @@ async fn certificates_by_hand_redirects_hsts_and_bad_tls_input() {
         .body
         .contains("Paz token"));
 
+    // A certificate brought by hand goes with its name's route.
+    verb(&["domains:add", "shop", "extra.example.net"]);
+    let (extra, extra_key) = self_made(&["extra.example.net"], -60, 86_400);
+    let output = ssh(
+        &admin,
+        &["certs:add", "extra.example.net"],
+        format!("{extra}{extra_key}").as_bytes(),
+    );
+    assert!(output.status.success(), "{}", said(&output));
+    let removed = verb(&["domains:remove", "shop", "extra.example.net"]);
+    assert!(
+        removed.contains("its certificate brought by hand"),
+        "{removed}"
+    );
+    assert!(cert_row(&verb(&["certs:list", "--json"]), "extra.example.net").is_none());
+
     let renew = ssh(&admin, &["certs:renew", "*.example.com"], b"");
     assert!(!renew.status.success());
     assert!(

@@ -33,8 +33,11 @@ impl Certs {
             if !record.is_issued() {
                 continue;
             }
-            let key = match tls::certified_key(&record.chain_pem, &record.key_pem) {
-                Ok(key) => (key, record.not_after),
+            // The expiry as the certificate says it, whatever the record says.
+            let read = tls::certified_key(&record.chain_pem, &record.key_pem)
+                .and_then(|key| Ok((key, tls::leaf_of(&record.chain_pem)?.not_after)));
+            let key = match read {
+                Ok(served) => served,
                 Err(error) => {
                     warn!(domain = %record.domain, %error, "a stored certificate cannot be served; left out");
                     continue;
@@ -136,15 +139,19 @@ pub(crate) fn server_config(certs: Arc<ArcSwap<Certs>>) -> Arc<rustls::ServerCon
 mod tests {
     use super::*;
 
+    /// A certificate for `domain` that expires at `not_after`, stored as
+    /// issued (the record's own `not_after` left unset: the proxy reads the
+    /// certificate's).
     fn record(domain: &str, not_after: u64) -> Certificate {
         let mut params = rcgen::CertificateParams::new(vec![domain.to_string()]).unwrap();
-        params.not_after = rcgen::date_time_ymd(2099, 1, 1);
+        params.not_before = rcgen::date_time_ymd(1970, 1, 1);
+        params.not_after =
+            rcgen::date_time_ymd(1970, 1, 1) + std::time::Duration::from_secs(not_after);
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
         Certificate {
             chain_pem: cert.pem(),
             key_pem: key.serialize_pem(),
-            not_after,
             ..Certificate::pending(domain, 0)
         }
     }

@@ -228,6 +228,17 @@ pub(crate) async fn destroy(
             change = change.delete(&keys.unit(unit)?);
         }
     }
+    // Certificates brought by hand for its added names go with it, so that
+    // they never serve a name's next owner (ACME ones stay, not renewed).
+    let certificates = context.store.list(&keys.certificates()).await?;
+    for entry in &certificates.entries {
+        let certificate = &entry.value;
+        if certificate.source == store::records::CertSource::Manual
+            && record.value.domains.contains(&certificate.domain)
+        {
+            change = change.delete(&keys.certificate(&certificate.domain)?);
+        }
+    }
     change
         .commit()
         .await
