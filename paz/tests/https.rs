@@ -268,6 +268,28 @@ async fn acme_certificates_are_ordered_by_one_edge_answered_by_another_and_renew
     assert_eq!(row["state"], "valid", "{row}");
     assert_eq!(row["source"], "acme", "{row}");
     assert_eq!(row["app"], "demo", "{row}");
+    // A deployer of the app may renew, but not a certificate just issued
+    // (the CA's limits are the cluster's); an admin may.
+    let dev = SshIdentity::new("ed25519");
+    let dev_pub = std::fs::read(dev.private_key.with_extension("pub")).unwrap();
+    let added = admin.ssh_with_input(
+        "paz@127.0.0.1",
+        running.ssh_port,
+        &["ssh-keys:add", "demodev", "--apps", "demo"],
+        &dev_pub,
+    );
+    assert!(added.status.success(), "{}", said(&added));
+    let early = dev.ssh(
+        "paz@127.0.0.1",
+        running.ssh_port,
+        &["certs:renew", "demo.paz.test"],
+    );
+    assert!(!early.status.success());
+    assert!(
+        said(&early).contains("less than an hour ago"),
+        "{}",
+        said(&early)
+    );
 
     // A name added to the app gets its own certificate.
     verb(&["domains:add", "demo", "www.shop.test"]);
