@@ -125,6 +125,20 @@ fn validations(pebble: &Pebble, name: &str) -> usize {
         .count()
 }
 
+/// A new key that `admin` adds as deployer `name` of `app`.
+fn deployer(admin: &SshIdentity, ssh_port: u16, name: &str, app: &str) -> SshIdentity {
+    let key = SshIdentity::new("ed25519");
+    let public = std::fs::read(key.private_key.with_extension("pub")).unwrap();
+    let added = admin.ssh_with_input(
+        "paz@127.0.0.1",
+        ssh_port,
+        &["ssh-keys:add", name, "--apps", app],
+        &public,
+    );
+    assert!(added.status.success(), "{}", said(&added));
+    key
+}
+
 /// What a test's `paz up` needs: an admin key, a data dir, and the
 /// cleanup of what its agent runs.
 struct Host {
@@ -268,17 +282,9 @@ async fn acme_certificates_are_ordered_by_one_edge_answered_by_another_and_renew
     assert_eq!(row["state"], "valid", "{row}");
     assert_eq!(row["source"], "acme", "{row}");
     assert_eq!(row["app"], "demo", "{row}");
-    // A deployer of the app may renew, but not a certificate just issued
-    // (the CA's limits are the cluster's); an admin may.
-    let dev = SshIdentity::new("ed25519");
-    let dev_pub = std::fs::read(dev.private_key.with_extension("pub")).unwrap();
-    let added = admin.ssh_with_input(
-        "paz@127.0.0.1",
-        running.ssh_port,
-        &["ssh-keys:add", "demodev", "--apps", "demo"],
-        &dev_pub,
-    );
-    assert!(added.status.success(), "{}", said(&added));
+    // A deployer of the app may not renew a certificate just issued: the
+    // CA's limits are the cluster's.
+    let dev = deployer(&admin, running.ssh_port, "demodev", "demo");
     let early = dev.ssh(
         "paz@127.0.0.1",
         running.ssh_port,
@@ -417,7 +423,6 @@ async fn certificates_by_hand_redirects_hsts_and_bad_tls_input() {
         mut cleanup,
         key,
     } = host("https-manual").await;
-    let other = SshIdentity::new("ed25519");
     let running = start(
         &[
             "--data-dir",
@@ -443,13 +448,7 @@ async fn certificates_by_hand_redirects_hsts_and_bad_tls_input() {
     };
     verb(&["apps:create", "shop"]);
     verb(&["apps:create", "blog"]);
-    let other_pub = std::fs::read(other.private_key.with_extension("pub")).unwrap();
-    let added = ssh(
-        &admin,
-        &["ssh-keys:add", "blogger", "--apps", "blog"],
-        &other_pub,
-    );
-    assert!(added.status.success(), "{}", said(&added));
+    let other = deployer(&admin, running.ssh_port, "blogger", "blog");
     let app = proto_app();
     let ports = (running.ssh_port, running.registry_port);
     let pushed = common::push_dir(&admin, app.path(), ports, "shop", &mut cleanup);
@@ -710,15 +709,8 @@ async fn certificates_by_hand_redirects_hsts_and_bad_tls_input() {
     let (head, _) = plain("127.0.0.1", http, "paz.paz.test", "/login");
     assert!(head.starts_with("HTTP/1.1 308"), "{head}");
     // An app named `paz` gives its deployer no say over Paz's own name.
-    let pazdev = SshIdentity::new("ed25519");
     verb(&["apps:create", "paz"]);
-    let pazdev_pub = std::fs::read(pazdev.private_key.with_extension("pub")).unwrap();
-    let added = ssh(
-        &admin,
-        &["ssh-keys:add", "pazdev", "--apps", "paz"],
-        &pazdev_pub,
-    );
-    assert!(added.status.success(), "{}", said(&added));
+    let pazdev = deployer(&admin, running.ssh_port, "pazdev", "paz");
     let taken = ssh(
         &pazdev,
         &["certs:add", "paz.paz.test"],

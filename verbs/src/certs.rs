@@ -217,11 +217,7 @@ pub struct CertChange {
     pub expires: Option<String>,
 }
 
-impl std::fmt::Display for CertChange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.said)
-    }
-}
+crate::shown_as_said!(CertChange);
 
 pub(crate) async fn add(
     context: &Context,
@@ -359,11 +355,7 @@ pub struct HttpsChange {
     pub https: store::records::HttpsSettings,
 }
 
-impl std::fmt::Display for HttpsChange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.said)
-    }
-}
+crate::shown_as_said!(HttpsChange);
 
 pub(crate) async fn redirect(
     context: &Context,

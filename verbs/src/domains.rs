@@ -49,11 +49,7 @@ pub struct DomainChange {
     pub domains: Vec<String>,
 }
 
-impl std::fmt::Display for DomainChange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.said)
-    }
-}
+crate::shown_as_said!(DomainChange);
 
 pub(crate) async fn add(
     context: &Context,

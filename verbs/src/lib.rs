@@ -128,6 +128,19 @@ impl Outcome {
     }
 }
 
+/// `Display` of a verb's result that says what was done in its `said`
+/// field (its JSON is the other fields).
+macro_rules! shown_as_said {
+    ($($name:ty),* $(,)?) => {$(
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.said)
+            }
+        }
+    )*};
+}
+pub(crate) use shown_as_said;
+
 /// Writes `lines`, a line each, or `empty` when there are none.
 fn lines_or<S: std::fmt::Display>(
     f: &mut std::fmt::Formatter<'_>,
