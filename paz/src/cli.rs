@@ -137,6 +137,14 @@ pub(crate) struct ProxyFlags {
     /// The access log: a file, `-` for standard output, or `off`
     #[arg(long, env = "PAZ_ACCESS_LOG", value_name = "FILE", default_value = "-")]
     pub(crate) access_log: proxy::AccessLog,
+    /// The HTTP/1 client that talks to the backends: hyper, or direct (Paz's own codec)
+    #[arg(
+        long,
+        env = "PAZ_BACKEND_HTTP",
+        value_name = "CLIENT",
+        default_value = "hyper"
+    )]
+    pub(crate) backend_http: proxy::BackendHttp,
     /// Threads serving requests, each with its own event loop [default: one per CPU]
     #[arg(long, env = "PAZ_PROXY_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) workers: Option<u16>,
@@ -395,6 +403,15 @@ pub(crate) struct UpFlags {
     /// The proxy's access log: a file, `-` for standard output, or `off` [default: -]
     #[arg(long, env = "PAZ_ACCESS_LOG", value_name = "FILE")]
     pub(crate) access_log: Option<String>,
+
+    /// The HTTP/1 client that talks to the backends: hyper, or direct (Paz's own codec)
+    #[arg(
+        long,
+        env = "PAZ_BACKEND_HTTP",
+        value_name = "CLIENT",
+        default_value = "hyper"
+    )]
+    pub(crate) backend_http: proxy::BackendHttp,
 
     /// The proxy over TLS, or `off` [default: 0.0.0.0:443]
     #[arg(long, env = "PAZ_HTTPS_LISTEN", value_name = "ADDR")]

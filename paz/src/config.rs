@@ -34,6 +34,7 @@ pub(crate) struct UpConfig {
     /// Where the proxy's metrics are served, if anywhere.
     pub(crate) metrics_listen: Option<SocketAddr>,
     pub(crate) access_log: proxy::AccessLog,
+    pub(crate) backend_http: proxy::BackendHttp,
     pub(crate) deploy_timeout: std::time::Duration,
     pub(crate) deploy_batch: usize,
     /// `paz server`: no agent and no proxy on this host.
@@ -220,6 +221,7 @@ impl UpConfig {
             )?),
             metrics_listen,
             access_log,
+            backend_http: flags.backend_http,
             data_dir,
             etcd,
             etcd_prefix,

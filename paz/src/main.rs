@@ -106,6 +106,7 @@ async fn run_proxy(flags: cli::ProxyFlags) -> anyhow::Result<()> {
         max_body_bytes: flags.max_body_mb.map(|mib| mib << 20),
         access_log: flags.access_log,
         max_connections: descriptors::proxy_alone(descriptors::limit()),
+        backend_http: flags.backend_http,
         ..Default::default()
     };
     let https = bind_https(cli::https_listen(&flags.https_listen)?).await?;

@@ -273,6 +273,7 @@ async fn run_roles(
         let proxy_config = proxy::ProxyConfig {
             access_log: config.access_log.clone(),
             max_connections: caps.proxy,
+            backend_http: config.backend_http,
             ..Default::default()
         };
         proxy_drain = proxy_config.shutdown_timeout;

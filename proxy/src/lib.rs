@@ -12,6 +12,7 @@
 
 mod access_log;
 mod certs;
+mod direct;
 mod first_bytes;
 mod metrics;
 mod pool;
@@ -65,6 +66,32 @@ pub struct ProxyConfig {
     /// descriptors (the client's and a backend's), so the binary sets this
     /// from the open-file limit, keeping a reserve for the roles beside it.
     pub max_connections: usize,
+    /// Which HTTP/1 client talks to the backends.
+    pub backend_http: BackendHttp,
+}
+
+/// The HTTP/1 client that talks to the backends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BackendHttp {
+    /// hyper's client.
+    #[default]
+    Hyper,
+    /// Paz's own codec (`h1`) on plain sockets, pooled per worker thread.
+    Direct,
+}
+
+impl std::str::FromStr for BackendHttp {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<BackendHttp, String> {
+        match text {
+            "hyper" => Ok(BackendHttp::Hyper),
+            "direct" => Ok(BackendHttp::Direct),
+            other => Err(format!(
+                "{other:?} is not a backend HTTP client: say hyper or direct"
+            )),
+        }
+    }
 }
 
 impl Default for ProxyConfig {
@@ -79,6 +106,7 @@ impl Default for ProxyConfig {
             shutdown_timeout: Duration::from_secs(30),
             access_log: AccessLog::default(),
             max_connections: 10_000,
+            backend_http: BackendHttp::default(),
         }
     }
 }
@@ -731,7 +759,7 @@ async fn forward(
             headers.remove(name);
         }
     }
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    let mut client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     parts.version = hyper::Version::HTTP_11;
     // The backend gets the origin form (`/path?query`), also when the client
@@ -757,6 +785,46 @@ async fn forward(
         let Some(backend) = app.pick(table, &tried) else {
             break;
         };
+        if state.config.backend_http == BackendHttp::Direct {
+            // A failed connect sent nothing: the next instance gets the request.
+            let checkout = match direct::checkout(&backend.addr, state.config.connect_timeout).await
+            {
+                Ok(checkout) => checkout,
+                Err(error) => {
+                    warn!(%app, backend = %backend.addr, %error, "backend unreachable; trying another");
+                    tried.push(backend.addr.clone());
+                    continue;
+                }
+            };
+            outcome.backend = Some(backend.clone());
+            backend.outstanding.fetch_add(1, Ordering::Relaxed);
+            let sent = tokio::time::timeout(
+                state.config.response_timeout,
+                direct::send(
+                    checkout,
+                    &backend.addr,
+                    state.config.connect_timeout,
+                    request.take().expect("sent once"),
+                    client_upgrade.take(),
+                ),
+            )
+            .await;
+            backend.outstanding.fetch_sub(1, Ordering::Relaxed);
+            return match sent {
+                Err(_) => {
+                    warn!(%app, backend = %backend.addr, "backend timed out");
+                    page(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!("{app} did not answer in time"),
+                    )
+                }
+                Ok(Err(error)) => {
+                    warn!(%app, backend = %backend.addr, %error, "backend failed");
+                    page(StatusCode::BAD_GATEWAY, format!("{app} failed to answer"))
+                }
+                Ok(Ok(response)) => response,
+            };
+        }
         // A failed connect sent nothing: the next instance gets the request.
         let mut sender = match state.pools.get(&backend.addr).await {
             Ok(sender) => sender,

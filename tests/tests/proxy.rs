@@ -88,6 +88,10 @@ async fn proxy(store: Store, tune: impl FnOnce(&mut proxy::ProxyConfig)) -> Fixt
         .unwrap();
     let mut config = proxy::ProxyConfig {
         access_log: proxy::AccessLog::Off,
+        // Both backend paths pass the same tests: PAZ_BACKEND_HTTP=direct.
+        backend_http: std::env::var("PAZ_BACKEND_HTTP")
+            .map(|client| client.parse().expect("PAZ_BACKEND_HTTP is hyper or direct"))
+            .unwrap_or_default(),
         ..Default::default()
     };
     tune(&mut config);
