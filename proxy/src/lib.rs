@@ -810,20 +810,7 @@ async fn forward(
             )
             .await;
             backend.outstanding.fetch_sub(1, Ordering::Relaxed);
-            return match sent {
-                Err(_) => {
-                    warn!(%app, backend = %backend.addr, "backend timed out");
-                    page(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!("{app} did not answer in time"),
-                    )
-                }
-                Ok(Err(error)) => {
-                    warn!(%app, backend = %backend.addr, %error, "backend failed");
-                    page(StatusCode::BAD_GATEWAY, format!("{app} failed to answer"))
-                }
-                Ok(Ok(response)) => response,
-            };
+            return answered(app, &backend, sent).unwrap_or_else(|failed| failed);
         }
         // A failed connect sent nothing: the next instance gets the request.
         let mut sender = match state.pools.get(&backend.addr).await {
@@ -844,19 +831,9 @@ async fn forward(
         backend
             .outstanding
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        let response = match sent {
-            Err(_) => {
-                warn!(%app, backend = %backend.addr, "backend timed out");
-                return page(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!("{app} did not answer in time"),
-                );
-            }
-            Ok(Err(error)) => {
-                warn!(%app, backend = %backend.addr, %error, "backend failed");
-                return page(StatusCode::BAD_GATEWAY, format!("{app} failed to answer"));
-            }
-            Ok(Ok(response)) => response,
+        let response = match answered(app, &backend, sent) {
+            Ok(response) => response,
+            Err(failed) => return failed,
         };
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             return switch_protocols(response, client_upgrade);
@@ -879,6 +856,33 @@ async fn forward(
             StatusCode::BAD_GATEWAY,
             format!("no instance of {app} could be reached"),
         )
+    }
+}
+
+/// A backend's answer, or the page that says it timed out (504) or failed (502).
+// The error is the page itself, handed straight back to the client.
+#[allow(clippy::result_large_err)]
+fn answered<T, E: std::fmt::Display>(
+    app: Target<'_>,
+    backend: &Backend,
+    sent: Result<Result<T, E>, tokio::time::error::Elapsed>,
+) -> Result<T, Response<Body>> {
+    match sent {
+        Err(_) => {
+            warn!(%app, backend = %backend.addr, "backend timed out");
+            Err(page(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("{app} did not answer in time"),
+            ))
+        }
+        Ok(Err(error)) => {
+            warn!(%app, backend = %backend.addr, %error, "backend failed");
+            Err(page(
+                StatusCode::BAD_GATEWAY,
+                format!("{app} failed to answer"),
+            ))
+        }
+        Ok(Ok(response)) => Ok(response),
     }
 }
 
