@@ -576,15 +576,6 @@ pub fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
 /// The end of a chunked request body.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
-/// Whether a request with this method and these headers asks the backend
-/// to switch protocols.
-pub fn asks_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(UPGRADE)
-        && connection_options(headers)
-            .iter()
-            .any(|option| option == "upgrade")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -957,6 +957,16 @@ mod tests {
     }
 
     #[test]
+    fn the_backend_client_is_hyper_or_direct_and_nothing_else() {
+        assert_eq!("hyper".parse(), Ok(BackendHttp::Hyper));
+        assert_eq!("direct".parse(), Ok(BackendHttp::Direct));
+        assert_eq!(
+            "curl".parse::<BackendHttp>(),
+            Err("\"curl\" is not a backend HTTP client: say hyper or direct".to_string())
+        );
+    }
+
+    #[test]
     fn a_clients_request_id_is_kept_only_when_it_is_a_plain_token() {
         assert!(is_request_id(b"req-7f3a_c.1"));
         assert!(is_request_id("a".repeat(128).as_bytes()));
