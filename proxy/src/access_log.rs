@@ -1,11 +1,14 @@
 //! The access log: one line per request, Heroku-router style
 //! (`time app= status= method= path= duration_ms= backend= request_id=`).
 //!
-//! Lines are appended to a buffer in memory and a thread of its own writes
-//! the buffer out when it fills or every 200 ms, so a request costs one
-//! formatted line and no system call. If the destination cannot keep up,
-//! whole buffers are dropped (and counted) rather than slowing requests.
+//! Lines are appended to a buffer of the worker thread's own (no lock is
+//! shared between threads on the request path) and a thread of the log's
+//! own writes each buffer out when it fills or every 200 ms, so a request
+//! costs one formatted line and no system call. If the destination cannot
+//! keep up, whole buffers are dropped (and counted) rather than slowing
+//! requests.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -55,10 +58,26 @@ pub(crate) struct Entry<'a> {
     pub(crate) request_id: &'a str,
 }
 
+/// One worker thread's lines not yet handed to the writer thread; only the
+/// writer thread's 200 ms tick locks it from elsewhere.
+type Buffer = Arc<Mutex<String>>;
+
+/// Every buffer of a log, one per thread that logged to it.
+type Buffers = Arc<Mutex<Vec<Buffer>>>;
+
+/// Tells logs apart in [`LOCAL`] (tests run several proxies in a process).
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's buffer of each log it wrote to, by the log's id.
+    static LOCAL: RefCell<Vec<(u64, Buffer)>> = const { RefCell::new(Vec::new()) };
+}
+
 /// The request path's side of the log.
 #[derive(Debug)]
 pub(crate) struct Writer {
-    buffer: Arc<Mutex<String>>,
+    id: u64,
+    buffers: Buffers,
     sender: SyncSender<String>,
     dropped: Arc<AtomicU64>,
 }
@@ -82,24 +101,43 @@ impl Writer {
                     })?,
             ),
         };
-        let buffer = Arc::new(Mutex::new(String::with_capacity(FLUSH_BYTES * 2)));
+        let buffers = Buffers::default();
         let dropped = Arc::new(AtomicU64::new(0));
         let (sender, receiver) = sync_channel(QUEUE);
-        let shared = buffer.clone();
+        let shared = buffers.clone();
         std::thread::Builder::new()
             .name("paz-access-log".into())
             .spawn(move || write_out(out, receiver, shared))?;
         Ok(Some(Writer {
-            buffer,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            buffers,
             sender,
             dropped,
         }))
     }
 
+    /// This thread's buffer for this log, made and registered on first use.
+    fn local(&self) -> Buffer {
+        LOCAL.with(|local| {
+            let mut local = local.borrow_mut();
+            if let Some((_, buffer)) = local.iter().find(|(id, _)| *id == self.id) {
+                return buffer.clone();
+            }
+            let buffer = Buffer::new(Mutex::new(String::with_capacity(FLUSH_BYTES * 2)));
+            self.buffers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(buffer.clone());
+            local.push((self.id, buffer.clone()));
+            buffer
+        })
+    }
+
     /// Adds one line.
     pub(crate) fn log(&self, entry: &Entry<'_>) {
+        let local = self.local();
         let full = {
-            let mut buffer = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut buffer = local.lock().unwrap_or_else(|p| p.into_inner());
             write_line(&mut buffer, entry, SystemTime::now());
             (buffer.len() >= FLUSH_BYTES)
                 .then(|| std::mem::replace(&mut *buffer, String::with_capacity(FLUSH_BYTES * 2)))
@@ -136,26 +174,41 @@ fn write_line(buffer: &mut String, entry: &Entry<'_>, now: SystemTime) {
     );
 }
 
+/// What every thread has buffered, taken from its buffer.
+fn take_all(buffers: &Buffers) -> String {
+    let mut all = String::new();
+    for buffer in buffers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        let mut buffer = buffer.lock().unwrap_or_else(|p| p.into_inner());
+        if all.is_empty() {
+            all = std::mem::take(&mut *buffer);
+        } else {
+            all.push_str(&buffer);
+            buffer.clear();
+        }
+    }
+    all
+}
+
 /// The writer thread: writes each full buffer, and every 200 ms whatever
-/// the request path has buffered since.
+/// the threads have buffered since.
 fn write_out(
     mut out: Box<dyn std::io::Write + Send>,
     receiver: Receiver<String>,
-    shared: Arc<Mutex<String>>,
+    buffers: Buffers,
 ) {
     loop {
         let text = match receiver.recv_timeout(Duration::from_millis(200)) {
             Ok(text) => text,
             Err(RecvTimeoutError::Timeout) => {
-                let mut buffer = shared.lock().unwrap_or_else(|p| p.into_inner());
-                if buffer.is_empty() {
+                let text = take_all(&buffers);
+                if text.is_empty() {
                     continue;
                 }
-                std::mem::take(&mut *buffer)
+                text
             }
             // The proxy is gone: write what is left and stop.
             Err(RecvTimeoutError::Disconnected) => {
-                let rest = std::mem::take(&mut *shared.lock().unwrap_or_else(|p| p.into_inner()));
+                let rest = take_all(&buffers);
                 let _ = out.write_all(rest.as_bytes()).and_then(|()| out.flush());
                 return;
             }
@@ -188,6 +241,57 @@ mod tests {
             buffer,
             "2026-12-01T10:00:00.123Z app=demo status=200 method=GET path=\"/a \\\"b\\\" status=500\\n\" duration_ms=12.345 backend=10.0.0.7:32768 request_id=req-1\n"
         );
+    }
+
+    #[test]
+    fn lines_from_several_threads_all_reach_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let writer = Arc::new(
+            Writer::start(&AccessLog::File(path.clone()))
+                .unwrap()
+                .unwrap(),
+        );
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let writer = writer.clone();
+                std::thread::spawn(move || {
+                    for i in 0..500 {
+                        let path = format!("/{t}/{i}");
+                        writer.log(&Entry {
+                            app: "demo",
+                            status: 200,
+                            method: "GET",
+                            path: &path,
+                            duration: Duration::from_micros(1),
+                            backend: "-",
+                            request_id: "-",
+                        });
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        // Dropping the log hands what is buffered to its thread, which
+        // writes it out; the 200 ms tick writes it too.
+        drop(writer);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.lines().count() == 2000 || std::time::Instant::now() > deadline {
+                let mut paths: Vec<&str> = text
+                    .lines()
+                    .filter_map(|line| line.split("path=\"").nth(1)?.split('"').next())
+                    .collect();
+                paths.sort_unstable();
+                paths.dedup();
+                assert_eq!(paths.len(), 2000, "every line, once");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     #[test]

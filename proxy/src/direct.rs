@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use h1::{Asked, BodyReader, FrameError, Framing, RequestBody};
@@ -23,8 +23,13 @@ use tokio::net::TcpStream;
 
 use crate::Body;
 
-/// Idle connections kept per backend and worker thread.
-const MAX_IDLE: usize = 64;
+/// Idle connections kept per backend and worker thread: as many as a
+/// busy thread has requests in flight to one backend (hyper's pool has no
+/// bound), so 512 clients do not churn connections (measured: 0.52x
+/// HAProxy's requests/s at 512 connections with 64 kept).
+const MAX_IDLE: usize = 1024;
+/// An idle connection unused this long is closed, as hyper's pool does.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// How much is read from a backend at once.
 const READ_SIZE: usize = 16 * 1024;
 
@@ -50,7 +55,8 @@ struct Conn {
 }
 
 thread_local! {
-    static IDLE: RefCell<HashMap<String, Vec<TcpStream>>> = RefCell::new(HashMap::new());
+    /// Per backend, idle connections with when each went idle, oldest first.
+    static IDLE: RefCell<HashMap<String, Vec<(TcpStream, Instant)>>> = RefCell::new(HashMap::new());
 }
 
 /// The newest idle connection to `addr` that is still open: one the
@@ -60,7 +66,12 @@ fn take_idle(addr: &str) -> Option<TcpStream> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(addr)?;
-        while let Some(stream) = list.pop() {
+        while let Some((stream, since)) = list.pop() {
+            if since.elapsed() > IDLE_TIMEOUT {
+                // The rest went idle earlier still.
+                list.clear();
+                return None;
+            }
             let mut byte = [0u8; 1];
             if let Err(error) = stream.try_read(&mut byte) {
                 if error.kind() == std::io::ErrorKind::WouldBlock {
@@ -79,8 +90,14 @@ fn give_back(addr: &str, stream: TcpStream) {
             Some(list) => list,
             None => idle.entry(addr.to_string()).or_default(),
         };
+        let now = Instant::now();
+        let expired = list
+            .iter()
+            .take_while(|(_, since)| now.duration_since(*since) > IDLE_TIMEOUT)
+            .count();
+        list.drain(..expired);
         if list.len() < MAX_IDLE {
-            list.push(stream);
+            list.push((stream, now));
         }
     });
 }

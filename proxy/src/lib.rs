@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod access_log;
+mod batched;
 mod certs;
 mod direct;
 mod first_bytes;
@@ -513,7 +514,10 @@ async fn serve_on(
                 // (or is not TLS at all) is closed, and so is one whose first
                 // request bytes do not come within it after the handshake.
                 let first = async move {
-                    let stream = tls.accept(stream).await?;
+                    let mut stream = tls.accept(batched::Batched::new(stream)).await?;
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        stream.get_mut().0.send_straight();
+                    }
                     first_bytes::FirstBytes::read(stream).await
                 };
                 let Ok(Ok(Some(stream))) = tokio::time::timeout(first_byte, first).await else {
@@ -527,10 +531,15 @@ async fn serve_on(
             // A client that sends nothing is closed after the header timeout:
             // telling HTTP/1 from HTTP/2 waits for its first bytes, before
             // hyper's own header timeout runs.
-            let mut byte = [0u8; 1];
-            match tokio::time::timeout(first_byte, stream.peek(&mut byte)).await {
-                Ok(Ok(n)) if n > 0 => {}
+            let mut first = [0u8; 3];
+            let peeked = match tokio::time::timeout(first_byte, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => n,
                 _ => return,
+            };
+            let mut stream = batched::Batched::new(stream);
+            // HTTP/2 with prior knowledge opens with `PRI * HTTP/2.0`.
+            if &first[..peeked] == b"PRI" {
+                stream.send_straight();
             }
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             let _ = watcher.watch(connection.into_owned()).await;
@@ -761,6 +770,10 @@ async fn forward(
     }
     let mut client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
+    let asked = h1::Asked {
+        head: parts.method == hyper::Method::HEAD,
+        upgrade,
+    };
     parts.version = hyper::Version::HTTP_11;
     // The backend gets the origin form (`/path?query`), also when the client
     // sent the absolute form.
@@ -835,6 +848,22 @@ async fn forward(
             Ok(response) => response,
             Err(failed) => return failed,
         };
+        // The head hyper's client read is checked and cleaned as the direct
+        // path's: hyper lets Transfer-Encoding win over a Content-Length it
+        // keeps, takes equal duplicate lengths and a 101 no one asked for,
+        // and keeps hop-by-hop headers. Refused, its connection is dropped.
+        let mut response = response;
+        let headers = std::mem::take(response.headers_mut());
+        let http11 = response.version() == hyper::Version::HTTP_11;
+        match h1::frame_answer(response.status(), http11, headers, asked) {
+            Ok(framed) => *response.headers_mut() = framed.headers,
+            Err(error) => {
+                warn!(%app, backend = %backend.addr, %error, "backend failed");
+                return page(StatusCode::BAD_GATEWAY, format!("{app} failed to answer"));
+            }
+        }
+        // The framing to the client is the proxy's own.
+        *response.version_mut() = hyper::Version::HTTP_11;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             return switch_protocols(response, client_upgrade);
         }

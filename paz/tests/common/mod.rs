@@ -241,11 +241,12 @@ pub fn paz() -> Command {
     command
 }
 
-/// Clears the `PAZ_*` settings of the test's environment; the API listens
-/// on a free port (tests run side by side), unless a test names one.
+/// Clears the `PAZ_*` settings of the test's environment but the backend
+/// path the run tests (scripts/test runs the proxy's tests on both); the API
+/// listens on a free port (tests run side by side), unless a test names one.
 fn without_paz_settings(command: &mut Command) {
     for (name, _) in std::env::vars() {
-        if name.starts_with("PAZ_") {
+        if name.starts_with("PAZ_") && name != "PAZ_BACKEND_HTTP" {
             command.env_remove(name);
         }
     }
