@@ -137,12 +137,12 @@ pub(crate) struct ProxyFlags {
     /// The access log: a file, `-` for standard output, or `off`
     #[arg(long, env = "PAZ_ACCESS_LOG", value_name = "FILE", default_value = "-")]
     pub(crate) access_log: proxy::AccessLog,
-    /// The HTTP/1 client that talks to the backends: hyper, or direct (Paz's own codec)
+    /// The HTTP/1 client that talks to the backends: direct (Paz's own codec), or hyper
     #[arg(
         long,
         env = "PAZ_BACKEND_HTTP",
         value_name = "CLIENT",
-        default_value = "hyper"
+        default_value = "direct"
     )]
     pub(crate) backend_http: proxy::BackendHttp,
     /// Threads serving requests, each with its own event loop [default: one per CPU]
@@ -404,12 +404,12 @@ pub(crate) struct UpFlags {
     #[arg(long, env = "PAZ_ACCESS_LOG", value_name = "FILE")]
     pub(crate) access_log: Option<String>,
 
-    /// The HTTP/1 client that talks to the backends: hyper, or direct (Paz's own codec)
+    /// The HTTP/1 client that talks to the backends: direct (Paz's own codec), or hyper
     #[arg(
         long,
         env = "PAZ_BACKEND_HTTP",
         value_name = "CLIENT",
-        default_value = "hyper"
+        default_value = "direct"
     )]
     pub(crate) backend_http: proxy::BackendHttp,
 

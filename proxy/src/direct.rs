@@ -196,8 +196,8 @@ pub(crate) async fn send(
         conn.buf.clear();
         answer = write_and_read_head(&mut conn, &head, &mut body, framing, asked).await;
     }
-    let parsed = match answer {
-        Ok(parsed) => parsed,
+    let (parsed, sent) = match answer {
+        Ok(answer) => answer,
         Err(Stale) => return Err(FrameError::Truncated.into()),
         Err(Failed(error)) => return Err(error),
     };
@@ -213,7 +213,7 @@ pub(crate) async fn send(
     }
     let reader = BodyReader::new(parsed.framing);
     let body = DirectBody {
-        home: parsed.reusable.then(|| addr.to_string()),
+        home: (parsed.reusable && sent).then(|| addr.to_string()),
         conn: Some(conn),
         reader,
         size: match parsed.framing {
@@ -240,23 +240,26 @@ impl From<DirectError> for Attempt {
     }
 }
 
-/// Writes the request (head, then its body in the chosen framing) and
-/// reads the answer's head, past any 1xx but a 101.
+/// Writes the request (head, then its body in the chosen framing) while it
+/// reads the answer's head, past any 1xx but a 101: a backend may answer
+/// before it has read the whole body (a 413, a redirect), and the answer
+/// then goes to the client at once. `true` with the head when the whole
+/// request was sent: else the rest of the body is not, and the connection
+/// is not reused.
 async fn write_and_read_head(
     conn: &mut Conn,
     head: &[u8],
     body: &mut Body,
     framing: RequestBody,
     asked: Asked,
-) -> Result<h1::Head, Attempt> {
-    let stale = |error: std::io::Error| match error.kind() {
-        std::io::ErrorKind::ConnectionReset
-        | std::io::ErrorKind::BrokenPipe
-        | std::io::ErrorKind::ConnectionAborted => Stale,
-        _ => Failed(error.into()),
-    };
-    conn.stream.write_all(head).await.map_err(stale)?;
-    if framing != RequestBody::None {
+) -> Result<(h1::Head, bool), Attempt> {
+    let (mut reader, mut writer) = conn.stream.split();
+    let buf = &mut conn.buf;
+    let write = async {
+        writer.write_all(head).await.map_err(stale)?;
+        if framing == RequestBody::None {
+            return Ok::<(), Attempt>(());
+        }
         let mut chunk = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| Failed(DirectError::RequestBody(e)))?;
@@ -266,44 +269,63 @@ async fn write_and_read_head(
             if framing == RequestBody::Chunked {
                 chunk.clear();
                 h1::write_chunk(&mut chunk, &data);
-                conn.stream
-                    .write_all(&chunk)
-                    .await
-                    .map_err(|e| Failed(e.into()))?;
+                writer.write_all(&chunk).await
             } else {
-                conn.stream
-                    .write_all(&data)
-                    .await
-                    .map_err(|e| Failed(e.into()))?;
+                writer.write_all(&data).await
             }
+            .map_err(|e| Failed(e.into()))?;
         }
         if framing == RequestBody::Chunked {
-            conn.stream
+            writer
                 .write_all(h1::LAST_CHUNK)
                 .await
                 .map_err(|e| Failed(e.into()))?;
         }
-    }
-    let mut any = false;
-    loop {
-        if !conn.buf.is_empty() {
-            if let Some(parsed) = h1::parse_head(&conn.buf, asked).map_err(|e| Failed(e.into()))? {
-                conn.buf.advance(parsed.len);
-                if parsed.status.is_informational() && parsed.framing != Framing::Upgrade {
-                    continue;
+        Ok(())
+    };
+    let read = async {
+        let mut any = false;
+        loop {
+            if !buf.is_empty() {
+                if let Some(parsed) = h1::parse_head(buf, asked).map_err(|e| Failed(e.into()))? {
+                    buf.advance(parsed.len);
+                    if parsed.status.is_informational() && parsed.framing != Framing::Upgrade {
+                        continue;
+                    }
+                    return Ok(parsed);
                 }
-                return Ok(parsed);
+            }
+            buf.reserve(READ_SIZE);
+            match tokio::io::AsyncReadExt::read_buf(&mut reader, buf).await {
+                Ok(0) if !any => return Err(Stale),
+                Ok(0) => return Err(Failed(FrameError::Truncated.into())),
+                Ok(_) => any = true,
+                Err(error) if !any => return Err(stale(error)),
+                Err(error) => return Err(Failed(error.into())),
             }
         }
-        conn.buf.reserve(READ_SIZE);
-        let read = tokio::io::AsyncReadExt::read_buf(&mut conn.stream, &mut conn.buf).await;
-        match read {
-            Ok(0) if !any => return Err(Stale),
-            Ok(0) => return Err(Failed(FrameError::Truncated.into())),
-            Ok(_) => any = true,
-            Err(error) if !any => return Err(stale(error)),
-            Err(error) => return Err(Failed(error.into())),
+    };
+    tokio::pin!(write, read);
+    let mut sent = false;
+    loop {
+        tokio::select! {
+            written = &mut write, if !sent => {
+                written?;
+                sent = true;
+            }
+            parsed = &mut read => return Ok((parsed?, sent)),
         }
+    }
+}
+
+/// A connection reset or closed under a write or before any byte of an
+/// answer: the backend closed it while it was idle.
+fn stale(error: std::io::Error) -> Attempt {
+    match error.kind() {
+        std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::BrokenPipe
+        | std::io::ErrorKind::ConnectionAborted => Stale,
+        _ => Failed(error.into()),
     }
 }
 

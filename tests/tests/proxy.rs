@@ -88,7 +88,7 @@ async fn proxy(store: Store, tune: impl FnOnce(&mut proxy::ProxyConfig)) -> Fixt
         .unwrap();
     let mut config = proxy::ProxyConfig {
         access_log: proxy::AccessLog::Off,
-        // Both backend paths pass the same tests: PAZ_BACKEND_HTTP=direct.
+        // Both backend paths pass the same tests: PAZ_BACKEND_HTTP=hyper.
         backend_http: std::env::var("PAZ_BACKEND_HTTP")
             .map(|client| client.parse().expect("PAZ_BACKEND_HTTP is hyper or direct"))
             .unwrap_or_default(),
@@ -661,6 +661,84 @@ async fn a_gigabyte_streams_both_ways_without_being_held_in_memory() {
         grown < 64 << 20,
         "memory grew by {} MiB moving 1 GiB each way",
         grown >> 20
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answer_before_the_whole_upload_reaches_the_client_at_once() {
+    let fixture = proxy(tests::test_store("proxy-early").await, |config| {
+        config.response_timeout = Duration::from_secs(30);
+    })
+    .await;
+    add_app(&fixture.store, "web", &[]).await;
+    // A backend that refuses an upload from its head: it answers 413 and
+    // reads none of the body (keeping the connection a while, as a server
+    // that lingers does).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let answer: &[u8] = if head.starts_with(b"GET") {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nearly"
+                } else {
+                    b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\nconnection: close\r\n\r\ntoo much"
+                };
+                let _ = stream.write_all(answer).await;
+                tokio::time::sleep(Duration::from_secs(20)).await;
+            });
+        }
+    });
+    announce(&fixture.store, "web", "1", addr).await;
+    fixture.until("web.paz.test", 200, "early").await;
+
+    let proxy = fixture.addr;
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(proxy).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(25)))
+            .unwrap();
+        stream
+            .write_all(
+                b"POST /upload HTTP/1.1\r\nhost: web.paz.test\r\ncontent-length: 67108864\r\n\r\n",
+            )
+            .unwrap();
+        let mut uploader = stream.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let chunk = vec![b'u'; 64 << 10];
+            for _ in 0..1024 {
+                if uploader.write_all(&chunk).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut answer = Vec::new();
+        let mut byte = [0u8; 1];
+        while !answer.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte) {
+                Ok(1) => answer.push(byte[0]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&answer).to_string()
+    })
+    .await
+    .unwrap();
+    // hyper's client brings the answer only once the upload has ended or
+    // failed: here when the backend closes, after 20 s, with a 502.
+    let hyper = std::env::var("PAZ_BACKEND_HTTP").as_deref() == Ok("hyper");
+    assert!(
+        answer.starts_with("HTTP/1.1 413") || (hyper && answer.starts_with("HTTP/1.1 502")),
+        "the backend's early answer did not come through: {answer:?}"
     );
 }
 

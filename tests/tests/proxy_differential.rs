@@ -60,28 +60,37 @@ async fn read_request(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> 
     }
 }
 
-/// A backend that answers `/N` with `answers[N]`, byte for byte, and closes.
-async fn replay(answers: Arc<Vec<Vec<u8>>>) -> SocketAddr {
+/// A raw TCP backend on a port of its own: `serve` takes each connection
+/// it accepts, in a task of its own.
+async fn raw_backend<F>(serve: impl Fn(tokio::net::TcpStream) -> F + Send + 'static) -> SocketAddr
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                return;
-            };
-            let answers = answers.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let Some(path) = read_request(&mut stream, &mut buf).await else {
-                    return;
-                };
-                let n: usize = path.trim_start_matches('/').parse().unwrap();
-                let _ = stream.write_all(&answers[n]).await;
-                let _ = stream.shutdown().await;
-            });
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve(stream));
         }
     });
     addr
+}
+
+/// A backend that answers `/N` with `answers[N]`, byte for byte, and closes.
+async fn replay(answers: Arc<Vec<Vec<u8>>>) -> SocketAddr {
+    raw_backend(move |mut stream| {
+        let answers = answers.clone();
+        async move {
+            let mut buf = Vec::new();
+            let Some(path) = read_request(&mut stream, &mut buf).await else {
+                return;
+            };
+            let n: usize = path.trim_start_matches('/').parse().unwrap();
+            let _ = stream.write_all(&answers[n]).await;
+            let _ = stream.shutdown().await;
+        }
+    })
+    .await
 }
 
 /// What reached the client.
@@ -334,38 +343,31 @@ const EVIL: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil";
 /// response-splitting backend does; `/late/ID` with `ok`, and `evil` 50 ms
 /// later, while the connection is idle. It counts the connections it accepts.
 async fn keep_alive_backend(connections: Arc<AtomicUsize>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                return;
-            };
-            connections.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                while let Some(path) = read_request(&mut stream, &mut buf).await {
-                    let answer = if path.starts_with("/split/") {
-                        [OK, EVIL].concat()
-                    } else if path.starts_with("/late/") {
-                        OK.to_vec()
-                    } else {
-                        own_answer(&path)
-                    };
-                    if stream.write_all(&answer).await.is_err() {
+    raw_backend(move |mut stream| {
+        connections.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let mut buf = Vec::new();
+            while let Some(path) = read_request(&mut stream, &mut buf).await {
+                let answer = if path.starts_with("/split/") {
+                    [OK, EVIL].concat()
+                } else if path.starts_with("/late/") {
+                    OK.to_vec()
+                } else {
+                    own_answer(&path)
+                };
+                if stream.write_all(&answer).await.is_err() {
+                    return;
+                }
+                if path.starts_with("/late/") {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if stream.write_all(EVIL).await.is_err() {
                         return;
                     }
-                    if path.starts_with("/late/") {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        if stream.write_all(EVIL).await.is_err() {
-                            return;
-                        }
-                    }
                 }
-            });
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 fn own_body(id: usize) -> Vec<u8> {
@@ -376,7 +378,7 @@ fn own_answer(path: &str) -> Vec<u8> {
     let id: usize = path.trim_start_matches("/own/").parse().unwrap();
     let body = own_body(id);
     let mut wire = Vec::new();
-    if id % 2 == 0 {
+    if id.is_multiple_of(2) {
         wire.extend(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).bytes());
         wire.extend(&body);
     } else {
@@ -428,8 +430,8 @@ async fn a_pooled_backend_connection_never_hands_one_request_another_answer() {
             let (client, host) = (client.clone(), host.clone());
             tasks.push(tokio::spawn(async move {
                 for i in 0..each {
-                    let id = c * each + i;
-                    let split = id % 5 == 0;
+                    let id: usize = c * each + i;
+                    let split = id.is_multiple_of(5);
                     let path = if split {
                         format!("/split/{id}")
                     } else {
