@@ -315,11 +315,19 @@ async fn set_health(
 /// The process types and how many of each run, from the app's settings.
 fn formation_of(info: &Value) -> Vec<Quantity> {
     let scale = &info["app"]["scale"];
-    ["web", "worker"]
+    let mut types = vec!["web".to_string(), "worker".to_string()];
+    if let Some(all) = scale.as_object() {
+        types.extend(
+            all.keys()
+                .filter(|t| *t != "web" && *t != "worker")
+                .cloned(),
+        );
+    }
+    types
         .into_iter()
         .map(|process| Quantity {
-            r#type: process.to_string(),
-            quantity: scale[process].as_u64().unwrap_or(0) as u32,
+            quantity: scale[&process].as_u64().unwrap_or(0) as u32,
+            r#type: process,
         })
         .collect()
 }

@@ -143,16 +143,9 @@ pub fn procfile(text: &str) -> Result<BTreeMap<String, String>> {
             ))
         })?;
         let name = name.trim();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(BuildError::Plan(format!(
-                "Procfile line {}: process type `{name}` may hold letters, digits, _ and - only",
-                number + 1
-            )));
-        }
+        // A type names units (`<app>-v<n>-<type>-<index>`) and `ps:scale`.
+        store::names::check_process_type(name)
+            .map_err(|error| BuildError::Plan(format!("Procfile line {}: {error}", number + 1)))?;
         if command.trim().is_empty() {
             return Err(BuildError::Plan(format!(
                 "Procfile line {}: process type `{name}` has no command",
@@ -451,7 +444,8 @@ mod tests {
             refused("web node x"),
             "Procfile line 1 is not `type: command`"
         );
-        assert!(refused("we b: x").contains("letters, digits"));
+        assert!(refused("we b: x").contains("process type `we b` is invalid"));
+        assert!(refused("my-worker: x").contains("use 1 to 32 lowercase letters"));
         assert!(refused("web:   ").contains("has no command"));
         let error = super::plan(
             &root(&["Cargo.toml"], &[("Cargo.toml", "[workspace]\n")]),

@@ -53,6 +53,10 @@ const STOP_WAIT: Duration = Duration::from_secs(60);
 
 /// How long a removed instance may stay announced before the deploy goes on.
 const WITHDRAW_WAIT: Duration = Duration::from_secs(15);
+/// How long an instance of a process type without a port (any but web)
+/// must keep running to count as healthy: one that exits at once is seen
+/// failing first (the agent reports every two seconds).
+const RUNNING_SETTLE: Duration = Duration::from_secs(3);
 
 /// Crashes of a new instance that fail its deploy at once, rather than at the
 /// deploy timeout: the agent restarts a crashed container after 2 s, then 4 s.
@@ -618,7 +622,10 @@ impl Deployer {
     /// deploy goes on; a dead machine's sidekick cannot withdraw (its key
     /// goes with its lease), so running out of time is said, not fatal.
     async fn until_withdrawn(&self, app: &AppName, unit: &str, report: &mpsc::Sender<Step>) {
-        let web = units::parse_instance_name(unit).is_some_and(|name| name.process == "web");
+        // Only web instances are announced.
+        if units::parse_instance_name(unit).is_none_or(|name| name.process != "web") {
+            return;
+        }
         let (Some(release), Some(index)) = (release_of(unit), index_of(unit)) else {
             return;
         };
@@ -628,8 +635,7 @@ impl Deployer {
         let withdrawn = self.store.wait_until(&key, |addr| addr.is_none());
         let instance = Step::instance(unit);
         match tokio::time::timeout(WITHDRAW_WAIT, withdrawn).await {
-            Ok(_) if web => say(report, Step::Withdrawn { instance }).await,
-            Ok(_) => {}
+            Ok(_) => say(report, Step::Withdrawn { instance }).await,
             Err(_) => {
                 warn!(%app, unit, "the removed instance is still announced; going on");
                 let seconds = WITHDRAW_WAIT.as_secs();
@@ -721,9 +727,15 @@ impl Deployer {
         let deadline = tokio::time::sleep(self.config.health_timeout);
         tokio::pin!(deadline);
         let mut waited = Waited::default();
+        // An instance without a port (not web) counts as healthy once it
+        // has kept running for RUNNING_SETTLE.
+        let mut settling: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         loop {
             tokio::select! {
                 () = &mut deadline => return Ok(Some(waited)),
+                () = async { settling.as_mut().expect("armed").await }, if settling.is_some() => {
+                    return Ok(None);
+                }
                 Some(event) = async { service.as_mut()?.next_event().await }, if service.is_some() => {
                     if event.into_latest().is_some() {
                         return Ok(None);
@@ -746,9 +758,15 @@ impl Deployer {
                             let instance = Step::instance(unit);
                             say(report, Step::Pulling { instance }).await;
                         }
-                        if state.active == ActiveState::Active {
+                        if state.active != ActiveState::Active {
+                            settling = None;
+                        } else {
                             if announced.is_none() {
-                                return Ok(None);
+                                if settling.is_none() {
+                                    settling = Some(Box::pin(tokio::time::sleep(RUNNING_SETTLE)));
+                                }
+                                waited.last_reason = state.reason;
+                                continue;
                             }
                             if !waited.started {
                                 waited.started = true;
@@ -834,8 +852,8 @@ pub struct ProcessPlan {
 }
 
 /// The plan for release `n` of `app` at `scale`, given every submitted unit
-/// (name, text). Pure: what runs is `web` (at least one) and, when scaled
-/// and the release has one, `worker`.
+/// (name, text). Pure: what runs is `web` (at least one) and each other
+/// process type scaled above 0 that the release's Procfile has.
 pub fn plan_rollout(
     app: &AppName,
     scale: &store::records::Scale,
@@ -845,12 +863,15 @@ pub fn plan_rollout(
 ) -> RolloutPlan {
     let mut wanted: Vec<(&str, u32)> = vec![("web", scale.web.max(1))];
     let mut notes = Vec::new();
-    if scale.worker > 0 {
-        if release.processes.contains_key("worker") {
-            wanted.push(("worker", scale.worker));
+    for (process, count) in scale.all() {
+        if process == "web" || count == 0 {
+            continue;
+        }
+        if release.processes.contains_key(process) {
+            wanted.push((process, count));
         } else {
             notes.push(format!(
-                "v{n} has no worker process (Procfile `worker:`): none runs"
+                "v{n} has no {process} process (Procfile `{process}:`): none runs"
             ));
         }
     }
@@ -972,7 +993,10 @@ mod tests {
             "demo-v3-web-1",
             "demo-v3-web-4",
         ]);
-        let scale = store::records::Scale { web: 2, worker: 0 };
+        let scale = store::records::Scale {
+            web: 2,
+            ..Default::default()
+        };
         let plan = plan_rollout(&app, &scale, &release(&["web", "worker"]), 3, &submitted);
         assert_eq!(plan.processes.len(), 1);
         let web = &plan.processes[0];
@@ -990,15 +1014,21 @@ mod tests {
     #[test]
     fn a_scaled_worker_runs_only_if_the_release_has_one() {
         let app = AppName::new("demo").unwrap();
-        let scale = store::records::Scale { web: 0, worker: 2 };
-        let with = plan_rollout(&app, &scale, &release(&["web", "worker"]), 3, &[]);
+        let mut scale = store::records::Scale {
+            web: 0,
+            worker: 2,
+            ..Default::default()
+        };
+        scale.set("clock", 1);
+        let with = plan_rollout(&app, &scale, &release(&["web", "worker", "clock"]), 3, &[]);
         let wanted: Vec<_> = with
             .processes
             .iter()
             .map(|p| (p.process.as_str(), p.wanted))
             .collect();
         // At least one web always runs.
-        assert_eq!(wanted, [("web", 1), ("worker", 2)]);
+        assert_eq!(wanted, [("web", 1), ("worker", 2), ("clock", 1)]);
+        scale.set("clock", 0);
         let without = plan_rollout(&app, &scale, &release(&["web"]), 3, &[]);
         assert_eq!(without.processes.len(), 1);
         assert_eq!(

@@ -911,7 +911,7 @@ async fn a_failing_release_command_stops_the_deploy_and_a_passing_one_runs_once_
             ("index.html", &format!("{say}\n")),
             (
                 "Procfile",
-                &format!("release: {release}\nworker: while true; do sleep 1; done\n"),
+                &format!("release: {release}\nworker: while true; do sleep 1; done\nclock: while true; do sleep 1; done\n"),
             ),
         ])
     };
@@ -986,20 +986,71 @@ async fn a_failing_release_command_stops_the_deploy_and_a_passing_one_runs_once_
         .await
         .unwrap()
         .is_none());
+    // Any type the Procfile names: a clock, with no port.
+    let scaled = paz.admin.ssh(
+        "paz@127.0.0.1",
+        paz.running.ssh_port,
+        &["ps:scale", "phase", "clock=1"],
+    );
+    let said = String::from_utf8_lossy(&scaled.stdout).to_string();
+    assert!(scaled.status.success(), "{}", text(&scaled));
+    assert!(said.contains("phase-v2-clock-1 running after"), "{said}");
+    let ps = paz
+        .admin
+        .ssh("paz@127.0.0.1", paz.running.ssh_port, &["ps", "phase"]);
+    let listed = String::from_utf8_lossy(&ps.stdout).to_string();
+    for unit in ["phase-v2-web-1", "phase-v2-worker-1", "phase-v2-clock-1"] {
+        assert!(listed.contains(unit), "{unit}: {listed}");
+    }
+    let clock = paz
+        .store
+        .get(&paz.store.keys().unit("phase-v2-clock-1.service").unwrap())
+        .await
+        .unwrap()
+        .expect("the clock's unit")
+        .value;
+    assert!(
+        !clock.contains(" -p ") && !clock.contains("PORT="),
+        "only web gets a port: {clock}"
+    );
     let scaled = paz.admin.ssh(
         "paz@127.0.0.1",
         paz.running.ssh_port,
         &["ps:scale", "phase", "worker=0"],
     );
     assert!(scaled.status.success(), "{}", text(&scaled));
-    assert!(String::from_utf8_lossy(&scaled.stdout).contains("Stopping phase-v2-worker-1"));
-    assert_eq!(get(http, "phase.paz.localhost"), (200, "v2\n".to_string()));
-    let bad = paz.admin.ssh(
-        "paz@127.0.0.1",
-        paz.running.ssh_port,
-        &["ps:scale", "phase", "clock=1"],
+    let said = String::from_utf8_lossy(&scaled.stdout).to_string();
+    assert!(said.contains("Stopping phase-v2-worker-1"), "{said}");
+    assert!(
+        !said.contains("still announced"),
+        "a worker is never announced: {said}"
     );
-    assert!(!bad.status.success());
+    assert_eq!(get(http, "phase.paz.localhost"), (200, "v2\n".to_string()));
+
+    // A type the Procfile does not name, a malformed one, and the release
+    // command: refused with the reason, and the scale is as it was.
+    let app_key = paz.store.keys().app(&store::AppName::new("phase").unwrap());
+    let before = paz.store.get(&app_key).await.unwrap().unwrap().value.scale;
+    for (word, reason) in [
+        (
+            "nope=1",
+            "process type `nope` is not in v2's Procfile (it has web, clock, worker)",
+        ),
+        ("Clock=1", "process type `Clock` is invalid"),
+        ("my-clock=1", "process type `my-clock` is invalid"),
+        ("release=1", "`release` is the release command"),
+    ] {
+        let bad = paz.admin.ssh(
+            "paz@127.0.0.1",
+            paz.running.ssh_port,
+            &["ps:scale", "phase", "web=2", word],
+        );
+        assert!(!bad.status.success(), "{word}");
+        assert!(text(&bad).contains(reason), "{word}: {}", text(&bad));
+    }
+    let after = paz.store.get(&app_key).await.unwrap().unwrap().value.scale;
+    assert_eq!(after, before, "nothing changed");
+    assert_eq!(after.of("clock"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

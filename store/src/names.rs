@@ -14,6 +14,8 @@ pub enum NameError {
     App { name: String, reason: &'static str },
     #[error("domain `{name}` is invalid: {reason}; use dot-separated labels of lowercase letters, digits and dashes, such as paz.example.com")]
     Domain { name: String, reason: &'static str },
+    #[error("process type `{name}` is invalid: {reason}; use 1 to 32 lowercase letters, digits and underscores, starting with a letter")]
+    Process { name: String, reason: &'static str },
     #[error("{what} `{name}` is invalid: {reason}; use 1 to 128 letters, digits, dots, dashes, underscores or colons")]
     Segment {
         what: &'static str,
@@ -127,6 +129,34 @@ pub fn check_segment<'a>(what: &'static str, name: &'a str) -> Result<&'a str, N
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '+' | '@' | '='))
     {
         return refuse("it has a character that is not allowed");
+    }
+    Ok(name)
+}
+
+/// Checks a Procfile process type (`web`, `worker`, `clock`): it is part of
+/// unit names (`<app>-v<n>-<type>-<index>`), which are split at dashes, so
+/// it has none.
+pub fn check_process_type(name: &str) -> Result<&str, NameError> {
+    let refuse = |reason| {
+        Err(NameError::Process {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return refuse("it is empty");
+    }
+    if name.len() > 32 {
+        return refuse("it is longer than 32 characters");
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return refuse("it does not start with a lowercase letter");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return refuse("it has a character other than a-z, 0-9 and _");
     }
     Ok(name)
 }

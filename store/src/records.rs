@@ -242,17 +242,58 @@ impl Default for Health {
     }
 }
 
-/// How many instances of each process type run.
+/// How many instances of each process type run: `web` and `worker`, and
+/// any other type of the release's Procfile beside them
+/// (`{"web": 2, "worker": 0, "clock": 1}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Scale {
     pub web: u32,
     #[serde(default)]
     pub worker: u32,
+    /// The other process types that run, by name (none at 0).
+    #[serde(flatten, default)]
+    pub others: BTreeMap<String, u32>,
 }
 
 impl Default for Scale {
     fn default() -> Self {
-        Scale { web: 1, worker: 0 }
+        Scale {
+            web: 1,
+            worker: 0,
+            others: BTreeMap::new(),
+        }
+    }
+}
+
+impl Scale {
+    /// How many instances of `process` run.
+    pub fn of(&self, process: &str) -> u32 {
+        match process {
+            "web" => self.web,
+            "worker" => self.worker,
+            other => self.others.get(other).copied().unwrap_or(0),
+        }
+    }
+
+    /// Sets how many instances of `process` run.
+    pub fn set(&mut self, process: &str, count: u32) {
+        match process {
+            "web" => self.web = count,
+            "worker" => self.worker = count,
+            other if count == 0 => {
+                self.others.remove(other);
+            }
+            other => {
+                self.others.insert(other.to_string(), count);
+            }
+        }
+    }
+
+    /// Every process type and its count: web, worker, then the others by name.
+    pub fn all(&self) -> Vec<(&str, u32)> {
+        let mut all = vec![("web", self.web), ("worker", self.worker)];
+        all.extend(self.others.iter().map(|(name, n)| (name.as_str(), *n)));
+        all
     }
 }
 
@@ -633,7 +674,21 @@ mod tests {
         expect![[r#"{"name":"web","created_at":1700000000,"domains":[],"port":null,"health":{"path":"/","timeout":5,"attempts":3},"scale":{"web":1,"worker":0},"env":{},"deploy":{"branch":null,"image_repo":null,"tag_pattern":null},"https":{}}"#]]
         .assert_eq(&String::from_utf8(app.encode()).unwrap());
         let minimal = App::decode(br#"{"name":"web","created_at":1}"#).unwrap();
-        assert_eq!(minimal.scale, Scale { web: 1, worker: 0 });
+        assert_eq!(
+            minimal.scale,
+            Scale {
+                web: 1,
+                worker: 0,
+                others: BTreeMap::new()
+            }
+        );
+        // Any other Procfile type sits beside web and worker.
+        let scale: Scale = serde_json::from_str(r#"{"web":2,"clock":1}"#).unwrap();
+        assert_eq!(scale.all(), [("web", 2), ("worker", 0), ("clock", 1)]);
+        assert_eq!(
+            serde_json::to_string(&scale).unwrap(),
+            r#"{"web":2,"worker":0,"clock":1}"#
+        );
         assert_eq!(minimal.health, Health::default());
     }
 

@@ -624,14 +624,15 @@ async fn releases_rollouts_and_instances() {
         .check(
             "ps:scale demo web=2",
             expect![[r#"
-        demo will run at this scale once it is deployed
-        --- json
-        {
-          "app": "demo",
-          "web": 2,
-          "worker": null
-        }
-    "#]],
+                demo will run at this scale once it is deployed
+                --- json
+                {
+                  "app": "demo",
+                  "scale": {
+                    "web": 2
+                  }
+                }
+            "#]],
         )
         .await;
     verbs.check("deploy demo demo:1", expect![[r#"
@@ -864,39 +865,14 @@ async fn releases_rollouts_and_instances() {
         .check(
             "ps:scale demo web=1 worker=1",
             expect![[r#"
-        -----> Starting demo-v5-web-1 on machine 8c1f2a9e
-               demo-v5-web-1 started
-               demo-v5-web-1 healthy after 1.2 s
-        -----> Released v5: http://demo.paz.test
-        --- json
-        {
-          "app": "demo",
-          "release": 5,
-          "steps": [
-            {
-              "instance": "demo-v5-web-1",
-              "machine": "8c1f2a9e77d14b6f9a0e5d3c2b1a0f9e",
-              "step": "placed"
-            },
-            {
-              "instance": "demo-v5-web-1",
-              "step": "started"
-            },
-            {
-              "instance": "demo-v5-web-1",
-              "routed": true,
-              "seconds": 1.25,
-              "step": "ready"
-            },
-            {
-              "release": 5,
-              "step": "released",
-              "url": "http://demo.paz.test"
-            }
-          ]
-        }
-    "#]],
+                error: process type `worker` is not in v5's Procfile (it has web): nothing changed
+            "#]],
         )
+        .await;
+    verbs
+        .check("ps:scale demo web=1 Bad=2", expect![[r#"
+            error: `Bad=2`: process type `Bad` is invalid: it does not start with a lowercase letter; use 1 to 32 lowercase letters, digits and underscores, starting with a letter
+        "#]])
         .await;
     verbs
         .check(

@@ -53,15 +53,18 @@ pub fn render_instance(instance: &Instance) -> Result<(RenderedUnit, RenderedUni
         instance.app, instance.release, instance.process, instance.index
     );
     let unit = format!("{name}.service");
-    // As on Heroku and Dokku: PORT to listen on, DYNO naming the instance
-    // (`web.1`); the app's own env cannot override either.
-    let mut env = vec![
-        ("PORT".to_string(), instance.port.to_string()),
-        (
-            "DYNO".to_string(),
-            format!("{}.{}", instance.process, instance.index),
-        ),
-    ];
+    // As on Heroku and Dokku: PORT to listen on (web only: only web gets a
+    // port and a route), DYNO naming the instance (`web.1`); the app's own
+    // env cannot override either.
+    let web = instance.process == "web";
+    let mut env = Vec::new();
+    if web {
+        env.push(("PORT".to_string(), instance.port.to_string()));
+    }
+    env.push((
+        "DYNO".to_string(),
+        format!("{}.{}", instance.process, instance.index),
+    ));
     env.extend(
         instance
             .env
@@ -73,11 +76,15 @@ pub fn render_instance(instance: &Instance) -> Result<(RenderedUnit, RenderedUni
         name: name.clone(),
         image: instance.image.clone(),
         remove: true,
-        ports: vec![Port {
-            ip: None,
-            host: None,
-            container: instance.port,
-        }],
+        ports: if web {
+            vec![Port {
+                ip: None,
+                host: None,
+                container: instance.port,
+            }]
+        } else {
+            Vec::new()
+        },
         env,
         labels: vec![
             ("paz.app".to_string(), instance.app.clone()),

@@ -149,11 +149,13 @@ impl std::fmt::Display for AppInfo {
             Some(port) => writeln!(f, "port       {port}")?,
             None => writeln!(f, "port       from the image, else 5000")?,
         }
-        writeln!(
-            f,
-            "scale      web={} worker={}",
-            app.scale.web, app.scale.worker
-        )?;
+        let scale: Vec<String> = app
+            .scale
+            .all()
+            .iter()
+            .map(|(process, n)| format!("{process}={n}"))
+            .collect();
+        writeln!(f, "scale      {}", scale.join(" "))?;
         let health = &app.health;
         writeln!(
             f,

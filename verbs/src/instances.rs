@@ -136,8 +136,8 @@ pub enum Scaled {
     Rolled(RolloutReport),
     Saved {
         app: AppName,
-        web: Option<u32>,
-        worker: Option<u32>,
+        /// The process types named, at their new counts.
+        scale: std::collections::BTreeMap<String, u32>,
     },
 }
 
@@ -158,45 +158,64 @@ pub(crate) async fn scale(
     args: Args,
 ) -> Result<Scaled, VerbError> {
     let words = args.at_least(2)?;
-    let (mut web, mut worker) = (None, None);
+    let mut asked = std::collections::BTreeMap::new();
     for word in &words[1..] {
         let (process, count) = word.split_once('=').ok_or_else(|| args.usage())?;
+        store::names::check_process_type(process)
+            .map_err(|error| VerbError::Invalid(format!("`{word}`: {error}")))?;
+        if process == "release" {
+            return Err(VerbError::Invalid(format!(
+                "`{word}`: `release` is the release command, run once before each deploy: it cannot be scaled"
+            )));
+        }
         let count: u32 = count.parse().ok().filter(|n| *n <= 100).ok_or_else(|| {
             VerbError::Invalid(format!(
                 "`{word}`: the count must be a number from 0 to 100"
             ))
         })?;
-        match process {
-            "web" => web = Some(count),
-            "worker" => worker = Some(count),
-            other => {
-                return Err(VerbError::Invalid(format!(
-                    "process type `{other}` cannot be scaled: Paz runs web and worker"
-                )))
-            }
-        }
+        asked.insert(process.to_string(), count);
     }
-    if web.is_none() && worker.is_none() {
-        return Err(args.usage());
-    }
-    if web == Some(0) {
+    if asked.get("web") == Some(&0) {
         return Err(VerbError::Invalid(
             "web=0 would stop the app: destroy it instead, or scale to 1".into(),
         ));
     }
     let rollouts = context.rollouts()?;
     let (app, _) = load(context, caller, &words[0]).await?;
-    update(context, caller, app.as_str(), |record| {
-        if let Some(web) = web {
-            record.scale.web = web;
+    // Only the types the serving release's Procfile names can run (web
+    // always can); before the first release, any type may be set ahead.
+    let serving = current(context, &app).await?;
+    if let Some(n) = serving {
+        let keys = context.store.keys();
+        if let Some(release) = context.store.get(&keys.release(&app, n)).await? {
+            let processes = &release.value.processes;
+            if let Some(unknown) = asked
+                .keys()
+                .find(|p| *p != "web" && !processes.contains_key(*p))
+            {
+                let has: Vec<&str> = std::iter::once("web")
+                    .chain(
+                        processes
+                            .keys()
+                            .map(String::as_str)
+                            .filter(|p| *p != "web" && *p != "release"),
+                    )
+                    .collect();
+                return Err(VerbError::Invalid(format!(
+                    "process type `{unknown}` is not in v{n}'s Procfile (it has {}): nothing changed",
+                    has.join(", ")
+                )));
+            }
         }
-        if let Some(worker) = worker {
-            record.scale.worker = worker;
+    }
+    update(context, caller, app.as_str(), |record| {
+        for (process, count) in &asked {
+            record.scale.set(process, *count);
         }
         Ok(())
     })
     .await?;
-    match current(context, &app).await? {
+    match serving {
         // The current release again: instances are added or removed, nothing restarts.
         Some(n) => {
             let job = Job {
@@ -208,7 +227,7 @@ pub(crate) async fn scale(
             };
             Ok(Scaled::Rolled(roll_out(rollouts, job, None).await?))
         }
-        None => Ok(Scaled::Saved { app, web, worker }),
+        None => Ok(Scaled::Saved { app, scale: asked }),
     }
 }
 

@@ -141,11 +141,7 @@ fn parse(args: &Args) -> Result<(String, Query), VerbError> {
 }
 
 fn valid_process(process: &str) -> bool {
-    !process.is_empty()
-        && process.len() <= 32
-        && process
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    store::names::check_process_type(process).is_ok()
 }
 
 /// `--since`: a time (`2026-12-01T10:00:00Z`) or how long ago (`10m`, `2h`).

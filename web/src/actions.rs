@@ -79,17 +79,20 @@ pub(crate) async fn scale(
 ) -> Result<Response, Failure> {
     let app = app(&name)?;
     let mut args = vec![app.to_string()];
-    for process in ["web", "worker"] {
-        if let Some(count) = form.get(process) {
-            let count: u32 = count.trim().parse().map_err(|_| {
-                Failure::Invalid(format!("`{count}` is not a number of {process} instances"))
-            })?;
-            args.push(format!("{process}={count}"));
+    // Every field named as a process type is one (the form's others, such
+    // as its CSRF token, are not); the verb checks them against the Procfile.
+    for (process, count) in &form {
+        if process == "csrf" || store::names::check_process_type(process).is_err() {
+            continue;
         }
+        let count: u32 = count.trim().parse().map_err(|_| {
+            Failure::Invalid(format!("`{count}` is not a number of {process} instances"))
+        })?;
+        args.push(format!("{process}={count}"));
     }
     if args.len() == 1 {
         return Err(Failure::Invalid(
-            "say how many web or worker instances to run".into(),
+            "say how many instances of each process type to run".into(),
         ));
     }
     let record = api::start_rollout(

@@ -71,7 +71,7 @@ pub(crate) async fn list(state: &WebState, session: &Session) -> Result<Page, Fa
                 tbody {
                     @for (app, info, instances, last) in &rows {
                         @let running = instances.iter().filter(|i| !i.is_sidekick() && i.active() == "active").count();
-                        @let desired = info.app.scale.web + info.app.scale.worker;
+                        @let desired: u32 = info.app.scale.all().iter().map(|(_, n)| n).sum();
                         tr data-app=(app) {
                             td { a href={ "/apps/" (app) } { strong { (app) } } }
                             td { @match info.current_release { Some(n) => { "v" (n) } None => { span.muted { "none" } } } }
@@ -144,11 +144,7 @@ async fn overview(
         })
         .collect();
     let types = process_types(current);
-    let desired = |process: &str| match process {
-        "web" => info.app.scale.web,
-        "worker" => info.app.scale.worker,
-        _ => 0,
-    };
+    let desired = |process: &str| info.app.scale.of(process);
     let running = |process: &str| {
         instances
             .iter()
@@ -241,7 +237,7 @@ async fn overview(
             h2 { "Scale" }
             form.row method="post" action={ "/apps/" (app) "/scale" } {
                 (csrf(session))
-                @for process in types.iter().filter(|p| matches!(p.as_str(), "web" | "worker")) {
+                @for process in types.iter().filter(|p| p.as_str() != "release") {
                     label { (process) " "
                         input type="number" name=(process) min="0" max="100" value=(desired(process)) required;
                     }

@@ -167,7 +167,11 @@ pub(crate) async fn rollback(
                 @if target.processes.is_empty() { "web (the image's command)" }
                 @for (process, command) in &target.processes { div { strong { (process) } ": " code { (command) } } }
             }
-            dt { "Instances" } dd { (info.app.scale.web) " web" @if info.app.scale.worker > 0 { ", " (info.app.scale.worker) " worker" } }
+            dt { "Instances" } dd {
+                @for (i, (process, n)) in info.app.scale.all().into_iter().filter(|(p, n)| *p == "web" || *n > 0).enumerate() {
+                    @if i > 0 { ", " } (n) " " (process)
+                }
+            }
         }
     };
     let fixed = html! {
