@@ -272,12 +272,15 @@ pub fn frame_answer(
             None => last.clone().expect("a value follows its name"),
         };
         let keep = if framing == Framing::Upgrade {
-            // The client must see what it switches to.
-            name == UPGRADE || name == CONNECTION || !hop_by_hop(&name)
+            // The client must see what it switches to (`Connection:
+            // upgrade` names `Upgrade`, which stays).
+            name == UPGRADE
+                || name == CONNECTION
+                || (!hop_by_hop(&name) && !options.iter().any(|o| o == name.as_str()))
         } else {
-            !hop_by_hop(&name)
+            !hop_by_hop(&name) && !options.iter().any(|o| o == name.as_str())
         };
-        if keep && name != CONTENT_LENGTH && !options.iter().any(|option| option == name.as_str()) {
+        if keep && name != CONTENT_LENGTH {
             headers.append(name, value);
         }
     }
@@ -775,6 +778,9 @@ mod tests {
         let switched =
             "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n";
         assert_eq!(framing(switched, upgrade), (Framing::Upgrade, false));
+        let head = parse_head(switched.as_bytes(), upgrade).unwrap().unwrap();
+        assert_eq!(head.headers["upgrade"], "websocket");
+        assert_eq!(head.headers["connection"], "upgrade");
     }
 
     #[test]

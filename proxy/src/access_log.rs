@@ -196,16 +196,15 @@ fn write_out(
     receiver: Receiver<String>,
     buffers: Buffers,
 ) {
+    const TICK: Duration = Duration::from_millis(200);
+    let mut ticked = std::time::Instant::now();
     loop {
-        let text = match receiver.recv_timeout(Duration::from_millis(200)) {
+        // Every TICK the quiet threads' lines go out too, however often a
+        // busy thread hands over full buffers.
+        let wait = TICK.saturating_sub(ticked.elapsed());
+        let mut text = match receiver.recv_timeout(wait) {
             Ok(text) => text,
-            Err(RecvTimeoutError::Timeout) => {
-                let text = take_all(&buffers);
-                if text.is_empty() {
-                    continue;
-                }
-                text
-            }
+            Err(RecvTimeoutError::Timeout) => String::new(),
             // The proxy is gone: write what is left and stop.
             Err(RecvTimeoutError::Disconnected) => {
                 let rest = take_all(&buffers);
@@ -213,6 +212,13 @@ fn write_out(
                 return;
             }
         };
+        if ticked.elapsed() >= TICK {
+            text.push_str(&take_all(&buffers));
+            ticked = std::time::Instant::now();
+        }
+        if text.is_empty() {
+            continue;
+        }
         if let Err(error) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
             tracing::warn!(%error, "cannot write the access log");
         }

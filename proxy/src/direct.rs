@@ -83,9 +83,26 @@ fn take_idle(addr: &str) -> Option<TcpStream> {
     })
 }
 
+/// Give-backs between two sweeps of every backend's idle list.
+const SWEEP_EVERY: u32 = 1024;
+
+thread_local! {
+    static SINCE_SWEEP: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 fn give_back(addr: &str, stream: TcpStream) {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
+        // Instances come and go with each release (on new ports): idle
+        // connections to addresses no longer asked for are closed too.
+        let since = SINCE_SWEEP.get() + 1;
+        SINCE_SWEEP.set(since % SWEEP_EVERY);
+        if since == SWEEP_EVERY {
+            idle.retain(|_, list| {
+                list.retain(|(_, since)| since.elapsed() <= IDLE_TIMEOUT);
+                !list.is_empty()
+            });
+        }
         let list = match idle.get_mut(addr) {
             Some(list) => list,
             None => idle.entry(addr.to_string()).or_default(),
@@ -307,12 +324,19 @@ async fn write_and_read_head(
     };
     tokio::pin!(write, read);
     let mut sent = false;
+    // A backend that answers early may close before the body is all sent:
+    // the write fails, and the answer already on its way is still read.
+    let mut write_failed = false;
     loop {
         tokio::select! {
-            written = &mut write, if !sent => {
-                written?;
-                sent = true;
-            }
+            written = &mut write, if !sent && !write_failed => match written {
+                Ok(()) => sent = true,
+                // The client's body failed: no answer can be complete.
+                Err(Failed(DirectError::RequestBody(error))) => {
+                    return Err(Failed(DirectError::RequestBody(error)))
+                }
+                Err(_) => write_failed = true,
+            },
             parsed = &mut read => return Ok((parsed?, sent)),
         }
     }
@@ -336,7 +360,11 @@ async fn join_upgrade(client: hyper::upgrade::OnUpgrade, mut conn: Conn) {
         return;
     };
     let mut client = hyper_util::rt::TokioIo::new(client);
-    if !conn.buf.is_empty() && client.write_all(&conn.buf).await.is_err() {
+    // Sent now (and flushed: the client side holds writes until a flush),
+    // as the backend may wait for the client after its greeting.
+    if !conn.buf.is_empty()
+        && (client.write_all(&conn.buf).await.is_err() || client.flush().await.is_err())
+    {
         return;
     }
     let _ = tokio::io::copy_bidirectional(&mut client, &mut conn.stream).await;

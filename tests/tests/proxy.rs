@@ -797,6 +797,13 @@ async fn upgrades_like_websocket_pass_through_both_ways() {
     .await
     .unwrap();
     assert!(echoed.0.starts_with("HTTP/1.1 101"), "{}", echoed.0);
+    // The client sees what it switched to.
+    let head = echoed.0.to_ascii_lowercase();
+    assert!(
+        head.contains("\r\nupgrade: echo\r\n") && head.contains("\r\nconnection: upgrade\r\n"),
+        "{}",
+        echoed.0
+    );
     assert_eq!(echoed.1, ["ping", "pong!"]);
 }
 

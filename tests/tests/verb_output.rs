@@ -1214,7 +1214,7 @@ async fn keys_tokens_help_and_rights() {
           deploy:follow APP REPO [TAG-GLOB]                                     deploy each new tag of REPO (matching TAG-GLOB) pushed to Paz's registry
           ps APP                                                                list an app's instances
           ps:restart APP                                                        restart an app's instances one at a time
-          ps:scale APP [web=N] [worker=M]                                       run N web and M worker instances of the current release
+          ps:scale APP TYPE=N...                                                run N instances of each process type (web, or any the Procfile names)
         --- json
         [
           {
@@ -1408,8 +1408,8 @@ async fn keys_tokens_help_and_rights() {
             "verb": "ps:restart"
           },
           {
-            "summary": "run N web and M worker instances of the current release",
-            "usage": "ps:scale APP [web=N] [worker=M]",
+            "summary": "run N instances of each process type (web, or any the Procfile names)",
+            "usage": "ps:scale APP TYPE=N...",
             "verb": "ps:scale"
           }
         ]

@@ -69,7 +69,7 @@ pub fn render_instance(instance: &Instance) -> Result<(RenderedUnit, RenderedUni
         instance
             .env
             .iter()
-            .filter(|(key, _)| key != "PORT" && key != "DYNO")
+            .filter(|(key, _)| (key != "PORT" || !web) && key != "DYNO")
             .cloned(),
     );
     let container = ContainerSpec {

@@ -189,9 +189,10 @@ pub(crate) async fn scale(
         let keys = context.store.keys();
         if let Some(release) = context.store.get(&keys.release(&app, n)).await? {
             let processes = &release.value.processes;
-            if let Some(unknown) = asked
-                .keys()
-                .find(|p| *p != "web" && !processes.contains_key(*p))
+            // Scaling to 0 is always allowed (a type gone from the Procfile).
+            if let Some((unknown, _)) = asked
+                .iter()
+                .find(|(p, n)| **n > 0 && *p != "web" && !processes.contains_key(*p))
             {
                 let has: Vec<&str> = std::iter::once("web")
                     .chain(

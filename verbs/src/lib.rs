@@ -451,8 +451,8 @@ pub const VERBS: &[Verb] = &[
     ),
     verb(
         "ps:scale",
-        "ps:scale APP [web=N] [worker=M]",
-        "run N web and M worker instances of the current release",
+        "ps:scale APP TYPE=N...",
+        "run N instances of each process type (web, or any the Procfile names)",
         |context, caller, args, _| rendered(instances::scale(context, caller, args)),
     ),
 ];
