@@ -370,6 +370,22 @@ async fn keep_alive_backend(connections: Arc<AtomicUsize>) -> SocketAddr {
     .await
 }
 
+/// GET `path` of `host` through `proxy`: the status and the whole body.
+async fn fetch(
+    client: &reqwest::Client,
+    proxy: SocketAddr,
+    host: &str,
+    path: &str,
+) -> (u16, bytes::Bytes) {
+    let response = client
+        .get(format!("http://{proxy}{path}"))
+        .header("Host", host)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.bytes().await.unwrap())
+}
+
 fn own_body(id: usize) -> Vec<u8> {
     format!("answer to {id};").repeat(id % 97 * 13).into_bytes()
 }
@@ -439,14 +455,8 @@ async fn a_pooled_backend_connection_never_hands_one_request_another_answer() {
                     } else {
                         format!("/own/{id}")
                     };
-                    let response = client
-                        .get(format!("http://{proxy}{path}"))
-                        .header("Host", &host)
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(response.status(), 200, "{path}");
-                    let body = response.bytes().await.unwrap();
+                    let (status, body) = fetch(&client, proxy, &host, &path).await;
+                    assert_eq!(status, 200, "{path}");
                     let want = if split { b"ok".to_vec() } else { own_body(id) };
                     assert!(
                         body.as_ref() == want.as_slice(),
@@ -471,15 +481,7 @@ async fn a_pooled_backend_connection_never_hands_one_request_another_answer() {
         // are no answer to the next request on it.
         let client = reqwest::Client::new();
         for id in 0..3 {
-            let get = async |path: String| {
-                let response = client
-                    .get(format!("http://{proxy}{path}"))
-                    .header("Host", &host)
-                    .send()
-                    .await
-                    .unwrap();
-                response.bytes().await.unwrap()
-            };
+            let get = async |path: String| fetch(&client, proxy, &host, &path).await.1;
             assert_eq!(get(format!("/late/{id}")).await, "ok");
             tokio::time::sleep(Duration::from_millis(300)).await;
             let own = 2 * id + 2;
