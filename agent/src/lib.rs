@@ -63,7 +63,7 @@ pub const DEFAULT_LOG_CAP: u64 = 100 << 20;
 /// A log cap as `--log-cap` takes it: a size as Docker writes one (`100m`,
 /// `1g`), at least 64 KiB.
 pub fn parse_log_cap(text: &str) -> std::result::Result<u64, String> {
-    let bytes = docker::memory_bytes(
+    let bytes = units::memory_bytes(
         text.trim()
             .trim_end_matches(['i', 'I'])
             .trim_end_matches(['b', 'B']),
@@ -74,7 +74,7 @@ pub fn parse_log_cap(text: &str) -> std::result::Result<u64, String> {
             "--log-cap `{text}` is too small: give at least 64k"
         ));
     }
-    Ok(bytes as u64)
+    Ok(bytes)
 }
 
 impl AgentConfig {
@@ -128,6 +128,8 @@ impl SidekickTask {
 struct Crashes {
     count: u32,
     last_exit: i64,
+    /// Whether the kernel killed the last one for its memory.
+    last_oom: bool,
 }
 
 /// Back-off after a crash or a failed start.
@@ -504,11 +506,17 @@ impl Agent {
         if local.retry.is_some_and(|retry| retry.next > Instant::now()) {
             return;
         }
-        let crashed = actual.filter(|c| !c.running).map(|c| c.exit_code);
-        if let Some(code) = crashed {
+        let crashed = actual.filter(|c| !c.running);
+        if let Some(&docker::Actual {
+            exit_code: code,
+            oom_killed,
+            ..
+        }) = crashed
+        {
             let crashes = local.crashes.get_or_insert_default();
             crashes.count += 1;
             crashes.last_exit = code;
+            crashes.last_oom = oom_killed;
             info!(unit = %name, code, restarts = crashes.count, "container exited: restarting");
             self.sampled.set_restarts(name, crashes.count);
             if let Some(container) = actual {
@@ -521,7 +529,16 @@ impl Agent {
                 self.logs.note(name, said);
             }
         }
-        let reason = crashed.map(|code| format!("restarting after exit code {code}"));
+        let reason = crashed.map(|container| {
+            if container.oom_killed {
+                format!(
+                    "restarting after it was killed for using more memory than its limit (OOM), exit code {}",
+                    container.exit_code
+                )
+            } else {
+                format!("restarting after exit code {}", container.exit_code)
+            }
+        });
         self.report(name, ActiveState::Activating, None, reason)
             .await;
         match self.start(name, unit, spec).await {
@@ -823,9 +840,17 @@ fn changed(reported: Option<&UnitState>, mut state: UnitState) -> Option<UnitSta
 /// What a unit's state says about its crashes, if it had any.
 fn restart_reason(crashes: Option<Crashes>) -> Option<String> {
     crashes.map(|crashes| {
+        let last = if crashes.last_oom {
+            format!(
+                "killed for using more memory than its limit (OOM), exit code {}",
+                crashes.last_exit
+            )
+        } else {
+            format!("with exit code {}", crashes.last_exit)
+        };
         format!(
-            "restarted {} times after crashes, the last with exit code {}",
-            crashes.count, crashes.last_exit
+            "restarted {} times after crashes, the last {last}",
+            crashes.count
         )
     })
 }
@@ -896,13 +921,19 @@ mod tests {
     #[test]
     fn crashes_are_told_with_their_last_exit_code() {
         assert_eq!(restart_reason(None), None);
-        let crashes = Crashes {
+        let mut crashes = Crashes {
             count: 3,
             last_exit: 137,
+            last_oom: false,
         };
         assert_eq!(
             restart_reason(Some(crashes)).as_deref(),
             Some("restarted 3 times after crashes, the last with exit code 137")
+        );
+        crashes.last_oom = true;
+        assert_eq!(
+            restart_reason(Some(crashes)).as_deref(),
+            Some("restarted 3 times after crashes, the last killed for using more memory than its limit (OOM), exit code 137")
         );
     }
 }

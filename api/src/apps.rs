@@ -26,6 +26,7 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(domains, add_domain))
         .routes(routes!(remove_domain))
         .routes(routes!(health, set_health))
+        .routes(routes!(resources, set_resources))
         .routes(routes!(formation, scale))
         .routes(routes!(instances))
         .routes(routes!(follow))
@@ -310,6 +311,68 @@ async fn set_health(
         ));
     }
     Ok(Json(verb(&state, &caller, "health:set", args, b"").await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/apps/{app}/resources",
+    tag = "resources",
+    summary = "The app's memory and CPU limits, as set and per process type (resource:report)",
+    params(("app" = String, Path, description = "the app's name")),
+    responses((status = 200, body = verbs::ResourceReport))
+)]
+async fn resources(
+    State(state): Api,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        app_verb(&state, &caller, "resource:report", &name).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct LimitRequest {
+    /// One process type's own limits; every type's when absent.
+    process: Option<String>,
+    /// `512m`, `1g`; `none` lifts the limit.
+    memory: Option<String>,
+    /// `1`, `0.5`; `none` lifts the limit.
+    cpus: Option<String>,
+}
+
+#[utoipa::path(
+    put,
+    path = "/apps/{app}/resources",
+    tag = "resources",
+    summary = "Limit memory (swap included) and CPUs, releasing the serving image with them (resource:limit)",
+    params(("app" = String, Path, description = "the app's name")),
+    request_body = LimitRequest,
+    responses((status = 200, description = "the limits after", body = store::records::Resources))
+)]
+async fn set_resources(
+    State(state): Api,
+    Authed(caller): Authed,
+    Path(name): Path<String>,
+    Input(limits): Input<LimitRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let mut args = vec![app(&name)?.to_string()];
+    if let Some(process) = limits.process {
+        crate::input::segment("process type", &process)?;
+        args.push(format!("--process={process}"));
+    }
+    let settings: Vec<String> = [("memory", limits.memory), ("cpus", limits.cpus)]
+        .into_iter()
+        .filter_map(|(name, value)| Some(format!("{name}={}", value?)))
+        .collect();
+    if settings.is_empty() {
+        return Err(ApiError::invalid("name memory, cpus or both"));
+    }
+    args.extend(settings);
+    Ok(Json(
+        verb(&state, &caller, "resource:limit", args, b"").await?,
+    ))
 }
 
 /// The process types and how many of each run, from the app's settings.

@@ -383,6 +383,7 @@ impl Builder {
             },
             git_sha: Some(request.git_sha.clone()),
             env: app.env,
+            resources: app.resources,
             created_at: now(),
             by: request.by.clone(),
             cause: ReleaseCause::Push,

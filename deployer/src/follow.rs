@@ -493,6 +493,7 @@ impl ImageFollower {
             cause: ReleaseCause::Image,
             processes: Default::default(),
             release_command: None,
+            resources: app.resources.clone(),
         };
         match self.store.create_release(&app.name, release).await {
             Ok(n) => Some(n),
@@ -565,6 +566,7 @@ mod tests {
                 release_command: None,
                 source: None,
                 exposed_ports: Vec::new(),
+                resources: Default::default(),
             },
             mod_revision: created,
             create_revision: created,

@@ -535,8 +535,11 @@ impl Deployer {
             .get(process)
             .map(|line| vec!["sh".to_string(), "-c".to_string(), line.clone()])
             .unwrap_or_default();
+        let limits = release.resources.of(process);
         let instance = Instance {
             app: app.name.to_string(),
+            memory: limits.memory,
+            nano_cpus: limits.nano_cpus,
             release: n,
             process: process.to_string(),
             index,
@@ -963,6 +966,7 @@ mod tests {
             release_command: None,
             source: None,
             exposed_ports: Vec::new(),
+            resources: Default::default(),
         }
     }
 

@@ -156,8 +156,8 @@ fn needs_app(usage: &str, args: &[String]) -> bool {
     let required = usage
         .split_whitespace()
         .skip(1)
-        // `[optional]` words and the `...` of a repeated one are not required.
-        .filter(|word| !word.starts_with('[') && *word != "...")
+        // `[optional words]` and the `...` of a repeated one are not required.
+        .filter(|word| !word.starts_with('[') && !word.ends_with(']') && *word != "...")
         .count();
     let named = args
         .first()

@@ -386,6 +386,8 @@ async fn the_rendered_docker_run_line_makes_the_same_container_as_the_agent() {
         health_timeout: 1,
         health_attempts: 2,
         stop_timeout: 1,
+        memory: None,
+        nano_cpus: None,
     })
     .unwrap();
     let text = app.text.replace(
@@ -772,6 +774,7 @@ async fn a_lost_machines_instances_run_again_elsewhere_and_current_is_unchanged(
         )]
         .into(),
         release_command: None,
+        resources: Default::default(),
     };
     let n = store.create_release(&app, release).await.unwrap();
     // In one batch of three: all three units are submitted before the first

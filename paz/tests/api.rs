@@ -315,6 +315,24 @@ async fn each_resource_does_what_its_verb_does() {
         .await;
     assert_eq!(health["timeout"], 5);
 
+    let (status, _, limits) = api
+        .call(
+            admin,
+            Method::PUT,
+            "/apps/shop/resources",
+            Some(json!({"memory": "256m", "cpus": "0.5"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{limits}");
+    assert_eq!(
+        limits,
+        json!({"all": {"memory": 256 << 20, "nano_cpus": 500_000_000}})
+    );
+    let (_, _, report) = api
+        .call(admin, Method::GET, "/apps/shop/resources", None)
+        .await;
+    assert_eq!(report["effective"]["web"]["memory"], 256 << 20, "{report}");
+
     let (status, _, formation) = api
         .call(
             admin,
@@ -518,6 +536,20 @@ async fn bad_callers_and_bad_input_get_their_status_and_change_nothing() {
         ),
         (
             Some(&deployer),
+            Method::PUT,
+            "/apps/theirs/resources",
+            Some(json!({"memory": "1g"})),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Some(&deployer),
+            Method::GET,
+            "/apps/theirs/resources",
+            None,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Some(&deployer),
             Method::POST,
             "/apps",
             Some(json!({"name": "new"})),
@@ -619,6 +651,27 @@ async fn bad_callers_and_bad_input_get_their_status_and_change_nothing() {
             Method::PUT,
             "/apps/mine/health",
             Some(json!({"path": "no-slash"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Some(&admin),
+            Method::PUT,
+            "/apps/mine/resources",
+            Some(json!({"memory": "lots"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Some(&admin),
+            Method::PUT,
+            "/apps/mine/resources",
+            Some(json!({"cpus": 2})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Some(&admin),
+            Method::PUT,
+            "/apps/mine/resources",
+            Some(json!({"process": "web"})),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (

@@ -1002,6 +1002,13 @@ async fn a_failing_release_command_stops_the_deploy_and_a_passing_one_runs_once_
     for unit in ["phase-v2-web-1", "phase-v2-worker-1", "phase-v2-clock-1"] {
         assert!(listed.contains(unit), "{unit}: {listed}");
     }
+    // Each type under its name, as Heroku's `ps` shows them.
+    let headings: Vec<&str> = listed.lines().filter(|l| l.starts_with("===")).collect();
+    assert_eq!(
+        headings,
+        ["=== web (1)", "=== worker (1)", "=== clock (1)"],
+        "{listed}"
+    );
     let clock = paz
         .store
         .get(&paz.store.keys().unit("phase-v2-clock-1.service").unwrap())
@@ -1887,4 +1894,160 @@ async fn a_deployer_of_one_app_cannot_deploy_follow_or_build_on_another_apps_ima
         .output()
         .unwrap();
     assert!(pushed.status.success(), "{}", text(&pushed));
+}
+
+/// What a command printed, stdout then stderr.
+fn both(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// `docker inspect` of `container` with a Go template.
+fn inspect(container: &str, format: &str) -> String {
+    let output = Command::new("docker")
+        .args(["inspect", container, "--format", format])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_limits_reach_the_containers_and_an_oom_kill_says_so() {
+    let mut paz = paz_up("limits").await;
+    let http = paz.running.http_port;
+    let base = tests::BUSYBOX_IMAGE;
+    // A worker that asks for 200 MiB after a while, a hog at once.
+    let tree = paz.tree(&[
+        (
+            "Dockerfile",
+            &format!("FROM {base}\nCOPY index.html /www/index.html\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"),
+        ),
+        ("index.html", "limited\n"),
+        (
+            "Procfile",
+            "worker: sleep 8; exec dd if=/dev/zero of=/dev/null bs=200M count=1\nhog: exec dd if=/dev/zero of=/dev/null bs=200M count=1\n",
+        ),
+    ]);
+    let pushed = paz.push(tree.path(), "limited");
+    assert!(pushed.status.success(), "{}", text(&pushed));
+
+    // Bad input is refused with the field named, and changes nothing.
+    for (args, says) in [
+        (
+            &["memory=lots"][..],
+            "memory `lots` is not a size such as 512m",
+        ),
+        (&["cpus=many"][..], "cpus `many` is not a number of CPUs"),
+        (
+            &["--process", "clock", "memory=64m"][..],
+            "process type `clock` is not in v1's Procfile",
+        ),
+    ] {
+        let mut line = vec!["resource:limit", "limited"];
+        line.extend(args);
+        let refused = admin_ssh(&paz, &line);
+        assert!(!refused.status.success(), "{args:?}");
+        assert!(
+            both(&refused).contains(says),
+            "{args:?}: {}",
+            both(&refused)
+        );
+    }
+    let name = store::AppName::new("limited").unwrap();
+    assert_eq!(paz.releases(&name).await, 1, "no release was made");
+
+    // A limit is a new release whose containers carry it, swap the same.
+    let limited = admin_ssh(&paz, &["resource:limit", "limited", "memory=64m"]);
+    let said = both(&limited);
+    assert!(
+        limited.status.success() && said.contains("Released v2"),
+        "{said}"
+    );
+    assert!(
+        unit_text(&paz, "limited-v2-web-1.service")
+            .await
+            .contains(" -m 64m --memory-swap 64m "),
+        "the unit says it"
+    );
+    assert_eq!(
+        inspect(
+            "limited-v2-web-1",
+            "{{.HostConfig.Memory}} {{.HostConfig.MemorySwap}}"
+        ),
+        format!("{0} {0}", 64 << 20)
+    );
+    let limited = admin_ssh(
+        &paz,
+        &["resource:limit", "limited", "--process", "web", "cpus=0.5"],
+    );
+    assert!(limited.status.success(), "{}", both(&limited));
+    assert_eq!(
+        inspect(
+            "limited-v3-web-1",
+            "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}"
+        ),
+        format!("{} 500000000", 64 << 20),
+        "web's own CPUs over every process's memory"
+    );
+    let report = both(&admin_ssh(&paz, &["resource:report", "limited"]));
+    let rows: Vec<Vec<&str>> = report
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    for row in [
+        ["web", "64m", "0.5"],
+        ["worker", "64m", "-"],
+        ["hog", "64m", "-"],
+    ] {
+        assert!(rows.contains(&row.to_vec()), "{row:?}: {report}");
+    }
+    assert_eq!(
+        get(http, "limited.paz.localhost"),
+        (200, "limited\n".to_string())
+    );
+
+    // A worker killed for its memory: `ps` and its log say so.
+    let scaled = admin_ssh(&paz, &["ps:scale", "limited", "worker=1"]);
+    assert!(scaled.status.success(), "{}", both(&scaled));
+    let ps = tests::eventually_blocking(
+        "ps to tell of the OOM kill",
+        Duration::from_secs(60),
+        || {
+            let ps = both(&admin_ssh(&paz, &["ps", "limited"]));
+            ps.lines()
+                .any(|line| {
+                    line.starts_with("limited-v3-worker-1")
+                        && line.contains(
+                            "killed for using more memory than its limit (OOM), exit code 137",
+                        )
+                })
+                .then_some(ps)
+        },
+    );
+    assert!(ps.contains("=== worker (1)"), "{ps}");
+    let logs = both(&admin_ssh(
+        &paz,
+        &["logs", "limited", "--process", "worker"],
+    ));
+    assert!(
+        logs.contains("was killed for using more memory than its limit (OOM), exit code 137"),
+        "{logs}"
+    );
+
+    // One killed at once fails its deploy, which says why.
+    let scaled = admin_ssh(&paz, &["ps:scale", "limited", "hog=1"]);
+    let said = both(&scaled);
+    assert!(!scaled.status.success(), "{said}");
+    assert!(
+        said.contains("limited-v3-hog-1 keeps crashing")
+            && said.contains("killed for using more memory than its limit (OOM)"),
+        "{said}"
+    );
+    assert_eq!(
+        get(http, "limited.paz.localhost"),
+        (200, "limited\n".to_string())
+    );
 }

@@ -193,6 +193,9 @@ pub struct App {
     pub deploy: DeploySettings,
     #[serde(default)]
     pub https: HttpsSettings,
+    /// Memory and CPU limits (`resource:limit`), taken into each new release.
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
 }
 
 /// How the proxy serves an app over HTTPS (`https:redirect`, `https:hsts`).
@@ -219,7 +222,54 @@ impl App {
             env: BTreeMap::new(),
             deploy: DeploySettings::default(),
             https: HttpsSettings::default(),
+            resources: Resources::default(),
         }
+    }
+}
+
+/// An app's memory and CPU limits: for every process type, and per type
+/// over that (`resource:limit APP [--process TYPE] memory=512m cpus=1`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Resources {
+    /// For every process type without its own.
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub all: Limits,
+    /// A process type's own limits, over `all`, by type.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub processes: BTreeMap<String, Limits>,
+}
+
+impl Resources {
+    /// Whether no limit is set.
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty() && self.processes.is_empty()
+    }
+
+    /// The limits of `process`: its own, else the app's.
+    pub fn of(&self, process: &str) -> Limits {
+        let own = self.processes.get(process).cloned().unwrap_or_default();
+        Limits {
+            memory: own.memory.or(self.all.memory),
+            nano_cpus: own.nano_cpus.or(self.all.nano_cpus),
+        }
+    }
+}
+
+/// Limits on one process type's containers; `None`: none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Limits {
+    /// Bytes of memory, swap included (`--memory` and `--memory-swap`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    /// Billionths of a CPU (`--cpus 0.5` is 500000000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nano_cpus: Option<u64>,
+}
+
+impl Limits {
+    /// Whether neither limit is set.
+    pub fn is_empty(&self) -> bool {
+        self.memory.is_none() && self.nano_cpus.is_none()
     }
 }
 
@@ -368,6 +418,9 @@ pub struct Release {
     /// setting, instances listen on the first (else 5000).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exposed_ports: Vec<u16>,
+    /// The app's limits when the release was made.
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
 }
 
 /// A release before Paz numbers it ([`crate::Store::create_release`]): it
@@ -382,6 +435,7 @@ pub struct NewRelease {
     pub cause: ReleaseCause,
     pub processes: BTreeMap<String, String>,
     pub release_command: Option<String>,
+    pub resources: Resources,
 }
 
 impl NewRelease {
@@ -400,6 +454,7 @@ impl NewRelease {
             status: ReleaseStatus::Pending,
             processes: self.processes,
             release_command: self.release_command,
+            resources: self.resources,
         }
     }
 }

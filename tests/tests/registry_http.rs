@@ -1223,6 +1223,7 @@ fn release_of(image: &str) -> store::records::Release {
         release_command: None,
         source: None,
         exposed_ports: Vec::new(),
+        resources: Default::default(),
     }
 }
 

@@ -31,6 +31,7 @@ async fn typed_records_round_trip_and_list_skips_releases() {
         release_command: None,
         source: None,
         exposed_ports: Vec::new(),
+        resources: Default::default(),
     };
     store.put(&keys.release(&web, 1), &release).await.unwrap();
     store.put(&keys.current(&web), &1).await.unwrap();

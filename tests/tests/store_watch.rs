@@ -188,5 +188,6 @@ fn release() -> store::records::Release {
         release_command: None,
         source: None,
         exposed_ports: Vec::new(),
+        resources: Default::default(),
     }
 }

@@ -874,31 +874,193 @@ async fn releases_rollouts_and_instances() {
             error: `Bad=2`: process type `Bad` is invalid: it does not start with a lowercase letter; use 1 to 32 lowercase letters, digits and underscores, starting with a letter
         "#]])
         .await;
+    // Limits: each change a release of the serving image; bad input
+    // changes nothing.
+    for line in [
+        "resource:limit demo memory=lots",
+        "resource:limit demo memory=1k",
+        "resource:limit demo cpus=0",
+        "resource:limit demo disk=1g",
+        "resource:limit demo --process worker memory=64m",
+        "resource:limit demo --process Web! memory=64m",
+        "resource:limit demo",
+        "resource:limit-clear demo --process web",
+    ] {
+        let before = verbs.run_as(&verbs.admin, "apps:info demo", b"").await;
+        let said = verbs.run_as(&verbs.admin, line, b"").await;
+        assert!(said.starts_with("error: "), "{line}: {said}");
+        let after = verbs.run_as(&verbs.admin, "apps:info demo", b"").await;
+        assert_eq!(before, after, "{line} changed nothing");
+    }
+    verbs
+        .check(
+            "resource:limit demo memory=lots",
+            expect![[r#"
+            error: `memory=lots`: memory `lots` is not a size such as 512m: nothing changed
+        "#]],
+        )
+        .await;
+    verbs
+        .check(
+            "resource:limit demo --process worker memory=64m",
+            expect![[r#"
+            error: process type `worker` is not in v5's Procfile (it has web): nothing changed
+        "#]],
+        )
+        .await;
+    verbs
+        .check(
+            "resource:report demo",
+            expect![[r#"
+            process       memory    cpus
+            (all)         -         -
+            web           -         -
+            --- json
+            {
+              "app": "demo",
+              "effective": {
+                "web": {}
+              },
+              "resources": {}
+            }
+        "#]],
+        )
+        .await;
+    verbs
+        .check(
+            "resource:limit demo memory=512m cpus=1.5",
+            expect![[r#"
+            set memory 512m and cpus 1.5 for every process of demo
+            -----> Starting demo-v6-web-1 on machine 8c1f2a9e
+                   demo-v6-web-1 started
+                   demo-v6-web-1 healthy after 1.2 s
+            -----> Released v6: http://demo.paz.test
+            --- json
+            {
+              "all": {
+                "memory": 536870912,
+                "nano_cpus": 1500000000
+              }
+            }
+        "#]],
+        )
+        .await;
+    verbs
+        .check(
+            "resource:limit demo --process web memory=256M",
+            expect![[r#"
+            set memory 256m for demo's web processes
+            -----> Starting demo-v7-web-1 on machine 8c1f2a9e
+                   demo-v7-web-1 started
+                   demo-v7-web-1 healthy after 1.2 s
+            -----> Released v7: http://demo.paz.test
+            --- json
+            {
+              "all": {
+                "memory": 536870912,
+                "nano_cpus": 1500000000
+              },
+              "processes": {
+                "web": {
+                  "memory": 268435456
+                }
+              }
+            }
+        "#]],
+        )
+        .await;
+    verbs
+        .check(
+            "resource:report demo",
+            expect![[r#"
+            process       memory    cpus
+            (all)         512m      1.5
+            web           256m      1.5
+            --- json
+            {
+              "app": "demo",
+              "effective": {
+                "web": {
+                  "memory": 268435456,
+                  "nano_cpus": 1500000000
+                }
+              },
+              "resources": {
+                "all": {
+                  "memory": 536870912,
+                  "nano_cpus": 1500000000
+                },
+                "processes": {
+                  "web": {
+                    "memory": 268435456
+                  }
+                }
+              }
+            }
+        "#]],
+        )
+        .await;
+    verbs
+        .check(
+            "resource:limit-clear demo --process web",
+            expect![[r#"
+            lifted the limits of demo's web processes
+            -----> Starting demo-v8-web-1 on machine 8c1f2a9e
+                   demo-v8-web-1 started
+                   demo-v8-web-1 healthy after 1.2 s
+            -----> Released v8: http://demo.paz.test
+            --- json
+            {
+              "all": {
+                "memory": 536870912,
+                "nano_cpus": 1500000000
+              }
+            }
+        "#]],
+        )
+        .await;
+    let other = Caller {
+        name: "bo".into(),
+        role: Role::Deployer,
+        apps: vec![AppName::new("other").unwrap()],
+        token: false,
+    };
+    for line in [
+        "resource:limit demo memory=64m",
+        "resource:limit-clear demo",
+        "resource:report demo",
+    ] {
+        let said = verbs.run_as(&other, line, b"").await;
+        assert!(
+            said.starts_with("error: `bo` may not use app `demo`"),
+            "{line}: {said}"
+        );
+    }
     verbs
         .check(
             "ps:restart demo",
             expect![[r#"
-                -----> Restarting demo-v5-web-1
-                       demo-v5-web-1 healthy after 0.5 s
-                -----> Restarted demo v5
+                -----> Restarting demo-v8-web-1
+                       demo-v8-web-1 healthy after 0.5 s
+                -----> Restarted demo v8
                 --- json
                 {
                   "app": "demo",
-                  "release": 5,
+                  "release": 8,
                   "steps": [
                     {
-                      "instance": "demo-v5-web-1",
+                      "instance": "demo-v8-web-1",
                       "step": "restarting"
                     },
                     {
-                      "instance": "demo-v5-web-1",
+                      "instance": "demo-v8-web-1",
                       "routed": true,
                       "seconds": 0.5,
                       "step": "ready"
                     },
                     {
                       "app": "demo",
-                      "release": 5,
+                      "release": 8,
                       "step": "restarted"
                     }
                   ]
@@ -911,8 +1073,10 @@ async fn releases_rollouts_and_instances() {
         .check(
             "ps demo",
             expect![[r#"
+                === web (2)
                 demo-v2-web-1  8c1f2a9e77d1  up        95s
                 demo-v2-web-2  8c1f2a9e77d1  waiting   -
+                === worker (1)
                 demo-v2-worker-1  -             waiting   -
                 --- json
                 [
@@ -1207,6 +1371,9 @@ async fn keys_tokens_help_and_rights() {
           units:cat UNIT                                                        print a unit file
           builds:log APP [ID]                                                   print a build's log (the newest by default)
           health:set APP [path=/up] [timeout=5] [attempts=3]                    set how new instances are checked
+          resource:limit APP [--process TYPE] memory=SIZE|cpus=N...             limit the memory (swap included) and CPUs of every process, or of one type (none lifts a limit)
+          resource:limit-clear APP [--process TYPE]                             lift the limits of every process, or a type's own
+          resource:report APP                                                   show the limits as set and what each process type gets
           ports:set APP PORT|default                                            set the port the app listens on ($PORT; default: the image's EXPOSE, else 5000)
           releases APP                                                          list an app's releases, newest first
           deploy APP IMAGE                                                      release IMAGE with the app's env and roll it out
@@ -1371,6 +1538,21 @@ async fn keys_tokens_help_and_rights() {
             "summary": "set how new instances are checked",
             "usage": "health:set APP [path=/up] [timeout=5] [attempts=3]",
             "verb": "health:set"
+          },
+          {
+            "summary": "limit the memory (swap included) and CPUs of every process, or of one type (none lifts a limit)",
+            "usage": "resource:limit APP [--process TYPE] memory=SIZE|cpus=N...",
+            "verb": "resource:limit"
+          },
+          {
+            "summary": "lift the limits of every process, or a type's own",
+            "usage": "resource:limit-clear APP [--process TYPE]",
+            "verb": "resource:limit-clear"
+          },
+          {
+            "summary": "show the limits as set and what each process type gets",
+            "usage": "resource:report APP",
+            "verb": "resource:report"
           },
           {
             "summary": "set the port the app listens on ($PORT; default: the image's EXPOSE, else 5000)",

@@ -13,7 +13,10 @@ mod templates;
 
 pub use file::UnitFile;
 pub use fleet::Placement;
-pub use spec::{check_image, ContainerSpec, Exec, Port, SidekickSpec};
+pub use spec::{
+    check_image, memory_bytes, nano_cpus, render_cpus, render_memory, ContainerSpec, Exec, Port,
+    SidekickSpec,
+};
 pub use templates::{parse_instance_name, render_instance, Instance, InstanceName, RenderedUnit};
 
 /// A unit file that cannot be used, with the line it is about.

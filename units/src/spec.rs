@@ -24,6 +24,9 @@ pub struct ContainerSpec {
     pub volumes: Vec<String>,
     /// `--memory`, as docker takes it (`256m`).
     pub memory: Option<String>,
+    /// `--memory-swap`: memory plus swap (Paz renders it equal to
+    /// `memory`: no swap beyond the limit).
+    pub memory_swap: Option<String>,
     /// `--cpus` (`0.5`).
     pub cpus: Option<String>,
     /// `--restart` (`no`, `on-failure[:N]`, `always`, `unless-stopped`).
@@ -47,6 +50,8 @@ pub struct SidekickSpec {
 }
 
 /// What a unit's `ExecStart` runs.
+// One per parsed unit, never in a hot loop: a box would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exec {
     Container(ContainerSpec),
@@ -113,6 +118,88 @@ pub fn check_image(image: &str) -> Result<(), String> {
     }
 }
 
+/// A memory size as Docker's `--memory` takes it (`256m`, `1g`, `512k`,
+/// bytes), in bytes.
+pub fn memory_bytes(text: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "memory `{}` is not a size such as 512m",
+            text.escape_debug()
+        )
+    };
+    let lower = text.to_ascii_lowercase();
+    let (number, unit) = lower.split_at(
+        lower
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(lower.len()),
+    );
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let factor: u64 = match unit.strip_suffix('b').unwrap_or(unit) {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    number
+        .checked_mul(factor)
+        .filter(|&bytes| bytes <= i64::MAX as u64)
+        .ok_or_else(|| format!("memory `{text}` is too large"))
+}
+
+/// `bytes` as `--memory` says it: in the largest unit that divides it (`512m`).
+pub fn render_memory(bytes: u64) -> String {
+    for (unit, size) in [("g", 1u64 << 30), ("m", 1 << 20), ("k", 1 << 10)] {
+        if bytes > 0 && bytes.is_multiple_of(size) {
+            return format!("{}{unit}", bytes / size);
+        }
+    }
+    bytes.to_string()
+}
+
+/// A CPU count as Docker's `--cpus` takes it (`1`, `0.5`, `2.25`), in
+/// billionths of a CPU (the engine's `NanoCpus`).
+pub fn nano_cpus(text: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "cpus `{}` is not a number of CPUs such as 1 or 0.5",
+            text.escape_debug()
+        )
+    };
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && fraction.is_empty())
+        || !digits(whole)
+        || !digits(fraction)
+        || whole.len() > 6
+        || fraction.len() > 9
+    {
+        return Err(bad());
+    }
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    let fraction: u64 = format!("{fraction:0<9}").parse().map_err(|_| bad())?;
+    let nano = whole * 1_000_000_000 + fraction;
+    if nano == 0 {
+        return Err(format!("cpus `{text}` must be more than 0"));
+    }
+    Ok(nano)
+}
+
+/// Billionths of a CPU as `--cpus` says them (`0.5`).
+pub fn render_cpus(nano: u64) -> String {
+    let (whole, fraction) = (nano / 1_000_000_000, nano % 1_000_000_000);
+    if fraction == 0 {
+        whole.to_string()
+    } else {
+        let fraction = format!("{fraction:09}");
+        format!("{whole}.{}", fraction.trim_end_matches('0'))
+    }
+}
+
 /// Parses `docker run` arguments (after `run`).
 pub fn parse_docker_run(args: &[String]) -> Result<ContainerSpec, String> {
     let mut spec = ContainerSpec::default();
@@ -148,11 +235,12 @@ pub fn parse_docker_run(args: &[String]) -> Result<ContainerSpec, String> {
             "-l" | "--label" => spec.labels.push(pair(&value()?, flag)?),
             "-v" | "--volume" => spec.volumes.push(value()?),
             "-m" | "--memory" => spec.memory = Some(value()?),
+            "--memory-swap" => spec.memory_swap = Some(value()?),
             "--cpus" => spec.cpus = Some(value()?),
             "--restart" => spec.restart = Some(value()?),
             other => {
                 return Err(format!(
-                    "docker run flag {other} is not supported: use --name, -p, -e, --env-file, -l, -v, -m, --cpus, --restart, --rm"
+                    "docker run flag {other} is not supported: use --name, -p, -e, --env-file, -l, -v, -m, --memory-swap, --cpus, --restart, --rm"
                 ))
             }
         }
@@ -200,6 +288,7 @@ pub fn render_docker_run(spec: &ContainerSpec) -> Vec<String> {
     }
     for (flag, value) in [
         ("-m", &spec.memory),
+        ("--memory-swap", &spec.memory_swap),
         ("--cpus", &spec.cpus),
         ("--restart", &spec.restart),
     ] {
@@ -311,6 +400,56 @@ mod tests {
                     ..ContainerSpec::default()
                 },
             )
+    }
+
+    #[test]
+    fn memory_sizes_read_as_docker_reads_them() {
+        assert_eq!(memory_bytes("512"), Ok(512));
+        assert_eq!(memory_bytes("64k"), Ok(64 << 10));
+        assert_eq!(memory_bytes("256M"), Ok(256 << 20));
+        assert_eq!(memory_bytes("2gb"), Ok(2 << 30));
+        assert_eq!(
+            memory_bytes("lots"),
+            Err("memory `lots` is not a size such as 512m".to_string())
+        );
+        for bad in ["m", "1t", "", "-1m", "1.5g", "99999999999999g"] {
+            assert!(memory_bytes(bad).is_err(), "{bad}");
+        }
+        for bytes in [
+            512u64,
+            64 << 10,
+            256 << 20,
+            2 << 30,
+            (1 << 30) + (1 << 20),
+            1000,
+        ] {
+            assert_eq!(memory_bytes(&render_memory(bytes)), Ok(bytes));
+        }
+        assert_eq!(render_memory(512 << 20), "512m");
+    }
+
+    #[test]
+    fn cpus_read_as_docker_reads_them() {
+        assert_eq!(nano_cpus("1"), Ok(1_000_000_000));
+        assert_eq!(nano_cpus("0.5"), Ok(500_000_000));
+        assert_eq!(nano_cpus(".25"), Ok(250_000_000));
+        assert_eq!(nano_cpus("2.000000001"), Ok(2_000_000_001));
+        for bad in [
+            "",
+            ".",
+            "0",
+            "0.0",
+            "-1",
+            "1e3",
+            "one",
+            "1.0000000001",
+            "1,5",
+        ] {
+            assert!(nano_cpus(bad).is_err(), "{bad}");
+        }
+        for text in ["1", "0.5", "2.25", "0.001"] {
+            assert_eq!(render_cpus(nano_cpus(text).unwrap()), text);
+        }
     }
 
     proptest! {

@@ -28,6 +28,10 @@ pub struct Instance {
     pub health_timeout: u64,
     pub health_attempts: u32,
     pub stop_timeout: u64,
+    /// Bytes of memory, swap included, if limited.
+    pub memory: Option<u64>,
+    /// Billionths of a CPU, if limited.
+    pub nano_cpus: Option<u64>,
 }
 
 /// A rendered unit: its name and text.
@@ -92,6 +96,10 @@ pub fn render_instance(instance: &Instance) -> Result<(RenderedUnit, RenderedUni
             ("paz.unit".to_string(), unit.clone()),
         ],
         command: instance.command.clone(),
+        // The same swap limit: memory and swap together, so no swap beyond it.
+        memory: instance.memory.map(crate::spec::render_memory),
+        memory_swap: instance.memory.map(crate::spec::render_memory),
+        cpus: instance.nano_cpus.map(crate::spec::render_cpus),
         ..ContainerSpec::default()
     };
     let mut docker = vec!["/usr/bin/docker".to_string(), "run".to_string()];

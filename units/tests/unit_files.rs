@@ -99,7 +99,7 @@ fn malformed_files_and_unsupported_exec_lines_are_refused_with_their_line() {
         ("[Unit]\njust words\n", "line 2: `just words` is not Key=Value"),
         ("[Unit]\nbad key=1\n", "line 2: `bad key` is not a valid key"),
         ("[Service]\nExecStart=/bin/sh -c 'rm -rf /'\n", "line 2: ExecStart `/bin/sh -c 'rm -rf /'` is not supported: Paz runs `/usr/bin/docker run ...` and `/usr/bin/paz sidekick ...`"),
-        ("[Service]\nExecStart=/usr/bin/docker run --privileged --name x img\n", "line 2: docker run flag --privileged is not supported: use --name, -p, -e, --env-file, -l, -v, -m, --cpus, --restart, --rm"),
+        ("[Service]\nExecStart=/usr/bin/docker run --privileged --name x img\n", "line 2: docker run flag --privileged is not supported: use --name, -p, -e, --env-file, -l, -v, -m, --memory-swap, --cpus, --restart, --rm"),
         ("[Service]\nExecStart=/usr/bin/docker run --name x\n", "line 2: docker run names no image"),
         ("[Service]\nExecStart=/usr/bin/docker run img\n", "line 2: docker run needs --name (the unit's container name)"),
         ("[Service]\nExecStart=/usr/bin/docker run --name \"x img\n", "line 2: a \" quote is not closed"),
@@ -137,6 +137,8 @@ fn paz_renders_an_instance_and_its_sidekick() {
         health_timeout: 5,
         health_attempts: 3,
         stop_timeout: 10,
+        memory: Some(512 << 20),
+        nano_cpus: Some(1_500_000_000),
     })
     .unwrap();
     assert_eq!(app.name, "web-v7-web-1.service");
@@ -147,7 +149,7 @@ fn paz_renders_an_instance_and_its_sidekick() {
 
         [Service]
         TimeoutStopSec=10
-        ExecStart=/usr/bin/docker run --rm --name web-v7-web-1 -p 5000 -e PORT=5000 -e DYNO=web.1 -e "GREETING=hello world" -l paz.app=web -l paz.release=7 -l paz.unit=web-v7-web-1.service 127.0.0.1:5000/web@sha256:abc
+        ExecStart=/usr/bin/docker run --rm --name web-v7-web-1 -p 5000 -e PORT=5000 -e DYNO=web.1 -e "GREETING=hello world" -l paz.app=web -l paz.release=7 -l paz.unit=web-v7-web-1.service -m 512m --memory-swap 512m --cpus 1.5 127.0.0.1:5000/web@sha256:abc
     "#]]
     .assert_eq(&app.text);
     assert_eq!(sidekick.name, "web-v7-web-1-announce.service");
@@ -173,6 +175,15 @@ fn paz_renders_an_instance_and_its_sidekick() {
     let Exec::Container(spec) = parse_unit(&app.name, &app.text).unwrap().exec else {
         panic!()
     };
+    assert_eq!(
+        (
+            spec.memory.as_deref(),
+            spec.memory_swap.as_deref(),
+            spec.cpus.as_deref()
+        ),
+        (Some("512m"), Some("512m"), Some("1.5")),
+        "memory with the same swap limit"
+    );
     assert_eq!(
         spec.env,
         [
@@ -204,6 +215,8 @@ fn an_image_that_would_be_a_docker_flag_or_hold_a_control_character_is_refused()
         health_timeout: 5,
         health_attempts: 3,
         stop_timeout: 10,
+        memory: None,
+        nano_cpus: None,
     };
     for bad in [
         "--volume=/:/host:ro",

@@ -6,7 +6,7 @@ use crate::error::VerbError;
 use crate::Verb;
 
 /// Flags that take a value; every other `--flag` is a switch.
-const VALUE_FLAGS: &[&str] = &["--role", "--apps"];
+const VALUE_FLAGS: &[&str] = &["--role", "--apps", "--process"];
 
 #[derive(Debug)]
 pub(crate) struct Args {

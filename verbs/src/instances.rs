@@ -49,15 +49,40 @@ fn line(row: &UnitRow, now: u64) -> String {
         .usage
         .map(|usage| format!("  {usage}"))
         .unwrap_or_default();
+    // Why it failed or restarted: an OOM kill says so.
+    let reason = row
+        .state
+        .as_ref()
+        .and_then(|s| s.reason.as_deref())
+        .map(|reason| format!("  ({reason})"))
+        .unwrap_or_default();
     format!(
-        "{}  {short:12}  {active:8}  {age}{usage}",
+        "{}  {short:12}  {active:8}  {age}{usage}{reason}",
         row.unit.trim_end_matches(".service")
     )
 }
 
+/// The process type of an instance's row (`web` for a name Paz did not make).
+fn process_of(row: &UnitRow) -> &str {
+    units::parse_instance_name(&row.unit).map_or("web", |instance| instance.process)
+}
+
 impl std::fmt::Display for Instances {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let lines = self.instances.iter().map(|row| line(row, self.now));
+        // As Heroku's `ps`: each process type under its name and count,
+        // web first, then worker, then the others by name.
+        let mut types: Vec<&str> = self.instances.iter().map(process_of).collect();
+        types.sort_by_key(|p| (*p != "web", *p != "worker", *p));
+        types.dedup();
+        let lines = types.into_iter().flat_map(|process| {
+            let rows: Vec<&UnitRow> = self
+                .instances
+                .iter()
+                .filter(|row| process_of(row) == process)
+                .collect();
+            std::iter::once(format!("=== {process} ({})", rows.len()))
+                .chain(rows.into_iter().map(|row| line(row, self.now)))
+        });
         crate::lines_or(f, lines, format!("{} runs no instances", self.app))
     }
 }
@@ -182,33 +207,16 @@ pub(crate) async fn scale(
     }
     let rollouts = context.rollouts()?;
     let (app, _) = load(context, caller, &words[0]).await?;
-    // Only the types the serving release's Procfile names can run (web
-    // always can); before the first release, any type may be set ahead.
-    let serving = current(context, &app).await?;
-    if let Some(n) = serving {
-        let keys = context.store.keys();
-        if let Some(release) = context.store.get(&keys.release(&app, n)).await? {
-            let processes = &release.value.processes;
-            // Scaling to 0 is always allowed (a type gone from the Procfile).
-            if let Some((unknown, _)) = asked
-                .iter()
-                .find(|(p, n)| **n > 0 && *p != "web" && !processes.contains_key(*p))
-            {
-                let has: Vec<&str> = std::iter::once("web")
-                    .chain(
-                        processes
-                            .keys()
-                            .map(String::as_str)
-                            .filter(|p| *p != "web" && *p != "release"),
-                    )
-                    .collect();
-                return Err(VerbError::Invalid(format!(
-                    "process type `{unknown}` is not in v{n}'s Procfile (it has {}): nothing changed",
-                    has.join(", ")
-                )));
-            }
-        }
-    }
+    // Scaling to 0 is always allowed (a type gone from the Procfile).
+    let serving = in_procfile(
+        context,
+        &app,
+        asked
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(p, _)| p.as_str()),
+    )
+    .await?;
     update(context, caller, app.as_str(), |record| {
         for (process, count) in &asked {
             record.scale.set(process, *count);
@@ -230,6 +238,40 @@ pub(crate) async fn scale(
         }
         None => Ok(Scaled::Saved { app, scale: asked }),
     }
+}
+
+/// The serving release, once each of `types` is checked to be in its
+/// Procfile (web always is); before the first release, any type may be
+/// set ahead.
+pub(crate) async fn in_procfile<'a>(
+    context: &Context,
+    app: &AppName,
+    mut types: impl Iterator<Item = &'a str>,
+) -> Result<Option<u64>, VerbError> {
+    let serving = current(context, app).await?;
+    let Some(n) = serving else {
+        return Ok(None);
+    };
+    let keys = context.store.keys();
+    let Some(release) = context.store.get(&keys.release(app, n)).await? else {
+        return Ok(serving);
+    };
+    let processes = &release.value.processes;
+    if let Some(unknown) = types.find(|p| *p != "web" && !processes.contains_key(*p)) {
+        let has: Vec<&str> = std::iter::once("web")
+            .chain(
+                processes
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|p| *p != "web" && *p != "release"),
+            )
+            .collect();
+        return Err(VerbError::Invalid(format!(
+            "process type `{unknown}` is not in v{n}'s Procfile (it has {}): nothing changed",
+            has.join(", ")
+        )));
+    }
+    Ok(serving)
 }
 
 pub(crate) async fn restart(

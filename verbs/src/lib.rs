@@ -21,6 +21,7 @@ pub mod keys;
 pub mod logs;
 mod ports;
 mod releases;
+mod resources;
 mod tokens;
 
 use std::path::PathBuf;
@@ -43,6 +44,7 @@ pub use instances::{Instances, Scaled};
 pub use keys::{KeyChange, KeyList};
 pub use ports::PortChange;
 pub use releases::{pinned_note, ConfigChange, ReleaseList, RolloutReport};
+pub use resources::{LimitChange, ResourceReport};
 pub use tokens::{NewToken, Revoked, TokenList, TokenRow};
 
 /// What verbs work on.
@@ -406,6 +408,24 @@ pub const VERBS: &[Verb] = &[
         "health:set APP [path=/up] [timeout=5] [attempts=3]",
         "set how new instances are checked",
         |context, caller, args, _| rendered(health::set(context, caller, args)),
+    ),
+    verb(
+        "resource:limit",
+        "resource:limit APP [--process TYPE] memory=SIZE|cpus=N...",
+        "limit the memory (swap included) and CPUs of every process, or of one type (none lifts a limit)",
+        |context, caller, args, _| rendered(resources::limit(context, caller, args)),
+    ),
+    verb(
+        "resource:limit-clear",
+        "resource:limit-clear APP [--process TYPE]",
+        "lift the limits of every process, or a type's own",
+        |context, caller, args, _| rendered(resources::clear(context, caller, args)),
+    ),
+    verb(
+        "resource:report",
+        "resource:report APP",
+        "show the limits as set and what each process type gets",
+        |context, caller, args, _| rendered(resources::report(context, caller, args)),
     ),
     verb(
         "ports:set",

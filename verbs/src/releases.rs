@@ -149,6 +149,7 @@ async fn release_and_roll_out(
     app: &AppName,
     image: ResolvedImage,
     env: BTreeMap<String, String>,
+    resources: store::records::Resources,
     from: Option<&Release>,
     cause: ReleaseCause,
     first: Option<Step>,
@@ -158,6 +159,7 @@ async fn release_and_roll_out(
         image,
         git_sha: from.and_then(|r| r.git_sha.clone()),
         env,
+        resources,
         created_at: context.now(),
         by: caller.name.clone(),
         cause,
@@ -276,8 +278,8 @@ impl std::fmt::Display for ConfigChange {
     }
 }
 
-/// After `config:set`/`config:unset`: a new release of the serving image
-/// with the new env, rolled out (Heroku's way); without a serving release or
+/// After `config:set`/`config:unset` (and `ports:set`, `resource:limit`):
+/// a new release of the serving image with the new env and limits, rolled out (Heroku's way); without a serving release or
 /// a deployer, the env waits for the next release.
 pub(crate) async fn after_config_change(
     context: &Context,
@@ -301,6 +303,7 @@ pub(crate) async fn after_config_change(
                 &app.name,
                 image_of(&serving),
                 app.env.clone(),
+                app.resources.clone(),
                 Some(&serving),
                 ReleaseCause::Config,
                 None,
@@ -346,6 +349,7 @@ pub(crate) async fn deploy(
         &app,
         resolved,
         record.value.env.clone(),
+        record.value.resources.clone(),
         None,
         ReleaseCause::Image,
         pinned,
@@ -370,7 +374,7 @@ pub(crate) async fn rollback(
     if words.len() > 2 {
         return Err(args.usage());
     }
-    let (app, _) = load(context, caller, &words[0]).await?;
+    let (app, record) = load(context, caller, &words[0]).await?;
     let releases = all(context, &app).await?;
     let serving = current(context, &app).await?;
     let target = match words.get(1) {
@@ -406,6 +410,8 @@ pub(crate) async fn rollback(
         &app,
         image_of(&target),
         target.env.clone(),
+        // Limits are the app's settings, as its scale is: not rolled back.
+        record.value.resources.clone(),
         Some(&target),
         ReleaseCause::Rollback,
         None,
