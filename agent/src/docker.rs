@@ -26,6 +26,8 @@ pub(crate) struct Actual {
     pub(crate) stop_timeout: u64,
     /// Whether the kernel killed it for its memory.
     pub(crate) oom_killed: bool,
+    /// Created, never started (a one-off waiting for its caller).
+    pub(crate) created_only: bool,
 }
 
 use engine::describe;
@@ -64,6 +66,8 @@ pub(crate) async fn list(
                 running: state.running.unwrap_or(false),
                 exit_code: state.exit_code.unwrap_or(0),
                 oom_killed: state.oom_killed.unwrap_or(false),
+                created_only: state.status
+                    == Some(bollard::models::ContainerStateStatusEnum::CREATED),
                 image: inspected.config.and_then(|c| c.image).unwrap_or_default(),
                 stop_timeout: labels
                     .get(STOP_TIMEOUT_LABEL)
@@ -92,6 +96,20 @@ pub(crate) async fn start(
     placement: Placement<'_>,
     spec: &ContainerSpec,
 ) -> Result<String, String> {
+    let id = create(docker, placement, spec).await?;
+    if let Err(error) = docker.start_container(&id, None).await {
+        force_remove(docker, &id).await;
+        return Err(format!("cannot start the container: {}", describe(error)));
+    }
+    Ok(id)
+}
+
+/// Creates the container of a unit from `spec`, not started; returns its id.
+pub(crate) async fn create(
+    docker: &Docker,
+    placement: Placement<'_>,
+    spec: &ContainerSpec,
+) -> Result<String, String> {
     let env = read_env_files(spec)?;
     let body = container_body(placement, spec, env)?;
     remove_leftover(docker, placement.machine, &spec.name).await?;
@@ -106,10 +124,6 @@ pub(crate) async fn start(
         )
         .await
         .map_err(|error| format!("cannot create the container: {}", describe(error)))?;
-    if let Err(error) = docker.start_container(&created.id, None).await {
-        force_remove(docker, &created.id).await;
-        return Err(format!("cannot start the container: {}", describe(error)));
-    }
     Ok(created.id)
 }
 
@@ -173,7 +187,15 @@ fn container_body(
         nano_cpus,
         ..Default::default()
     };
+    // An attached one-off: its caller's stdin, closed when the caller's ends.
+    let attached = spec.interactive.then_some(true);
     Ok(ContainerCreateBody {
+        open_stdin: attached,
+        stdin_once: attached,
+        attach_stdin: attached,
+        attach_stdout: attached,
+        attach_stderr: attached,
+        tty: spec.tty.then_some(true),
         image: Some(spec.image.clone()),
         env: Some(env),
         cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),

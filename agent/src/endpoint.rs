@@ -2,8 +2,9 @@
 //! instances (`GET /v1/logs/APP`, one JSON event a line, followed with
 //! `follow=true`) and its stats (`GET /v1/stats`), both only for a caller
 //! with the cluster's agent secret; and its Prometheus metrics
-//! (`GET /metrics`: numbers only, as a node exporter serves them). It
-//! changes nothing: the server asks it, users never do.
+//! (`GET /metrics`: numbers only, as a node exporter serves them); and
+//! the attach of a one-off (`GET /v1/runs/UNIT/attach`, upgraded:
+//! `attach.rs`), for the same caller. The server asks it, users never do.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub(crate) struct Endpoint {
     pub(crate) secret: Arc<String>,
     pub(crate) logs: Logs,
     pub(crate) sampled: Sampled,
+    pub(crate) runs: crate::attach::Runs,
 }
 
 /// How often a quiet follow sends an empty line, so that a reader that went
@@ -46,6 +48,7 @@ pub(crate) fn router(endpoint: Endpoint) -> Router {
         .route("/v1/logs/{app}", get(logs))
         .route("/v1/stats", get(stats))
         .route("/metrics", get(metrics))
+        .route("/v1/runs/{unit}/attach", get(attach))
         .with_state(endpoint)
 }
 
@@ -69,6 +72,51 @@ fn unauthorized() -> Response {
         StatusCode::UNAUTHORIZED,
         "this agent endpoint answers only Paz's server: send the cluster's agent secret (/paz/config/agent-secret) as a bearer token",
     )
+}
+
+/// Upgrades to `paz-attach` and runs the one-off `unit` over the
+/// connection (`attach.rs`), once its unit says it may run here.
+async fn attach(
+    State(endpoint): State<Endpoint>,
+    Path(unit): Path<String>,
+    UrlQuery(size): UrlQuery<crate::attach::TermSize>,
+    mut request: axum::extract::Request,
+) -> Response {
+    if !authorized(&endpoint, request.headers()) {
+        return unauthorized();
+    }
+    let protocol = telemetry::attach::ATTACH_PROTOCOL;
+    let asked = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|value| value.to_str().ok());
+    if asked != Some(protocol) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            &format!("an attach asks for Upgrade: {protocol}"),
+        );
+    }
+    let spec = match endpoint.runs.attachable(&unit).await {
+        Ok(spec) => spec,
+        Err(reason) => return refuse(StatusCode::NOT_FOUND, &reason),
+    };
+    let upgrade = hyper::upgrade::on(&mut request);
+    let runs = endpoint.runs.clone();
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => {
+                let connection = hyper_util::rt::TokioIo::new(upgraded);
+                runs.serve(&unit, spec, size, connection).await
+            }
+            Err(error) => tracing::warn!(%unit, %error, "an attach's upgrade failed"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, protocol)
+        .body(Body::empty())
+        .unwrap_or_default()
 }
 
 fn event_line(event: &Event) -> Bytes {

@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+mod attach;
 mod docker;
 mod endpoint;
 mod error;
@@ -152,6 +153,8 @@ struct Local {
     reported: Option<UnitState>,
     /// A sidekick unit's task.
     sidekick: Option<SidekickTask>,
+    /// A one-off's container was made: it is never made again.
+    one_off_made: bool,
 }
 
 /// The agent of one machine.
@@ -226,6 +229,11 @@ impl Agent {
             secret: std::sync::Arc::new(secret),
             logs: self.logs.clone(),
             sampled: self.sampled.clone(),
+            runs: attach::Runs {
+                docker: self.docker.clone(),
+                store: self.store.clone(),
+                machine: self.id.clone(),
+            },
         });
         let _endpoint = AbortOnDrop(tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, served).await {
@@ -353,7 +361,11 @@ impl Agent {
             }
         };
         for (unit, container) in &actual {
-            self.logs.copy(&container.id, unit);
+            // An attached one-off's output is its caller's, not the log's.
+            let attached = matches!(desired.get(unit), Some(Ok(Unit { exec: Exec::Container(spec), .. })) if spec.interactive);
+            if !attached {
+                self.logs.copy(&container.id, unit);
+            }
         }
         self.logs
             .retain(|id| actual.values().any(|container| container.id == id));
@@ -495,6 +507,9 @@ impl Agent {
         spec: &units::ContainerSpec,
         actual: Option<&docker::Actual>,
     ) {
+        if spec.restart.as_deref() == Some("no") {
+            return self.keep_one_off(name, unit, spec, actual).await;
+        }
         let local = self.local.entry(name.to_string()).or_default();
         if let Some(container) = actual.filter(|c| c.running && c.image == spec.image) {
             local.retry = None;
@@ -568,6 +583,89 @@ impl Agent {
         });
     }
 
+    /// A one-off (`--restart no`): made once, never started again. An
+    /// attached one (`-i`) is created and waits: the attach of its caller
+    /// (the endpoint's) starts it. Once it exits its state says how, until
+    /// its unit goes and the container with it.
+    async fn keep_one_off(
+        &mut self,
+        name: &str,
+        unit: &Unit,
+        spec: &units::ContainerSpec,
+        actual: Option<&docker::Actual>,
+    ) {
+        match actual {
+            Some(container) if container.running => {
+                let id = Some(container.id.clone());
+                self.report(name, ActiveState::Active, id, None).await;
+            }
+            Some(container) if container.created_only => {
+                let id = Some(container.id.clone());
+                let reason = Some("waiting for its caller to attach".to_string());
+                self.report(name, ActiveState::Activating, id, reason).await;
+            }
+            Some(container) => {
+                let code = container.exit_code;
+                let reason = if container.oom_killed {
+                    format!("killed for using more memory than its limit (OOM), exit code {code}")
+                } else {
+                    format!("exited with code {code}")
+                };
+                let first = self
+                    .local
+                    .get(name)
+                    .and_then(|local| local.reported.as_ref())
+                    .is_none_or(|state| state.active != ActiveState::Inactive);
+                if first {
+                    self.logs.drained(&container.id, name).await;
+                    self.logs.note(name, reason.clone());
+                }
+                let id = Some(container.id.clone());
+                self.report(name, ActiveState::Inactive, id, Some(reason))
+                    .await;
+            }
+            None if self.local.get(name).is_some_and(|local| local.one_off_made) => {
+                let reason = Some("its container is gone".to_string());
+                self.report(name, ActiveState::Inactive, None, reason).await;
+            }
+            None => {
+                self.local.entry(name.to_string()).or_default().one_off_made = true;
+                let made = if spec.interactive {
+                    self.create(name, unit, spec).await
+                } else {
+                    self.start(name, unit, spec).await
+                };
+                match made {
+                    Ok(id) => {
+                        info!(unit = %name, container = %id, "one-off made");
+                        if !spec.interactive {
+                            self.logs.note(
+                                name,
+                                format!("started in container {}", &id[..id.len().min(12)]),
+                            );
+                            self.logs.copy(&id, name);
+                        }
+                        let (active, reason) = if spec.interactive {
+                            (
+                                ActiveState::Activating,
+                                Some("waiting for its caller to attach".to_string()),
+                            )
+                        } else {
+                            (ActiveState::Active, None)
+                        };
+                        self.report(name, active, Some(id), reason).await;
+                    }
+                    Err(reason) => {
+                        warn!(unit = %name, %reason, "cannot start a one-off");
+                        self.logs.note(name, format!("cannot start: {reason}"));
+                        self.report(name, ActiveState::Failed, None, Some(reason))
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+
     /// Pulls the unit's image when it is Paz's (always: the tag may have
     /// moved) or missing, saying so in its state, then starts its container.
     async fn start(
@@ -576,6 +674,28 @@ impl Agent {
         unit: &Unit,
         spec: &units::ContainerSpec,
     ) -> std::result::Result<String, String> {
+        self.pull_if_needed(name, spec).await?;
+        docker::start(&self.docker, self.placement(name, unit), spec).await
+    }
+
+    /// As [`Agent::start`], but only created (an attached one-off).
+    async fn create(
+        &mut self,
+        name: &str,
+        unit: &Unit,
+        spec: &units::ContainerSpec,
+    ) -> std::result::Result<String, String> {
+        self.pull_if_needed(name, spec).await?;
+        docker::create(&self.docker, self.placement(name, unit), spec).await
+    }
+
+    /// Pulls `spec`'s image when it is Paz's (the tag may have moved) or
+    /// missing, saying so in the unit's state.
+    async fn pull_if_needed(
+        &mut self,
+        name: &str,
+        spec: &units::ContainerSpec,
+    ) -> std::result::Result<(), String> {
         let login = self.config.registry.as_ref();
         let ours = login.is_some_and(|login| login.for_image(&spec.image).is_some());
         if ours || self.docker.inspect_image(&spec.image).await.is_err() {
@@ -587,13 +707,17 @@ impl Agent {
                 .await
                 .map_err(|error| error.to_string())?;
         }
-        let placement = docker::Placement {
+        Ok(())
+    }
+
+    /// Where the container of unit `name` goes, and how it stops.
+    fn placement<'a>(&'a self, name: &'a str, unit: &Unit) -> docker::Placement<'a> {
+        docker::Placement {
             machine: &self.id,
             unit: name,
             stop_timeout: unit.stop_timeout,
             publish_ip: self.publish_ip(),
-        };
-        docker::start(&self.docker, placement, spec).await
+        }
     }
 
     async fn keep_sidekick(

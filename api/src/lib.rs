@@ -14,6 +14,7 @@ mod error;
 mod events;
 mod input;
 mod logs;
+mod one_offs;
 mod releases;
 mod rollouts;
 mod run;
@@ -174,6 +175,7 @@ fn described_routes() -> OpenApiRouter<Arc<ApiState>> {
         .merge(access::routes())
         .merge(events::routes())
         .merge(run::routes())
+        .merge(one_offs::routes())
         .merge(logs::routes())
         .merge(certs::routes())
         .routes(utoipa_axum::routes!(openapi_json));

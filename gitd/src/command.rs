@@ -55,6 +55,19 @@ pub(crate) fn parse(command: &[u8]) -> Result<Request, String> {
     }
     let words = shell_words::split(command)
         .map_err(|_| "cannot read the command: a quote is not closed".to_string())?;
+    // A one-off's command is its own, `--json` and all.
+    if matches!(
+        words.first().map(String::as_str),
+        Some("run" | "run:detached")
+    ) {
+        let mut words = words.into_iter();
+        let verb = words.next().unwrap_or_default();
+        return Ok(Request::Verb {
+            verb,
+            args: words.collect(),
+            json: false,
+        });
+    }
     let json = words.iter().any(|word| word == "--json");
     let mut words = words.into_iter().filter(|word| word != "--json");
     let verb = words
@@ -160,6 +173,21 @@ mod tests {
                 args: vec!["rm".into(), "-rf".into(), "/".into()],
                 json: false,
             })
+        );
+        assert_eq!(
+            parse(b"run demo sh -c 'echo out; exit 3' --json"),
+            Ok(Request::Verb {
+                verb: "run".into(),
+                args: vec![
+                    "demo".into(),
+                    "sh".into(),
+                    "-c".into(),
+                    "echo out; exit 3".into(),
+                    "--json".into()
+                ],
+                json: false,
+            }),
+            "a one-off's command keeps its words"
         );
         assert!(parse(b"config:set demo 'unclosed")
             .unwrap_err()

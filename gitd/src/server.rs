@@ -1,16 +1,20 @@
 //! One SSH connection: public-key auth against `/paz/keys`, then each session
-//! channel's `exec` request runs a git service or a verb. Shells, ptys,
-//! subsystems and forwarding are refused.
+//! channel's `exec` request runs a git service or a verb; `run` attaches
+//! the channel to a one-off container (with a TTY when a pty was asked
+//! for, its window changes passed on). Shells, subsystems and forwarding
+//! are refused.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use futures::{SinkExt, StreamExt};
 use russh::keys::ssh_key::PublicKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelMsg, Pty};
 use store::records::SshKey;
 use store::{AppName, Store};
+use telemetry::attach::Frame;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tracing::{info, warn, Instrument};
@@ -141,6 +145,8 @@ pub(crate) struct Connection {
     channels: HashMap<ChannelId, Channel<Msg>>,
     /// `GIT_PROTOCOL` sent by the client, per channel.
     git_protocol: HashMap<ChannelId, String>,
+    /// The terminal size (if known) of each channel that asked for a pty.
+    ptys: HashMap<ChannelId, Option<(u16, u16)>>,
     /// Set once the client has asked for something; the handshake timeout ends then.
     started: watch::Sender<bool>,
     /// The authenticated key's fingerprint, for the connection's loop, which
@@ -160,6 +166,7 @@ impl Connection {
             key: None,
             channels: HashMap::new(),
             git_protocol: HashMap::new(),
+            ptys: HashMap::new(),
             started,
             fingerprint: Arc::default(),
         }
@@ -219,14 +226,21 @@ impl russh::server::Handler for Connection {
         &mut self,
         channel: ChannelId,
         _term: &str,
-        _col_width: u32,
-        _row_height: u32,
+        col_width: u32,
+        row_height: u32,
         _pix_width: u32,
         _pix_height: u32,
         _modes: &[(Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)
+        if !self.channels.contains_key(&channel) {
+            return session.channel_failure(channel);
+        }
+        // `run` gives its container a TTY of this size (0: the client does
+        // not know it); other verbs end their lines with CRLF for the raw
+        // terminal.
+        self.ptys.insert(channel, term_size(col_width, row_height));
+        session.channel_success(channel)
     }
 
     async fn env_request(
@@ -293,18 +307,56 @@ impl russh::server::Handler for Connection {
         session.channel_success(channel)?;
         let _ = self.started.send(true);
         let git_protocol = self.git_protocol.remove(&channel);
+        let pty = self.ptys.remove(&channel);
         let shared = self.shared.clone();
         let command = data.to_vec();
         let span = tracing::info_span!("exec", peer = %self.peer, key = %key.name);
         tokio::spawn(
-            async move {
-                let code = execute(&shared, &key, channel_handle, &command, git_protocol).await;
-                info!(code, command = %String::from_utf8_lossy(&command), "done");
-            }
-            .instrument(span),
+            CRLF.scope(
+                pty.is_some(),
+                async move {
+                    let request = Exec {
+                        command: &command,
+                        git_protocol,
+                        pty,
+                    };
+                    let code = execute(&shared, &key, channel_handle, request).await;
+                    info!(code, command = %String::from_utf8_lossy(&command), "done");
+                }
+                .instrument(span),
+            ),
         );
         Ok(())
     }
+}
+
+tokio::task_local! {
+    /// The channel has a pty: the client's terminal is raw, so lines end
+    /// with CRLF.
+    static CRLF: bool;
+}
+
+/// `text` with its line ends as the channel's terminal wants them.
+fn line_ends(text: &str) -> std::borrow::Cow<'_, str> {
+    if CRLF.try_with(|crlf| *crlf).unwrap_or(false) {
+        std::borrow::Cow::Owned(text.replace('\n', "\r\n"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// A terminal size as Docker takes it (at most 1000 × 1000); `None` when
+/// the client does not know it (0).
+fn term_size(cols: u32, rows: u32) -> Option<(u16, u16)> {
+    (cols > 0 && rows > 0).then(|| (cols.min(1000) as u16, rows.min(1000) as u16))
+}
+
+/// What an exec request asked for.
+struct Exec<'a> {
+    command: &'a [u8],
+    git_protocol: Option<String>,
+    /// A pty was asked for, with its columns and rows if known.
+    pty: Option<Option<(u16, u16)>>,
 }
 
 /// Writes `message` as one line on the channel's stderr and ends the channel
@@ -318,14 +370,16 @@ async fn finish(channel: Channel<Msg>, stdout: &str, stderr: &str, code: u32) ->
     let (_, write_half) = channel.split();
     if !stdout.is_empty() {
         let mut out = write_half.make_writer();
-        let _ = out.write_all(stdout.as_bytes()).await;
-        let _ = out.write_all(b"\n").await;
+        let _ = out
+            .write_all(line_ends(&format!("{stdout}\n")).as_bytes())
+            .await;
         let _ = out.flush().await;
     }
     if !stderr.is_empty() {
         let mut err = write_half.make_writer_ext(Some(1));
-        let _ = err.write_all(stderr.as_bytes()).await;
-        let _ = err.write_all(b"\n").await;
+        let _ = err
+            .write_all(line_ends(&format!("{stderr}\n")).as_bytes())
+            .await;
         let _ = err.flush().await;
     }
     let _ = write_half.exit_status(code).await;
@@ -337,13 +391,12 @@ async fn finish(channel: Channel<Msg>, stdout: &str, stderr: &str, code: u32) ->
 /// Runs what the client asked for on its channel; returns the exit code.
 /// The key is read again first: a key removed (or whose rights changed)
 /// since the connection was made is held to what `/paz/keys` says now.
-async fn execute(
-    shared: &Shared,
-    key: &SshKey,
-    channel: Channel<Msg>,
-    command: &[u8],
-    git_protocol: Option<String>,
-) -> u32 {
+async fn execute(shared: &Shared, key: &SshKey, channel: Channel<Msg>, request: Exec<'_>) -> u32 {
+    let Exec {
+        command,
+        git_protocol,
+        pty,
+    } = request;
     let Some(key) = shared.key_record(&key.fingerprint).await else {
         return refuse(
             channel,
@@ -359,6 +412,9 @@ async fn execute(
         Err(message) => refuse(channel, &format!("paz: {message}")).await,
         Ok(Request::Git { service, app }) => {
             serve_git(shared, key, channel, service, app, git_protocol).await
+        }
+        Ok(Request::Verb { verb, args, .. }) if verb == "run" => {
+            run_attached(shared, key, channel, &args, pty).await
         }
         Ok(Request::Verb { verb, args, json }) => {
             run_verb(shared, key, channel, &verb, &args, json).await
@@ -409,6 +465,87 @@ async fn run_verb(
     }
 }
 
+/// `run APP COMMAND...`: a one-off container attached to the channel:
+/// stdin in, stdout and stderr out on their own streams (one stream under
+/// a TTY), window changes passed on, its exit code the channel's. The
+/// client going away stops and removes it.
+async fn run_attached(
+    shared: &Shared,
+    key: &SshKey,
+    channel: Channel<Msg>,
+    args: &[String],
+    pty: Option<Option<(u16, u16)>>,
+) -> u32 {
+    let caller = Caller::from_key(key);
+    let Some((app, command)) = args.split_first() else {
+        return refuse(channel, "paz: usage: run APP COMMAND...").await;
+    };
+    let context = &shared.verbs;
+    let started =
+        match verbs::runs::start_attached(context, &caller, app, command, pty.is_some()).await {
+            Ok(started) => started,
+            Err(error) => return refuse(channel, &format!("paz: {error}")).await,
+        };
+    let mut frames = match started.attach(context, pty.flatten()).await {
+        Ok(frames) => frames,
+        Err(error) => return refuse(channel, &format!("paz: {error}")).await,
+    };
+    info!(app = %started.app, run = %started.id, "one-off attached");
+    let (mut read_half, write_half) = channel.split();
+    let mut out = write_half.make_writer_ext(None);
+    let mut err = write_half.make_writer_ext(Some(1));
+    let code = loop {
+        tokio::select! {
+            frame = frames.next() => {
+                let (to, data) = match frame {
+                    Some(Ok(Frame::Stdout(data))) => (&mut out, data),
+                    Some(Ok(Frame::Stderr(data))) => (&mut err, data),
+                    Some(Ok(Frame::Exit(code))) => break code.clamp(0, 255) as u32,
+                    Some(Ok(Frame::Failed(reason))) => {
+                        let _ = err.write_all(line_ends(&format!("paz: {reason}\n")).as_bytes()).await;
+                        break 1;
+                    }
+                    Some(Ok(_)) | Some(Err(_)) | None => {
+                        let said = format!("paz: the connection to run.{}'s machine was lost\n", started.id);
+                        let _ = err.write_all(line_ends(&said).as_bytes()).await;
+                        break 1;
+                    }
+                };
+                let written = match to.write_all(&data).await {
+                    Ok(()) => to.flush().await,
+                    Err(error) => Err(error),
+                };
+                if written.is_err() {
+                    // The client went away: dropping `started` ends the run.
+                    return 0;
+                }
+            }
+            message = read_half.wait() => match message {
+                Some(ChannelMsg::Data { data }) => {
+                    let _ = frames.send(Frame::Stdin(bytes::Bytes::copy_from_slice(&data))).await;
+                }
+                Some(ChannelMsg::Eof) => {
+                    let _ = frames.send(Frame::StdinEnd).await;
+                }
+                Some(ChannelMsg::WindowChange { col_width, row_height, .. }) => {
+                    if let Some((cols, rows)) = term_size(col_width, row_height) {
+                        let _ = frames.send(Frame::Resize { cols, rows }).await;
+                    }
+                }
+                // The client went away: dropping `started` ends the run.
+                None | Some(ChannelMsg::Close) => return 0,
+                Some(_) => {}
+            },
+        }
+    };
+    let _ = out.flush().await;
+    let _ = err.flush().await;
+    let _ = write_half.exit_status(code).await;
+    let _ = write_half.eof().await;
+    let _ = write_half.close().await;
+    code
+}
+
 /// `logs`: each line on stdout as it comes, what is said about the stream
 /// (a machine that cannot be reached) on stderr; followed, until the client
 /// goes away.
@@ -436,11 +573,10 @@ async fn stream_logs(
                 while let Some(event) = next {
                     match event {
                         verbs::logs::LogEvent::Line(line) => {
-                            lines.push_str(&line.to_string());
-                            lines.push('\n');
+                            lines.push_str(&line_ends(&format!("{line}\n")));
                         }
                         verbs::logs::LogEvent::Notice(notice) => {
-                            notices.push_str(&format!("paz: {notice}\n"));
+                            notices.push_str(&line_ends(&format!("paz: {notice}\n")));
                         }
                     }
                     next = if lines.len() < 64 * 1024 { stream.events.try_recv().ok() } else { None };

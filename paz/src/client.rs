@@ -181,7 +181,13 @@ pub(crate) async fn run(words: Vec<String>) -> anyhow::Result<()> {
         .next()
         .context("no verb given: run paz verbs to list them")?;
     let (mut args, mut app, mut as_json, mut follow) = (Vec::new(), None, false, false);
+    // A one-off's command is its own from its first word on, flags and all.
+    let one_off = matches!(verb.as_str(), "run" | "run:detached");
     while let Some(word) = words.next() {
+        if one_off && !args.is_empty() {
+            args.push(word);
+            continue;
+        }
         match word.as_str() {
             "-a" | "--app" => app = Some(words.next().context("-a takes an app name")?),
             "--json" => as_json = true,
@@ -210,6 +216,11 @@ pub(crate) async fn run(words: Vec<String>) -> anyhow::Result<()> {
     }
     if follow {
         return crate::progress::follow_build(&credentials, &args).await;
+    }
+    if verb == "run" {
+        let code = crate::one_off::run(&credentials, &args).await?;
+        // The terminal is restored (the run's guard is dropped) by now.
+        std::process::exit(code);
     }
     if verb == "logs" && !as_json {
         return crate::progress::logs(&credentials, &args).await;

@@ -11,6 +11,7 @@ mod deploy;
 mod descriptors;
 mod images;
 mod keys;
+mod one_off;
 mod progress;
 mod roles;
 mod up;

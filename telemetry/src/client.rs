@@ -122,6 +122,53 @@ impl AgentClient {
         Ok(ndjson(bytes, endpoint))
     }
 
+    /// Attaches to the one-off `unit` that the agent at `endpoint` runs:
+    /// the agent starts its container once attached (its TTY resized at
+    /// once to `size`, columns and rows, if given), and the connection
+    /// carries [`crate::attach::Frame`]s both ways until it exits.
+    pub async fn attach(
+        &self,
+        endpoint: &str,
+        unit: &str,
+        size: Option<(u16, u16)>,
+    ) -> Result<
+        tokio_util::codec::Framed<reqwest::Upgraded, crate::attach::FrameCodec>,
+        TelemetryError,
+    > {
+        let base = endpoint.trim_end_matches('/');
+        let mut url = format!("{base}/v1/runs/{unit}/attach");
+        if let Some((cols, rows)) = size {
+            url.push_str(&format!("?cols={cols}&rows={rows}"));
+        }
+        let unreachable = |source| TelemetryError::Unreachable {
+            endpoint: endpoint.to_string(),
+            source,
+        };
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(&self.secret)
+            .header(reqwest::header::CONNECTION, "Upgrade")
+            .header(reqwest::header::UPGRADE, crate::attach::ATTACH_PROTOCOL)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        if response.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+            let status = response.status().as_u16();
+            let message = response.text().await.unwrap_or_default();
+            return Err(TelemetryError::Refused {
+                endpoint: endpoint.to_string(),
+                status,
+                message: message.trim().to_string(),
+            });
+        }
+        let upgraded = response.upgrade().await.map_err(unreachable)?;
+        Ok(tokio_util::codec::Framed::new(
+            upgraded,
+            crate::attach::FrameCodec,
+        ))
+    }
+
     async fn get(
         &self,
         endpoint: &str,

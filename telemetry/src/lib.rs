@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod attach;
 mod client;
 mod exposition;
 mod line;

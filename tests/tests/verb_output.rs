@@ -1380,6 +1380,10 @@ async fn keys_tokens_help_and_rights() {
           rollback APP [N]                                                      release an earlier release's image and env again (default: the one before)
           deploy:follow APP REPO [TAG-GLOB]                                     deploy each new tag of REPO (matching TAG-GLOB) pushed to Paz's registry
           ps APP                                                                list an app's instances
+          run APP COMMAND...                                                    run COMMAND in a one-off container of the serving release, attached (with a TTY under ssh -t); its exit code is yours
+          run:detached APP COMMAND...                                           run COMMAND in a one-off container whose output goes to the app's logs
+          run:list APP                                                          list an app's one-off containers
+          run:stop APP ID                                                       stop a one-off and remove its container
           ps:restart APP                                                        restart an app's instances one at a time
           ps:scale APP TYPE=N...                                                run N instances of each process type (web, or any the Procfile names)
         --- json
@@ -1583,6 +1587,26 @@ async fn keys_tokens_help_and_rights() {
             "summary": "list an app's instances",
             "usage": "ps APP",
             "verb": "ps"
+          },
+          {
+            "summary": "run COMMAND in a one-off container of the serving release, attached (with a TTY under ssh -t); its exit code is yours",
+            "usage": "run APP COMMAND...",
+            "verb": "run"
+          },
+          {
+            "summary": "run COMMAND in a one-off container whose output goes to the app's logs",
+            "usage": "run:detached APP COMMAND...",
+            "verb": "run:detached"
+          },
+          {
+            "summary": "list an app's one-off containers",
+            "usage": "run:list APP",
+            "verb": "run:list"
+          },
+          {
+            "summary": "stop a one-off and remove its container",
+            "usage": "run:stop APP ID",
+            "verb": "run:stop"
           },
           {
             "summary": "restart an app's instances one at a time",

@@ -17,7 +17,10 @@ pub use spec::{
     check_image, memory_bytes, nano_cpus, render_cpus, render_memory, ContainerSpec, Exec, Port,
     SidekickSpec,
 };
-pub use templates::{parse_instance_name, render_instance, Instance, InstanceName, RenderedUnit};
+pub use templates::{
+    check_run_id, parse_instance_name, parse_run_name, render_instance, render_one_off, Instance,
+    InstanceName, OneOff, RenderedUnit, RunName,
+};
 
 /// A unit file that cannot be used, with the line it is about.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -29,8 +29,14 @@ pub struct ContainerSpec {
     pub memory_swap: Option<String>,
     /// `--cpus` (`0.5`).
     pub cpus: Option<String>,
-    /// `--restart` (`no`, `on-failure[:N]`, `always`, `unless-stopped`).
+    /// `--restart` (`no`, `on-failure[:N]`, `always`, `unless-stopped`):
+    /// `no` is a one-off, never started again once it exits.
     pub restart: Option<String>,
+    /// `-i`: stdin kept open for an attached caller (a one-off of `run`,
+    /// which its agent starts only once the caller is attached).
+    pub interactive: bool,
+    /// `-t`: a TTY.
+    pub tty: bool,
     pub command: Vec<String>,
 }
 
@@ -214,8 +220,17 @@ pub fn parse_docker_run(args: &[String]) -> Result<ContainerSpec, String> {
             Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_string())),
             _ => (word.as_str(), None),
         };
-        if flag == "--rm" {
-            spec.remove = true;
+        let switched = match flag {
+            "--rm" => Some(vec![&mut spec.remove]),
+            "-i" | "--interactive" => Some(vec![&mut spec.interactive]),
+            "-t" | "--tty" => Some(vec![&mut spec.tty]),
+            "-it" | "-ti" => Some(vec![&mut spec.interactive, &mut spec.tty]),
+            _ => None,
+        };
+        if let Some(switches) = switched {
+            for switch in switches {
+                *switch = true;
+            }
             continue;
         }
         let mut value = || -> Result<String, String> {
@@ -240,7 +255,7 @@ pub fn parse_docker_run(args: &[String]) -> Result<ContainerSpec, String> {
             "--restart" => spec.restart = Some(value()?),
             other => {
                 return Err(format!(
-                    "docker run flag {other} is not supported: use --name, -p, -e, --env-file, -l, -v, -m, --memory-swap, --cpus, --restart, --rm"
+                    "docker run flag {other} is not supported: use --name, -p, -e, --env-file, -l, -v, -m, --memory-swap, --cpus, --restart, --rm, -i, -t"
                 ))
             }
         }
@@ -258,8 +273,14 @@ pub fn parse_docker_run(args: &[String]) -> Result<ContainerSpec, String> {
 /// The `docker run` words for `spec` (without `/usr/bin/docker run`).
 pub fn render_docker_run(spec: &ContainerSpec) -> Vec<String> {
     let mut words = Vec::new();
-    if spec.remove {
-        words.push("--rm".to_string());
+    for (set, flag) in [
+        (spec.remove, "--rm"),
+        (spec.interactive, "-i"),
+        (spec.tty, "-t"),
+    ] {
+        if set {
+            words.push(flag.to_string());
+        }
     }
     words.extend(["--name".to_string(), spec.name.clone()]);
     for port in &spec.ports {

@@ -99,7 +99,7 @@ fn malformed_files_and_unsupported_exec_lines_are_refused_with_their_line() {
         ("[Unit]\njust words\n", "line 2: `just words` is not Key=Value"),
         ("[Unit]\nbad key=1\n", "line 2: `bad key` is not a valid key"),
         ("[Service]\nExecStart=/bin/sh -c 'rm -rf /'\n", "line 2: ExecStart `/bin/sh -c 'rm -rf /'` is not supported: Paz runs `/usr/bin/docker run ...` and `/usr/bin/paz sidekick ...`"),
-        ("[Service]\nExecStart=/usr/bin/docker run --privileged --name x img\n", "line 2: docker run flag --privileged is not supported: use --name, -p, -e, --env-file, -l, -v, -m, --memory-swap, --cpus, --restart, --rm"),
+        ("[Service]\nExecStart=/usr/bin/docker run --privileged --name x img\n", "line 2: docker run flag --privileged is not supported: use --name, -p, -e, --env-file, -l, -v, -m, --memory-swap, --cpus, --restart, --rm, -i, -t"),
         ("[Service]\nExecStart=/usr/bin/docker run --name x\n", "line 2: docker run names no image"),
         ("[Service]\nExecStart=/usr/bin/docker run img\n", "line 2: docker run needs --name (the unit's container name)"),
         ("[Service]\nExecStart=/usr/bin/docker run --name \"x img\n", "line 2: a \" quote is not closed"),
@@ -242,4 +242,54 @@ fn an_image_that_would_be_a_docker_flag_or_hold_a_control_character_is_refused()
         error.to_string().contains("is not an image reference"),
         "{error}"
     );
+}
+
+#[test]
+fn paz_renders_a_one_off_that_is_never_restarted() {
+    let one_off = |attached: bool| units::OneOff {
+        app: "web".into(),
+        release: 7,
+        id: "a1b2c3d4".into(),
+        image: "127.0.0.1:5000/web@sha256:abc".into(),
+        env: vec![("DYNO".into(), "web.1".into()), ("A".into(), "1".into())],
+        command: vec!["sh".into(), "-c".into(), "echo $A; exit 3".into()],
+        memory: Some(64 << 20),
+        nano_cpus: None,
+        attached,
+        tty: attached,
+    };
+    let unit = units::render_one_off(&one_off(true)).unwrap();
+    assert_eq!(unit.name, "web-v7-run-a1b2c3d4.service");
+    expect![[r#"
+        [Unit]
+        Description=web v7 one-off run a1b2c3d4
+        After=docker.service
+
+        [Service]
+        TimeoutStopSec=10
+        ExecStart=/usr/bin/docker run -i -t --name web-v7-run-a1b2c3d4 -e DYNO=run.a1b2c3d4 -e A=1 -l paz.app=web -l paz.release=7 -l paz.unit=web-v7-run-a1b2c3d4.service -l paz.run=a1b2c3d4 -m 64m --memory-swap 64m --restart no 127.0.0.1:5000/web@sha256:abc sh -c "echo $A; exit 3"
+    "#]]
+    .assert_eq(&unit.text);
+    let Exec::Container(spec) = parse_unit(&unit.name, &unit.text).unwrap().exec else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            spec.interactive,
+            spec.tty,
+            spec.restart.as_deref(),
+            spec.remove
+        ),
+        (true, true, Some("no"), false),
+        "attached, a TTY, made once, kept until its unit goes"
+    );
+    assert_eq!(spec.command, one_off(true).command);
+    let detached = units::render_one_off(&one_off(false)).unwrap();
+    let Exec::Container(spec) = parse_unit(&detached.name, &detached.text).unwrap().exec else {
+        panic!()
+    };
+    assert!(!spec.interactive && !spec.tty);
+    let mut bad = one_off(false);
+    bad.id = "A-1".into();
+    assert!(units::render_one_off(&bad).is_err());
 }

@@ -22,6 +22,7 @@ pub mod logs;
 mod ports;
 mod releases;
 mod resources;
+pub mod runs;
 mod tokens;
 
 use std::path::PathBuf;
@@ -462,6 +463,36 @@ pub const VERBS: &[Verb] = &[
         "ps APP",
         "list an app's instances",
         |context, caller, args, _| rendered(instances::ps(context, caller, args)),
+    ),
+    verb(
+        "run",
+        "run APP COMMAND...",
+        "run COMMAND in a one-off container of the serving release, attached (with a TTY under ssh -t); its exit code is yours",
+        |_, _, _, _| {
+            Box::pin(async {
+                Err(VerbError::Invalid(
+                    "run attaches a terminal or pipes: use ssh paz@HOST run APP COMMAND or paz run, or run:detached".into(),
+                ))
+            })
+        },
+    ),
+    verb(
+        "run:detached",
+        "run:detached APP COMMAND...",
+        "run COMMAND in a one-off container whose output goes to the app's logs",
+        |context, caller, args, _| rendered(runs::detached(context, caller, args)),
+    ),
+    verb(
+        "run:list",
+        "run:list APP",
+        "list an app's one-off containers",
+        |context, caller, args, _| rendered(runs::list(context, caller, args)),
+    ),
+    verb(
+        "run:stop",
+        "run:stop APP ID",
+        "stop a one-off and remove its container",
+        |context, caller, args, _| rendered(runs::stop(context, caller, args)),
     ),
     verb(
         "ps:restart",

@@ -117,12 +117,14 @@ fn parse(args: &Args) -> Result<(String, Query), VerbError> {
             }
             "--instance" | "-i" => {
                 let instance = take(&mut words)?;
+                // `web.2`, or a one-off's `run.a1b2c3d4`.
                 let valid = instance.split_once('.').is_some_and(|(process, n)| {
-                    valid_process(process) && n.parse::<u32>().is_ok()
+                    (valid_process(process) && n.parse::<u32>().is_ok())
+                        || (process == "run" && units::check_run_id(n).is_ok())
                 });
                 if !valid {
                     return Err(VerbError::Invalid(format!(
-                        "--instance `{instance}` is not an instance such as web.2"
+                        "--instance `{instance}` is not an instance such as web.2 or run.a1b2c3d4"
                     )));
                 }
                 query.instance = Some(instance);

@@ -56,8 +56,16 @@ pub(crate) struct Instance {
 }
 
 impl Instance {
-    /// The instance a unit runs, if it is one Paz made.
+    /// The instance a unit runs, if it is one Paz made: a one-off is
+    /// `run.<id>`.
     pub(crate) fn of_unit(unit: &str) -> Option<Instance> {
+        if let Some(run) = units::parse_run_name(unit) {
+            return Some(Instance {
+                app: run.app.to_string(),
+                release: run.release,
+                name: format!("run.{}", run.id),
+            });
+        }
         let name = units::parse_instance_name(unit).filter(|name| !name.sidekick)?;
         Some(Instance {
             app: name.app.to_string(),
