@@ -39,6 +39,8 @@ pub(crate) struct Runs {
     pub(crate) docker: Docker,
     pub(crate) store: Store,
     pub(crate) machine: String,
+    /// The one-offs attached to since this agent started: each once.
+    pub(crate) attached: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Runs {
@@ -62,17 +64,39 @@ impl Runs {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("{unit} is not submitted"))?
             .value;
-        match units::parse_unit(unit, &text).map(|unit| unit.exec) {
-            Ok(units::Exec::Container(spec)) if spec.interactive => Ok(spec),
-            Ok(_) => Err(format!("{unit} is not an attached one-off")),
-            Err(error) => Err(format!("{unit} is invalid: {error}")),
+        let spec = match units::parse_unit(unit, &text).map(|unit| unit.exec) {
+            Ok(units::Exec::Container(spec)) if spec.interactive => spec,
+            Ok(_) => return Err(format!("{unit} is not an attached one-off")),
+            Err(error) => return Err(format!("{unit} is invalid: {error}")),
+        };
+        // One caller per one-off: a second attach never shares its terminal.
+        let first = self
+            .attached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(unit.to_string());
+        if !first {
+            return Err(format!("{unit} has been attached to already"));
         }
+        Ok(spec)
     }
 
-    /// Waits for the container of `spec` to be made, not started.
-    async fn made(&self, spec: &units::ContainerSpec) -> Result<String, String> {
+    /// Waits for the container of `spec` (of `unit`) to be made, not
+    /// started; a state that says it failed ends the wait with its reason.
+    async fn made(&self, unit: &str, spec: &units::ContainerSpec) -> Result<String, String> {
         let deadline = tokio::time::Instant::now() + MADE_WAIT;
+        let state_key = self
+            .store
+            .keys()
+            .unit_state(unit)
+            .map_err(|e| e.to_string())?;
         loop {
+            if let Ok(Some(state)) = self.store.get(&state_key).await {
+                if state.value.active == store::records::ActiveState::Failed {
+                    let reason = state.value.reason.unwrap_or_default();
+                    return Err(format!("it could not start: {reason}"));
+                }
+            }
             if let Ok(inspected) = self.docker.inspect_container(&spec.name, None).await {
                 let ours = inspected
                     .config
@@ -108,7 +132,7 @@ impl Runs {
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
     {
         let mut frames = Framed::new(connection, FrameCodec);
-        let id = match self.made(&spec).await {
+        let id = match self.made(unit, &spec).await {
             Ok(id) => id,
             Err(reason) => {
                 let _ = frames.send(Frame::Failed(reason)).await;
@@ -143,59 +167,77 @@ impl Runs {
             let _ = self.docker.resize_container_tty(&id, size).await;
         }
         info!(%unit, container = %id, "one-off attached and started");
+        // Each way on its own: a command that does not read its input
+        // never holds up its output (nor the other way round).
+        let (mut sink, mut stream) = frames.split();
         let (mut output, mut input) = (attached.output, Some(attached.input));
-        loop {
-            tokio::select! {
-                out = output.next() => match out {
-                    Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
-                        if frames.send(Frame::Stdout(message)).await.is_err() {
-                            break self.kill(unit, &id).await;
-                        }
-                    }
-                    Some(Ok(LogOutput::StdErr { message })) => {
-                        if frames.send(Frame::Stderr(message)).await.is_err() {
-                            break self.kill(unit, &id).await;
-                        }
-                    }
-                    Some(Ok(LogOutput::StdIn { .. })) => {}
-                    // The container's output ended: it exited.
-                    Some(Err(_)) | None => break self.finish(&id, &mut frames).await,
-                },
-                frame = frames.next() => match frame {
-                    Some(Ok(Frame::Stdin(data))) => {
-                        if let Some(writer) = input.as_mut() {
-                            if writer.write_all(&data).await.is_err() {
-                                input = None;
+        let exited = {
+            let from_caller = async {
+                while let Some(Ok(frame)) = stream.next().await {
+                    match frame {
+                        Frame::Stdin(data) => {
+                            if let Some(writer) = input.as_mut() {
+                                if writer.write_all(&data).await.is_err() {
+                                    input = None;
+                                }
                             }
                         }
-                    }
-                    Some(Ok(Frame::StdinEnd)) => {
-                        if let Some(mut writer) = input.take() {
-                            let _ = writer.shutdown().await;
+                        Frame::StdinEnd => {
+                            if let Some(mut writer) = input.take() {
+                                let _ = writer.shutdown().await;
+                            }
+                        }
+                        Frame::Resize { cols, rows } => {
+                            let size = ResizeContainerTTYOptions {
+                                w: cols.into(),
+                                h: rows.into(),
+                            };
+                            let _ = self.docker.resize_container_tty(&id, size).await;
+                        }
+                        other => {
+                            warn!(%unit, ?other, "an attach sent a frame only an agent sends; ending it");
+                            return;
                         }
                     }
-                    Some(Ok(Frame::Resize { cols, rows })) => {
-                        let size = ResizeContainerTTYOptions { w: cols.into(), h: rows.into() };
-                        let _ = self.docker.resize_container_tty(&id, size).await;
+                }
+            };
+            let to_caller = async {
+                loop {
+                    let frame = match output.next().await {
+                        Some(Ok(
+                            LogOutput::StdOut { message } | LogOutput::Console { message },
+                        )) => Frame::Stdout(message),
+                        Some(Ok(LogOutput::StdErr { message })) => Frame::Stderr(message),
+                        Some(Ok(LogOutput::StdIn { .. })) => continue,
+                        // The container's output ended: it exited.
+                        None => return true,
+                        // The engine's stream broke: the container may still run.
+                        Some(Err(_)) => return false,
+                    };
+                    if sink.send(frame).await.is_err() {
+                        return false;
                     }
-                    Some(Ok(other)) => {
-                        warn!(%unit, ?other, "an attach sent a frame only an agent sends; ending it");
-                        break self.kill(unit, &id).await;
-                    }
-                    // The caller went away: so does its one-off.
-                    Some(Err(_)) | None => break self.kill(unit, &id).await,
-                },
+                }
+            };
+            tokio::select! {
+                exited = to_caller => exited,
+                // The caller went away, or sent what it may not.
+                () = from_caller => false,
             }
+        };
+        if !exited {
+            // Then so does its one-off.
+            return self.kill(unit, &id).await;
         }
+        let code = self.exit_code(&id).await;
+        let _ = sink.send(Frame::Exit(code)).await;
+        let _ = sink.close().await;
     }
 
-    /// Sends the container's exit code.
-    async fn finish<T>(&self, id: &str, frames: &mut Framed<T, FrameCodec>)
-    where
-        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    {
+    /// The exit code of the container `id`, once it exited (-1: unknown).
+    async fn exit_code(&self, id: &str) -> i64 {
         let mut waited = self.docker.wait_container(id, None);
-        let code = match waited.next().await {
+        match waited.next().await {
             Some(Ok(response)) => response.status_code,
             // A non-zero exit is an error to bollard; inspect tells the code.
             _ => self
@@ -205,9 +247,7 @@ impl Runs {
                 .ok()
                 .and_then(|inspected| inspected.state?.exit_code)
                 .unwrap_or(-1),
-        };
-        let _ = frames.send(Frame::Exit(code)).await;
-        let _ = frames.close().await;
+        }
     }
 
     async fn kill(&self, unit: &str, id: &str) {

@@ -28,6 +28,9 @@ pub(crate) struct Actual {
     pub(crate) oom_killed: bool,
     /// Created, never started (a one-off waiting for its caller).
     pub(crate) created_only: bool,
+    /// An attached one-off (its stdin open for a caller): its output is
+    /// the caller's, never copied to the log.
+    pub(crate) attached: bool,
 }
 
 use engine::describe;
@@ -59,6 +62,11 @@ pub(crate) async fn list(
             continue;
         };
         let state = inspected.state.unwrap_or_default();
+        let attached = inspected
+            .config
+            .as_ref()
+            .and_then(|config| config.open_stdin)
+            .unwrap_or(false);
         found.insert(
             unit.clone(),
             Actual {
@@ -68,6 +76,7 @@ pub(crate) async fn list(
                 oom_killed: state.oom_killed.unwrap_or(false),
                 created_only: state.status
                     == Some(bollard::models::ContainerStateStatusEnum::CREATED),
+                attached,
                 image: inspected.config.and_then(|c| c.image).unwrap_or_default(),
                 stop_timeout: labels
                     .get(STOP_TIMEOUT_LABEL)

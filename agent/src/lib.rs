@@ -233,6 +233,7 @@ impl Agent {
                 docker: self.docker.clone(),
                 store: self.store.clone(),
                 machine: self.id.clone(),
+                attached: Default::default(),
             },
         });
         let _endpoint = AbortOnDrop(tokio::spawn(async move {
@@ -362,8 +363,7 @@ impl Agent {
         };
         for (unit, container) in &actual {
             // An attached one-off's output is its caller's, not the log's.
-            let attached = matches!(desired.get(unit), Some(Ok(Unit { exec: Exec::Container(spec), .. })) if spec.interactive);
-            if !attached {
+            if !container.attached {
                 self.logs.copy(&container.id, unit);
             }
         }
@@ -451,6 +451,8 @@ impl Agent {
             );
             let (stopped, id, timeout) =
                 (unit.clone(), container.id.clone(), container.stop_timeout);
+            // An attached one-off's output was its caller's, never the log's.
+            let attached = container.attached;
             info!(%unit, "no longer placed here: draining, then stopping");
             if container.running {
                 logs.note(unit, "is no longer placed on this machine: stopping");
@@ -458,7 +460,9 @@ impl Agent {
             self.stops.spawn(async move {
                 tokio::time::sleep(drain).await;
                 let code = docker::stop(&docker, &id, timeout).await;
-                logs.drained(&id, &stopped).await;
+                if !attached {
+                    logs.drained(&id, &stopped).await;
+                }
                 if let Some(code) = code {
                     logs.note(&stopped, format!("stopped (exit code {code})"));
                 }
@@ -507,7 +511,7 @@ impl Agent {
         spec: &units::ContainerSpec,
         actual: Option<&docker::Actual>,
     ) {
-        if spec.restart.as_deref() == Some("no") {
+        if units::parse_run_name(name).is_some() {
             return self.keep_one_off(name, unit, spec, actual).await;
         }
         let local = self.local.entry(name.to_string()).or_default();
@@ -583,7 +587,7 @@ impl Agent {
         });
     }
 
-    /// A one-off (`--restart no`): made once, never started again. An
+    /// A one-off (a `-run-` unit): made once, never started again. An
     /// attached one (`-i`) is created and waits: the attach of its caller
     /// (the endpoint's) starts it. Once it exits its state says how, until
     /// its unit goes and the container with it.
@@ -616,17 +620,26 @@ impl Agent {
                     .get(name)
                     .and_then(|local| local.reported.as_ref())
                     .is_none_or(|state| state.active != ActiveState::Inactive);
-                if first {
+                if first && !container.attached {
                     self.logs.drained(&container.id, name).await;
                     self.logs.note(name, reason.clone());
                 }
                 let id = Some(container.id.clone());
-                self.report(name, ActiveState::Inactive, id, Some(reason))
-                    .await;
+                let mut state = self.state_of(name, ActiveState::Inactive, id, Some(reason));
+                state.exit_code = Some(code);
+                self.write_state(name, state).await;
             }
             None if self.local.get(name).is_some_and(|local| local.one_off_made) => {
-                let reason = Some("its container is gone".to_string());
-                self.report(name, ActiveState::Inactive, None, reason).await;
+                // A start that failed keeps saying why.
+                let failed = self
+                    .local
+                    .get(name)
+                    .and_then(|local| local.reported.as_ref())
+                    .is_some_and(|state| state.active == ActiveState::Failed);
+                if !failed {
+                    let reason = Some("its container is gone".to_string());
+                    self.report(name, ActiveState::Inactive, None, reason).await;
+                }
             }
             None => {
                 self.local.entry(name.to_string()).or_default().one_off_made = true;
@@ -666,8 +679,7 @@ impl Agent {
         }
     }
 
-    /// Pulls the unit's image when it is Paz's (always: the tag may have
-    /// moved) or missing, saying so in its state, then starts its container.
+    /// Pulls the unit's image if it must, then starts its container.
     async fn start(
         &mut self,
         name: &str,
@@ -689,8 +701,10 @@ impl Agent {
         docker::create(&self.docker, self.placement(name, unit), spec).await
     }
 
-    /// Pulls `spec`'s image when it is Paz's (the tag may have moved) or
-    /// missing, saying so in the unit's state.
+    /// Pulls `spec`'s image when it is missing, or Paz's by tag (the tag
+    /// may have moved; a digest cannot, so a registry that is down does not
+    /// stop a pinned image from starting again), saying so in the unit's
+    /// state.
     async fn pull_if_needed(
         &mut self,
         name: &str,
@@ -698,7 +712,8 @@ impl Agent {
     ) -> std::result::Result<(), String> {
         let login = self.config.registry.as_ref();
         let ours = login.is_some_and(|login| login.for_image(&spec.image).is_some());
-        if ours || self.docker.inspect_image(&spec.image).await.is_err() {
+        let by_tag = !spec.image.contains("@sha256:");
+        if (ours && by_tag) || self.docker.inspect_image(&spec.image).await.is_err() {
             let mut state = self.state_of(name, ActiveState::Activating, None, None);
             state.pulling = true;
             self.write_state(name, state).await;
@@ -820,6 +835,7 @@ impl Agent {
             reason,
             restarts: crashes.map_or(0, |crashes| crashes.count),
             pulling: false,
+            exit_code: None,
         }
     }
 
@@ -1012,6 +1028,7 @@ mod tests {
             reason: reason.map(str::to_string),
             restarts: 0,
             pulling: false,
+            exit_code: None,
         }
     }
 

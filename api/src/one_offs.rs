@@ -63,9 +63,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
             .and_then(|value| value.to_str().ok());
         match asked {
             None => Ok(Upgrade(None)),
-            Some(protocol) if protocol.eq_ignore_ascii_case(ATTACH_PROTOCOL) => Ok(Upgrade(
-                parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
-            )),
+            Some(protocol) if protocol.eq_ignore_ascii_case(ATTACH_PROTOCOL) => {
+                match parts.extensions.remove::<hyper::upgrade::OnUpgrade>() {
+                    Some(upgrade) => Ok(Upgrade(Some(upgrade))),
+                    // Never started detached instead of what was asked.
+                    None => Err(ApiError::invalid(
+                        "this connection cannot be upgraded (an attach needs HTTP/1.1 to the API, through no proxy that drops Upgrade)",
+                    )),
+                }
+            }
             Some(other) => Err(ApiError::invalid(format!(
                 "Upgrade: {other} is not what this takes: ask for Upgrade: {ATTACH_PROTOCOL} to attach, or none to start it detached"
             ))),
@@ -148,40 +154,48 @@ async fn start(
 }
 
 /// Carries the caller's frames (stdin, its end, window sizes) to the agent
-/// and the agent's (output, exit) to the caller, until either ends.
-async fn relay<C>(mut client: C, mut agent: verbs::runs::Attached)
+/// and the agent's (output, exit) to the caller, each way on its own, until
+/// either ends.
+async fn relay<C>(client: C, agent: verbs::runs::Attached)
 where
     C: futures::Stream<Item = Result<Frame, telemetry::attach::FrameError>>
         + futures::Sink<Frame>
         + Unpin,
 {
-    loop {
+    let (mut client_sink, mut client_stream) = client.split();
+    let (mut agent_sink, mut agent_stream) = agent.split();
+    {
+        let up = async {
+            while let Some(Ok(frame)) = client_stream.next().await {
+                match frame {
+                    Frame::Stdin(_) | Frame::StdinEnd | Frame::Resize { .. } => {
+                        if agent_sink.send(frame).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Another kind is not the caller's to send: the end.
+                    _ => return,
+                }
+            }
+        };
+        let down = async {
+            loop {
+                let frame = match agent_stream.next().await {
+                    Some(Ok(frame)) => frame,
+                    _ => Frame::Failed("the connection to the one-off's machine was lost".into()),
+                };
+                let last = matches!(frame, Frame::Exit(_) | Frame::Failed(_));
+                if client_sink.send(frame).await.is_err() || last {
+                    return;
+                }
+            }
+        };
         tokio::select! {
-            frame = agent.next() => match frame {
-                Some(Ok(frame)) => {
-                    let last = matches!(frame, Frame::Exit(_) | Frame::Failed(_));
-                    if client.send(frame).await.is_err() || last {
-                        break;
-                    }
-                }
-                _ => {
-                    let lost = Frame::Failed("the connection to the one-off's machine was lost".into());
-                    let _ = client.send(lost).await;
-                    break;
-                }
-            },
-            frame = client.next() => match frame {
-                Some(Ok(frame @ (Frame::Stdin(_) | Frame::StdinEnd | Frame::Resize { .. }))) => {
-                    if agent.send(frame).await.is_err() {
-                        break;
-                    }
-                }
-                // Another kind, a broken frame or the caller gone: the end.
-                _ => break,
-            },
+            () = up => {}
+            () = down => {}
         }
     }
-    let _ = client.close().await;
+    let _ = client_sink.close().await;
 }
 
 #[utoipa::path(

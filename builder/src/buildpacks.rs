@@ -62,6 +62,8 @@ pub struct Plan {
     /// Process types and commands from the Procfile.
     pub processes: BTreeMap<String, String>,
     pub release_command: Option<String>,
+    /// Scheduled jobs from `app.json`'s `cron` list.
+    pub cron: Vec<store::records::CronJob>,
 }
 
 /// The images a Dockerfile builds on: each `FROM` (not an earlier stage)
@@ -157,6 +159,52 @@ pub fn procfile(text: &str) -> Result<BTreeMap<String, String>> {
     Ok(processes)
 }
 
+/// The `cron` list of an `app.json` (Dokku's format: `{"cron": [{"command":
+/// "...", "schedule": "0 3 * * *"}]}`); every error names the field.
+pub fn cron_jobs(app_json: &str) -> Result<Vec<store::records::CronJob>> {
+    #[derive(serde::Deserialize)]
+    struct AppJson {
+        #[serde(default)]
+        cron: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Entry {
+        command: String,
+        schedule: String,
+    }
+    let parsed: AppJson = serde_json::from_str(app_json)
+        .map_err(|error| BuildError::Plan(format!("app.json is not valid: {error}")))?;
+    let mut jobs: Vec<store::records::CronJob> = Vec::new();
+    for (i, entry) in parsed.cron.into_iter().enumerate() {
+        let field = |name: &str| format!("app.json cron[{i}].{name}");
+        let command = entry.command.trim();
+        if command.is_empty() || command.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(BuildError::Plan(format!(
+                "{} is empty or holds a control character: give the shell command to run",
+                field("command")
+            )));
+        }
+        store::cron::check_schedule(&entry.schedule)
+            .map_err(|error| BuildError::Plan(format!("{}: {error}", field("schedule"))))?;
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("{}\n{command}", entry.schedule).as_bytes());
+        let id = format!("c{}", &hex::encode(digest)[..7]);
+        if jobs.iter().any(|job| job.id == id) {
+            return Err(BuildError::Plan(format!(
+                "{} repeats an earlier job's schedule and command",
+                field("command")
+            )));
+        }
+        jobs.push(store::records::CronJob {
+            id,
+            command: command.to_string(),
+            schedule: entry.schedule,
+        });
+    }
+    Ok(jobs)
+}
+
 /// Chooses how to build `root`; `base_images` overrides buildpacks' base images.
 pub fn plan(root: &Root, base_images: &HashMap<String, String>) -> Result<Plan> {
     let mut processes = match root.files.get("Procfile") {
@@ -164,12 +212,17 @@ pub fn plan(root: &Root, base_images: &HashMap<String, String>) -> Result<Plan> 
         None => BTreeMap::new(),
     };
     let release_command = processes.remove("release");
+    let cron = match root.files.get("app.json") {
+        Some(text) => cron_jobs(text)?,
+        None => Vec::new(),
+    };
     if root.names.contains("Dockerfile") {
         return Ok(Plan {
             buildpack: "Dockerfile".to_string(),
             dockerfile: None,
             processes,
             release_command,
+            cron,
         });
     }
     let packs = all();
@@ -226,6 +279,7 @@ pub fn plan(root: &Root, base_images: &HashMap<String, String>) -> Result<Plan> 
         dockerfile: Some(fill(pack.template, &values)),
         processes,
         release_command,
+        cron,
     })
 }
 
@@ -277,6 +331,47 @@ mod base_image_tests {
                 "127.0.0.1:5000/three"
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod cron_tests {
+    use super::*;
+
+    #[test]
+    fn app_json_cron_jobs_are_read_and_bad_ones_name_their_field() {
+        let jobs = cron_jobs(
+            r#"{"name": "x", "cron": [{"command": "echo tick", "schedule": "* * * * *"}, {"command": "./nightly", "schedule": "0 3 * * *"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[0].command, "echo tick");
+        assert!(jobs[0].id.starts_with('c') && jobs[0].id.len() == 8);
+        assert_ne!(jobs[0].id, jobs[1].id);
+        assert_eq!(cron_jobs("{}").unwrap(), Vec::new());
+        for (text, says) in [
+            (
+                r#"{"cron": [{"command": "x", "schedule": "often"}]}"#,
+                "app.json cron[0].schedule: `often` is not a cron schedule",
+            ),
+            (
+                r#"{"cron": [{"command": "x", "schedule": "* * * * *"}, {"command": "y", "schedule": "99 * * * *"}]}"#,
+                "app.json cron[1].schedule",
+            ),
+            (
+                r#"{"cron": [{"command": " ", "schedule": "* * * * *"}]}"#,
+                "app.json cron[0].command is empty",
+            ),
+            (r#"{"cron": [{"command": "x"}]}"#, "app.json is not valid"),
+            (
+                r#"{"cron": [{"command": "x", "schedule": "* * * * *", "at": 1}]}"#,
+                "app.json is not valid",
+            ),
+            ("not json", "app.json is not valid"),
+        ] {
+            let error = cron_jobs(text).unwrap_err().to_string();
+            assert!(error.contains(says), "{text}: {error}");
+        }
     }
 }
 

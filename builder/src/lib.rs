@@ -389,6 +389,7 @@ impl Builder {
             cause: ReleaseCause::Push,
             processes: plan.processes,
             release_command: plan.release_command,
+            cron: plan.cron,
         };
         let n = store.create_release(&request.app, release).await?;
         log.line(format!("-----> Recorded release v{n}: {image}"))

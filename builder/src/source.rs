@@ -150,7 +150,7 @@ pub fn read(repo: &Path, git_env: &[(String, String)], sha: &str, limit: u64) ->
         .map(|text| dockerignore(&text))
         .unwrap_or_default();
     let mut files = HashMap::new();
-    for name in ["Procfile", "Cargo.toml", "Dockerfile"] {
+    for name in ["Procfile", "Cargo.toml", "Dockerfile", "app.json"] {
         if let Some(text) = blob_text(name) {
             files.insert(name.to_string(), text);
         }

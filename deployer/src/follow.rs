@@ -494,6 +494,7 @@ impl ImageFollower {
             processes: Default::default(),
             release_command: None,
             resources: app.resources.clone(),
+            cron: Vec::new(),
         };
         match self.store.create_release(&app.name, release).await {
             Ok(n) => Some(n),
@@ -567,6 +568,7 @@ mod tests {
                 source: None,
                 exposed_ports: Vec::new(),
                 resources: Default::default(),
+                cron: Vec::new(),
             },
             mod_revision: created,
             create_revision: created,

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cron;
 mod error;
 pub mod follow;
 pub mod placement;

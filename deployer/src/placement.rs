@@ -53,13 +53,20 @@ impl<'a> Load<'a> {
     }
 }
 
+/// Why a one-off is not placed again: it never starts twice.
+pub const ONE_OFF_LOST: &str =
+    "its machine was lost while it was placed there, and a one-off never starts twice: see run:list, and stop it with run:stop";
+
 /// Decides placements. `machines`: the live machines and their metadata;
-/// `schedule`: the current placements. A unit whose machine is alive never
-/// moves; global units are not scheduled (each agent runs them itself).
+/// `schedule`: the current placements; `unplaced`: the reasons the last
+/// plan gave. A unit whose machine is alive never moves; global units are
+/// not scheduled (each agent runs them itself); a one-off (`run`) whose
+/// machine is lost is not placed again ([`ONE_OFF_LOST`]).
 pub fn plan(
     units: &[UnitInfo],
     machines: &BTreeMap<String, BTreeMap<String, String>>,
     schedule: &BTreeMap<String, String>,
+    unplaced: &BTreeMap<String, String>,
 ) -> Plan {
     let mut plan = Plan::default();
     let by_name: HashMap<&str, &UnitInfo> = units.iter().map(|u| (u.name.as_str(), u)).collect();
@@ -76,15 +83,28 @@ pub fn plan(
                 placed.insert(&info.name, machine);
                 load.add(machine, info);
             }
+            (Some(info), None) if units::parse_run_name(&info.name).is_some() => {
+                plan.unplace.insert(unit.clone());
+                plan.unplaced.insert(unit.clone(), ONE_OFF_LOST.to_string());
+            }
             _ => {
                 plan.unplace.insert(unit.clone());
             }
         }
     }
+    for (unit, reason) in unplaced {
+        if reason == ONE_OFF_LOST && by_name.contains_key(unit.as_str()) {
+            plan.unplaced.insert(unit.clone(), reason.clone());
+        }
+    }
     // Units that follow another (MachineOf) come after the ones they follow.
     let mut pending: Vec<&UnitInfo> = units
         .iter()
-        .filter(|u| !u.placement.global && !placed.contains_key(u.name.as_str()))
+        .filter(|u| {
+            !u.placement.global
+                && !placed.contains_key(u.name.as_str())
+                && !plan.unplaced.contains_key(&u.name)
+        })
         .collect();
     pending.sort_by(|a, b| {
         (a.placement.machine_of.is_some(), &a.name)
@@ -216,7 +236,7 @@ mod tests {
             unit("demo-v1-web-2.service", ""),
             unit("demo-v1-web-3.service", ""),
         ];
-        let plan = plan(&units, &ms, &schedule);
+        let plan = plan(&units, &ms, &schedule, &BTreeMap::new());
         let machines: BTreeSet<&String> = plan.place.values().collect();
         assert_eq!(machines.len(), 3, "spread over all three: {plan:?}");
         assert_eq!(
@@ -239,7 +259,7 @@ mod tests {
             ("removed.service".to_string(), "a".to_string()),
         ]
         .into();
-        let plan = plan(&units, &ms, &schedule);
+        let plan = plan(&units, &ms, &schedule, &BTreeMap::new());
         assert_eq!(plan.place.len(), 1, "{plan:?}");
         assert_eq!(plan.place["y-v1-web-1.service"], "a");
         assert_eq!(
@@ -250,6 +270,26 @@ mod tests {
             ]
             .into()
         );
+    }
+
+    #[test]
+    fn a_one_off_whose_machine_is_lost_is_never_placed_again() {
+        let ms = machines(&[("a", &[])]);
+        let run = "x-v1-run-a1234567.service";
+        let units = vec![unit(run, ""), unit("x-v1-run-b7654321.service", "")];
+        let schedule: BTreeMap<String, String> = [(run.to_string(), "gone".to_string())].into();
+        let first = plan(&units, &ms, &schedule, &BTreeMap::new());
+        assert!(first.unplace.contains(run));
+        assert_eq!(first.unplaced[run], ONE_OFF_LOST);
+        assert!(!first.place.contains_key(run), "{first:?}");
+        assert_eq!(
+            first.place["x-v1-run-b7654321.service"], "a",
+            "a new one is placed"
+        );
+        // The next plans (by this leader or the next) keep it unplaced.
+        let next = plan(&units, &ms, &BTreeMap::new(), &first.unplaced);
+        assert!(!next.place.contains_key(run));
+        assert_eq!(next.unplaced[run], ONE_OFF_LOST);
     }
 
     #[test]
@@ -271,7 +311,7 @@ mod tests {
             unit("lost.service", "MachineID=zzz"),
             unit("everywhere.service", "Global=true"),
         ];
-        let plan = plan(&units, &ms, &BTreeMap::new());
+        let plan = plan(&units, &ms, &BTreeMap::new(), &BTreeMap::new());
         let dbs: BTreeSet<&String> = ["db-1.service", "db-2.service", "db-3.service"]
             .iter()
             .map(|u| &plan.place[*u])
@@ -292,7 +332,12 @@ mod tests {
 
     #[test]
     fn with_no_machine_every_unit_is_reported() {
-        let plan = plan(&[unit("a.service", "")], &BTreeMap::new(), &BTreeMap::new());
+        let plan = plan(
+            &[unit("a.service", "")],
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+        );
         assert_eq!(plan.unplaced["a.service"], "no machine is registered");
     }
 }

@@ -967,6 +967,7 @@ mod tests {
             source: None,
             exposed_ports: Vec::new(),
             resources: Default::default(),
+            cron: Vec::new(),
         }
     }
 

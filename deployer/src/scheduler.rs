@@ -5,7 +5,8 @@
 //! The leader keeps etcd's units, machines, placements and unplaced units
 //! in memory from four watches; after any change it makes a
 //! [`placement::plan`] and writes it in transactions that each require its
-//! leader key to be unchanged, so a deposed leader can write nothing.
+//! leader key to be unchanged, so a deposed leader can write nothing. The
+//! leader also runs cron (`cron.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -103,6 +104,10 @@ impl Scheduler {
         tokio::select! {
             () = lease.expired() => warn!("scheduler: lost the leader lease; campaigning again"),
             () = self.lead(&key, revision) => {}
+            // The leader runs cron too: a tick is started by one leader.
+            () = crate::cron::lead(&self.store, &key, revision) => {
+                warn!("scheduler: deposed while running cron; campaigning again");
+            }
         }
         true
     }
@@ -151,7 +156,7 @@ impl Scheduler {
             .values()
             .filter_map(|unit| unit.as_ref().ok().cloned())
             .collect();
-        let mut plan = placement::plan(&units, &view.machines, &view.schedule);
+        let mut plan = placement::plan(&units, &view.machines, &view.schedule, &view.unplaced);
         for (name, unit) in &view.units {
             if let Err(reason) = unit {
                 plan.unplaced.insert(name.clone(), reason.clone());

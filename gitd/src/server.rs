@@ -465,6 +465,18 @@ async fn run_verb(
     }
 }
 
+/// How an attached run ended.
+enum Ended {
+    Exit(u32),
+    /// It could not go on: said to the client, exit status 1.
+    Said(String),
+    ClientGone,
+}
+
+/// Input frames waiting for the one-off to take them (an SSH packet holds
+/// at most 32 KiB: 16 MiB).
+const INPUT_QUEUE: usize = 512;
+
 /// `run APP COMMAND...`: a one-off container attached to the channel:
 /// stdin in, stdout and stderr out on their own streams (one stream under
 /// a TTY), window changes passed on, its exit code the channel's. The
@@ -486,7 +498,7 @@ async fn run_attached(
             Ok(started) => started,
             Err(error) => return refuse(channel, &format!("paz: {error}")).await,
         };
-    let mut frames = match started.attach(context, pty.flatten()).await {
+    let frames = match started.attach(context, pty.flatten()).await {
         Ok(frames) => frames,
         Err(error) => return refuse(channel, &format!("paz: {error}")).await,
     };
@@ -494,21 +506,59 @@ async fn run_attached(
     let (mut read_half, write_half) = channel.split();
     let mut out = write_half.make_writer_ext(None);
     let mut err = write_half.make_writer_ext(Some(1));
-    let code = loop {
-        tokio::select! {
-            frame = frames.next() => {
-                let (to, data) = match frame {
+    let (mut sink, mut stream) = frames.split();
+    // The channel is read all the time (a channel left unread stalls the
+    // whole session); what the command has not taken yet waits here.
+    let (queue, mut queued) = tokio::sync::mpsc::channel::<Frame>(INPUT_QUEUE);
+    let ended = {
+        let from_client = async {
+            loop {
+                let frame = match read_half.wait().await {
+                    Some(ChannelMsg::Data { data }) => {
+                        Frame::Stdin(bytes::Bytes::copy_from_slice(&data))
+                    }
+                    Some(ChannelMsg::Eof) => Frame::StdinEnd,
+                    Some(ChannelMsg::WindowChange {
+                        col_width,
+                        row_height,
+                        ..
+                    }) => match term_size(col_width, row_height) {
+                        Some((cols, rows)) => Frame::Resize { cols, rows },
+                        None => continue,
+                    },
+                    // The client went away: dropping `started` ends the run.
+                    None | Some(ChannelMsg::Close) => return Ended::ClientGone,
+                    Some(_) => continue,
+                };
+                if queue.try_send(frame).is_err() {
+                    return Ended::Said(
+                        "the input came faster than the command read it (over 16 MiB waiting): the run is stopped".into(),
+                    );
+                }
+            }
+        };
+        let to_agent = async {
+            while let Some(frame) = queued.recv().await {
+                if sink.send(frame).await.is_err() {
+                    break;
+                }
+            }
+            std::future::pending::<Ended>().await
+        };
+        let to_client = async {
+            loop {
+                let (to, data) = match stream.next().await {
                     Some(Ok(Frame::Stdout(data))) => (&mut out, data),
                     Some(Ok(Frame::Stderr(data))) => (&mut err, data),
-                    Some(Ok(Frame::Exit(code))) => break code.clamp(0, 255) as u32,
-                    Some(Ok(Frame::Failed(reason))) => {
-                        let _ = err.write_all(line_ends(&format!("paz: {reason}\n")).as_bytes()).await;
-                        break 1;
+                    Some(Ok(Frame::Exit(code))) => {
+                        return Ended::Exit(u8::try_from(code).map_or(255, u32::from))
                     }
+                    Some(Ok(Frame::Failed(reason))) => return Ended::Said(reason),
                     Some(Ok(_)) | Some(Err(_)) | None => {
-                        let said = format!("paz: the connection to run.{}'s machine was lost\n", started.id);
-                        let _ = err.write_all(line_ends(&said).as_bytes()).await;
-                        break 1;
+                        return Ended::Said(format!(
+                            "the connection to run.{}'s machine was lost",
+                            started.id
+                        ))
                     }
                 };
                 let written = match to.write_all(&data).await {
@@ -516,27 +566,25 @@ async fn run_attached(
                     Err(error) => Err(error),
                 };
                 if written.is_err() {
-                    // The client went away: dropping `started` ends the run.
-                    return 0;
+                    return Ended::ClientGone;
                 }
             }
-            message = read_half.wait() => match message {
-                Some(ChannelMsg::Data { data }) => {
-                    let _ = frames.send(Frame::Stdin(bytes::Bytes::copy_from_slice(&data))).await;
-                }
-                Some(ChannelMsg::Eof) => {
-                    let _ = frames.send(Frame::StdinEnd).await;
-                }
-                Some(ChannelMsg::WindowChange { col_width, row_height, .. }) => {
-                    if let Some((cols, rows)) = term_size(col_width, row_height) {
-                        let _ = frames.send(Frame::Resize { cols, rows }).await;
-                    }
-                }
-                // The client went away: dropping `started` ends the run.
-                None | Some(ChannelMsg::Close) => return 0,
-                Some(_) => {}
-            },
+        };
+        tokio::select! {
+            ended = from_client => ended,
+            ended = to_agent => ended,
+            ended = to_client => ended,
         }
+    };
+    let code = match ended {
+        Ended::Exit(code) => code,
+        Ended::Said(reason) => {
+            let said = line_ends(&format!("paz: {reason}\n")).into_owned();
+            let _ = err.write_all(said.as_bytes()).await;
+            1
+        }
+        // Dropping `started` ends the run.
+        Ended::ClientGone => return 0,
     };
     let _ = out.flush().await;
     let _ = err.flush().await;
@@ -596,7 +644,10 @@ async fn stream_logs(
                 }
             }
             message = read_half.wait() => {
-                if matches!(message, None | Some(ChannelMsg::Close)) {
+                // Under a pty, Ctrl-C is a byte (0x03) to the server: it ends the follow.
+                let interrupted = matches!(&message, Some(ChannelMsg::Data { data }) if data.contains(&3u8))
+                    && CRLF.try_with(|crlf| *crlf).unwrap_or(false);
+                if interrupted || matches!(message, None | Some(ChannelMsg::Close)) {
                     // The client went away: the stream (and its requests) goes too.
                     return 0;
                 }

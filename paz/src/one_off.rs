@@ -82,7 +82,7 @@ pub(crate) async fn run(credentials: &Credentials, args: &[String]) -> anyhow::R
         .upgrade()
         .await
         .context("the API's answer to the run broke off")?;
-    let mut frames = tokio_util::codec::Framed::new(upgraded, FrameCodec);
+    let frames = tokio_util::codec::Framed::new(upgraded, FrameCodec);
     let _raw = if tty {
         Some(RawTerminal::enter()?)
     } else {
@@ -106,13 +106,38 @@ pub(crate) async fn run(credentials: &Credentials, args: &[String]) -> anyhow::R
             }
         }
     });
-    let mut stdin_open = true;
     let mut window_changes =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
             .context("cannot watch the terminal's size")?;
-    loop {
-        tokio::select! {
-            frame = frames.next() => match frame {
+    let (mut sink, mut stream) = frames.split();
+    // Each way on its own: output is read while input waits to be taken.
+    let up = async {
+        let mut stdin_open = true;
+        loop {
+            let frame = tokio::select! {
+                read = input.recv(), if stdin_open => match read.flatten() {
+                    Some(data) => Frame::Stdin(data),
+                    None => {
+                        stdin_open = false;
+                        Frame::StdinEnd
+                    }
+                },
+                _ = window_changes.recv(), if tty => match window() {
+                    Some((cols, rows)) => Frame::Resize { cols, rows },
+                    None => continue,
+                },
+                // Stdin ended and no terminal to watch: nothing more goes up.
+                else => return std::future::pending::<anyhow::Result<i32>>().await,
+            };
+            if sink.send(frame).await.is_err() {
+                // The output side says how it ended.
+                return std::future::pending::<anyhow::Result<i32>>().await;
+            }
+        }
+    };
+    let down = async {
+        loop {
+            match stream.next().await {
                 Some(Ok(Frame::Stdout(data))) => {
                     let mut out = std::io::stdout().lock();
                     out.write_all(&data)?;
@@ -123,24 +148,16 @@ pub(crate) async fn run(credentials: &Credentials, args: &[String]) -> anyhow::R
                     err.write_all(&data)?;
                     err.flush()?;
                 }
-                Some(Ok(Frame::Exit(code))) => return Ok(code.clamp(0, 255) as i32),
+                Some(Ok(Frame::Exit(code))) => return Ok(u8::try_from(code).map_or(255, i32::from)),
                 Some(Ok(Frame::Failed(reason))) => bail!("{reason}"),
-                Some(Ok(_)) | Some(Err(_)) | None => bail!("the connection to the one-off broke off"),
-            },
-            read = input.recv(), if stdin_open => match read.flatten() {
-                None => {
-                    stdin_open = false;
-                    frames.send(Frame::StdinEnd).await.context("the one-off went away")?;
-                }
-                Some(data) => {
-                    frames.send(Frame::Stdin(data)).await.context("the one-off went away")?;
-                }
-            },
-            _ = window_changes.recv(), if tty => {
-                if let Some((cols, rows)) = window() {
-                    let _ = frames.send(Frame::Resize { cols, rows }).await;
+                Some(Ok(_)) | Some(Err(_)) | None => {
+                    bail!("the connection to the one-off broke off")
                 }
             }
         }
+    };
+    tokio::select! {
+        ended = up => ended,
+        ended = down => ended,
     }
 }

@@ -374,10 +374,12 @@ fn advertise_host(store: &Store) -> String {
         .unwrap_or_else(|| store.endpoints().to_string())
 }
 
-/// The registry credentials of this Paz's own builder (`paz-builder`, admin:
-/// pushes every app's images) and agent (`paz-agent`, machine: pulls only).
-/// New secrets every start; only their hashes go to etcd, the secrets to
-/// `<data-dir>/internal-tokens.json` (mode 0600) for the roles on this host.
+/// The registry credentials of this Paz's own builder (`paz-builder-HOST`,
+/// admin: pushes every app's images) and agent (`paz-agent-HOST`, machine:
+/// pulls only), named after this data dir's machine id so that two servers
+/// on one etcd never replace each other's. New secrets every start; only
+/// their hashes go to etcd, the secrets to `<data-dir>/internal-tokens.json`
+/// (mode 0600) for the roles on this host.
 async fn issue_internal_tokens(
     store: &Store,
     data_dir: &Path,
@@ -385,10 +387,14 @@ async fn issue_internal_tokens(
 ) -> anyhow::Result<HashMap<&'static str, engine::RegistryLogin>> {
     let mut secrets = serde_json::Map::new();
     let mut issued = HashMap::new();
-    for (role_name, name, role) in [
-        ("builder", "paz-builder", store::records::Role::Admin),
-        ("agent", "paz-agent", store::records::Role::Machine),
+    let host = agent::machine_id(data_dir)
+        .with_context(|| format!("cannot read or make {}/machine-id", data_dir.display()))?;
+    let host = &host[..host.len().min(12)];
+    for (role_name, role) in [
+        ("builder", store::records::Role::Admin),
+        ("agent", store::records::Role::Machine),
     ] {
+        let name = &format!("paz-{role_name}-{host}");
         let (token, secret) = store::records::Token::create(name, role, Vec::new());
         store.put(&store.keys().token(name)?, &token).await?;
         secrets.insert(

@@ -775,6 +775,7 @@ async fn a_lost_machines_instances_run_again_elsewhere_and_current_is_unchanged(
         .into(),
         release_command: None,
         resources: Default::default(),
+        cron: Vec::new(),
     };
     let n = store.create_release(&app, release).await.unwrap();
     // In one batch of three: all three units are submitted before the first

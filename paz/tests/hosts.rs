@@ -11,26 +11,10 @@ use std::time::Duration;
 use common::{answers, example, paz, said, spawn_until, start_role};
 use tests::{ChildGuard, DockerCleanup, SshIdentity};
 
-/// `paz agent` with its own data dir; returns it and its machine id.
+/// `paz agent` with its own data dir, draining for 1 s; returns it and its
+/// machine id.
 fn agent(etcd: &str, data: &Path, registry: u16, token: &str) -> (ChildGuard, String) {
-    let (child, rest) = spawn_until(
-        paz().args(["agent", "--etcd", etcd]).args([
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--advertise-addr",
-            "127.0.0.1",
-            "--registry",
-            &format!("127.0.0.1:{registry}"),
-            // --registry-token, as the README writes it.
-            "--token",
-            token,
-            "--drain",
-            "1",
-        ]),
-        "agent ",
-    );
-    let id = rest.trim_end_matches(" is running").to_string();
-    (child, id)
+    common::agent(etcd, data, registry, token, &["--drain", "1"])
 }
 
 /// `ps demo --json`: each instance's (machine, state).

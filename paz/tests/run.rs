@@ -189,6 +189,27 @@ async fn a_one_off_runs_attached_with_its_streams_apart_and_its_exit_code() {
     );
     assert!(ran.status.success(), "{}", said(&ran));
     assert_eq!(stdout(&ran).trim(), "12");
+    // Much input to a command that writes it all back: neither way waits
+    // for the other.
+    let input: Vec<u8> = (0..4 << 20).map(|i: u32| b'a' + (i % 26) as u8).collect();
+    let ran = paz.admin.ssh_with_input(
+        "paz@127.0.0.1",
+        paz.running.ssh_port,
+        &["run", "runny", "cat"],
+        &input,
+    );
+    assert!(ran.status.success(), "{}", stderr(&ran));
+    assert!(
+        ran.stdout == input,
+        "cat gave back {} of {} bytes",
+        ran.stdout.len(),
+        input.len()
+    );
+    // An attached run's output is its caller's, never the app's log.
+    let ran = paz.ssh(&["run", "runny", "echo", "console-only-output"]);
+    assert!(ran.status.success(), "{}", said(&ran));
+    let logs = stdout(&paz.ssh(&["logs", "runny", "-n", "1000"]));
+    assert!(!logs.contains("console-only-output"), "{logs}");
     until_no_one_off_is_left(paz.app);
 
     // A TTY, whose size follows the client's window.

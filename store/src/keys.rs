@@ -244,6 +244,16 @@ impl Keys {
         Prefix::new(format!("{}/apps/{app}/rollouts/", self.root), true)
     }
 
+    /// What was done with the cron job `id` of `app`.
+    pub fn cron_state(
+        &self,
+        app: &AppName,
+        id: &str,
+    ) -> Result<Key<crate::records::CronState>, NameError> {
+        check_segment("cron job id", id)?;
+        Ok(Key::new(format!("{}/apps/{app}/cron/{id}", self.root)))
+    }
+
     /// The number of the release that serves.
     pub fn current(&self, app: &AppName) -> Key<u64> {
         Key::new(format!("{}/apps/{app}/current", self.root))

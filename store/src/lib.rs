@@ -11,6 +11,7 @@
 
 mod abandoned;
 mod client;
+pub mod cron;
 mod error;
 mod etcd_tls;
 mod hook_key;

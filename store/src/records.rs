@@ -72,7 +72,8 @@ json_record!(
     ProxyRecord,
     UnitState,
     ImageEvent,
-    Certificate
+    Certificate,
+    CronState
 );
 json_record!(crate::Rollout);
 
@@ -421,6 +422,45 @@ pub struct Release {
     /// The app's limits when the release was made.
     #[serde(default, skip_serializing_if = "Resources::is_empty")]
     pub resources: Resources,
+    /// Scheduled jobs from `app.json`'s `cron` list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cron: Vec<CronJob>,
+}
+
+/// A scheduled job of a release (`app.json`: `{"command": "...",
+/// "schedule": "0 3 * * *"}`), run as a one-off at each tick, in UTC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CronJob {
+    /// Made from its schedule and command: `c` and 7 hex digits.
+    pub id: String,
+    /// Shell, as a Procfile line is (`sh -c`).
+    pub command: String,
+    pub schedule: String,
+}
+
+/// `/paz/apps/<app>/cron/<id>`: what the scheduler's leader (or
+/// `cron:run`) did with a job: its last tick, the one-off running now,
+/// and how the last one ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CronState {
+    /// The last tick (seconds since the Unix epoch) that was run or skipped.
+    #[serde(default)]
+    pub last_tick: Option<u64>,
+    /// The unit of the one-off that runs now.
+    #[serde(default)]
+    pub running: Option<String>,
+    #[serde(default)]
+    pub last_started_at: Option<u64>,
+    #[serde(default)]
+    pub last_finished_at: Option<u64>,
+    /// The last run's exit code (`None`: it ended without one, e.g. its
+    /// container could not start).
+    #[serde(default)]
+    pub last_exit: Option<i64>,
+    /// What else the last tick or run said (skipped as the run before
+    /// still ran; could not start).
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// A release before Paz numbers it ([`crate::Store::create_release`]): it
@@ -436,6 +476,7 @@ pub struct NewRelease {
     pub processes: BTreeMap<String, String>,
     pub release_command: Option<String>,
     pub resources: Resources,
+    pub cron: Vec<CronJob>,
 }
 
 impl NewRelease {
@@ -455,6 +496,7 @@ impl NewRelease {
             processes: self.processes,
             release_command: self.release_command,
             resources: self.resources,
+            cron: self.cron,
         }
     }
 }
@@ -699,6 +741,9 @@ pub struct UnitState {
     /// While activating: the agent is pulling the unit's image.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pulling: bool,
+    /// A one-off that exited: its exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
 }
 
 #[cfg(test)]

@@ -1224,6 +1224,7 @@ fn release_of(image: &str) -> store::records::Release {
         source: None,
         exposed_ports: Vec::new(),
         resources: Default::default(),
+        cron: Vec::new(),
     }
 }
 

@@ -32,6 +32,7 @@ async fn typed_records_round_trip_and_list_skips_releases() {
         source: None,
         exposed_ports: Vec::new(),
         resources: Default::default(),
+        cron: Vec::new(),
     };
     store.put(&keys.release(&web, 1), &release).await.unwrap();
     store.put(&keys.current(&web), &1).await.unwrap();

@@ -189,5 +189,6 @@ fn release() -> store::records::Release {
         source: None,
         exposed_ports: Vec::new(),
         resources: Default::default(),
+        cron: Vec::new(),
     }
 }

@@ -234,6 +234,7 @@ async fn runs_on_a_machine(verbs: &Verbs) {
         reason: None,
         restarts: 0,
         pulling: false,
+        exit_code: None,
     };
     store
         .put(&keys.unit_state(unit).unwrap(), &state)
@@ -1384,6 +1385,8 @@ async fn keys_tokens_help_and_rights() {
           run:detached APP COMMAND...                                           run COMMAND in a one-off container whose output goes to the app's logs
           run:list APP                                                          list an app's one-off containers
           run:stop APP ID                                                       stop a one-off and remove its container
+          cron:list APP                                                         list the app's cron jobs (app.json): next run, last run and its exit code, in UTC
+          cron:run APP ID                                                       run a cron job now, as a detached one-off
           ps:restart APP                                                        restart an app's instances one at a time
           ps:scale APP TYPE=N...                                                run N instances of each process type (web, or any the Procfile names)
         --- json
@@ -1607,6 +1610,16 @@ async fn keys_tokens_help_and_rights() {
             "summary": "stop a one-off and remove its container",
             "usage": "run:stop APP ID",
             "verb": "run:stop"
+          },
+          {
+            "summary": "list the app's cron jobs (app.json): next run, last run and its exit code, in UTC",
+            "usage": "cron:list APP",
+            "verb": "cron:list"
+          },
+          {
+            "summary": "run a cron job now, as a detached one-off",
+            "usage": "cron:run APP ID",
+            "verb": "cron:run"
           },
           {
             "summary": "restart an app's instances one at a time",

@@ -80,9 +80,10 @@ pub(crate) async fn machines(context: &Context, caller: &Caller) -> Result<Machi
     })
 }
 
-/// Whether `unit` is an instance (or sidekick) of `app`.
+/// Whether `unit` is an instance (or sidekick) or a one-off of `app`.
 pub(crate) fn unit_of(unit: &str, app: &str) -> bool {
     units::parse_instance_name(unit).is_some_and(|name| name.app == app)
+        || units::parse_run_name(unit).is_some_and(|run| run.app == app)
 }
 
 /// Units, where they run and their state (`units:list`).
@@ -267,6 +268,7 @@ pub(crate) async fn cat(
     let key = context.store.keys().unit(&name)?;
     let owner = units::parse_instance_name(&name)
         .map(|instance| instance.app)
+        .or_else(|| units::parse_run_name(&name).map(|run| run.app))
         .unwrap_or_default();
     match store::AppName::new(owner) {
         Ok(app) if unit_of(&name, app.as_str()) => caller.require_app(&app)?,
@@ -308,5 +310,7 @@ mod tests {
         assert!(super::unit_of("web-v7-web-1-announce.service", "web"));
         assert!(!super::unit_of("web-api-v1-web-1.service", "web"));
         assert!(!super::unit_of("webv1.service", "web"));
+        assert!(super::unit_of("web-v7-run-a1b2c3d4.service", "web"));
+        assert!(!super::unit_of("web-api-v7-run-a1b2c3d4.service", "web"));
     }
 }

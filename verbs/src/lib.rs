@@ -12,6 +12,7 @@ mod caller;
 mod certs;
 pub mod cluster;
 mod config;
+pub mod cron;
 mod domains;
 mod error;
 mod follow;
@@ -493,6 +494,18 @@ pub const VERBS: &[Verb] = &[
         "run:stop APP ID",
         "stop a one-off and remove its container",
         |context, caller, args, _| rendered(runs::stop(context, caller, args)),
+    ),
+    verb(
+        "cron:list",
+        "cron:list APP",
+        "list the app's cron jobs (app.json): next run, last run and its exit code, in UTC",
+        |context, caller, args, _| rendered(cron::list(context, caller, args)),
+    ),
+    verb(
+        "cron:run",
+        "cron:run APP ID",
+        "run a cron job now, as a detached one-off",
+        |context, caller, args, _| rendered(cron::run(context, caller, args)),
     ),
     verb(
         "ps:restart",

@@ -165,6 +165,7 @@ async fn release_and_roll_out(
         cause,
         processes: from.map(|r| r.processes.clone()).unwrap_or_default(),
         release_command: from.and_then(|r| r.release_command.clone()),
+        cron: from.map(|r| r.cron.clone()).unwrap_or_default(),
     };
     let n = context.store.create_release(app, release).await?;
     let kind = match cause {

@@ -569,3 +569,35 @@ pub fn push_dir(
         .output()
         .unwrap()
 }
+
+/// `paz agent` on `etcd` with its own data dir, pulling from the registry
+/// on `registry` with the machine token `token` (`NAME:SECRET`), and
+/// `extra` flags; returns it and its machine id.
+#[allow(dead_code)]
+pub fn agent(
+    etcd: &str,
+    data: &Path,
+    registry: u16,
+    token: &str,
+    extra: &[&str],
+) -> (ChildGuard, String) {
+    let (child, rest) = spawn_until(
+        paz()
+            .args(["agent", "--etcd", etcd])
+            .args([
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--advertise-addr",
+                "127.0.0.1",
+                "--registry",
+                &format!("127.0.0.1:{registry}"),
+                // --registry-token, as the README writes it.
+                "--token",
+                token,
+            ])
+            .args(extra),
+        "agent ",
+    );
+    let id = rest.trim_end_matches(" is running").to_string();
+    (child, id)
+}
