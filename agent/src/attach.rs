@@ -134,10 +134,7 @@ impl Runs {
         let mut frames = Framed::new(connection, FrameCodec);
         let id = match self.made(unit, &spec).await {
             Ok(id) => id,
-            Err(reason) => {
-                let _ = frames.send(Frame::Failed(reason)).await;
-                return;
-            }
+            Err(reason) => return self.not_started(unit, &mut frames, reason).await,
         };
         let options = AttachContainerOptions {
             stdin: true,
@@ -150,14 +147,12 @@ impl Runs {
             Ok(attached) => attached,
             Err(error) => {
                 let reason = format!("cannot attach: {}", engine::describe(error));
-                let _ = frames.send(Frame::Failed(reason)).await;
-                return;
+                return self.not_started(unit, &mut frames, reason).await;
             }
         };
         if let Err(error) = self.docker.start_container(&id, None).await {
             let reason = format!("cannot start: {}", engine::describe(error));
-            let _ = frames.send(Frame::Failed(reason)).await;
-            return;
+            return self.not_started(unit, &mut frames, reason).await;
         }
         if let (Some(cols), Some(rows), true) = (size.cols, size.rows, spec.tty) {
             let size = ResizeContainerTTYOptions {
@@ -171,7 +166,7 @@ impl Runs {
         // never holds up its output (nor the other way round).
         let (mut sink, mut stream) = frames.split();
         let (mut output, mut input) = (attached.output, Some(attached.input));
-        let exited = {
+        let ended = {
             let from_caller = async {
                 while let Some(Ok(frame)) = stream.next().await {
                     match frame {
@@ -196,10 +191,12 @@ impl Runs {
                         }
                         other => {
                             warn!(%unit, ?other, "an attach sent a frame only an agent sends; ending it");
-                            return;
+                            return Some("the caller sent a frame only an agent sends".to_string());
                         }
                     }
                 }
+                // The caller went away.
+                None
             };
             let to_caller = async {
                 loop {
@@ -210,24 +207,30 @@ impl Runs {
                         Some(Ok(LogOutput::StdErr { message })) => Frame::Stderr(message),
                         Some(Ok(LogOutput::StdIn { .. })) => continue,
                         // The container's output ended: it exited.
-                        None => return true,
+                        None => return Ok(()),
                         // The engine's stream broke: the container may still run.
-                        Some(Err(_)) => return false,
+                        Some(Err(error)) => {
+                            return Err(Some(format!("the engine's output stream broke: {error}")))
+                        }
                     };
                     if sink.send(frame).await.is_err() {
-                        return false;
+                        return Err(None);
                     }
                 }
             };
             tokio::select! {
-                exited = to_caller => exited,
-                // The caller went away, or sent what it may not.
-                () = from_caller => false,
+                ended = to_caller => ended,
+                // The caller went away (`None`), or sent what it may not.
+                reason = from_caller => Err(reason),
             }
         };
-        if !exited {
-            // Then so does its one-off.
-            return self.kill(unit, &id).await;
+        if let Err(reason) = ended {
+            // Then its one-off goes too, saying why if the caller is there.
+            self.kill(unit, &id).await;
+            if let Some(reason) = reason {
+                let _ = sink.send(Frame::Failed(reason)).await;
+            }
+            return;
         }
         let code = self.exit_code(&id).await;
         let _ = sink.send(Frame::Exit(code)).await;
@@ -248,6 +251,19 @@ impl Runs {
                 .and_then(|inspected| inspected.state?.exit_code)
                 .unwrap_or(-1),
         }
+    }
+
+    /// Says why the one-off could not start, and lets its caller (or the
+    /// next attach) try again.
+    async fn not_started<T>(&self, unit: &str, frames: &mut Framed<T, FrameCodec>, reason: String)
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        self.attached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(unit);
+        let _ = frames.send(Frame::Failed(reason)).await;
     }
 
     async fn kill(&self, unit: &str, id: &str) {

@@ -166,15 +166,20 @@ where
     let (mut agent_sink, mut agent_stream) = agent.split();
     {
         let up = async {
-            while let Some(Ok(frame)) = client_stream.next().await {
-                match frame {
-                    Frame::Stdin(_) | Frame::StdinEnd | Frame::Resize { .. } => {
+            loop {
+                match client_stream.next().await {
+                    Some(Ok(
+                        frame @ (Frame::Stdin(_) | Frame::StdinEnd | Frame::Resize { .. }),
+                    )) => {
                         if agent_sink.send(frame).await.is_err() {
                             return;
                         }
                     }
-                    // Another kind is not the caller's to send: the end.
-                    _ => return,
+                    // The caller's end of the connection closed: it is gone
+                    // (its stdin ends with a StdinEnd frame, not a half-close),
+                    // and so is its run. Another kind is not the caller's to
+                    // send, and a broken frame ends it too.
+                    None | Some(_) => return,
                 }
             }
         };

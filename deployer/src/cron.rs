@@ -90,55 +90,138 @@ pub(crate) async fn lead(store: &Store, leader: &Key<String>, leader_revision: i
 
 async fn pass(store: &Store, leader: &Key<String>, leader_revision: i64) -> Result<()> {
     let keys = store.keys();
-    for app in store.list(&keys.apps()).await?.entries {
-        let name = app.value.name;
-        let Some(current) = store.get(&keys.current(&name)).await? else {
+    let leading = Leading {
+        store,
+        leader,
+        revision: leader_revision,
+    };
+    // Units first: a one-off listed here whose app is not listed after is
+    // of an app that is gone.
+    let units = store.list_names(&keys.units()).await?;
+    let apps = store.list_names(&keys.apps()).await?;
+    for name in &apps {
+        let Ok(app) = AppName::new(name) else {
             continue;
         };
-        let Some(release) = store.get(&keys.release(&name, current.value)).await? else {
-            continue;
+        let current = store.get(&keys.current(&app)).await?;
+        let release = match &current {
+            Some(n) => store
+                .get(&keys.release(&app, n.value))
+                .await?
+                .map(|v| v.value),
+            None => None,
         };
-        for job in &release.value.cron {
-            let done = tick(store, leader, leader_revision, &name, &release.value, job).await;
-            match done {
-                Err(DeployError::Deposed) => return Err(DeployError::Deposed),
-                // Someone else wrote first (cron:run): the next pass reads again.
-                Err(DeployError::Store(error)) if error.conflict().is_some() => {}
-                Err(error) => warn!(app = %name, job = %job.id, %error, "cron: cannot run a job"),
-                Ok(()) => {}
+        let serving = Serving {
+            app: &app,
+            // Every start requires the serving release as read: a deploy in
+            // between (which may drop the job) makes it wait for the next pass.
+            current_revision: current.as_ref().map_or(0, |v| v.mod_revision),
+            release: release.as_ref(),
+        };
+        let jobs = release
+            .as_ref()
+            .map(|r| r.cron.as_slice())
+            .unwrap_or_default();
+        for job in jobs {
+            judge(
+                &app,
+                &job.id,
+                tick(&leading, &serving, Some(job), &job.id).await,
+            )?;
+        }
+        // A job the serving release no longer has: its run is ended as any,
+        // then its record goes.
+        for id in store.list_names(&keys.cron_states(&app)).await? {
+            if !jobs.iter().any(|job| job.id == id) {
+                judge(&app, &id, tick(&leading, &serving, None, &id).await)?;
             }
+        }
+    }
+    for unit in units {
+        let Some(run) = units::parse_run_name(&unit) else {
+            continue;
+        };
+        if !apps.iter().any(|app| app == run.app) {
+            info!(%unit, "cron: removing a one-off of an app that is gone");
+            let txn = store
+                .transaction()
+                .require_unchanged(leader, leader_revision)
+                .delete(&keys.unit(&unit)?);
+            leading.commit(txn).await?;
         }
     }
     Ok(())
 }
 
-/// One job: ends its finished run, then starts (or skips) its due tick.
+/// What a job's outcome means for the pass: a deposed leader stops it; a
+/// conflict (someone wrote first: `cron:run`, a deploy) waits for the next
+/// pass; other errors are said.
+fn judge(app: &AppName, job: &str, done: Result<()>) -> Result<()> {
+    match done {
+        Err(DeployError::Deposed) => Err(DeployError::Deposed),
+        Err(DeployError::Store(error)) if error.conflict().is_some() => Ok(()),
+        Err(error) => {
+            warn!(%app, %job, %error, "cron: cannot run a job");
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
+/// The leader this pass writes as.
+struct Leading<'a> {
+    store: &'a Store,
+    leader: &'a Key<String>,
+    revision: i64,
+}
+
+/// An app's serving release as this pass read it.
+struct Serving<'a> {
+    app: &'a AppName,
+    current_revision: i64,
+    release: Option<&'a Release>,
+}
+
+/// One job (`job`, or `None` for a record whose job the release no longer
+/// has): ends its finished run, then starts (or skips) its due tick, or
+/// removes the record of a job that is gone once nothing runs.
 async fn tick(
-    store: &Store,
-    leader: &Key<String>,
-    leader_revision: i64,
-    app: &AppName,
-    release: &Release,
-    job: &CronJob,
+    leading: &Leading<'_>,
+    serving: &Serving<'_>,
+    job: Option<&CronJob>,
+    id: &str,
 ) -> Result<()> {
+    let (store, app) = (leading.store, serving.app);
     let keys = store.keys();
-    let state_key = keys.cron_state(app, &job.id)?;
+    let state_key = keys.cron_state(app, id)?;
     let mut read = store.get(&state_key).await?;
     if let Some(finished) = finished_run(store, read.as_ref()).await? {
         let revision = read.as_ref().map_or(0, |r| r.mod_revision);
         let unit = read.as_ref().and_then(|r| r.value.running.clone());
         let mut txn = store
             .transaction()
-            .require_unchanged(leader, leader_revision)
+            .require_unchanged(leading.leader, leading.revision)
             .require_unchanged(&state_key, revision)
             .put(&state_key, &finished);
         if let Some(unit) = &unit {
             txn = txn.delete(&keys.unit(unit)?);
         }
-        commit(store, leader, leader_revision, txn).await?;
-        info!(%app, job = %job.id, exit = ?finished.last_exit, "cron: a run ended");
+        leading.commit(txn).await?;
+        info!(%app, job = %id, exit = ?finished.last_exit, "cron: a run ended");
         read = store.get(&state_key).await?;
     }
+    let (Some(job), Some(release)) = (job, serving.release) else {
+        // Gone from the release: the record goes once nothing runs.
+        if let Some(read) = read.filter(|r| r.value.running.is_none()) {
+            let txn = store
+                .transaction()
+                .require_unchanged(leading.leader, leading.revision)
+                .require_unchanged(&state_key, read.mod_revision)
+                .delete(&state_key);
+            leading.commit(txn).await?;
+        }
+        return Ok(());
+    };
     let now = now();
     let state = read.as_ref().map(|r| r.value.clone()).unwrap_or_default();
     // The first tick after the last one, or, if that is long past (or
@@ -159,7 +242,8 @@ async fn tick(
     next.last_tick = Some(due);
     let mut txn = store
         .transaction()
-        .require_unchanged(leader, leader_revision)
+        .require_unchanged(leading.leader, leading.revision)
+        .require_unchanged(&keys.current(app), serving.current_revision)
         .require_unchanged(&state_key, revision);
     if state.running.is_some() {
         next.note = Some(format!(
@@ -176,7 +260,7 @@ async fn tick(
         txn = txn.require_absent(&unit_key).put(&unit_key, &unit.text);
         info!(%app, job = %job.id, unit = %unit.name, "cron: starting a tick");
     }
-    commit(store, leader, leader_revision, txn.put(&state_key, &next)).await
+    leading.commit(txn.put(&state_key, &next)).await
 }
 
 /// The record after its running one-off ended, if it did: its exit code
@@ -211,31 +295,33 @@ async fn finished_run(
         running: None,
         last_finished_at: Some(now()),
         last_exit: exit,
-        note: if exit.is_some() { None } else { reason },
+        // An OOM kill is worth saying beside its exit code.
+        note: match (exit, reason) {
+            (None, reason) => reason,
+            (Some(_), Some(reason)) if reason.contains("OOM") => Some(reason),
+            (Some(_), _) => None,
+        },
         ..state.clone()
     }))
 }
 
-/// Commits `txn`; a conflict is [`DeployError::Deposed`] when the leader
-/// key is no longer this leader's, else the conflict (someone else wrote
-/// the record or the unit first).
-async fn commit(
-    store: &Store,
-    leader: &Key<String>,
-    leader_revision: i64,
-    txn: store::Transaction<'_>,
-) -> Result<()> {
-    match txn.commit().await {
-        Ok(_) => Ok(()),
-        Err(error) if error.conflict().is_some() => {
-            let still = store.get(leader).await?.map(|v| v.mod_revision);
-            if still == Some(leader_revision) {
-                Err(error.into())
-            } else {
-                Err(DeployError::Deposed)
+impl Leading<'_> {
+    /// Commits `txn`; a conflict is [`DeployError::Deposed`] when the
+    /// leader key is no longer this leader's, else the conflict (someone
+    /// else wrote the record, the unit or the release first).
+    async fn commit(&self, txn: store::Transaction<'_>) -> Result<()> {
+        match txn.commit().await {
+            Ok(_) => Ok(()),
+            Err(error) if error.conflict().is_some() => {
+                let still = self.store.get(self.leader).await?.map(|v| v.mod_revision);
+                if still == Some(self.revision) {
+                    Err(error.into())
+                } else {
+                    Err(DeployError::Deposed)
+                }
             }
+            Err(error) => Err(error.into()),
         }
-        Err(error) => Err(error.into()),
     }
 }
 

@@ -36,7 +36,8 @@ pub struct FollowConfig {
     pub candidate: String,
     /// How agents reach Paz's registry (`host:port`), to name its images.
     pub registry_host: Option<String>,
-    /// Tokens whose pushes are not followed: the builder's, whose images the
+    /// Tokens whose pushes are not followed, by the start of their name:
+    /// the builders' (`paz-builder-`, of every server), whose images the
     /// push that built them deploys.
     pub ignore_by: Vec<String>,
 }
@@ -356,7 +357,12 @@ impl ImageFollower {
 
     /// The image an event names, or why it deploys nothing.
     fn image_to_deploy(&self, event: &ImageEvent) -> Result<String, &'static str> {
-        if self.config.ignore_by.contains(&event.by) {
+        if self
+            .config
+            .ignore_by
+            .iter()
+            .any(|prefix| event.by.starts_with(prefix.as_str()))
+        {
             return Err("a build's push, deployed by that push");
         }
         let Some(image) = image_of(event, self.config.registry_host.as_deref()) else {

@@ -576,6 +576,9 @@ async fn run_attached(
             ended = to_client => ended,
         }
     };
+    // Nothing reads the channel any more: its input is dropped from here
+    // on, so a client still sending cannot stall the session's last words.
+    drop(read_half);
     let code = match ended {
         Ended::Exit(code) => code,
         Ended::Said(reason) => {

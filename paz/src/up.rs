@@ -112,7 +112,6 @@ async fn run_roles(
     let registry_host = registry_host(registry_addr, config.registry_advertise.as_ref());
     let mut tokens = issue_internal_tokens(&store, &config.data_dir, &registry_host).await?;
     let builder_login = tokens.remove("builder").expect("issued above");
-    let builder_token = builder_login.name.clone();
     let agent_login = tokens.remove("agent").expect("issued above");
     let mut builder_config = builder::BuilderConfig::new(config.data_dir.clone(), builder_login);
     builder_config.base_images = config.buildpack_images.clone();
@@ -227,7 +226,9 @@ async fn run_roles(
         deployer::FollowConfig {
             candidate,
             registry_host: Some(registry_host.clone()),
-            ignore_by: vec![builder_token],
+            // Every server's builder, not only this one's: any server may
+            // claim the event of another's push.
+            ignore_by: vec![BUILDER_TOKEN_PREFIX.to_string()],
         },
     );
     roles.spawn("image follower", |stop| async move {
@@ -374,6 +375,9 @@ fn advertise_host(store: &Store) -> String {
         .unwrap_or_else(|| store.endpoints().to_string())
 }
 
+/// How the builders' internal tokens are named: `paz-builder-HOST`.
+const BUILDER_TOKEN_PREFIX: &str = "paz-builder-";
+
 /// The registry credentials of this Paz's own builder (`paz-builder-HOST`,
 /// admin: pushes every app's images) and agent (`paz-agent-HOST`, machine:
 /// pulls only), named after this data dir's machine id so that two servers
@@ -389,7 +393,11 @@ async fn issue_internal_tokens(
     let mut issued = HashMap::new();
     let host = agent::machine_id(data_dir)
         .with_context(|| format!("cannot read or make {}/machine-id", data_dir.display()))?;
-    let host = &host[..host.len().min(12)];
+    let host: String = host.chars().take(12).collect();
+    // The names of earlier versions, one for every server: never valid again.
+    for legacy in ["paz-builder", "paz-agent"] {
+        store.delete(&store.keys().token(legacy)?).await?;
+    }
     for (role_name, role) in [
         ("builder", store::records::Role::Admin),
         ("agent", store::records::Role::Machine),

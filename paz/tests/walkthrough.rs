@@ -244,7 +244,13 @@ async fn the_readme_walkthrough_works_from_a_fresh_data_dir() {
     let said_back = user.verb(&["rollback", "demo"]);
     assert!(said_back.contains("Released v4"), "{said_back}");
     answers(http, "demo.paz.localhost", "version 1");
-    assert_eq!(user.verb_stdout(&["ps", "demo"]).lines().count(), 3);
+    let ps = user.verb_stdout(&["ps", "demo"]);
+    assert_eq!(ps.lines().next(), Some("=== web (3)"), "{ps}");
+    assert_eq!(
+        ps.lines().filter(|l| !l.starts_with("===")).count(),
+        3,
+        "{ps}"
+    );
     let set = user.verb(&["config:set", "demo", "GREETING=hi"]);
     assert!(set.contains("Released v5"), "{set}");
     answers(http, "demo.paz.localhost", "hi from Paz");

@@ -254,6 +254,11 @@ impl Keys {
         Ok(Key::new(format!("{}/apps/{app}/cron/{id}", self.root)))
     }
 
+    /// The records of `app`'s cron jobs.
+    pub fn cron_states(&self, app: &AppName) -> Prefix<crate::records::CronState> {
+        Prefix::new(format!("{}/apps/{app}/cron/", self.root), true)
+    }
+
     /// The number of the release that serves.
     pub fn current(&self, app: &AppName) -> Key<u64> {
         Key::new(format!("{}/apps/{app}/current", self.root))
