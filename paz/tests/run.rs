@@ -374,6 +374,18 @@ async fn a_detached_one_off_logs_its_output_and_bad_runs_change_nothing() {
         assert!(said(&output).contains(says), "{says}: {}", said(&output));
     }
     assert!(one_off_containers(paz.app).is_empty(), "nothing ran");
+
+    // Destroying the app stops and removes its one-offs too.
+    let started = paz.ssh(&["run:detached", paz.app, "sleep", "300"]);
+    assert!(started.status.success(), "{}", said(&started));
+    tests::eventually_blocking("the one-off to run", Duration::from_secs(30), || {
+        one_off_containers(paz.app)
+            .contains("running")
+            .then_some(())
+    });
+    let destroyed = paz.ssh(&["apps:destroy", paz.app, "--force"]);
+    assert!(destroyed.status.success(), "{}", said(&destroyed));
+    until_no_one_off_is_left(paz.app);
 }
 
 impl Paz {
