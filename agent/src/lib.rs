@@ -523,6 +523,21 @@ impl Agent {
             return;
         }
         if local.retry.is_some_and(|retry| retry.next > Instant::now()) {
+            // Waiting to start it again: a container that died meanwhile is
+            // not reported as running (a deploy would count it healthy).
+            if let Some(container) = actual.filter(|c| !c.running) {
+                let reason = format!(
+                    "exited with code {}{}: starting it again in a moment",
+                    container.exit_code,
+                    if container.oom_killed {
+                        " (killed for using more memory than its limit, OOM)"
+                    } else {
+                        ""
+                    }
+                );
+                self.report(name, ActiveState::Activating, None, Some(reason))
+                    .await;
+            }
             return;
         }
         let crashed = actual.filter(|c| !c.running);
@@ -643,10 +658,13 @@ impl Agent {
             }
             None => {
                 self.local.entry(name.to_string()).or_default().one_off_made = true;
-                let made = if spec.interactive {
-                    self.create(name, unit, spec).await
-                } else {
-                    self.start(name, unit, spec).await
+                // An attached one is only created: its caller's attach starts it.
+                let made = match self.pull_if_needed(name, spec).await {
+                    Ok(()) if spec.interactive => {
+                        docker::create(&self.docker, self.placement(name, unit), spec).await
+                    }
+                    Ok(()) => docker::start(&self.docker, self.placement(name, unit), spec).await,
+                    Err(reason) => Err(reason),
                 };
                 match made {
                     Ok(id) => {
@@ -688,17 +706,6 @@ impl Agent {
     ) -> std::result::Result<String, String> {
         self.pull_if_needed(name, spec).await?;
         docker::start(&self.docker, self.placement(name, unit), spec).await
-    }
-
-    /// As [`Agent::start`], but only created (an attached one-off).
-    async fn create(
-        &mut self,
-        name: &str,
-        unit: &Unit,
-        spec: &units::ContainerSpec,
-    ) -> std::result::Result<String, String> {
-        self.pull_if_needed(name, spec).await?;
-        docker::create(&self.docker, self.placement(name, unit), spec).await
     }
 
     /// Pulls `spec`'s image when it is missing, or Paz's by tag (the tag

@@ -9,7 +9,7 @@ use store::AppName;
 
 use crate::apps::load;
 use crate::args::Args;
-use crate::releases::current;
+use crate::releases::serving_release;
 use crate::{Caller, Context, VerbError};
 
 /// One job (`cron:list`).
@@ -77,18 +77,6 @@ impl std::fmt::Display for CronList {
     }
 }
 
-/// The serving release's number and jobs.
-async fn jobs(
-    context: &Context,
-    app: &AppName,
-) -> Result<Option<store::records::Release>, VerbError> {
-    let Some(n) = current(context, app).await? else {
-        return Ok(None);
-    };
-    let key = context.store.keys().release(app, n);
-    Ok(context.store.get(&key).await?.map(|v| v.value))
-}
-
 pub(crate) async fn list(
     context: &Context,
     caller: &Caller,
@@ -98,7 +86,7 @@ pub(crate) async fn list(
     let (app, _) = load(context, caller, &name).await?;
     let mut rows = Vec::new();
     let now = context.now();
-    for job in jobs(context, &app)
+    for job in serving_release(context, &app)
         .await?
         .map(|r| r.cron)
         .unwrap_or_default()
@@ -139,17 +127,18 @@ pub(crate) async fn run(
 ) -> Result<CronRun, VerbError> {
     let (name, job_id) = args.two()?;
     let (app, _) = load(context, caller, &name).await?;
-    let release = jobs(context, &app).await?;
+    let unknown = || {
+        VerbError::NotFound(format!(
+            "{app} has no cron job `{}`: see cron:list {app}",
+            job_id.escape_debug()
+        ))
+    };
+    let release = serving_release(context, &app).await?.ok_or_else(unknown)?;
     let job = release
-        .as_ref()
-        .and_then(|r| r.cron.iter().find(|job| job.id == job_id))
-        .ok_or_else(|| {
-            VerbError::NotFound(format!(
-                "{app} has no cron job `{}`: see cron:list {app}",
-                job_id.escape_debug()
-            ))
-        })?;
-    let release = release.as_ref().expect("a job is of a release");
+        .cron
+        .iter()
+        .find(|job| job.id == job_id)
+        .ok_or_else(unknown)?;
     let store = &context.store;
     let keys = store.keys();
     let state_key = keys.cron_state(&app, &job.id)?;
@@ -162,7 +151,7 @@ pub(crate) async fn run(
         )));
     }
     let id = deployer::cron::manual_id(&job.id, context.now());
-    let unit = deployer::cron::job_unit(&app, release, job, &id)
+    let unit = deployer::cron::job_unit(&app, &release, job, &id)
         .map_err(|error| VerbError::Invalid(error.to_string()))?;
     let unit_key = keys.unit(&unit.name)?;
     state.running = Some(unit.name.clone());

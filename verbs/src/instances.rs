@@ -23,28 +23,40 @@ pub struct Instances {
     pub now: u64,
 }
 
-/// One instance's `ps` line: name, machine, state and age.
-fn line(row: &UnitRow, now: u64) -> String {
-    let active = match row.state.as_ref().map(|s| s.active) {
+/// A unit's state as `ps` and `run:list` say it.
+pub(crate) fn state_word(state: Option<&store::records::UnitState>) -> &'static str {
+    match state.map(|s| s.active) {
         Some(ActiveState::Active) => "up",
         Some(ActiveState::Activating) => "starting",
         Some(ActiveState::Deactivating) => "stopping",
         Some(ActiveState::Inactive) => "stopped",
         Some(ActiveState::Failed) => "crashed",
         None => "waiting",
-    };
+    }
+}
+
+/// How long a unit has been in its state (`12s`), and its machine's short
+/// id, as `ps` and `run:list` show them.
+pub(crate) fn age_and_machine(row: &UnitRow, now: u64) -> (String, String) {
     let age = row
         .state
         .as_ref()
         .map(|s| format!("{}s", now.saturating_sub(s.since)))
         .unwrap_or_else(|| "-".into());
-    let short: String = row
+    let short = row
         .machine
         .as_deref()
         .unwrap_or("-")
         .chars()
         .take(12)
         .collect();
+    (age, short)
+}
+
+/// One instance's `ps` line: name, machine, state and age.
+fn line(row: &UnitRow, now: u64) -> String {
+    let active = state_word(row.state.as_ref());
+    let (age, short) = age_and_machine(row, now);
     let usage = row
         .usage
         .map(|usage| format!("  {usage}"))

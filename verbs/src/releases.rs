@@ -33,6 +33,19 @@ pub(crate) async fn current(context: &Context, app: &AppName) -> Result<Option<u
         .map(|v| v.value))
 }
 
+/// The release that serves `app`, if any (a one-off's, a job's, the limits
+/// each process type gets).
+pub(crate) async fn serving_release(
+    context: &Context,
+    app: &AppName,
+) -> Result<Option<Release>, VerbError> {
+    let Some(n) = current(context, app).await? else {
+        return Ok(None);
+    };
+    let key = context.store.keys().release(app, n);
+    Ok(context.store.get(&key).await?.map(|v| v.value))
+}
+
 /// An app's releases (`releases`): newest first as text, oldest first as JSON.
 #[derive(Debug, Serialize)]
 #[serde(transparent)]

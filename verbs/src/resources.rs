@@ -11,7 +11,7 @@ use store::AppName;
 
 use crate::apps::{load, update};
 use crate::args::Args;
-use crate::releases::{after_config_change, current, ConfigChange};
+use crate::releases::{after_config_change, ConfigChange};
 use crate::{Caller, Context, VerbError};
 
 /// Docker's smallest memory limit.
@@ -251,17 +251,8 @@ pub(crate) async fn report(
     let (app, record) = load(context, caller, &name).await?;
     let resources = record.value.resources;
     let mut types = vec!["web".to_string()];
-    if let Some(n) = current(context, &app).await? {
-        let keys = context.store.keys();
-        if let Some(release) = context.store.get(&keys.release(&app, n)).await? {
-            types.extend(
-                release
-                    .value
-                    .processes
-                    .into_keys()
-                    .filter(|p| p != "release"),
-            );
-        }
+    if let Some(release) = crate::releases::serving_release(context, &app).await? {
+        types.extend(release.processes.into_keys().filter(|p| p != "release"));
     }
     types.extend(resources.processes.keys().cloned());
     let effective = types

@@ -17,7 +17,6 @@ use store::{AppName, Lease};
 use crate::apps::load;
 use crate::args::Args;
 use crate::cluster::unit_rows;
-use crate::releases::current;
 use crate::{Caller, Context, VerbError};
 
 /// How long a detached one-off may run.
@@ -69,9 +68,9 @@ async fn serving(context: &Context, app: &AppName) -> Result<Release, VerbError>
             "{app} has no release to run: push or deploy it first"
         ))
     };
-    let n = current(context, app).await?.ok_or_else(none)?;
-    let key = context.store.keys().release(app, n);
-    Ok(context.store.get(&key).await?.ok_or_else(none)?.value)
+    crate::releases::serving_release(context, app)
+        .await?
+        .ok_or_else(none)
 }
 
 /// A one-off's unit, made but not submitted.
@@ -281,8 +280,9 @@ pub struct RunRow {
     /// Its caller's terminal is attached (`run`), else its output goes to
     /// the logs (`run:detached`).
     pub attached: bool,
-    pub machine: Option<String>,
-    pub state: Option<store::records::UnitState>,
+    /// Where it runs and its state.
+    #[serde(flatten)]
+    pub row: crate::cluster::UnitRow,
 }
 
 /// An app's one-offs (`run:list`).
@@ -299,30 +299,19 @@ pub struct RunList {
 impl std::fmt::Display for RunList {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let lines = self.runs.iter().map(|run| {
-            let state = match &run.state {
-                Some(state) => match state.active {
-                    ActiveState::Active => "up".to_string(),
-                    ActiveState::Activating => "starting".to_string(),
-                    ActiveState::Deactivating => "stopping".to_string(),
-                    ActiveState::Inactive | ActiveState::Failed => state
-                        .reason
-                        .clone()
-                        .unwrap_or_else(|| "stopped".to_string()),
-                },
-                None => "waiting".to_string(),
+            let (age, machine) = crate::instances::age_and_machine(&run.row, self.now);
+            // An ended one-off says how it ended (its exit code, an OOM kill).
+            let state = match run.row.state.as_ref() {
+                Some(state)
+                    if matches!(state.active, ActiveState::Inactive | ActiveState::Failed) =>
+                {
+                    state.reason.as_deref().unwrap_or("stopped")
+                }
+                None if run.row.unplaced.is_some() => {
+                    run.row.unplaced.as_deref().unwrap_or_default()
+                }
+                state => crate::instances::state_word(state),
             };
-            let age = run
-                .state
-                .as_ref()
-                .map(|s| format!("{}s", self.now.saturating_sub(s.since)))
-                .unwrap_or_else(|| "-".into());
-            let machine: String = run
-                .machine
-                .as_deref()
-                .unwrap_or("-")
-                .chars()
-                .take(12)
-                .collect();
             let kind = if run.attached { "attached" } else { "detached" };
             format!(
                 "run.{}  v{}  {kind}  {machine:12}  {age:>5}  {state}  {}",
@@ -364,8 +353,7 @@ pub(crate) async fn list(
             release: run.release,
             command: spec.command,
             attached: spec.interactive,
-            machine: row.machine,
-            state: row.state,
+            row,
         });
     }
     Ok(RunList {
